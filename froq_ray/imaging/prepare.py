@@ -1,0 +1,50 @@
+"""uint8 face crops -> normalised network input, as a torch module so it runs on the model's device.
+
+Crops travel from the decode stage as uint8 NHWC RGB arrays (small and cheap to move); geometry
+(resize, or the fixed ArcFace -> dlib-chip warp), scaling, normalisation and channel order are applied
+here, on the CPU or the GPU alike.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .contract import InputContract
+
+SOURCE_ALIGNMENT = "arcface112"
+
+
+class ModelInputTransform(nn.Module):
+    def __init__(self, contract: InputContract, source_size: int = 112) -> None:
+        super().__init__()
+        self.contract = contract
+        self.source_size = source_size
+        mean = torch.tensor(contract.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(contract.std, dtype=torch.float32).view(1, 3, 1, 1)
+        # x/255 - mean) / std  ==  x * scale + shift
+        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("shift", -mean / std, persistent=False)
+        self.order = contract.channel_index()
+
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        """Float NCHW RGB pixels of the source crop -> float NCHW in the network's frame and size."""
+        c = self.contract
+        if c.alignment == "dlib_chip150":
+            from .align import warp_arcface_to_dlib_chip
+
+            return warp_arcface_to_dlib_chip(x, c.size)
+        if x.shape[-1] != c.size or x.shape[-2] != c.size:
+            return F.interpolate(x, size=(c.size, c.size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        if crops.dim() != 4 or crops.shape[-1] != 3:
+            raise ValueError(f"expected uint8 crops of shape (N, H, W, 3), got {tuple(crops.shape)}")
+        x = crops.permute(0, 3, 1, 2).to(torch.float32)
+        x = self.geometry(x)
+        x = x * self.scale + self.shift
+        if self.order != [0, 1, 2]:
+            x = x[:, self.order]
+        return x.contiguous()

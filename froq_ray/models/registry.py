@@ -1,0 +1,53 @@
+"""One registry of face-recognition models: name -> factory(weights, options) -> LoadedModel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .base import LoadedModel, ModelLoadError
+
+Factory = Callable[[str | None, dict[str, Any]], LoadedModel]
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    family: str
+    factory: Factory
+    needs_weights: bool
+    description: str
+
+
+_REGISTRY: dict[str, RegistryEntry] = {}
+
+
+def register_model(name: str, family: str, needs_weights: bool, description: str) -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = RegistryEntry(name, family, factory, needs_weights, description)
+        return factory
+
+    return deco
+
+
+def _ensure_families_imported() -> None:
+    # Importing the family modules fills the registry.
+    from . import families  # noqa: F401
+
+
+def available_models() -> dict[str, RegistryEntry]:
+    _ensure_families_imported()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def load_model(name: str, weights: str | None = None, options: dict[str, Any] | None = None) -> LoadedModel:
+    """Build model ``name``, load ``weights`` (or its built-in weights) on the CPU, frozen, in eval mode."""
+    entries = available_models()
+    if name not in entries:
+        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(entries)}")
+    entry = entries[name]
+    if entry.needs_weights and not weights:
+        raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path")
+    return entry.factory(weights, dict(options or {}))
