@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install froq_ray with its dev tools. Idempotent: re-running is quick.
+#  - torch is installed first as the CPU build 2.13.0 so that no resolver step can pick a multi-GB CUDA build;
+#  - onnx2torch is installed without dependencies: its metadata requires torchvision, which must not be installed
+#    beside this torch (froq_ray shims the import; see froq_ray/models/onnx_model.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q --no-deps 'onnx2torch>=1.5,<1.6'
+echo "froq_ray environment ready in .venv"
