@@ -1,0 +1,110 @@
+"""A tiny face-recognition-like network for fast tests (no weights file, seeded initialisation).
+
+Structure (module names as ``named_modules`` lists them)::
+
+    stem            Sequential(conv, bn, ReLU(inplace=True))        container, in-place activation
+    block           Residual block:
+      block.conv1, block.bn1, block.act (ReLU inplace, CALLED TWICE: after bn1 and after the residual add),
+      block.conv2, block.bn2
+    down            Sequential(conv stride 2, ReLU(inplace=True))
+    pool            AdaptiveAvgPool2d(2)
+    head            Sequential(Flatten, Linear, BatchNorm1d)          -> (N, embedding_size) embedding
+
+It works for any input size >= 4 (the contract says 16 or 32). BatchNorm running statistics are randomised
+so that they are not the identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from froq_ray.imaging.contract import InputContract
+from froq_ray.models.base import LoadedModel, freeze
+
+
+class TinyBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        y += x  # in-place add on bn2's output
+        return self.act(y)
+
+
+class TinyFR(nn.Module):
+    def __init__(self, embedding_size: int = 8, width: int = 6) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        self.block = TinyBlock(width)
+        self.down = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * 4, embedding_size), nn.BatchNorm1d(embedding_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.down(self.block(self.stem(x)))))
+
+
+def _randomise_batchnorm(network: nn.Module, generator: torch.Generator) -> None:
+    for module in network.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = module.num_features
+            module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+            module.weight.data.copy_(0.5 + torch.rand(n, generator=generator))
+            module.bias.data.copy_(0.1 * torch.randn(n, generator=generator))
+
+
+def state_sha256(network: nn.Module) -> str:
+    """A stand-in for the weights-file hash: sha256 over the state dict's names and bytes."""
+    h = hashlib.sha256()
+    for key, value in sorted(network.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def tiny_contract(size: int = 16) -> InputContract:
+    return InputContract(size=size, channel_order="RGB", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def tiny_fr_model(size: int = 16, embedding_size: int = 8, seed: int = 0, name: str = "tiny-fr") -> LoadedModel:
+    """A frozen, eval-mode TinyFR wrapped as a LoadedModel with an InputContract of ``size`` (16 or 32)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        network = TinyFR(embedding_size)
+    with torch.no_grad():
+        _randomise_batchnorm(network, generator)
+    freeze(network)
+    return LoadedModel(
+        name=name,
+        family="tiny",
+        network=network,
+        contract=tiny_contract(size),
+        embedding_size=embedding_size,
+        weights_path=f"<tiny seed={seed}>",
+        weights_sha256=state_sha256(network),
+        options={"seed": seed},
+    )
+
+
+def random_crops(count: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    """(count, size, size, 3) uint8 crops with some structure (a per-image gradient plus noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    base = (ramp[None, :, None, None] * ramp[None, None, :, None]) * 255 * torch.rand(count, 1, 1, 3, generator=generator)
+    noise = torch.rand(count, size, size, 3, generator=generator) * 255 * torch.rand(count, 1, 1, 1, generator=generator)
+    return (0.5 * base + 0.5 * noise).clamp(0, 255).to(torch.uint8).numpy()
