@@ -47,14 +47,14 @@ def make_face_like_image(seed: int = 0, size: int | tuple[int, int] = 112) -> np
         image[eye] = rng.uniform(10, 60, size=3)
     mouth = ((x - 0.5) / 0.13) ** 2 + ((y - 0.75) / 0.03) ** 2 < 1.0
     image[mouth] = rng.uniform([120, 30, 30], [180, 70, 70])
-    image += rng.normal(0.0, 6.0, size=image.shape)
+    image += rng.normal(0.0, 6.0, size=(height, width, 1))  # luminance texture, like skin and hair
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def encode(array: np.ndarray, fmt: str, mode: str | None = None, **save_kwargs: object) -> bytes:
     """Encode ``array`` as ``fmt`` ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", ...).
 
-    Mode is inferred unless given: (H, W) uint8 -> "L", (H, W) uint16 -> "I;16", (H, W, 2) -> "LA",
+    Mode is inferred unless given: (H, W) bool -> "1", (H, W) uint8 -> "L", (H, W) uint16 -> "I;16", (H, W, 2) -> "LA",
     (H, W, 3) -> "RGB", (H, W, 4) -> "RGBA". Pass ``mode="CMYK"`` for a 4-channel CMYK array.
     Extra keyword arguments go to ``PIL.Image.save`` (quality, lossless, exif, ...).
     """
@@ -65,8 +65,8 @@ def encode(array: np.ndarray, fmt: str, mode: str | None = None, **save_kwargs: 
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
-    if array.ndim == 2:
-        return Image.fromarray(array, mode="I;16" if array.dtype == np.uint16 else "L")
+    if array.ndim == 2:  # PIL infers "1" from bool, "L" from uint8, "I;16" from uint16
+        return Image.fromarray(array)
     channels_to_mode = {2: "LA", 3: "RGB", 4: "RGBA"}
     return Image.fromarray(array, mode=channels_to_mode[array.shape[2]])
 
