@@ -20,6 +20,7 @@ import hashlib
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from froq_ray.imaging.contract import InputContract
@@ -108,3 +109,68 @@ def random_crops(count: int, size: int = 16, seed: int = 0) -> np.ndarray:
     base = (ramp[None, :, None, None] * ramp[None, None, :, None]) * 255 * torch.rand(count, 1, 1, 3, generator=generator)
     noise = torch.rand(count, size, size, 3, generator=generator) * 255 * torch.rand(count, 1, 1, 1, generator=generator)
     return (0.5 * base + 0.5 * noise).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def manual_activations(network: TinyFR, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Every module's output(s) for input ``x``, computed by an explicit re-implementation of
+    ``TinyFR.forward`` with functional ops (no hooks), each output cloned at the moment it is produced.
+
+    Independent ground truth for hook-based observers: name -> one tensor per call, in call order.
+    """
+    out: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str, value: torch.Tensor) -> torch.Tensor:
+        out.setdefault(name, []).append(value.detach().clone())
+        return value
+
+    def bn(module: nn.Module, value: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(value, module.running_mean, module.running_var, module.weight, module.bias,
+                            training=False, eps=module.eps)
+
+    with torch.no_grad():
+        stem, block, down, head = network.stem, network.block, network.down, network.head
+        h = keep("stem.0", F.conv2d(x, stem[0].weight, stem[0].bias, padding=1))
+        h = keep("stem.1", bn(stem[1], h))
+        h = keep("stem.2", torch.clamp(h, min=0))
+        keep("stem", h)
+        y = keep("block.conv1", F.conv2d(h, block.conv1.weight, padding=1))
+        y = keep("block.bn1", bn(block.bn1, y))
+        y = keep("block.act", torch.clamp(y, min=0))
+        y = keep("block.conv2", F.conv2d(y, block.conv2.weight, padding=1))
+        y = keep("block.bn2", bn(block.bn2, y))
+        y = keep("block.act", torch.clamp(y + h, min=0))
+        h = keep("block", y)
+        h = keep("down.0", F.conv2d(h, down[0].weight, down[0].bias, stride=2, padding=1))
+        h = keep("down.1", torch.clamp(h, min=0))
+        keep("down", h)
+        h = keep("pool", F.adaptive_avg_pool2d(h, 2))
+        h = keep("head.0", h.flatten(1))
+        h = keep("head.1", F.linear(h, head[1].weight, head[1].bias))
+        h = keep("head.2", bn(head[2], h))
+        keep("head", h)
+    return out
+
+
+def flat_norms(tensor: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (N,) float64 L2 norms, the plain way (for comparisons)."""
+    return tensor.double().reshape(tensor.shape[0], -1).norm(dim=1)
+
+
+def hand_artifact(model: LoadedModel, selected: list[str]) -> "CalibrationArtifact":
+    """A valid artifact for ``model`` selecting ``selected`` (utilities and curve are made up, decreasing)."""
+    from froq_ray.quality.artifact import CalibrationArtifact, CalibrationSet
+
+    names = [n for n, _ in model.network.named_modules() if n]
+    utilities = {n: (0.9 - 0.01 * selected.index(n)) if n in selected else 0.1 for n in names}
+    curve = [(n, 0.9 + 0.001 * i) for i, n in enumerate(selected)]
+    return CalibrationArtifact(
+        model=model.identity(),
+        utilities=utilities,
+        layer_calls={n: 1 for n in names},
+        top_layers=list(selected),
+        greedy_curve=curve,
+        selected_layers=list(selected),
+        settings={"perturbations": {}, "top_n": len(selected)},
+        calibration_set=CalibrationSet("0" * 64, "sorted_image_ids", 3),
+        precision="fp32",
+    )
