@@ -1,0 +1,426 @@
+"""Typed job configs: YAML + ``dotted.key=value`` overrides -> a validated, immutable-by-convention model.
+
+Every section forbids unknown keys, so a typo fails before Ray starts; every validation problem is re-raised
+as a :class:`ConfigError` whose message names the full dotted key, e.g.
+``output.mod: unknown key (did you mean 'mode'?)`` or ``resources.actors: must be >= 1``.
+
+One model per job (``calibrate``, ``annotate``, ``evaluate``) built from shared sections; the top-level
+``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``, ``calibration.artifact``,
+``output.uri``, ``evaluate.*`` paths) are resolved against the current working directory when the config is
+validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
+``../shared/data/...`` meaning "relative to where I run the command", the repository root).
+
+:func:`config_digest` hashes only what changes the results (never resources, progress interval, output
+location/mode or credentials), so a run can be resumed with more actors but not with other settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .storage.fs import is_remote, redact
+
+JOBS = ("calibrate", "annotate", "evaluate")
+BUILTIN = "builtin"
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` holds one ``dotted.key: message`` line per problem."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        body = "\n".join(self.problems)
+        super().__init__(f"invalid config {source}:\n{body}" if source else body)
+
+
+def resolve_local_path(value: str) -> str:
+    """Make a local path absolute against the CWD (``~`` expanded); URIs with a scheme pass unchanged."""
+    if is_remote(value) or value.startswith("file://"):
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+LocalOrUri = Annotated[str, Field(min_length=1), AfterValidator(resolve_local_path)]
+StorageOptions = dict[str, Any]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(Section):
+    """Where the images are: a local directory, an ``s3://`` prefix, a glob, or a .parquet/.csv manifest."""
+
+    uri: LocalOrUri
+    extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
+    """Kept file name endings for directories and globs (case-insensitive); manifests are not filtered."""
+    path_column: str = "path"
+    """Manifest column holding image paths (relative ones resolve against the manifest's folder)."""
+    identity_column: str | None = None
+    """Manifest column holding identity labels."""
+    identity_from_folder: bool = False
+    """Identity = name of the image's parent folder."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=1)
+    """Keep only the first ``limit`` inputs in sorted path order."""
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must list at least one file extension")
+        return sorted({e.lower() if e.startswith(".") else "." + e.lower() for e in value})
+
+    @model_validator(mode="after")
+    def _one_identity_source(self) -> InputConfig:
+        if self.identity_column and self.identity_from_folder:
+            raise ValueError("identity_column and identity_from_folder=true cannot both be set")
+        return self
+
+
+class ModelConfig(Section):
+    """Which face-recognition model (registry name) and its weights; ``weights: null`` = built-in weights."""
+
+    name: str = "dlib_resnet_v1"
+    weights: LocalOrUri | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _resolve_artifact(value: str) -> str:
+    return value if value == BUILTIN else resolve_local_path(value)
+
+
+class CalibrationConfig(Section):
+    """``artifact``: the calibration JSON that annotate applies (``builtin`` = the one shipped for the
+    default model). ``top_n``: how many best layers the calibrate job's greedy selection considers."""
+
+    artifact: Annotated[str, Field(min_length=1), AfterValidator(_resolve_artifact)] = BUILTIN
+    top_n: int = Field(default=10, ge=1)
+
+
+class PerturbationConfig(Section):
+    """Pseudo-label (auxiliary FIQA) settings; defaults are the FROQ reference's."""
+
+    flip: bool = True
+    noise_masks: int = Field(default=10, ge=1)
+    noise_alphas: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.001], min_length=1
+    )
+    noise_seed: int = 0
+    occlusion_cell: int = Field(default=14, ge=1)
+
+
+class ScoringConfig(Section):
+    """What the scoring actors compute: FROQ quality (``froq``) or the perturbation pseudo-label itself."""
+
+    mode: Literal["froq", "pseudo_label"] = "froq"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    quality_only: bool = False
+    """Stop the forward pass after the deepest selected layer (no embedding)."""
+    write_embedding: bool = True
+    perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
+
+    @model_validator(mode="after")
+    def _embedding_needs_full_pass(self) -> ScoringConfig:
+        if self.quality_only and self.write_embedding:
+            raise ValueError("quality_only=true stops before the embedding: set write_embedding=false")
+        return self
+
+
+class ResourcesConfig(Section):
+    """Cluster and actor resources; none of these change results (excluded from the config digest)."""
+
+    ray_address: str | None = None
+    """``null``: the job starts a local Ray; ``auto`` or ``ray://host:port``: join that cluster."""
+    num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of the local Ray the job starts (ignored when joining a cluster)."""
+    actors: int = Field(default=1, ge=1)
+    num_gpus_per_actor: float = Field(default=0, ge=0)
+    num_cpus_per_actor: float = Field(default=1, gt=0)
+    decode_num_cpus: float = Field(default=1, gt=0)
+    ray_batch_size: int = Field(default=256, ge=1)
+    model_batch_size: int = Field(default=128, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _cuda_needs_a_gpu(self) -> ResourcesConfig:
+        if self.device == "cuda" and self.num_gpus_per_actor == 0:
+            raise ValueError(
+                "device=cuda needs num_gpus_per_actor > 0 (Ray hides GPUs from actors without one)"
+            )
+        return self
+
+
+class OutputConfig(Section):
+    """Where results go (a local folder or an ``s3://`` prefix) and what to do with an existing run there."""
+
+    uri: LocalOrUri
+    mode: Literal["resume", "overwrite", "error_if_exists"] = "resume"
+    shard_size: int = Field(default=10_000, ge=1)
+    """Input rows per output Parquet shard (changes the shard layout, so it is part of the digest)."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    progress_interval_s: float = Field(default=30.0, gt=0)
+
+
+class EvaluateConfig(Section):
+    """EDC / pAUC evaluation of quality columns of an annotations output (see evaluation-protocol.md)."""
+
+    annotations: LocalOrUri
+    """Output folder (or Parquet file/glob) of an annotate run; it must hold embeddings."""
+    identity_source: Literal["column", "folder"] = "column"
+    """``column``: the annotations' ``identity_column``; ``folder``: the parent folder of ``path``."""
+    identity_column: str = "identity"
+    quality_columns: list[str] = Field(default_factory=lambda: ["quality"], min_length=1)
+    """One EDC curve per column (e.g. quality, pseudo_label, pl_flip)."""
+    fmr: float = Field(default=1e-3, gt=0, lt=1)
+    threshold_mode: Literal["fixed", "recomputed"] = "fixed"
+    discard_limits: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.2, 0.3])
+    plot: LocalOrUri | None = None
+    """EDC PNG path; ``null`` = ``edc.png`` in ``output.uri``."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+
+
+class JobBase(Section):
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    output: OutputConfig
+
+
+class ModelJobBase(JobBase):
+    """Sections shared by the jobs that run a model over images."""
+
+    input: InputConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+
+
+class CalibrateJob(ModelJobBase):
+    """Pseudo-labels + all candidate layers' norms -> layer selection -> calibration artifact."""
+
+    job: Literal["calibrate"]
+
+
+class AnnotateJob(ModelJobBase):
+    """Quality (and optionally embedding / pseudo-labels) for every input image -> Parquet shards."""
+
+    job: Literal["annotate"]
+
+
+class EvaluateJob(JobBase):
+    """Annotations + identities -> EDC/pAUC table + plot."""
+
+    job: Literal["evaluate"]
+    evaluate: EvaluateConfig
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob
+JOB_CLASSES: dict[str, type[JobBase]] = {
+    "calibrate": CalibrateJob,
+    "annotate": AnnotateJob,
+    "evaluate": EvaluateJob,
+}
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | Path, overrides: Iterable[str] = (), expected_job: str | None = None
+) -> JobConfig:
+    """Read a YAML job config, apply ``dotted.key=value`` overrides (values parsed as YAML), validate.
+
+    ``expected_job`` (the command the user ran) must match the config's ``job`` when given.
+    Raises :class:`ConfigError` naming the file and every bad key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file: {exc}"], source=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}"], str(path))
+    return config_from_dict(data, overrides, expected_job=expected_job, source=str(path))
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    expected_job: str | None = None,
+    source: str | None = None,
+) -> JobConfig:
+    """Validate a config given as a mapping (what :func:`load_config` does after reading the YAML)."""
+    data = apply_overrides(data, overrides)
+    job = data.get("job", expected_job)
+    if job is None:
+        raise ConfigError([f"job: required key missing (one of {', '.join(JOBS)})"], source)
+    if job not in JOB_CLASSES:
+        raise ConfigError([f"job: must be one of {', '.join(JOBS)} (got {job!r})"], source)
+    if expected_job is not None and job != expected_job:
+        raise ConfigError(
+            [f"job: this config is for {job!r}, but the {expected_job!r} command was run"], source
+        )
+    cls = JOB_CLASSES[job]
+    try:
+        return cls.model_validate({**data, "job": job})
+    except ValidationError as exc:
+        raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``a.b.c=value`` set (intermediate mappings created as needed)."""
+    out = json.loads(json.dumps(data, default=str)) if data else {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError([f"override {item!r}: expected dotted.key=value"])
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {exc}"]) from None
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError([f"{key}: cannot set a key inside {where}, which is not a section"])
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------- error text
+
+
+def _describe(cls: type[BaseModel], err: Mapping[str, Any]) -> str:
+    """One ``dotted.key: message`` line for a pydantic error."""
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "<config>"
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        known = _known_keys(cls, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = (
+            f" (did you mean {close[0]!r}?)"
+            if close
+            else f" (known keys: {', '.join(known)})"
+            if known
+            else ""
+        )
+        return f"{key}: unknown key{hint}"
+    templates = {
+        "missing": "required key missing",
+        "greater_than_equal": "must be >= {ge}",
+        "greater_than": "must be > {gt}",
+        "less_than_equal": "must be <= {le}",
+        "less_than": "must be < {lt}",
+        "literal_error": "must be one of {expected}",
+        "too_short": "must have at least {min_length} item(s)",
+        "string_too_short": "must not be empty",
+        "int_type": "must be an integer",
+        "int_parsing": "must be an integer",
+        "int_from_float": "must be an integer",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "string_type": "must be a string",
+        "list_type": "must be a list",
+        "dict_type": "must be a mapping",
+        "model_type": "must be a mapping of keys",
+        "model_attributes_type": "must be a mapping of keys",
+    }
+    if kind in templates:
+        message = templates[kind].format(**ctx)
+        if kind != "missing":
+            message += f" (got {given!r})"
+    else:
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{key}: {message}"
+
+
+def _known_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (empty when ``loc`` does not lead to a section)."""
+    model: Any = cls
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        model = _section_type(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
+    return None
+
+
+# --------------------------------------------------------------------------------------------- digests
+
+
+_NOT_IN_DIGEST: dict[str, Any] = {
+    "resources": True,
+    "input": {"storage_options"},
+    "output": {"uri", "mode", "storage_options", "progress_interval_s"},
+    "evaluate": {"storage_options"},
+}
+
+
+def config_digest(cfg: JobConfig) -> str:
+    """sha256 (hex) of the canonical JSON of the settings that change results.
+
+    Excluded: ``resources`` (actors, batch sizes, device, cluster), ``output.uri/mode/progress_interval_s``
+    and every ``storage_options`` (credentials, endpoints). Included: the job, input selection, model,
+    calibration, scoring and ``output.shard_size`` (it fixes the shard layout).
+    """
+    exclude = {k: v for k, v in _NOT_IN_DIGEST.items() if k in type(cfg).model_fields}
+    payload = cfg.model_dump(mode="json", exclude=exclude)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolved_dict(cfg: JobConfig) -> dict[str, Any]:
+    """The full resolved config as plain JSON-able data, with credentials in storage options redacted."""
+    data = cfg.model_dump(mode="json")
+    for section in data.values():
+        if isinstance(section, dict) and isinstance(section.get("storage_options"), dict):
+            section["storage_options"] = redact(section["storage_options"])
+    return data

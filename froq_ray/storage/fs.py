@@ -1,0 +1,149 @@
+"""fsspec helpers shared by listing, reading and writing: one way to open local paths and ``s3://`` URIs.
+
+URIs: local paths are plain absolute paths (``/data/x.jpg``); remote objects keep their scheme
+(``s3://bucket/key``). Storage options are the s3fs keyword arguments (``key``, ``secret``, ``token``,
+``endpoint_url``, ``client_kwargs``...). When no endpoint is given, the standard AWS environment variables
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` supply one. Credentials are never logged or written: anything
+that leaves the process goes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.core import split_protocol, url_to_fs
+
+LOCAL_PROTOCOLS = ("file", "local")
+_SECRET_KEY = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``options`` with every value whose key looks secret (key/secret/token/password/credential)
+    replaced by ``"***"``; nested mappings (``client_kwargs``, ``config_kwargs``) are redacted too."""
+    out: dict[str, Any] = {}
+    for name, value in (options or {}).items():
+        if _SECRET_KEY.search(str(name)):
+            out[name] = REDACTED
+        elif isinstance(value, Mapping):
+            out[name] = redact(value)
+        else:
+            out[name] = value
+    return out
+
+
+def protocol_of(uri: str) -> str:
+    """``"s3"`` for ``s3://...``, ``"file"`` for local paths and ``file://`` URIs."""
+    protocol, _ = split_protocol(uri)
+    return protocol or "file"
+
+
+def is_remote(uri: str) -> bool:
+    return protocol_of(uri) not in LOCAL_PROTOCOLS
+
+
+def with_env_endpoint(protocol: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` plus ``endpoint_url`` from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` for S3 when the
+    options name no endpoint themselves (neither top-level nor in ``client_kwargs``)."""
+    out = dict(options or {})
+    if protocol not in ("s3", "s3a"):
+        return out
+    if out.get("endpoint_url") or (out.get("client_kwargs") or {}).get("endpoint_url"):
+        return out
+    env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if env:
+        out["endpoint_url"] = env
+    return out
+
+
+def open_fs(
+    uri: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for ``uri``; storage options apply to remote filesystems only."""
+    protocol = protocol_of(uri)
+    if protocol in LOCAL_PROTOCOLS:
+        return url_to_fs(uri)
+    return url_to_fs(uri, **with_env_endpoint(protocol, storage_options))
+
+
+def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None) -> fsspec.AbstractFileSystem:
+    """The filesystem for a protocol (``"file"``, ``"s3"``...), configured like :func:`open_fs` does."""
+    if protocol in LOCAL_PROTOCOLS:
+        return fsspec.filesystem("file")
+    return fsspec.filesystem(protocol, **with_env_endpoint(protocol, storage_options))
+
+
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return any(p in LOCAL_PROTOCOLS for p in protocols)
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Full URI of an fs path: the plain path for local files, ``scheme://...`` for remote objects."""
+    return path if is_local_fs(fs) else fs.unstrip_protocol(path)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path segments onto a local path or a URI with ``/`` (``s3://b/p`` + ``x`` -> ``s3://b/p/x``)."""
+    out = base.rstrip("/") if base not in ("/", "") else base
+    for part in parts:
+        part = part.strip("/")
+        if part:
+            out = f"{out}/{part}" if out not in ("", "/") else f"{out}{part}"
+    return out
+
+
+def parent_uri(uri: str) -> str:
+    """The folder holding ``uri`` (keeps the scheme): ``s3://b/p/x.csv`` -> ``s3://b/p``."""
+    protocol, path = split_protocol(uri)
+    parent = posixpath.dirname(path.rstrip("/"))
+    return f"{protocol}://{parent}" if protocol else parent
+
+
+def is_absolute_uri(value: str) -> bool:
+    """True for URIs with a scheme and absolute local paths (a manifest's relative entries are neither)."""
+    return split_protocol(value)[0] is not None or os.path.isabs(value)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` so readers never see a partial object.
+
+    Local: write a temp file beside it, then rename (atomic on one filesystem). Object stores publish an
+    object only when its upload completes, so the object is written directly.
+    """
+    if not is_local_fs(fs):
+        fs.pipe_file(path, data)
+        return
+    tmp = temp_name(path)
+    try:
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm_file(tmp)
+
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_name(path: str) -> str:
+    """A unique sibling temp name (``<path>.tmp-<hex>``); files with :data:`TEMP_MARK` are ours to delete."""
+    return f"{path}{TEMP_MARK}{uuid.uuid4().hex}"
+
+
+def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON with :func:`write_bytes_atomic`."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    write_bytes_atomic(fs, path, text.encode())
+
+
+def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read().decode())
