@@ -80,12 +80,12 @@ class CalibrationSetDigest:
     def add_pixels(self, crops: np.ndarray | torch.Tensor) -> None:
         """Add one batch of uint8 crops (N, H, W, C)."""
         self._use("sorted_pixel_sha256")
-        array = np.ascontiguousarray(torch.as_tensor(crops).cpu().numpy())
+        array = crops.detach().cpu().numpy() if isinstance(crops, torch.Tensor) else np.asarray(crops)
         if array.dtype != np.uint8:
             raise TypeError(f"pixel digests need uint8 crops, got {array.dtype}")
         for image in array:
             h = hashlib.sha256(repr(image.shape).encode())
-            h.update(image.tobytes())
+            h.update(np.ascontiguousarray(image).tobytes())
             self._keys.append(h.hexdigest())
 
     def result(self) -> CalibrationSet:

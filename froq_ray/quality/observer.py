@@ -62,13 +62,20 @@ def autocast_context(device: torch.device | str, dtype: torch.dtype | None) -> c
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def as_batch_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A numpy array (any strides, e.g. a reversed view) or tensor -> tensor, without copying when possible."""
+    if isinstance(batch, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(batch))
+    return torch.as_tensor(batch)
+
+
 def network_input(batch: np.ndarray | torch.Tensor, transform: nn.Module, device: torch.device) -> torch.Tensor:
     """A batch -> float32 NCHW network input on ``device``.
 
     uint8 batches are crops (N, H, W, 3) and go through ``transform`` (a ``ModelInputTransform`` already on
     ``device``); floating batches are taken to be network input already (N, C, H, W) and are only moved.
     """
-    tensor = torch.as_tensor(batch)
+    tensor = as_batch_tensor(batch)
     if tensor.dtype == torch.uint8:
         return transform(tensor.to(device))
     if not tensor.is_floating_point():

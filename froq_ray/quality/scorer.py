@@ -20,6 +20,7 @@ from .artifact import CalibrationArtifact, check_matches
 from .observer import (
     NormObserver,
     StopPoint,
+    as_batch_tensor,
     as_embedding,
     autocast_context,
     autocast_dtype,
@@ -80,7 +81,7 @@ class FroqScorer:
 
     def score(self, crops: np.ndarray | torch.Tensor) -> ScoreResult:
         """uint8 crops (N, H, W, 3) -- or float NCHW network input -- -> quality (and embeddings)."""
-        batch = torch.as_tensor(crops)
+        batch = as_batch_tensor(crops)
         qualities, embeddings = [], []
         with torch.inference_mode(), NormObserver(self.network, self.layers, self.stop_at) as observer:
             for rows in iter_chunks(batch.shape[0], self.model_batch_size):
