@@ -134,7 +134,7 @@ class CalibrationArtifact:
     @property
     def best_rho(self) -> float:
         """The Spearman correlation of the selected set with the pseudo-labels (max of the greedy curve)."""
-        return dict(self.greedy_curve)[self.selected_layers[-1]]
+        return self.greedy_curve[len(self.selected_layers) - 1][1]
 
     def content(self) -> dict[str, Any]:
         """Everything that identifies the calibration (the hashed part: no timestamp, no id)."""
