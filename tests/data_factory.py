@@ -106,7 +106,9 @@ def png_header_only(width: int, height: int) -> bytes:
     return png_from_chunks([(b"IHDR", header), (b"IEND", b"")])
 
 
-def with_exif_orientation(stored: np.ndarray, orientation: int, fmt: str = "PNG", **save_kwargs: object) -> bytes:
+def with_exif_orientation(
+    stored: np.ndarray, orientation: int, fmt: str = "PNG", **save_kwargs: object
+) -> bytes:
     """Encode ``stored`` (as it lies in the file) with EXIF orientation ``orientation`` (1..8)."""
     exif = Image.Exif()
     exif[EXIF_ORIENTATION_TAG] = orientation
@@ -154,7 +156,9 @@ def bad_inputs() -> dict[str, bytes]:
         "jpeg_missing_eoi": jpeg[:-2],
         "png_truncated": png[: len(png) // 2],
         "png_damaged_header": bytes(damaged_ihdr),
-        "webp_truncated": (webp := encode(make_face_like_image(seed=4), "WEBP", quality=80))[: len(webp) // 2],
+        "webp_truncated": (webp := encode(make_face_like_image(seed=4), "WEBP", quality=80))[
+            : len(webp) // 2
+        ],
         "decompression_bomb_header": png_header_only(30000, 30000),
     }
 
@@ -176,7 +180,9 @@ BAD_INPUT_STATUS: dict[str, str] = {
 }
 
 
-def write_identity_tree(root: Path, identities: int = 3, per_identity: int = 2, size: int = 112) -> list[Path]:
+def write_identity_tree(
+    root: Path, identities: int = 3, per_identity: int = 2, size: int = 112
+) -> list[Path]:
     """Write ``root/<Identity_k>/<Identity_k>_000j.jpg`` JPEGs of face-like images; returns their paths."""
     paths = []
     for k in range(identities):

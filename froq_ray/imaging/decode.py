@@ -105,7 +105,9 @@ class _DecodeFailure(Exception):
         self.message = message
 
 
-def decode_image(data: bytes | None, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(
+    data: bytes | None, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
     """Decode one image to a (size, size, 3) RGB uint8 array; never raises for bad data.
 
     ``None`` (the read failed upstream) gives status ``read_error``; use :func:`decode_batch` with
@@ -189,7 +191,8 @@ def _decode_or_raise(data: object, size: int, max_pixels: int) -> tuple[Image.Im
     width, height = image.size
     if width * height > max_pixels:
         raise _DecodeFailure(
-            st.CORRUPT, f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
+            st.CORRUPT,
+            f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}",
         )
     orientation = _orientation(image)
     if image.format == "JPEG" and min(width, height) >= 2 * size:

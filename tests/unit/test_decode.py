@@ -199,7 +199,9 @@ def test_other_output_size() -> None:
 
 def test_constant_image_stays_constant_after_resize() -> None:
     flat = np.full((57, 203, 3), (30, 140, 220), dtype=np.uint8)
-    np.testing.assert_array_equal(decoded_ok(encode(flat, "PNG")), np.broadcast_to([30, 140, 220], (112, 112, 3)))
+    np.testing.assert_array_equal(
+        decoded_ok(encode(flat, "PNG")), np.broadcast_to([30, 140, 220], (112, 112, 3))
+    )
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -294,7 +296,14 @@ def test_batch_keeps_order_and_counts_with_bad_items_in_the_middle() -> None:
 
     assert len(batch) == 8 and batch.pixels.shape == (8, 112, 112, 3) and batch.pixels.dtype == np.uint8
     assert batch.statuses == [
-        st.OK, st.CORRUPT, st.READ_ERROR, st.EMPTY, st.OK, st.NOT_AN_IMAGE, st.READ_ERROR, st.OK
+        st.OK,
+        st.CORRUPT,
+        st.READ_ERROR,
+        st.EMPTY,
+        st.OK,
+        st.NOT_AN_IMAGE,
+        st.READ_ERROR,
+        st.OK,
     ]
     assert batch.errors[2] == "FileNotFoundError: x.jpg"  # caller's message kept
     assert batch.errors[6]  # a default message when the caller gave none
