@@ -1,0 +1,138 @@
+"""The output Parquet schema: one row per input image, readable by plain ``pandas.read_parquet``.
+
+Columns: ``path``, ``identity``, ``status``, ``error``, ``quality``, optional ``embedding``
+(``fixed_size_list<float32, D>``; pandas reads each as a float32 numpy array), ``width``, ``height``,
+``model_id``, ``calibration_id``, then any extra float32 columns (the pseudo-label columns where computed).
+The Parquet key-value metadata carries the schema version, config digest, model id and calibration id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+META_SCHEMA_VERSION = b"froq_ray.schema_version"
+META_CONFIG_DIGEST = b"froq_ray.config_digest"
+META_MODEL_ID = b"froq_ray.model_id"
+META_CALIBRATION_ID = b"froq_ray.calibration_id"
+
+PSEUDO_LABEL_COLUMNS = ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")
+"""Perturbation components and their mean, written when the job computed them."""
+
+EMBEDDING = "embedding"
+
+
+def annotation_schema(embedding_dim: int | None, extra_float_columns: Sequence[str] = ()) -> pa.Schema:
+    """The output schema; ``embedding_dim=None`` leaves out the embedding column."""
+    fields = [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("identity", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("quality", pa.float32()),
+    ]
+    if embedding_dim is not None:
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        fields.append(pa.field(EMBEDDING, pa.list_(pa.float32(), embedding_dim)))
+    fields += [
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("model_id", pa.string()),
+        pa.field("calibration_id", pa.string()),
+    ]
+    taken = {f.name for f in fields}
+    for name in extra_float_columns:
+        if name in taken:
+            raise ValueError(f"extra column {name!r} duplicates a column")
+        taken.add(name)
+        fields.append(pa.field(name, pa.float32()))
+    return pa.schema(fields)
+
+
+def schema_metadata(config_digest: str, model_id: str, calibration_id: str | None) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata every shard carries."""
+    return {
+        META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
+        META_CONFIG_DIGEST: config_digest.encode(),
+        META_MODEL_ID: model_id.encode(),
+        META_CALIBRATION_ID: (calibration_id or "").encode(),
+    }
+
+
+def to_table(
+    columns: Mapping[str, np.ndarray | Sequence[Any]],
+    schema: pa.Schema,
+    metadata: Mapping[str | bytes, str | bytes] | None = None,
+) -> pa.Table:
+    """Build a table of ``schema`` from one array or list per column (every schema column, nothing else).
+
+    Nulls: ``None`` in any column; NaN in float columns. ``embedding`` is an (N, D) float array (a row with
+    any NaN becomes null) or a list of length-D vectors / None.
+    """
+    missing = [f.name for f in schema if f.name not in columns]
+    unknown = [name for name in columns if schema.get_field_index(name) < 0]
+    if missing or unknown:
+        raise ValueError(f"columns do not match the schema: missing {missing}, unknown {unknown}")
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns have different lengths: {lengths}")
+    arrays = [_column(columns[f.name], f) for f in schema]
+    meta = {_bytes(k): _bytes(v) for k, v in (metadata or {}).items()}
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta) if meta else schema)
+
+
+def read_metadata(schema: pa.Schema) -> dict[str, str]:
+    """The ``froq_ray.*`` metadata of a Parquet file's schema as text (``pq.read_schema(path)``)."""
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(b"froq_ray.")}
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _column(values: np.ndarray | Sequence[Any], field: pa.Field) -> pa.Array:
+    if pa.types.is_fixed_size_list(field.type):
+        return _embedding_array(values, field.type.list_size)
+    if pa.types.is_floating(field.type):
+        return pa.array(_floats(values), type=field.type, from_pandas=True)
+    if pa.types.is_integer(field.type):
+        return pa.array(_as_list(values), type=field.type)
+    return pa.array([None if v is None else str(v) for v in _as_list(values)], type=field.type)
+
+
+def _floats(values: np.ndarray | Sequence[Any]) -> np.ndarray:
+    """float32 array with None -> NaN (and NaN -> null via ``from_pandas``)."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.astype(np.float32, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+
+
+def _as_list(values: np.ndarray | Sequence[Any]) -> list[Any]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
+def _embedding_array(values: np.ndarray | Sequence[Any], dim: int) -> pa.FixedSizeListArray:
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        matrix = np.asarray(values, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != dim:
+            raise ValueError(f"embedding must have shape (N, {dim}), got {matrix.shape}")
+        null = np.isnan(matrix).any(axis=1)
+    else:
+        rows = list(values)
+        null = np.array([r is None for r in rows], dtype=bool)
+        matrix = np.zeros((len(rows), dim), dtype=np.float32)
+        for i, row in enumerate(rows):
+            if row is not None:
+                vec = np.asarray(row, dtype=np.float32).reshape(-1)
+                if vec.size != dim:
+                    raise ValueError(f"embedding row {i} has {vec.size} values, expected {dim}")
+                matrix[i] = vec
+    flat = pa.array(np.ascontiguousarray(matrix).reshape(-1), type=pa.float32())
+    mask = pa.array(null, type=pa.bool_()) if null.any() else None
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)

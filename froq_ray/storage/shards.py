@@ -1,0 +1,115 @@
+"""Deterministic output shards: the sorted input listing is cut into fixed row ranges, shard ``i`` is written
+as ``part-{i:05d}.parquet`` and then its completion marker ``part-{i:05d}.done.json`` (rows, counts by status,
+the shard's input digest). A shard counts as done only when its marker exists; the marker is written last.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .fs import read_json, write_bytes_atomic, write_json_atomic
+from .schema import SCHEMA_VERSION
+
+PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+MARKER_RE = re.compile(r"^part-(\d{5,})\.done\.json$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``[start, stop)`` of the sorted input listing."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def part_name(self) -> str:
+        return part_name(self.index)
+
+    @property
+    def marker_name(self) -> str:
+        return marker_name(self.index)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def marker_name(index: int) -> str:
+    return f"part-{index:05d}.done.json"
+
+
+def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
+    """Consecutive shards of ``shard_size`` rows (the last may be shorter); none for an empty input."""
+    if n_rows < 0 or shard_size < 1:
+        raise ValueError(f"need n_rows >= 0 and shard_size >= 1, got {n_rows}, {shard_size}")
+    return [
+        Shard(index, start, min(start + shard_size, n_rows))
+        for index, start in enumerate(range(0, n_rows, shard_size))
+    ]
+
+
+def status_counts(table: pa.Table) -> dict[str, int]:
+    """Rows per ``status`` value, sorted by status."""
+    counts = pc.value_counts(table.column("status")).to_pylist()
+    return dict(sorted((c["values"], int(c["counts"])) for c in counts))
+
+
+def write_shard(
+    fs: fsspec.AbstractFileSystem, out_dir: str, shard: Shard, table: pa.Table, shard_input_digest: str
+) -> dict[str, Any]:
+    """Write the shard's Parquet (atomically on local disks), then its marker; returns the marker.
+
+    ``out_dir`` is a path inside ``fs`` (see :func:`froq_ray.storage.fs.open_fs`). The table must hold
+    exactly the shard's rows: every input yields one row.
+    """
+    if table.num_rows != shard.rows:
+        raise ValueError(f"shard {shard.index} has {table.num_rows} rows, expected {shard.rows}")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(fs, f"{out_dir}/{shard.part_name}", sink.getvalue().to_pybytes())
+    marker = {
+        "shard": shard.index,
+        "start": shard.start,
+        "stop": shard.stop,
+        "rows": table.num_rows,
+        "counts": status_counts(table),
+        "input_digest": shard_input_digest,
+        "schema_version": SCHEMA_VERSION,
+        "file": shard.part_name,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(fs, f"{out_dir}/{shard.marker_name}", marker)
+    return marker
+
+
+def read_markers(fs: fsspec.AbstractFileSystem, out_dir: str) -> dict[int, dict[str, Any]]:
+    """Completion markers found in ``out_dir``, by shard index (fresh listing, no cached view)."""
+    fs.invalidate_cache(out_dir)
+    markers = {}
+    for name in list_names(fs, out_dir):
+        match = MARKER_RE.match(name)
+        if match:
+            markers[int(match.group(1))] = read_json(fs, f"{out_dir}/{name}")
+    return markers
+
+
+def list_names(fs: fsspec.AbstractFileSystem, out_dir: str) -> list[str]:
+    """Base names of the files directly in ``out_dir`` (empty when it does not exist)."""
+    try:
+        entries = fs.ls(out_dir, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") != "directory")
