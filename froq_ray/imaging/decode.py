@@ -195,7 +195,7 @@ def _decode_or_raise(data: object, size: int, max_pixels: int) -> tuple[Image.Im
             f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}",
         )
     orientation = _orientation(image)
-    if image.format == "JPEG" and min(width, height) >= 2 * size:
+    if image.format in ("JPEG", "MPO") and min(width, height) >= 2 * size:
         image.draft(image.mode, (size, size))  # DCT-domain downscale by 2/4/8, result stays >= size
     image.load()
     if orientation in range(2, 9):
