@@ -131,7 +131,7 @@ def contract_for(options: Mapping[str, Any]) -> InputContract:
     if unknown:
         raise ModelLoadError(f"unknown AdaFace option(s) {unknown}; known: ['channel_permutation']")
     permutation = options.get("channel_permutation", DEFAULT_PERMUTATION)
-    if permutation not in CHANNEL_ORDERS:
+    if not isinstance(permutation, str) or permutation not in CHANNEL_ORDERS:
         raise ModelLoadError(
             f"AdaFace option channel_permutation must be one of {sorted(CHANNEL_ORDERS)} "
             f"('bgr': the order AdaFace was trained on; 'reference': the FROQ reference's [2, 0, 1] permutation "
