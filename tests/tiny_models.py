@@ -25,6 +25,7 @@ from torch import nn
 
 from froq_ray.imaging.contract import InputContract
 from froq_ray.models.base import LoadedModel, freeze
+from froq_ray.quality.artifact import CalibrationArtifact, CalibrationSet
 
 
 class TinyBlock(nn.Module):
@@ -156,9 +157,8 @@ def flat_norms(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.double().reshape(tensor.shape[0], -1).norm(dim=1)
 
 
-def hand_artifact(model: LoadedModel, selected: list[str]) -> "CalibrationArtifact":
+def hand_artifact(model: LoadedModel, selected: list[str]) -> CalibrationArtifact:
     """A valid artifact for ``model`` selecting ``selected`` (utilities and curve are made up, decreasing)."""
-    from froq_ray.quality.artifact import CalibrationArtifact, CalibrationSet
 
     names = [n for n, _ in model.network.named_modules() if n]
     utilities = {n: (0.9 - 0.01 * selected.index(n)) if n in selected else 0.1 for n in names}

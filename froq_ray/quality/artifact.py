@@ -18,11 +18,12 @@ import hashlib
 import json
 import math
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ class CalibrationArtifact:
         return path
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "artifact") -> "CalibrationArtifact":
+    def from_dict(cls, data: Any, source: str = "artifact") -> CalibrationArtifact:
         _validate(data, source)
         artifact = cls(
             model=data["model"],
@@ -198,7 +199,7 @@ class CalibrationArtifact:
         return artifact
 
     @classmethod
-    def from_json(cls, text: str, source: str = "artifact") -> "CalibrationArtifact":
+    def from_json(cls, text: str, source: str = "artifact") -> CalibrationArtifact:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

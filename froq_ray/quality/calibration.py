@@ -21,8 +21,8 @@ norm hooks on every candidate layer gives the norms and the reference embedding,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -223,7 +223,7 @@ def build_artifact(
 def calibrate(
     model: LoadedModel,
     batches: Iterable[np.ndarray],
-    settings: PerturbationSettings = PerturbationSettings(),
+    settings: PerturbationSettings | None = None,
     top_n: int = 10,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
@@ -235,6 +235,7 @@ def calibrate(
     The calibration-set digest is over ``image_ids`` when given (kind ``sorted_image_ids``), else over the
     crops' pixel bytes (kind ``sorted_pixel_sha256``).
     """
+    settings = settings if settings is not None else PerturbationSettings()
     device = torch.device(device)
     names = list(layer_names) if layer_names is not None else candidate_layers(model.network)
     labeler = PseudoLabeler(model.network, model.contract, settings, device, autocast_dtype(precision))

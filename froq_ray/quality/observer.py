@@ -29,8 +29,9 @@ precision names -> autocast, uint8 crops -> network input, network output -> emb
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,14 +180,14 @@ class NormObserver:
 
         return hook
 
-    def __enter__(self) -> "NormObserver":
+    def __enter__(self) -> NormObserver:  # noqa: PYI034 (typing.Self needs Python 3.11)
         self._reset()
         self._handles.append(self.network.register_forward_pre_hook(self._reset))
         for name, module in self._modules.items():
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []

@@ -71,7 +71,7 @@ class PerturbationSettings:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PerturbationSettings":
+    def from_dict(cls, data: dict[str, Any]) -> PerturbationSettings:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -120,18 +120,18 @@ class PseudoLabeler:
         self,
         network: nn.Module,
         contract: InputContract,
-        settings: PerturbationSettings = PerturbationSettings(),
+        settings: PerturbationSettings | None = None,
         device: torch.device | str = "cpu",
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device)
         self.contract = contract
-        self.settings = settings
+        self.settings = settings if settings is not None else PerturbationSettings()
         self.autocast_dtype = autocast_dtype
         self.precision = precision_name(autocast_dtype)
         self._min_value = contract.min_value().view(1, 1, -1, 1, 1).to(self.device)
-        self._alphas = torch.tensor(settings.noise_alphas, dtype=torch.float32, device=self.device)
+        self._alphas = torch.tensor(self.settings.noise_alphas, dtype=torch.float32, device=self.device)
         self._cache: dict[tuple[int, int, int], tuple[torch.Tensor | None, torch.Tensor | None, _Layout]] = {}
 
     # -------------------------------------------------------------------------------------------- setup
