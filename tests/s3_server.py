@@ -48,10 +48,11 @@ class S3Location:
         return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
 
     def filesystem(self):
-        """A fresh (uncached) s3fs filesystem on this server."""
-        import s3fs
+        """The s3fs filesystem for :attr:`storage_options` (fsspec's cached instance: the one the code under
+        test gets for the same options, so its client is built once per session)."""
+        import fsspec
 
-        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
+        return fsspec.filesystem("s3", **self.storage_options)
 
 
 @contextmanager

@@ -115,12 +115,13 @@ def is_absolute_uri(value: str) -> bool:
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``path`` so readers never see a partial object.
 
-    Local: write a temp file beside it, then rename (atomic on one filesystem). Object stores publish an
-    object only when its upload completes, so the object is written directly.
+    Local: create the folder, write a temp file beside it, then rename (atomic on one filesystem). Object
+    stores publish an object only when its upload completes, so the object is written directly.
     """
     if not is_local_fs(fs):
         fs.pipe_file(path, data)
         return
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = temp_name(path)
     try:
         fs.pipe_file(tmp, data)
