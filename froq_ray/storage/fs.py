@@ -135,8 +135,10 @@ TEMP_MARK = ".tmp-"
 
 
 def temp_name(path: str) -> str:
-    """A unique sibling temp name (``<path>.tmp-<hex>``); files with :data:`TEMP_MARK` are ours to delete."""
-    return f"{path}{TEMP_MARK}{uuid.uuid4().hex}"
+    """A unique hidden sibling temp name, ``<dir>/.<name>.tmp-<32 hex>``: the leading dot keeps it out of
+    ``pandas.read_parquet(<dir>)`` (pyarrow skips names starting with ``.`` or ``_``)."""
+    folder, name = posixpath.split(path)
+    return posixpath.join(folder, f".{name}{TEMP_MARK}{uuid.uuid4().hex}")
 
 
 def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, obj: Any) -> None:

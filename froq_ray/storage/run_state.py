@@ -1,8 +1,8 @@
 """The state of an output location before a run: what is done, and whether this run may continue it.
 
 An output folder holds only files this tool writes: ``_run.json`` (config digest, input digest, schema
-version of the run that owns the folder), ``part-NNNNN.parquet`` + ``part-NNNNN.done.json`` per shard,
-``_manifest.json``, and transient ``*.tmp-*`` files. Modes:
+version of the run that owns the folder), ``part-NNNNN.parquet`` + ``_part-NNNNN.done.json`` per shard,
+``_manifest.json``, and transient ``.<name>.tmp-<hex>`` files. Modes:
 
 - ``resume`` (default): keep shards whose marker exists; refuse when ``_run.json`` records another config
   or input digest (or schema version), unless ``force``; a folder with parts but no ``_run.json`` is refused
@@ -142,7 +142,7 @@ def _check_resumable(state: RunState, names: list[str], force: bool) -> None:
 
 
 _TEMP_RE = re.compile(
-    r"^(part-\d{5,}\.parquet|part-\d{5,}\.done\.json|_run\.json|_manifest\.json|_write_probe)"
+    r"^(\.(part-\d{5,}\.parquet|_part-\d{5,}\.done\.json|_run\.json|_manifest\.json)|_write_probe)"
     + re.escape(TEMP_MARK)
     + r"[0-9a-f]{32}$"
 )

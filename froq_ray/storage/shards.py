@@ -1,6 +1,9 @@
 """Deterministic output shards: the sorted input listing is cut into fixed row ranges, shard ``i`` is written
-as ``part-{i:05d}.parquet`` and then its completion marker ``part-{i:05d}.done.json`` (rows, counts by status,
+as ``part-{i:05d}.parquet`` and then its completion marker ``_part-{i:05d}.done.json`` (rows, counts by status,
 the shard's input digest). A shard counts as done only when its marker exists; the marker is written last.
+
+Every file beside the parts starts with ``_`` (markers, ``_run.json``, ``_manifest.json``) or ``.`` (temp
+files), names pyarrow skips, so ``pandas.read_parquet(<output folder>)`` reads exactly the parts.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .fs import read_json, write_bytes_atomic, write_json_atomic
 from .schema import SCHEMA_VERSION
 
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-MARKER_RE = re.compile(r"^part-(\d{5,})\.done\.json$")
+MARKER_RE = re.compile(r"^_part-(\d{5,})\.done\.json$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def part_name(index: int) -> str:
 
 
 def marker_name(index: int) -> str:
-    return f"part-{index:05d}.done.json"
+    return f"_part-{index:05d}.done.json"
 
 
 def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:

@@ -5,6 +5,7 @@ Every behaviour runs on a local folder and on the local S3 server.
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from froq_ray.storage.fs import read_json
@@ -100,7 +101,7 @@ def test_overwrite_deletes_only_our_files(out):
     state = prepare_output(uri, options, "resume", CFG, INP)
     write_shards(state, [0, 1])
     write_manifest(uri, options, {"counts": {"ok": 2}})
-    put(state, "part-00001.parquet.tmp-" + "0" * 32)
+    put(state, ".part-00001.parquet.tmp-" + "0" * 32)
     put(state, "notes.txt")
     put(state, "part-1.parquet")  # not our naming scheme
     put(state, "mine.tmp-keep")
@@ -126,7 +127,7 @@ def test_error_if_exists(out):
 def test_resume_removes_stale_temp_files(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
-    stale = "part-00004.parquet.tmp-" + "a" * 32
+    stale = "._part-00004.done.json.tmp-" + "a" * 32
     put(state, stale)
     prepare_output(uri, options, "resume", CFG, INP)
     assert stale not in list_names(state.fs, state.path)
@@ -170,3 +171,14 @@ def test_manifest_round_trip_redacts_credentials(out):
 def test_read_manifest_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run manifest at"):
         read_manifest(str(tmp_path))
+
+
+def test_plain_pandas_reads_the_output_folder(out):
+    """Markers, run files and leftover temp files never get in the way of pandas.read_parquet(<folder>)."""
+    uri, options = out
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    write_shards(state, [0, 1, 2])
+    write_manifest(uri, options, {"counts": {"ok": 3}})
+    put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
+    df = pd.read_parquet(uri, storage_options=options or None)
+    assert len(df) == 3 and df["status"].tolist() == ["ok"] * 3

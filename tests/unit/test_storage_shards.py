@@ -23,7 +23,7 @@ def test_plan_shards_covers_rows_once():
         covered = [i for s in plan_shards(n, size) for i in range(s.start, s.stop)]
         assert covered == list(range(n))
     assert Shard(3, 0, 1).part_name == "part-00003.parquet"
-    assert Shard(123456, 0, 1).marker_name == "part-123456.done.json"
+    assert Shard(123456, 0, 1).marker_name == "_part-123456.done.json"
     with pytest.raises(ValueError):
         plan_shards(5, 0)
 
