@@ -404,15 +404,19 @@ _NOT_IN_DIGEST: dict[str, Any] = {
 }
 
 
-def config_digest(cfg: JobConfig) -> str:
+def config_digest(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> str:
     """sha256 (hex) of the canonical JSON of the settings that change results.
 
     Excluded: ``resources`` (actors, batch sizes, device, cluster), ``output.uri/mode/progress_interval_s``
     and every ``storage_options`` (credentials, endpoints). Included: the job, input selection, model,
-    calibration, scoring and ``output.shard_size`` (it fixes the shard layout).
+    calibration, scoring and ``output.shard_size`` (it fixes the shard layout). ``extra`` (JSON-able) folds
+    in what the config only names, e.g. ``{"weights_sha256": ..., "calibration_id": ...}``, so that new
+    weights or a new built-in artifact behind the same config also refuse a resume.
     """
     exclude = {k: v for k, v in _NOT_IN_DIGEST.items() if k in type(cfg).model_fields}
     payload = cfg.model_dump(mode="json", exclude=exclude)
+    if extra:
+        payload["_extra"] = dict(extra)
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import fsspec
@@ -28,10 +27,9 @@ def read_blobs(
     groups: dict[str, list[int]] = {}
     for i, path in enumerate(paths):
         groups.setdefault(protocol_of(path), []).append(i)
-    options_key = json.dumps(dict(storage_options or {}), sort_keys=True, default=str)
     for protocol, indices in groups.items():
         try:
-            fs = _cached_fs(os.getpid(), protocol, options_key)
+            fs = _cached_fs(protocol, storage_options)
             results = fs.cat_ranges([_fs_path(fs, paths[i]) for i in indices], None, None, on_error="return")
         except Exception as exc:  # noqa: BLE001 - e.g. a bad endpoint fails the whole group the same way
             results = [exc] * len(indices)
@@ -43,11 +41,16 @@ def read_blobs(
     return blobs, errors
 
 
-@lru_cache(maxsize=16)
-def _cached_fs(pid: int, protocol: str, options_json: str) -> fsspec.AbstractFileSystem:
-    """One filesystem per process (``pid`` in the key keeps a forked child from reusing its parent's)."""
-    del pid
-    return filesystem(protocol, json.loads(options_json))
+_FS_CACHE: dict[tuple[int, str, str], fsspec.AbstractFileSystem] = {}
+
+
+def _cached_fs(protocol: str, storage_options: Mapping[str, Any] | None) -> fsspec.AbstractFileSystem:
+    """One filesystem per (process, protocol, options); the pid in the key keeps a forked child from
+    reusing its parent's connections."""
+    key = (os.getpid(), protocol, json.dumps(dict(storage_options or {}), sort_keys=True, default=repr))
+    if key not in _FS_CACHE:
+        _FS_CACHE[key] = filesystem(protocol, storage_options)
+    return _FS_CACHE[key]
 
 
 def _fs_path(fs: fsspec.AbstractFileSystem, uri: str) -> str:

@@ -213,6 +213,14 @@ def test_digest_stable_and_blind_to_resources_and_output_location():
     assert len(digests) == len(sensitive) and config_digest(base) not in digests
 
 
+def test_digest_extra_folds_in_resolved_identities():
+    cfg = config_from_dict(annotate_data())
+    a = config_digest(cfg, {"weights_sha256": "aa", "calibration_id": "c1"})
+    assert a == config_digest(cfg, {"calibration_id": "c1", "weights_sha256": "aa"})
+    assert a != config_digest(cfg, {"weights_sha256": "aa", "calibration_id": "c2"})
+    assert a != config_digest(cfg) and config_digest(cfg, {}) == config_digest(cfg)
+
+
 def test_digest_does_not_depend_on_key_order():
     a = config_from_dict(annotate_data(scoring={"mode": "pseudo_label", "precision": "bf16"}))
     b = config_from_dict(annotate_data(scoring={"precision": "bf16", "mode": "pseudo_label"}))
