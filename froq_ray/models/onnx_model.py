@@ -16,9 +16,10 @@ Three practical problems are handled here:
   rewritten before conversion: the input/output batch dims become symbolic, stale shape annotations are
   dropped, and every ``Reshape`` of an activation whose constant target shape starts with the fixed batch size
   gets a copy of that shape with 0 there (ONNX: "copy this dimension from the input"). The converted graph is
-  then checked: a batch of two must equal the two images run one by one. If the rewrite fails that check,
-  the original graph runs image by image (:class:`PerImageNetwork`; hooks then fire once per image) and the
-  loaded model's ``options["batching"]`` says so.
+  then checked: a batch of two must equal the two images run one by one (graphs declared with a symbolic
+  batch dim are checked too). If that check fails, the graph runs image by image (:class:`PerImageNetwork`;
+  hooks then fire once per image). The loaded model's ``options["batching"]`` records which case applied:
+  "dynamic", "rewritten" or "per_image".
 * **External data.** Weights in ``<model>.onnx.data`` beside the ``.onnx`` are loaded from the model's folder;
   the recorded sha256 covers the graph file and every external data file (see :func:`onnx_weights_digest`).
 """
@@ -288,24 +289,40 @@ def batches_correctly(network: nn.Module, probe: torch.Tensor) -> bool:
     return bool((batched - single).abs().max() <= PROBE_TOLERANCE * scale)
 
 
-def convert_with_batching(model: Any, size: int) -> tuple[nn.Module, str]:
-    """Convert to torch; return the network and how it batches: "dynamic", "rewritten" or "per_image"."""
-    convert = import_onnx2torch().convert
-    fixed = input_dims(model)[0]
-    if fixed is None:
-        return convert(model), "dynamic"
-    probe = torch.randn(PROBE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+def _rewritten_network(model: Any, fixed: int, probe: torch.Tensor, convert: Callable) -> nn.Module | None:
+    """The converted graph with a symbolic batch dim, or None when the rewrite does not batch correctly."""
     rewritten = copy_model(model)
     changes = make_batch_dynamic(rewritten, fixed)
     try:
         network = convert(rewritten)
         if batches_correctly(network, probe):
             log.info("ONNX batch dim %d made symbolic: %s", fixed, "; ".join(changes))
-            return network, "rewritten"
+            return network
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the rewritten graph means: fall back
         log.info("converting the batch-rewritten ONNX graph failed: %s", exc)
+    return None
+
+
+def convert_with_batching(model: Any, size: int) -> tuple[nn.Module, str]:
+    """Convert to torch; return the network and how it batches: "dynamic", "rewritten" or "per_image".
+
+    Every outcome is probed: a graph that declares a symbolic batch dim but hard-codes it somewhere
+    (a ``Reshape`` to ``[1, -1]``, say) is caught as well, and then runs image by image.
+    """
+    convert = import_onnx2torch().convert
+    probe = torch.randn(PROBE_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    fixed = input_dims(model)[0]
+    if fixed is None:
+        network = convert(model)
+        if batches_correctly(network, probe):
+            return network, "dynamic"
+        log.warning("ONNX model declares a symbolic batch dim but does not batch: running images one by one")
+        return PerImageNetwork(network), "per_image"
+    network = _rewritten_network(model, fixed, probe, convert)
+    if network is not None:
+        return network, "rewritten"
     if fixed != 1:
         raise ModelLoadError(f"ONNX model has a fixed batch size {fixed} that could not be made symbolic")
     log.warning(
