@@ -18,8 +18,9 @@ Definitions (all scores and thresholds in float64):
   genuine pair is kept). ``ties="stable"`` (default) cuts exactly there; ``ties="groups"`` never splits a
   group of equal ``Q``: a group straddling the cut is kept whole, so fewer pairs may be dropped.
 - ``sampling="grid"`` (default) evaluates ``d = 0, step, 2 step, ...`` up to the largest limit (the limits
-  are added to the grid when they are not on it); ``sampling="exact"`` evaluates every removal
-  ``d = m / N`` for ``m = 0 .. floor(L N)`` from cumulative counts after one O(N log N) sort.
+  are added to the grid when they are not on it), each point directly in O(N) without sorting;
+  ``sampling="exact"`` evaluates every removal ``d = m / N`` for ``m = 0 .. floor(L N)`` from cumulative
+  counts after one O(N log N) stable sort (the recomputed threshold is tracked as piecewise constant).
 - ``pAUC(L)`` integrates the curve over ``[0, L]``: ``integration="step"`` (default, used by the report
   tables) holds each point's FNMR constant until the next point (left-constant); ``"trapezoid"`` joins the
   points by straight lines. After the last point the curve is held constant up to ``L``.
@@ -29,9 +30,9 @@ Definitions (all scores and thresholds in float64):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 
@@ -101,14 +102,18 @@ def pair_quality(qualities: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndar
 
 def fmr_threshold(impostor_scores: np.ndarray, fmr: float = DEFAULT_FMR) -> float:
     """The smallest float64 ``tau`` with ``#{s >= tau} / I <= fmr`` (see the module docstring)."""
-    s = np.asarray(impostor_scores, dtype=np.float64).reshape(-1)
-    if s.size == 0:
+    return _threshold_in_place(np.array(impostor_scores, dtype=np.float64).reshape(-1), fmr)
+
+
+def _threshold_in_place(scores: np.ndarray, fmr: float) -> float:
+    """``fmr_threshold`` that reorders ``scores`` (a float64 array the caller owns) instead of copying it."""
+    if scores.size == 0:
         raise ValueError("no impostor scores: the FMR threshold is undefined")
-    k = _floor_times(fmr, s.size)
-    if k >= s.size:
+    k = _floor_times(fmr, scores.size)
+    if k >= scores.size:
         return -np.inf
-    boundary = np.partition(s, s.size - 1 - k)[s.size - 1 - k]  # the (k+1)-th largest
-    return float(np.nextafter(boundary, np.inf))
+    scores.partition(scores.size - 1 - k)
+    return float(np.nextafter(scores[scores.size - 1 - k], np.inf))  # just above the (k+1)-th largest
 
 
 def _check_inputs(similarity, genuine, quality) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,19 +164,6 @@ def _fnmr_fixed(s_sorted: np.ndarray, g_sorted: np.ndarray, tau: float, cuts: np
     return _ratio(kept_fnm, kept_gen)
 
 
-def _fnmr_recomputed_direct(
-    s_sorted: np.ndarray, g_sorted: np.ndarray, fmr: float, cuts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Recomputed threshold, evaluated independently at each cut (O(N) per cut): (fnmr, tau) per cut."""
-    fnmr = np.empty(cuts.size)
-    taus = np.empty(cuts.size)
-    for k, m in enumerate(cuts.tolist()):
-        s, g = s_sorted[m:], g_sorted[m:]
-        taus[k] = fmr_threshold(s[~g], fmr) if (~g).any() else -np.inf
-        fnmr[k] = np.count_nonzero(s[g] < taus[k]) / g.sum() if g.any() else np.nan
-    return fnmr, taus
-
-
 def _candidate_impostors(
     imp_pos: np.ndarray, imp_s: np.ndarray, k0: int, top_cut: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +172,7 @@ def _candidate_impostors(
     n = imp_s.size
     r = min(n, 2 * (k0 + 1) + 1024)
     while True:
-        top = np.argpartition(-imp_s, r - 1)[:r] if r < n else np.arange(n)
+        top = np.argpartition(imp_s, n - r)[n - r:] if r < n else np.arange(n)
         if r == n or r - np.count_nonzero(imp_pos[top] < top_cut) >= k0 + 1:
             break
         r = min(n, 2 * r)
@@ -257,6 +249,64 @@ def _fnmr_recomputed_every_cut(
     return _ratio(kept_fnm, kept_gen), tau_m
 
 
+def _dropped_on_grid(q: np.ndarray, cut_value, m: int, ties: str) -> np.ndarray:
+    """Mask of the pairs a stable ascending sort by ``q`` puts in its first ``m`` places, found without sorting:
+    everything below the m-th smallest value, plus the first of its ties in input order. With ``ties="groups"``
+    the tie group that the cut would split is kept whole."""
+    if m == 0:
+        return np.zeros(q.size, dtype=bool)
+    if m >= q.size:
+        return np.ones(q.size, dtype=bool)
+    dropped = q < cut_value
+    if ties == "stable":
+        need = m - int(np.count_nonzero(dropped))
+        dropped[np.flatnonzero(q == cut_value)[:need]] = True
+    return dropped
+
+
+def _fnmr_on_grid(
+    s: np.ndarray, g: np.ndarray, q: np.ndarray, cuts: np.ndarray, fmr: float, tau0: float, recompute: bool,
+    ties: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """FNMR and tau at a few cuts, each evaluated directly in O(N) (one multi-k partition, no sort)."""
+    inside = np.unique(cuts[cuts < q.size])
+    cut_values = np.partition(q, inside)[inside] if inside.size else np.zeros(0, q.dtype)
+    fnmr = np.empty(cuts.size)
+    taus = np.full(cuts.size, tau0)
+    for k, m in enumerate(cuts.tolist()):
+        value = cut_values[np.searchsorted(inside, m)] if m < q.size else None
+        kept = ~_dropped_on_grid(q, value, m, ties)
+        if recompute:
+            kept_impostor = s[kept & ~g]
+            taus[k] = _threshold_in_place(kept_impostor, fmr) if kept_impostor.size else -np.inf
+        kept_genuine = s[kept & g]
+        fnmr[k] = np.count_nonzero(kept_genuine < taus[k]) / kept_genuine.size if kept_genuine.size else np.nan
+    return fnmr, taus
+
+
+def _tie_group_cuts(q_sorted: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Move each cut back to the start of the tie group it would split."""
+    inside = cuts < q_sorted.size
+    out = cuts.copy()
+    out[inside] = np.searchsorted(q_sorted, q_sorted[cuts[inside]], side="left")
+    return out
+
+
+def _fnmr_exact(
+    s: np.ndarray, g: np.ndarray, q: np.ndarray, cuts: np.ndarray, fmr: float, tau0: float, recompute: bool,
+    ties: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """FNMR and tau at every cut 0 .. max(cuts) from one stable sort and cumulative counts."""
+    order = np.argsort(q, kind="stable")
+    s_sorted, g_sorted = s[order], g[order]
+    if ties == "groups":
+        cuts = _tie_group_cuts(q[order], cuts)
+    if not recompute:
+        return _fnmr_fixed(s_sorted, g_sorted, tau0, cuts), np.full(cuts.size, tau0)
+    every_fnmr, every_tau = _fnmr_recomputed_every_cut(s_sorted, g_sorted, fmr, int(cuts.max()))
+    return every_fnmr[cuts], every_tau[cuts]
+
+
 # ------------------------------------------------------------------------------------------------ the areas
 
 
@@ -300,14 +350,6 @@ def _cuts(n_pairs: int, sampling: str, step: float, limits: Sequence[float]) -> 
     return m / n_pairs, m
 
 
-def _tie_group_cuts(q_sorted: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    """Move each cut back to the start of the tie group it would split."""
-    inside = cuts < q_sorted.size
-    out = cuts.copy()
-    out[inside] = np.searchsorted(q_sorted, q_sorted[cuts[inside]], side="left")
-    return out
-
-
 def _validate_options(threshold: str, sampling: str, ties: str, integration: str, limits) -> None:
     for value, allowed, name in (
         (threshold, THRESHOLD_MODES, "threshold"),
@@ -338,25 +380,18 @@ def edc(
     any numeric type, only its order matters). See the module docstring for every convention."""
     _validate_options(threshold, sampling, ties, integration, limits)
     s, g, q = _check_inputs(similarity, genuine, quality)
-    order = np.argsort(q, kind="stable")
-    s_sorted, g_sorted = s[order], g[order]
     discard, cuts = _cuts(s.size, sampling, step, limits)
-    if ties == "groups":
-        cuts = _tie_group_cuts(q[order], cuts)
-    tau0 = fmr_threshold(s[~g], fmr)
-    if threshold == "fixed":
-        fnmr = _fnmr_fixed(s_sorted, g_sorted, tau0, cuts)
-        taus = np.full(cuts.size, tau0)
-    elif sampling == "grid":
-        fnmr, taus = _fnmr_recomputed_direct(s_sorted, g_sorted, fmr, cuts)
-    else:
-        every_fnmr, every_tau = _fnmr_recomputed_every_cut(s_sorted, g_sorted, fmr, int(cuts.max()))
-        fnmr, taus = every_fnmr[cuts], every_tau[cuts]
-    n_impostor = int((~g).sum())
+    impostor_scores = s[~g]
+    tau0 = _threshold_in_place(impostor_scores, fmr)
+    n_impostor = impostor_scores.size
+    fmr_at_tau = np.count_nonzero(impostor_scores >= tau0) / n_impostor
+    del impostor_scores
+    evaluate = _fnmr_on_grid if sampling == "grid" else _fnmr_exact
+    fnmr, taus = evaluate(s, g, q, cuts, fmr, tau0, threshold == "recomputed", ties)
     return EdcResult(
         fnmr0=float(fnmr[0]),
         tau=tau0,
-        fmr_at_tau=float(np.count_nonzero(s[~g] >= tau0) / n_impostor),
+        fmr_at_tau=float(fmr_at_tau),
         n_genuine=int(g.sum()),
         n_impostor=n_impostor,
         discard=discard,

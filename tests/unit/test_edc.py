@@ -21,7 +21,7 @@ QUAL = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
 # recomputed tau: m=2 drops impostor 0.75, 5 kept, k=1 -> tau above 0.55, p4 passes: 0;  m=3 -> 0
 FIXED = [1 / 2, 1 / 3, 1 / 3, 1 / 2]
 RECOMPUTED = [1 / 2, 1 / 3, 0.0, 0.0]
-HAND = dict(fmr=0.2, step=0.1, limits=(0.2, 0.3))
+HAND = {"fmr": 0.2, "step": 0.1, "limits": (0.2, 0.3)}
 
 
 def test_threshold_and_counts_of_hand_case() -> None:
@@ -218,3 +218,78 @@ def test_rejects_bad_inputs() -> None:
         edc(SIM, GEN, np.r_[QUAL[:-1], np.nan])
     with pytest.raises(ValueError, match="threshold must be one of"):
         edc(SIM, GEN, QUAL, threshold="sometimes")
+
+
+# ------------------------------------------------------------------------------- protocol table and plot
+
+
+def _labelled_set(n: int = 60, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 10, size=n)
+    centres = rng.normal(size=(10, 16))
+    emb = centres[ids] + rng.normal(scale=1.2, size=(n, 16))
+    qualities = {"random": rng.random(n), "tied": np.round(rng.random(n), 1), "norm": np.linalg.norm(emb, axis=1)}
+    return emb, ids, qualities
+
+
+def test_protocol_equals_edc_on_brute_force_pairs() -> None:
+    from itertools import combinations
+
+    from froq_ray.evaluation.protocol import compute_edc_curves, evaluate_quality_scores
+
+    emb, ids, qualities = _labelled_set()
+    pairs = list(combinations(range(len(ids)), 2))  # the row-major order of one diagonal tile
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = np.array([unit[a] @ unit[b] for a, b in pairs])
+    gen = np.array([ids[a] == ids[b] for a, b in pairs])
+    curves = compute_edc_curves(emb, ids, qualities, fmr=0.01, threshold="recomputed")
+    table = evaluate_quality_scores(emb, ids, qualities, fmr=0.01, threshold="recomputed")
+    assert table["method"].tolist() == list(qualities)
+    rows = table.set_index("method")
+    for name, q in qualities.items():
+        pq = np.array([min(q[a], q[b]) for a, b in pairs])
+        expected = edc(sim, gen, pq, fmr=0.01, threshold="recomputed")
+        assert curves[name].fnmr == pytest.approx(expected.fnmr, abs=1e-12)
+        assert (curves[name].n_genuine, curves[name].n_impostor) == (int(gen.sum()), int((~gen).sum()))
+        assert rows.loc[name, "fnmr0"] == pytest.approx(expected.fnmr0)
+        assert rows.loc[name, "tau"] == pytest.approx(expected.tau, abs=1e-12)
+        assert rows.loc[name, "pauc@0.2"] == pytest.approx(expected.pauc[0.2].normalised)
+        assert rows.loc[name, "pauc_raw@0.3"] == pytest.approx(expected.pauc[0.3].raw)
+    assert list(table.columns[:7]) == ["method", "fnmr0", "tau", "n_genuine", "n_impostor", "pauc@0.2", "pauc@0.3"]
+
+
+def test_quality_ranks_keep_order_and_ties() -> None:
+    from froq_ray.evaluation.protocol import quality_ranks
+
+    ranks = quality_ranks(np.array([0.5, 0.1, 0.5, 0.3]))
+    assert ranks.tolist() == [2, 0, 2, 1] and ranks.dtype == np.uint16
+    with pytest.raises(ValueError, match="tied: 1 qualities are NaN"):
+        quality_ranks(np.array([0.1, np.nan]), "tied")
+
+
+def test_protocol_with_sampled_impostors() -> None:
+    from froq_ray.evaluation.protocol import evaluate_quality_scores
+
+    emb, ids, qualities = _labelled_set(n=120)
+    table = evaluate_quality_scores(emb, ids, qualities, fmr=0.01, impostors="sample", n_impostors=3000, seed=3)
+    assert (table["n_impostor"] == 3000).all()
+    assert table["fnmr0"].nunique() == 1  # the fixed threshold does not depend on the method
+
+
+def test_markdown_table_and_plot(tmp_path) -> None:
+    from PIL import Image
+
+    from froq_ray.evaluation.plot import plot_edc
+    from froq_ray.evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
+
+    emb, ids, qualities = _labelled_set()
+    curves = compute_edc_curves(emb, ids, qualities, fmr=0.01)
+    text = edc_markdown_table(results_table(curves))
+    lines = text.strip().split("\n")
+    assert lines[0].startswith("| Method | FNMR(0) | tau | genuine pairs | impostor pairs | pAUC@0.2 (norm.)")
+    assert len(lines) == 2 + 3 and lines[2].startswith("| random | ")
+    n_gen = curves["random"].n_genuine
+    assert f"| {n_gen:,} |" in lines[2]
+    path = plot_edc(curves, tmp_path / "sub" / "edc.png", title="toy")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size == (1050, 720)

@@ -1,0 +1,49 @@
+"""EDC plot: FNMR against the discarded fraction, one line per quality method, written as a PNG.
+
+Uses matplotlib's object API with the Agg canvas, so importing this module never changes the process-wide
+backend and it works without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .edc import EdcResult
+
+
+def _label(name: str, result: EdcResult) -> str:
+    areas = ", ".join(f"pAUC@{limit:g} {value.normalised:.3f}" for limit, value in sorted(result.pauc.items()))
+    return f"{name} ({areas})" if areas else name
+
+
+def plot_edc(
+    curves: Mapping[str, EdcResult], path: str | os.PathLike, title: str = "EDC", dpi: int = 150
+) -> Path:
+    """Draw each method's EDC and write a PNG to ``path`` (parent folders are created). Step-integrated curves
+    are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments."""
+    if not curves:
+        raise ValueError("no EDC curves to plot")
+    fig = Figure(figsize=(7.0, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, result in curves.items():
+        style = "steps-post" if result.integration == "step" else "default"
+        ax.plot(result.discard, result.fnmr, drawstyle=style, linewidth=1.6, label=_label(name, result))
+    first = next(iter(curves.values()))
+    ax.set_xlabel("fraction of pairs discarded (lowest pair quality first)")
+    ax.set_ylabel(f"FNMR at FMR = {first.fmr_target:g} ({first.threshold_mode} threshold)")
+    ax.set_title(title)
+    ax.set_xlim(0.0, max(float(r.discard[-1]) for r in curves.values()))
+    ax.set_ylim(bottom=0.0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, format="png")
+    return out

@@ -1,0 +1,182 @@
+"""Evaluate per-image quality scores on a labelled embedding set: all pairs -> one EDC per method -> a table.
+
+Every pair from :func:`all_pairs_similarity` is used (genuine and impostor; impostors are sampled only above
+``EXHAUSTIVE_PAIR_LIMIT`` pairs). The pairs are streamed once: each block contributes its similarities, its
+genuine flags and, per method, its pair quality ``min(q_a, q_b)``, computed from the block's own indices. The
+pair quality is kept as the dense rank of the image quality (uint16 up to 65,536 distinct values, else
+uint32; equal qualities share a rank), which orders pairs exactly as the float values do in a quarter or half
+of the memory. Higher quality = better: the lowest pair
+qualities are discarded first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .edc import DEFAULT_FMR, DEFAULT_LIMITS, DEFAULT_STEP, EdcResult, edc
+from .pairs import DEFAULT_SAMPLED_IMPOSTORS, PairPlan, all_pairs_similarity, plan_pairs
+
+
+@dataclass
+class CollectedPairs:
+    """All pairs of a set: similarity, genuine flag, and per method the pair-quality rank."""
+
+    similarity: np.ndarray
+    genuine: np.ndarray
+    pair_rank: dict[str, np.ndarray]
+    plan: PairPlan
+
+
+def quality_ranks(quality: np.ndarray, name: str = "quality") -> np.ndarray:
+    """Dense ranks of per-image qualities (0 = lowest; equal values, equal rank), as uint16 when there are at
+    most 65,536 distinct values, else uint32."""
+    q = np.asarray(quality, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"{name}: {int((~np.isfinite(q)).sum())} qualities are NaN or infinite")
+    values, ranks = np.unique(q, return_inverse=True)
+    return ranks.astype(np.uint16 if values.size <= 2**16 else np.uint32).reshape(-1)
+
+
+def collect_pairs(
+    embeddings: np.ndarray,
+    identities: Sequence | np.ndarray,
+    qualities: Mapping[str, np.ndarray],
+    *,
+    block: int = 2048,
+    impostors: str = "auto",
+    n_impostors: int = DEFAULT_SAMPLED_IMPOSTORS,
+    seed: int = 0,
+) -> CollectedPairs:
+    """Stream the pairs once into preallocated arrays (no list of pair indices is ever kept)."""
+    n_images = len(embeddings)
+    ranks = {}
+    for name, quality in qualities.items():
+        ranks[name] = quality_ranks(quality, name)
+        if ranks[name].size != n_images:
+            raise ValueError(f"{name}: {ranks[name].size} qualities for {n_images} images")
+    plan = plan_pairs(identities, impostors, n_impostors)
+    similarity = np.empty(plan.n_pairs, dtype=np.float64)
+    genuine = np.empty(plan.n_pairs, dtype=bool)
+    pair_rank = {name: np.empty(plan.n_pairs, dtype=rank.dtype) for name, rank in ranks.items()}
+    filled = 0
+    blocks = all_pairs_similarity(
+        embeddings, identities, block, impostors=impostors, n_impostors=n_impostors, seed=seed
+    )
+    for blk in blocks:
+        stop = filled + blk.sim.size
+        similarity[filled:stop] = blk.sim
+        genuine[filled:stop] = blk.genuine
+        for name, rank in ranks.items():
+            np.minimum(rank[blk.i], rank[blk.j], out=pair_rank[name][filled:stop])
+        filled = stop
+    if filled != plan.n_pairs:
+        raise RuntimeError(f"pair stream yielded {filled} pairs, plan said {plan.n_pairs}")
+    return CollectedPairs(similarity, genuine, pair_rank, plan)
+
+
+def compute_edc_curves(
+    embeddings: np.ndarray,
+    identities: Sequence | np.ndarray,
+    qualities: Mapping[str, np.ndarray],
+    fmr: float = DEFAULT_FMR,
+    *,
+    threshold: str = "fixed",
+    sampling: str = "grid",
+    step: float = DEFAULT_STEP,
+    limits: Sequence[float] = DEFAULT_LIMITS,
+    ties: str = "stable",
+    integration: str = "step",
+    block: int = 2048,
+    impostors: str = "auto",
+    n_impostors: int = DEFAULT_SAMPLED_IMPOSTORS,
+    seed: int = 0,
+) -> dict[str, EdcResult]:
+    """One :class:`EdcResult` per quality method, all over the same pairs (see ``edc`` for the options)."""
+    pairs = collect_pairs(
+        embeddings, identities, qualities, block=block, impostors=impostors, n_impostors=n_impostors, seed=seed
+    )
+    results = {}
+    for name in qualities:
+        results[name] = edc(
+            pairs.similarity, pairs.genuine, pairs.pair_rank.pop(name), fmr=fmr, threshold=threshold,
+            sampling=sampling, step=step, limits=limits, ties=ties, integration=integration,
+        )
+        results[name].settings["impostors_sampled"] = pairs.plan.impostors_sampled
+    return results
+
+
+def results_table(results: Mapping[str, EdcResult]) -> pd.DataFrame:
+    """One row per method: FNMR(0), tau, pair counts, normalised and raw pAUC (and above-ideal area) per L."""
+    rows = []
+    for name, res in results.items():
+        row = {
+            "method": name,
+            "fnmr0": res.fnmr0,
+            "tau": res.tau,
+            "n_genuine": res.n_genuine,
+            "n_impostor": res.n_impostor,
+        }
+        for limit, value in sorted(res.pauc.items()):
+            row[f"pauc@{limit:g}"] = value.normalised
+        for limit, value in sorted(res.pauc.items()):
+            row[f"pauc_raw@{limit:g}"] = value.raw
+        for limit, value in sorted(res.pauc.items()):
+            row[f"above_ideal@{limit:g}"] = value.above_ideal
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate_quality_scores(
+    embeddings: np.ndarray,
+    identities: Sequence | np.ndarray,
+    qualities: Mapping[str, np.ndarray],
+    fmr: float = DEFAULT_FMR,
+    **options,
+) -> pd.DataFrame:
+    """The EDC table of several quality methods on one labelled embedding set (options: ``compute_edc_curves``)."""
+    return results_table(compute_edc_curves(embeddings, identities, qualities, fmr, **options))
+
+
+_HEADERS = {
+    "method": "Method",
+    "fnmr0": "FNMR(0)",
+    "tau": "tau",
+    "n_genuine": "genuine pairs",
+    "n_impostor": "impostor pairs",
+}
+
+
+def _header(column: str) -> str:
+    if column in _HEADERS:
+        return _HEADERS[column]
+    if column.startswith("pauc_raw@"):
+        return f"raw pAUC@{column.split('@')[1]}"
+    if column.startswith("pauc@"):
+        return f"pAUC@{column.split('@')[1]} (norm.)"
+    if column.startswith("above_ideal@"):
+        return f"above ideal@{column.split('@')[1]}"
+    return column
+
+
+def _cell(value, digits: int) -> str:
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "nan" if np.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def edc_markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """A GitHub markdown table of ``results_table`` output (all columns but the above-ideal areas by default)."""
+    cols = list(columns) if columns is not None else [c for c in df.columns if not c.startswith("above_ideal@")]
+    lines = [
+        "| " + " | ".join(_header(c) for c in cols) + " |",
+        "|" + "|".join("---" if c == "method" else "---:" for c in cols) + "|",
+    ]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c], digits) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
