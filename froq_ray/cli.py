@@ -1,0 +1,138 @@
+"""The ``froq`` command: one subcommand per job. ``jobs/*.py`` are thin wrappers for ``ray job submit``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean 'the user must fix something': printed as one message, no traceback."""
+    from .config import ConfigError
+    from .models.base import ModelLoadError
+    from .pipeline.evaluate import EvaluationInputError
+    from .quality.artifact import ArtifactError, ArtifactMismatchError
+    from .storage.listing import InputListingError
+    from .storage.run_state import OutputStateError
+
+    return (
+        ConfigError,
+        ModelLoadError,
+        ArtifactError,
+        ArtifactMismatchError,
+        InputListingError,
+        OutputStateError,
+        EvaluationInputError,
+        FileNotFoundError,
+        PermissionError,
+    )
+
+
+def _add_job_args(p: argparse.ArgumentParser, with_input: bool = True) -> None:
+    p.add_argument("--config", help="YAML job config (default: the built-in defaults)")
+    if with_input:
+        p.add_argument(
+            "--input", help="input.uri: local folder, s3:// prefix, glob, or .parquet/.csv manifest"
+        )
+    p.add_argument("--output", help="output.uri: local folder or s3:// prefix")
+    p.add_argument("--mode", choices=["resume", "overwrite", "error_if_exists"], help="output.mode")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set resources.actors=4 (repeatable)",
+    )
+    p.add_argument("--log-level", default="INFO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="froq", description="Face-image quality (FROQ) annotation on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("annotate", "score images -> Parquet quality annotations"),
+        ("calibrate", "choose the observer layers -> calibration.json"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_job_args(p)
+        p.add_argument("--force", action="store_true", help="resume even though the config or input changed")
+    p = sub.add_parser("evaluate", help="EDC / pAUC of quality columns of an annotation output")
+    _add_job_args(p, with_input=False)
+    p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
+    p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
+    _add_job_args(p)
+    p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
+    sub.add_parser("models", help="list the face-recognition models in the registry")
+    return parser
+
+
+def job_config(args: argparse.Namespace, job: str):
+    from .config import config_from_dict, load_config
+
+    overrides = []
+    for flag, key in (
+        ("input", "input.uri"),
+        ("output", "output.uri"),
+        ("mode", "output.mode"),
+        ("annotations", "evaluate.annotations"),
+    ):
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{key}={value}")
+    overrides += args.overrides
+    if args.config:
+        return load_config(args.config, overrides, expected_job=job)
+    return config_from_dict({"job": job}, overrides, expected_job=job, source="command line")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        from .models import available_models
+
+        for name, entry in available_models().items():
+            weights = "weights required" if entry.needs_weights else "built-in weights"
+            print(f"{name:16s} {entry.family:10s} {weights:17s} {entry.description}")
+        return 0
+    if args.command == "plan":
+        from .pipeline.plan import plan_lines
+
+        for line in plan_lines(job_config(args, args.job)):
+            print(line)
+        return 0
+    cfg = job_config(args, args.command)
+    if args.command == "annotate":
+        from .pipeline.annotate import run_annotate
+
+        run_annotate(cfg, force=args.force)
+    elif args.command == "calibrate":
+        from .pipeline.calibrate import run_calibrate
+
+        run_calibrate(cfg, force=args.force)
+    else:
+        from .pipeline.evaluate import run_evaluate
+
+        run_evaluate(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "INFO")
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    try:
+        return _run(args)
+    except _expected_errors() as exc:
+        print(f"froq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

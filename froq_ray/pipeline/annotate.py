@@ -1,0 +1,74 @@
+"""The annotate job: images -> FROQ quality (+ embedding) or pseudo-labels -> Parquet shards + manifest."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import AnnotateJob
+from ..storage.manifest import read_manifest, write_manifest
+from ..storage.schema import EMBEDDING, PSEUDO_LABEL_COLUMNS, annotation_schema
+from .artifacts import read_artifact
+from .runner import (
+    PreparedJob,
+    base_manifest,
+    digests_and_shards,
+    load_job_inputs,
+    open_output,
+    run_shards,
+    scoring_stage_config,
+    summary_lines,
+    total_counts,
+)
+
+log = logging.getLogger("froq_ray")
+
+
+def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
+    """Run (or resume) an annotation; returns the run manifest."""
+    listing, model = load_job_inputs(cfg)
+    froq_mode = cfg.scoring.mode == "froq"
+    artifact = (
+        read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options) if froq_mode else None
+    )
+    calibration_id = artifact.calibration_id if artifact else None
+    extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
+    in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
+    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra)
+    state, pending = open_output(job, force)
+    if not pending:
+        log.info(
+            "all %d shard(s) in %s are complete: nothing to do (output.mode=overwrite recomputes)",
+            len(shards),
+            cfg.output.uri,
+        )
+        return read_manifest(cfg.output.uri, cfg.output.storage_options)
+    if froq_mode:
+        dim = model.embedding_size if cfg.scoring.write_embedding else None
+        schema = annotation_schema(dim)
+        stage = scoring_stage_config(cfg, "froq", artifact_json=artifact.to_json())
+    else:
+        schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
+        stage = scoring_stage_config(cfg, "pseudo_label")
+    log.info(
+        "annotating %d of %d shard(s) (%d already complete) with %s; output %s",
+        len(pending),
+        len(shards),
+        len(shards) - len(pending),
+        model.model_id,
+        cfg.output.uri,
+    )
+    constants = {"model_id": model.model_id, "calibration_id": calibration_id or ""}
+    result = run_shards(job, state, pending, stage, schema, constants, calibration_id)
+    manifest = base_manifest(job, state, result, total_counts(state, result, pending))
+    manifest["calibration_id"] = calibration_id
+    manifest["scoring"] = {
+        "mode": cfg.scoring.mode,
+        "precision": cfg.scoring.precision,
+        "quality_only": cfg.scoring.quality_only,
+        "columns": [f.name for f in schema],
+        "embedding": EMBEDDING in schema.names,
+    }
+    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    for line in summary_lines(manifest, result.quality):
+        log.info(line)
+    return manifest

@@ -1,0 +1,125 @@
+"""The calibrate job: pseudo-labels and every candidate layer's norm per image (actors, one pass per batch)
+-> driver-side layer selection -> the JSON calibration artifact, beside a Parquet of per-image results."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .. import status as st
+from ..config import CalibrateJob
+from ..quality.artifact import CalibrationSetDigest
+from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, probe_call_counts
+from ..quality.observer import candidate_layers
+from ..quality.perturbations import PerturbationSettings
+from ..storage.fs import join_uri, open_fs
+from ..storage.manifest import write_manifest
+from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
+from .artifacts import write_artifact
+from .runner import (
+    PreparedJob,
+    RunResult,
+    base_manifest,
+    digests_and_shards,
+    load_job_inputs,
+    open_output,
+    run_shards,
+    scoring_stage_config,
+    summary_lines,
+    total_counts,
+)
+
+log = logging.getLogger("froq_ray")
+
+ARTIFACT_FILE = "calibration.json"
+
+
+def calibration_schema(n_layers: int) -> pa.Schema:
+    """Per-image output of calibrate: pseudo-label components + a fixed-size list of every layer's norm,
+    in the order of the artifact's candidate layers (``utilities`` keys)."""
+    schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
+    return schema.append(pa.field(NORMS_KEY, pa.list_(pa.float32(), n_layers)))
+
+
+def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The ok rows of every shard of the output, sorted by path."""
+    fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+    parts = sorted(p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
+    frames = []
+    for part in parts:
+        with fs.open(part, "rb") as f:
+            frames.append(pd.read_parquet(f, columns=["path", "status", PSEUDO_LABEL_KEY, NORMS_KEY]))
+    table = pd.concat(frames, ignore_index=True).sort_values("path", kind="mergesort")
+    ok = table[table["status"] == st.OK]
+    if len(ok) < 3:
+        raise RuntimeError(f"calibration needs at least 3 decodable images, got {len(ok)}")
+    norms = np.stack(ok[NORMS_KEY].to_numpy()).astype(np.float32).reshape(len(ok), n_layers)
+    return list(ok["path"]), {NORMS_KEY: norms, PSEUDO_LABEL_KEY: ok[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
+
+
+def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
+    """Observe, select layers, write ``calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
+    listing, model = load_job_inputs(cfg)
+    calls = probe_call_counts(model, candidate_layers(model.network))
+    layers = [name for name, n in calls.items() if n > 0]  # modules a forward pass never calls have no norm
+    layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
+    extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
+    in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
+    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra)
+    state, pending = open_output(job, force)
+    log.info(
+        "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
+        model.model_id,
+        len(listing),
+        len(layers),
+        len(pending),
+        len(shards),
+    )
+    result = RunResult({}, 0, 0, 0.0, np.empty(0))
+    if pending:
+        schema = calibration_schema(len(layers))
+        stage = scoring_stage_config(cfg, "calibrate", candidate_layers=tuple(layers))
+        result = run_shards(
+            job, state, pending, stage, schema, {"model_id": model.model_id, "calibration_id": ""}, None
+        )
+    paths, observations = read_observations(cfg, len(layers))
+    digest = CalibrationSetDigest()
+    digest.add_ids(paths)
+    settings = PerturbationSettings.from_dict(cfg.scoring.perturbation.model_dump())
+    artifact = build_artifact(
+        model,
+        layers,
+        observations,
+        settings,
+        cfg.calibration.top_n,
+        digest.result(),
+        cfg.scoring.precision,
+        {n: calls[n] for n in layers},
+    )
+    artifact_uri = join_uri(cfg.output.uri, ARTIFACT_FILE)
+    write_artifact(artifact, artifact_uri, cfg.output.storage_options)
+    log.info(
+        "selected %d layer(s): %s (Spearman %.4f with the pseudo-labels); artifact %s (calibration_id %s)",
+        len(artifact.selected_layers),
+        ", ".join(artifact.selected_layers),
+        artifact.best_rho,
+        artifact_uri,
+        artifact.calibration_id,
+    )
+    manifest = base_manifest(job, state, result, total_counts(state, result, pending))
+    manifest["calibration"] = {
+        "artifact": artifact_uri,
+        "calibration_id": artifact.calibration_id,
+        "selected_layers": artifact.selected_layers,
+        "best_rho": artifact.best_rho,
+        "images_used": len(paths),
+        "candidate_layers": len(layers),
+    }
+    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    for line in summary_lines(manifest, result.quality):
+        log.info(line)
+    return manifest

@@ -1,0 +1,65 @@
+"""Dry run: list and count the inputs, resolve the config, check the model, credentials and the output, and
+print the shards, resources and output schema. Starts no Ray and writes nothing but a deleted probe object."""
+
+from __future__ import annotations
+
+import json
+
+from ..config import AnnotateJob, CalibrateJob, resolved_dict
+from ..storage.fs import open_fs
+from ..storage.run_state import check_writable
+from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
+from ..storage.shards import read_markers
+from .artifacts import read_artifact
+from .runner import digests_and_shards, load_job_inputs, shard_digest
+
+
+def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
+    listing, model = load_job_inputs(cfg)
+    artifact = None
+    if cfg.job == "annotate" and cfg.scoring.mode == "froq":
+        artifact = read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options)
+    extra = {
+        "weights_sha256": model.weights_sha256,
+        "calibration_id": artifact.calibration_id if artifact else None,
+    }
+    _, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
+    check_writable(cfg.output.uri, cfg.output.storage_options)
+    fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+    markers = read_markers(fs, path) if fs.exists(path) else {}
+    done = [s for s in shards if markers.get(s.index, {}).get("input_digest") == shard_digest(listing, s)]
+    r = cfg.resources
+    if cfg.job == "annotate" and cfg.scoring.mode == "froq":
+        schema = annotation_schema(model.embedding_size if cfg.scoring.write_embedding else None)
+    else:
+        schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
+    identities = listing["identity"].dropna().nunique()
+    lines = [
+        f"job: {cfg.job} (config digest {cfg_digest[:16]})",
+        f"inputs: {len(listing):,} images from {cfg.input.uri} ({identities:,} identities)",
+        (
+            f"model: {model.model_id} (input {model.contract.size}px {model.contract.alignment}, "
+            f"{model.embedding_size}-d embedding)"
+        ),
+        f"calibration: {artifact.calibration_id} layers {', '.join(artifact.selected_layers)}"
+        if artifact
+        else (
+            "calibration: written by this job (calibration.json)"
+            if cfg.job == "calibrate"
+            else f"calibration: none needed (scoring mode {cfg.scoring.mode})"
+        ),
+        f"output: {cfg.output.uri} (mode {cfg.output.mode}; writable)",
+        (
+            f"shards: {len(shards)} of up to {cfg.output.shard_size:,} rows; {len(done)} already complete, "
+            f"{len(shards) - len(done)} to run"
+        ),
+        (
+            f"resources: ray {'local (started by the job)' if not r.ray_address else r.ray_address}; "
+            f"{r.actors} scoring actor(s) x (num_gpus={r.num_gpus_per_actor:g}, num_cpus={r.num_cpus_per_actor:g}); "
+            f"decode tasks num_cpus={r.decode_num_cpus:g}; ray batch {r.ray_batch_size}, model batch "
+            f"{r.model_batch_size}; device {r.device}"
+        ),
+        "output schema: " + ", ".join(f"{f.name}: {f.type}" for f in schema),
+        "resolved config: " + json.dumps(resolved_dict(cfg), sort_keys=True),
+    ]
+    return lines

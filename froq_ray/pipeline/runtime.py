@@ -1,0 +1,28 @@
+"""Ray start-up for jobs: join a cluster when one is named, else start a local one."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import ResourcesConfig
+
+log = logging.getLogger("froq_ray")
+
+
+def ensure_ray(resources: ResourcesConfig) -> None:
+    """Connect to ``resources.ray_address`` or start a local Ray (reusing one this process already holds)."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        if resources.ray_address:
+            log.info("joining Ray cluster at %s", resources.ray_address)
+            ray.init(address=resources.ray_address, log_to_driver=True)
+        else:
+            log.info("starting a local Ray (num_cpus=%s)", resources.num_cpus or "all")
+            ray.init(num_cpus=resources.num_cpus, include_dashboard=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = (
+        False  # froq_ray logs its own progress lines (they read well in `ray job logs`)
+    )
+    ctx.execution_options.preserve_order = True  # shards complete one after another: flat memory, fixed files

@@ -1,0 +1,205 @@
+"""Ray Data stages: a stage is a small frozen config plus a callable that Ray runs per batch.
+
+The stages wrap the engine-independent core (imaging, quality); they hold no Ray calls themselves, so
+they can be unit-tested on plain dicts of numpy arrays. Resources are declared on the stage config and
+applied in one place (``pipeline.dataset``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import status as st
+
+log = logging.getLogger(__name__)
+
+PIXELS = "pixels"
+PASSTHROUGH = ("row", "shard", "path", "identity")
+
+
+@dataclass(frozen=True)
+class DecodeStageConfig:
+    """CPU stage: read each object's bytes and decode to uint8 RGB crops of ``crop_size``."""
+
+    crop_size: int = 112
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    num_cpus: float = 1.0
+
+
+def read_and_decode(batch: dict[str, np.ndarray], cfg: DecodeStageConfig) -> dict[str, np.ndarray]:
+    """paths -> bytes -> pixels; a failed read or decode becomes that row's status, never an exception."""
+    from ..imaging.decode import decode_batch
+    from ..storage.reader import read_blobs
+
+    paths = [str(p) for p in batch["path"]]
+    blobs, read_errors = read_blobs(paths, cfg.storage_options)
+    decoded = decode_batch(blobs, cfg.crop_size)
+    statuses = list(decoded.statuses)
+    errors = list(decoded.errors)
+    for i, err in enumerate(read_errors):
+        if blobs[i] is None:
+            statuses[i], errors[i] = st.READ_ERROR, err or "object could not be read"
+    out = {k: batch[k] for k in PASSTHROUGH if k in batch}
+    out.update(
+        {
+            PIXELS: decoded.pixels,
+            "status": np.asarray(statuses, dtype=object),
+            "error": np.asarray(errors, dtype=object),
+            "width": np.asarray(decoded.widths, dtype=np.int32),
+            "height": np.asarray(decoded.heights, dtype=np.int32),
+        }
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class ScoringStageConfig:
+    """GPU/CPU actor stage. ``mode``: froq (quality + embedding), pseudo_label (perturbation FIQA), or
+    calibrate (pseudo-labels + every candidate layer's norm)."""
+
+    mode: str
+    model_name: str
+    model_weights: str | None
+    model_options: dict[str, Any]
+    artifact_json: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    quality_only: bool = False
+    write_embedding: bool = True
+    model_batch_size: int = 128
+    perturbation: dict[str, Any] = field(default_factory=dict)
+    candidate_layers: tuple[str, ...] | None = None
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    actors: int = 1
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA device is visible to this worker")
+    return requested
+
+
+class ScoringStage:
+    """Loads the model once per actor; each call scores the rows whose decode succeeded."""
+
+    def __init__(self, cfg: ScoringStageConfig) -> None:
+        from ..models import load_model
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model = load_model(cfg.model_name, cfg.model_weights, cfg.model_options)
+        self.model.network.to(self.device)
+        self._runner = self._build_runner()
+        log.info("scoring stage ready: %s on %s (%s)", self.model.model_id, self.device, cfg.mode)
+
+    def _build_runner(self):
+        """A callable: uint8 crops (N, H, W, 3) -> dict of float32 result columns."""
+        from ..quality.observer import autocast_dtype, network_input
+        from ..quality.perturbations import PerturbationSettings, PseudoLabeler
+
+        cfg = self.cfg
+        if cfg.mode == "froq":
+            from ..quality.artifact import CalibrationArtifact
+            from ..quality.scorer import FroqScorer
+
+            scorer = FroqScorer(
+                self.model,
+                CalibrationArtifact.from_json(cfg.artifact_json, source="calibration artifact"),
+                device=self.device,
+                precision=cfg.precision,
+                quality_only=cfg.quality_only,
+                model_batch_size=cfg.model_batch_size,
+            )
+
+            def froq(pixels: np.ndarray) -> dict[str, np.ndarray]:
+                result = scorer.score(pixels)
+                cols = {"quality": result.quality}
+                if cfg.write_embedding and result.embedding is not None:
+                    cols["embedding"] = result.embedding
+                return cols
+
+            return froq
+        labeler = PseudoLabeler(
+            self.model.network,
+            self.model.contract,
+            PerturbationSettings.from_dict(dict(cfg.perturbation)),
+            self.device,
+            autocast_dtype(cfg.precision),
+        )
+        if cfg.mode == "pseudo_label":
+            transform = self.model.input_transform().to(self.device)
+            return lambda pixels: _with_quality(labeler(network_input(pixels, transform, labeler.device)))
+        if cfg.mode == "calibrate":
+            from ..quality.calibration import observe_calibration_batch
+
+            layers = list(cfg.candidate_layers or ())
+            return lambda pixels: _with_quality(
+                observe_calibration_batch(self.model, pixels, labeler, layers, self.device)
+            )
+        raise ValueError(f"unknown scoring mode {cfg.mode!r}")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = batch.pop(PIXELS)
+        status = np.asarray(batch["status"], dtype=object)
+        error = np.asarray(batch["error"], dtype=object)
+        ok = np.flatnonzero(status == st.OK)
+        columns: dict[str, np.ndarray] = {}
+        if ok.size:
+            try:
+                columns = self._score(pixels[ok])
+            except Exception as exc:  # noqa: BLE001 - retried item by item: one bad image fails alone
+                log.warning("batch of %d failed (%s); retrying item by item", ok.size, exc)
+                columns, failed = self._score_one_by_one(pixels, ok)
+                for i, msg in failed.items():
+                    status[i], error[i] = st.MODEL_ERROR, msg
+        batch["status"], batch["error"] = status, error
+        batch.update(_scatter(columns, ok, len(status)))
+        return batch
+
+    def _score(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        return self._runner(pixels)
+
+    def _score_one_by_one(
+        self, pixels: np.ndarray, ok: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+        parts: list[dict[str, np.ndarray]] = []
+        failed: dict[int, str] = {}
+        for i in ok:
+            try:
+                parts.append(self._score(pixels[i : i + 1]))
+            except Exception as exc:  # noqa: BLE001 - any model failure becomes that row's status
+                failed[int(i)] = f"{type(exc).__name__}: {exc}"
+                parts.append({})
+        names = sorted({k for p in parts for k in p})
+        cols = {}
+        for name in names:
+            template = next(p[name] for p in parts if name in p)
+            filler = np.full((1,) + template.shape[1:], np.nan, dtype=np.float32)
+            cols[name] = np.concatenate([p.get(name, filler) for p in parts]).astype(np.float32)
+        return cols, failed
+
+
+def _with_quality(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Without a calibration the row's ``quality`` is the perturbation pseudo-label (FROQ's teacher score)."""
+    columns["quality"] = columns["pseudo_label"]
+    return columns
+
+
+def _scatter(columns: dict[str, np.ndarray], rows: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Place per-ok-row results into full-length float32 columns, NaN where a row was not scored."""
+    out = {}
+    for name, values in columns.items():
+        values = np.asarray(values, dtype=np.float32)
+        full = np.full((n,) + values.shape[1:], np.nan, dtype=np.float32)
+        full[rows] = values
+        out[name] = full
+    return out
