@@ -25,7 +25,8 @@ def plot_edc(
     curves: Mapping[str, EdcResult], path: str | os.PathLike, title: str = "EDC", dpi: int = 150
 ) -> Path:
     """Draw each method's EDC and write a PNG to ``path`` (parent folders are created). Step-integrated curves
-    are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments."""
+    are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments; the points of
+    a coarse grid are marked."""
     if not curves:
         raise ValueError("no EDC curves to plot")
     fig = Figure(figsize=(7.0, 4.8))
@@ -33,7 +34,9 @@ def plot_edc(
     ax = fig.add_subplot(1, 1, 1)
     for name, result in curves.items():
         style = "steps-post" if result.integration == "step" else "default"
-        ax.plot(result.discard, result.fnmr, drawstyle=style, linewidth=1.6, label=_label(name, result))
+        marker = "o" if result.discard.size <= 50 else None  # mark the points of a coarse grid
+        ax.plot(result.discard, result.fnmr, drawstyle=style, linewidth=1.6, marker=marker, markersize=3.5,
+                label=_label(name, result))
     first = next(iter(curves.values()))
     ax.set_xlabel("fraction of pairs discarded (lowest pair quality first)")
     ax.set_ylabel(f"FNMR at FMR = {first.fmr_target:g} ({first.threshold_mode} threshold)")
