@@ -85,9 +85,10 @@ def read_lfw_pairs(
     """Read an LFW View-2 pairs file into a DataFrame with columns ``fold, path_a, path_b, genuine``.
 
     Layout: a header ``<folds><TAB><n>``, then per fold ``n`` same-identity lines ``Name i j`` followed by
-    ``n`` different-identity lines ``NameA i NameB j`` (fields separated by tabs or spaces). ``fold`` is
-    0-based, paths are ``str`` under ``images_root``. A malformed line raises ``PairsFormatError`` with its
-    1-based line number; with ``check_files``, missing images raise ``FileNotFoundError`` naming them.
+    ``n`` different-identity lines ``NameA i NameB j`` (fields separated by tabs or spaces). ``fold`` counts
+    from 1 as the protocol does (fold 1 is the first block of 2n lines); paths are ``str`` under
+    ``images_root``. A malformed line raises ``PairsFormatError`` with its 1-based line number; with
+    ``check_files``, missing images raise ``FileNotFoundError`` naming them.
     """
     pairs_file = os.fspath(pairs_file)
     with open(pairs_file, encoding="utf-8") as f:
@@ -113,7 +114,7 @@ def read_lfw_pairs(
         name_a, i, name_b, j = _parse_pair_line(line.split(), genuine, pairs_file, line_no)
         path_a = lfw_image_path(images_root, name_a, i)
         path_b = lfw_image_path(images_root, name_b, j)
-        rows.append((fold, str(path_a), str(path_b), genuine, line_no))
+        rows.append((fold + 1, str(path_a), str(path_b), genuine, line_no))
     if check_files:
         _check_files_exist(rows, pairs_file)
     frame = pd.DataFrame([r[:4] for r in rows], columns=list(PAIR_COLUMNS))

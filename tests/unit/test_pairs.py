@@ -49,7 +49,7 @@ def test_reads_view2_layout(tmp_path: Path) -> None:
     _make_tree(root, IMAGES)
     df = read_lfw_pairs(_write(tmp_path, GOOD), root)
     assert list(df.columns) == ["fold", "path_a", "path_b", "genuine"]
-    assert df["fold"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert df["fold"].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
     assert df["genuine"].tolist() == [True, True, False, False, True, True, False, False]
     assert df["path_a"][0] == str(root / "Ann" / "Ann_0001.jpg")
     assert df["path_b"][0] == str(root / "Ann" / "Ann_0002.jpg")
@@ -104,7 +104,9 @@ def test_missing_image_is_named_with_its_line(tmp_path: Path) -> None:
 def test_real_lfw_dev_pairs(lfw_dev_dir: Path) -> None:
     df = read_lfw_pairs(lfw_dev_dir / "pairs.txt", lfw_dev_dir / "images")
     assert len(df) == 3000
-    assert df.groupby("fold")["genuine"].agg(["sum", "size"]).values.tolist() == [[300, 600]] * 5
+    per_fold = df.groupby("fold")["genuine"].agg(["sum", "size"])
+    assert per_fold.index.tolist() == [1, 2, 3, 4, 5]
+    assert per_fold.values.tolist() == [[300, 600]] * 5
     same_name = df["path_a"].map(lambda p: Path(p).parent.name) == df["path_b"].map(lambda p: Path(p).parent.name)
     assert (same_name == df["genuine"]).all()
 
