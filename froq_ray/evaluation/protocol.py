@@ -5,8 +5,8 @@ Every pair from :func:`all_pairs_similarity` is used (genuine and impostor; impo
 genuine flags and, per method, its pair quality ``min(q_a, q_b)``, computed from the block's own indices. The
 pair quality is kept as the dense rank of the image quality (uint16 up to 65,536 distinct values, else
 uint32; equal qualities share a rank), which orders pairs exactly as the float values do in a quarter or half
-of the memory. Higher quality = better: the lowest pair
-qualities are discarded first.
+of the memory. Higher quality = better: the lowest pair qualities are discarded first; pairs of equal quality
+keep the order of the stream (tile by tile, row-major within a tile), which is what the EDC's stable cut sees.
 """
 
 from __future__ import annotations
