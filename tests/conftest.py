@@ -41,3 +41,6 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
+
+
+pytest_plugins = ["tests.s3_server"]

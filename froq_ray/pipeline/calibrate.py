@@ -35,7 +35,7 @@ from .runner import (
 
 log = logging.getLogger("froq_ray")
 
-ARTIFACT_FILE = "calibration.json"
+ARTIFACT_FILE = "_calibration.json"  # "_": pandas.read_parquet(<output folder>) skips it
 
 
 def calibration_schema(n_layers: int) -> pa.Schema:

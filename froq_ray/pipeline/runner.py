@@ -27,7 +27,7 @@ from ..storage.shards import Shard, plan_shards, write_shard
 from .dataset import build_dataset, rows_for_shards
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray
-from .stages import DecodeStageConfig, ScoringStageConfig
+from .stages import DecodeStageConfig, ScoringStageConfig, arrow_to_columns
 from .writer import ShardAssembler
 
 log = logging.getLogger("froq_ray")
@@ -147,7 +147,8 @@ def run_shards(
     ds = build_dataset(rows, decode, stage, cfg.resources.ray_batch_size)
     assembler = ShardAssembler(pending, sink)
     progress = ProgressReporter(len(rows), cfg.output.progress_interval_s)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+        batch = arrow_to_columns(table)
         assembler.consume(batch)
         progress.update(batch["status"])
     assembler.finish()

@@ -129,7 +129,7 @@ class ScoringStage:
 
             return froq
         labeler = PseudoLabeler(
-            self.model.network,
+            self._perturbation_network(),
             self.model.contract,
             PerturbationSettings.from_dict(dict(cfg.perturbation)),
             self.device,
@@ -147,6 +147,19 @@ class ScoringStage:
             )
         raise ValueError(f"unknown scoring mode {cfg.mode!r}")
 
+    def _perturbation_network(self):
+        """The network for the perturbed copies (no hooks needed): a frozen copy on the CPU, where it is
+        2-3x faster; the original elsewhere."""
+        import torch
+
+        if self.device != "cpu":
+            return self.model.network
+        from ..quality.accelerate import frozen_copy
+
+        size = self.model.contract.size
+        sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        return frozen_copy(self.model.network, sample)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pixels = batch.pop(PIXELS)
         status = np.asarray(batch["status"], dtype=object)
@@ -163,7 +176,7 @@ class ScoringStage:
                     status[i], error[i] = st.MODEL_ERROR, msg
         batch["status"], batch["error"] = status, error
         batch.update(_scatter(columns, ok, len(status)))
-        return batch
+        return columns_to_arrow(batch)
 
     def _score(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         return self._runner(pixels)
@@ -186,6 +199,45 @@ class ScoringStage:
             filler = np.full((1,) + template.shape[1:], np.nan, dtype=np.float32)
             cols[name] = np.concatenate([p.get(name, filler) for p in parts]).astype(np.float32)
         return cols, failed
+
+
+def columns_to_arrow(columns: dict[str, np.ndarray]):
+    """Scored rows as an Arrow table; (N, D) arrays become plain fixed-size lists (Ray's tensor extension
+    type is avoided: converting its sliced, combined chunks back to numpy fails in Ray 2.58)."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.ndim == 2:
+            flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+            arrays[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+        elif values.dtype == object:
+            arrays[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        else:
+            arrays[name] = pa.array(values)
+    return pa.table(arrays)
+
+
+def arrow_to_columns(table) -> dict[str, np.ndarray]:
+    """The inverse of :func:`columns_to_arrow` (fixed-size lists back to (N, D) arrays)."""
+    import pyarrow as pa
+
+    out = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(column.type):
+            size = column.type.list_size
+            values = column.values.slice(column.offset * size, len(column) * size)
+            matrix = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), size)
+            if column.null_count:
+                matrix[column.is_null().to_numpy(zero_copy_only=False)] = np.nan
+            out[name] = matrix
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            out[name] = np.asarray(column.to_pylist(), dtype=object)
+        else:
+            out[name] = column.to_numpy(zero_copy_only=False)
+    return out
 
 
 def _with_quality(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

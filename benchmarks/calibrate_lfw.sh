@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The calibration runs behind the shipped dlib artifact and the FROQ accuracy report (docs/accuracy-froq.md).
+# Each is a plain `froq calibrate` run on this 2-core box; /usr/bin/time -v records wall time and peak RSS.
+# Outputs land in .bench/ (ignored); the shipped artifact is copied to froq_ray/assets/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FROQ=.venv/bin/froq
+CPU="--set resources.num_cpus=3 --set resources.num_cpus_per_actor=2"
+MFN="--set model.name=mobilefacenet --set model.weights=../shared/models/mobilefacenet/mobilefacenet.pt"
+mkdir -p .bench
+.venv/bin/python benchmarks/lfw_manifests.py --folds 1,2,3 --sample 500 --seed 0 --out .bench/lfw-folds123-sample500.csv
+[ -d .bench/lfw-degraded ] || .venv/bin/python benchmarks/make_degraded.py --src ../shared/data/lfw-dev/images \
+  --dst .bench/lfw-degraded --seed 0 --fraction 0.5
+.venv/bin/python benchmarks/lfw_manifests.py --folds 4,5 --root .bench/lfw-degraded --out .bench/lfw-degraded-folds45.csv
+
+run() {  # name, then froq arguments
+  local name=$1; shift
+  /usr/bin/time -v -o ".bench/$name.time" $FROQ calibrate "$@" $CPU --set output.progress_interval_s=60 \
+    2>&1 | tee ".bench/$name.log" | grep -E "froq_ray|Error|error" || true
+  grep -E "Elapsed|Maximum resident" ".bench/$name.time"
+}
+
+if [ "${1:-all}" = all ] || [ "$1" = dlib ]; then
+  # 1. the built-in model's shipped calibration: 500 seeded images of the LFW-dev folds 1-3 identities
+  run cal-dlib-builtin --input .bench/lfw-folds123-sample500.csv --set input.identity_column=identity \
+    --output .bench/cal-dlib-builtin --mode overwrite
+  cp .bench/cal-dlib-builtin/_calibration.json froq_ray/assets/dlib_resnet_v1.calibration.json
+fi
+if [ "${1:-all}" = all ] || [ "$1" = mobilefacenet ]; then
+  # 2. MobileFaceNet on all 3,811 LFW-dev images (observations reused by the accuracy report)
+  run cal-mfn-lfw-all --input ../shared/data/lfw-dev/images --set input.identity_from_folder=true $MFN \
+    --output .bench/cal-mfn-lfw-all --mode overwrite
+  # 3. pseudo-labels and norms of the degraded copy of the folds 4-5 identities (the report's degraded split)
+  run cal-mfn-lfw45-degraded --input .bench/lfw-degraded-folds45.csv --set input.identity_column=identity $MFN \
+    --output .bench/cal-mfn-lfw45-degraded --mode overwrite
+fi
