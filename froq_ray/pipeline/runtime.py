@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from ..config import ResourcesConfig
 
@@ -15,9 +16,10 @@ def ensure_ray(resources: ResourcesConfig) -> None:
     import ray.data
 
     if not ray.is_initialized():
-        if resources.ray_address:
-            log.info("joining Ray cluster at %s", resources.ray_address)
-            ray.init(address=resources.ray_address, log_to_driver=True)
+        address = resources.ray_address or os.environ.get("RAY_ADDRESS")  # set for `ray job submit` drivers
+        if address:
+            log.info("joining Ray cluster at %s", address)
+            ray.init(address=address, log_to_driver=True)
         else:
             log.info("starting a local Ray (num_cpus=%s)", resources.num_cpus or "all")
             ray.init(num_cpus=resources.num_cpus, include_dashboard=False)

@@ -1,0 +1,82 @@
+"""Problems a user must fix fail before Ray starts, with one message that names the problem (exit code 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from froq_ray.cli import main
+
+
+@pytest.fixture
+def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
+    src = next((lfw_dev_dir / "images" / "Aaron_Sorkin").glob("*.jpg"))
+    (tmp_path / "in" / "Aaron_Sorkin").mkdir(parents=True)
+    (tmp_path / "in" / "Aaron_Sorkin" / src.name).write_bytes(src.read_bytes())
+    return tmp_path / "in"
+
+
+@pytest.fixture(autouse=True)
+def no_ray_started():
+    import ray
+
+    assert not ray.is_initialized()
+    yield
+    assert not ray.is_initialized(), "a preflight failure must not start Ray"
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_missing_input(capsys, tmp_path):
+    code, err = run(capsys, "annotate", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
+    assert code == 2 and str(tmp_path / "nope") in err
+
+
+def test_bad_config_key_is_named(capsys, tmp_path, one_image_dir):
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    "--set", "output.mod=resume")
+    assert code == 2 and "output.mod" in err and "mode" in err
+
+
+def test_bad_config_file_key_is_named(capsys, tmp_path, one_image_dir):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"job: annotate\ninput: {{uri: {one_image_dir}}}\noutput: {{uri: {tmp_path}/o}}\n"
+                   "resources: {actors: 0}\n")
+    code, err = run(capsys, "annotate", "--config", str(cfg))
+    assert code == 2 and "resources.actors" in err and str(cfg) in err
+
+
+def test_missing_model_file(capsys, tmp_path, one_image_dir):
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    "--set", "model.name=mobilefacenet", "--set", f"model.weights={tmp_path}/missing.pt")
+    assert code == 2 and "missing.pt" in err
+
+
+def test_missing_calibration_artifact(capsys, tmp_path, one_image_dir, mobilefacenet_pt):
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    "--set", "model.name=mobilefacenet", "--set", f"model.weights={mobilefacenet_pt}")
+    assert code == 2 and "no built-in calibration" in err and "mobilefacenet" in err
+
+
+def test_unwritable_output(capsys, tmp_path, one_image_dir, mobilefacenet_pt):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(blocker / "out"),
+                    "--set", "scoring.mode=pseudo_label", "--set", "model.name=mobilefacenet",
+                    "--set", f"model.weights={mobilefacenet_pt}")
+    assert code == 2 and str(blocker / "out") in err
+
+
+def test_plan_prints_without_starting_ray(capsys, tmp_path, one_image_dir, mobilefacenet_pt):
+    code = main(["plan", "--input", str(one_image_dir), "--output", str(tmp_path / "o"), "--set",
+                 "scoring.mode=pseudo_label", "--set", "model.name=mobilefacenet",
+                 "--set", f"model.weights={mobilefacenet_pt}"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "inputs: 1 images" in out and "shards: 1 of up to 10,000 rows; 0 already complete, 1 to run" in out
+    assert "pl_occlusion: float" in out
+    assert not (tmp_path / "o" / "_run.json").exists()
