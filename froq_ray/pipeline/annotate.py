@@ -71,4 +71,6 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
     for line in summary_lines(manifest, result.quality):
         log.info(line)
+    log.info("read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
+             "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"", cfg.output.uri)
     return manifest
