@@ -30,14 +30,14 @@ def build_dataset(
     decode: DecodeStageConfig,
     scoring: ScoringStageConfig,
     ray_batch_size: int,
-    rows_per_block: int = 1024,
 ):
     """A lazy Ray dataset of scored rows, in listing order (the driver writes shards as they complete)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    blocks = [rows.iloc[i : i + rows_per_block] for i in range(0, max(len(rows), 1), rows_per_block)]
+    # one input block per Ray batch: results stream back (and progress is logged) batch by batch
+    blocks = [rows.iloc[i : i + ray_batch_size] for i in range(0, max(len(rows), 1), ray_batch_size)]
     ds = ray.data.from_pandas(blocks)
     ds = ds.map_batches(
         read_and_decode,
