@@ -201,6 +201,80 @@ class EvaluateConfig(Section):
     storage_options: StorageOptions = Field(default_factory=dict)
 
 
+class ClassifiabilityConfig(Section):
+    """How the filter job computes CCS / NNCCS / CR (see ``froq_ray.curation.classifiability``)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the nearest-centre search runs (``auto``: cuda when available)."""
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Dtype of the centre matrix and similarity tiles on cuda; the search always runs in fp32 on cpu."""
+    block_rows: int = Field(default=4096, ge=1)
+    """Images per similarity tile."""
+    block_centres: int = Field(default=65_536, ge=1)
+    """Centres per similarity tile (tile memory = block_rows x block_centres x dtype size)."""
+    chunk_rows: int = Field(default=65_536, ge=1)
+    """Rows read from the annotation Parquet at a time (the job never holds all embeddings)."""
+    eps: float = Field(default=1e-9, gt=0)
+    """CR = CCS / (NNCCS + 1 + eps)."""
+
+
+class PerIdentityPolicy(Section):
+    """Keep each identity's best images: ``top_k`` or ``top_fraction`` (not both), at least ``min_count``."""
+
+    top_k: int | None = Field(default=None, ge=1)
+    top_fraction: float | None = Field(default=None, gt=0, le=1)
+    min_count: int = Field(default=0, ge=0)
+    """Never cap an identity below this many images (when it has them)."""
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> PerIdentityPolicy:
+        if self.top_k is not None and self.top_fraction is not None:
+            raise ValueError("set top_k or top_fraction, not both")
+        return self
+
+
+class LabelNoisePolicy(Section):
+    """Suspected label noise: CCS below ``ccs_floor`` or NNCCS - CCS above ``margin`` (null: off)."""
+
+    ccs_floor: float | None = Field(default=0.2, ge=-1, le=1)
+    margin: float | None = Field(default=0.0, ge=-2, le=2)
+    drop: bool = True
+    """Drop flagged images (false: only flag them in the keep-list)."""
+
+
+class PoliciesConfig(Section):
+    """Filter policies, applied in this order to the rows still kept (see docs/curation.md)."""
+
+    quality_floor: float | None = None
+    """Drop images whose quality is below this value."""
+    label_noise: LabelNoisePolicy = Field(default_factory=LabelNoisePolicy)
+    drop_lowest_fraction: float = Field(default=0.0, ge=0, lt=1)
+    """Drop the lowest fraction of all ok images by quality."""
+    per_identity: PerIdentityPolicy = Field(default_factory=PerIdentityPolicy)
+    min_identity_images: int = Field(default=1, ge=1)
+    """Drop identities left with fewer images than this (1 = off)."""
+
+
+class FilterConfig(Section):
+    """Training-set curation of annotation output(s): classifiability + policies -> a keep-list."""
+
+    annotations: list[LocalOrUri] = Field(min_length=1)
+    """Annotate output folder(s), Parquet file(s) or globs; they must hold embeddings and identities."""
+    identity_source: Literal["column", "folder"] = "column"
+    identity_column: str = "identity"
+    quality_column: str = "quality"
+    """The column the quality policies rank by; ``cr`` ranks by the computed certainty ratio."""
+    histogram_bins: int = Field(default=50, ge=2)
+    storage_options: StorageOptions = Field(default_factory=dict)
+    classifiability: ClassifiabilityConfig = Field(default_factory=ClassifiabilityConfig)
+    policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class JobBase(Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     output: OutputConfig
@@ -234,11 +308,19 @@ class EvaluateJob(JobBase):
     evaluate: EvaluateConfig
 
 
-JobConfig = CalibrateJob | AnnotateJob | EvaluateJob
+class FilterJob(JobBase):
+    """Annotations (embeddings + identities) -> CCS/NNCCS/CR -> policies -> keep-list, stats, summary, PNG."""
+
+    job: Literal["filter"]
+    filter: FilterConfig
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob
 JOB_CLASSES: dict[str, type[JobBase]] = {
     "calibrate": CalibrateJob,
     "annotate": AnnotateJob,
     "evaluate": EvaluateJob,
+    "filter": FilterJob,
 }
 
 
@@ -401,6 +483,7 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "input": {"storage_options"},
     "output": {"uri", "mode", "storage_options", "progress_interval_s"},
     "evaluate": {"storage_options"},
+    "filter": {"storage_options"},
 }
 
 
