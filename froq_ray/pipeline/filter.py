@@ -1,0 +1,346 @@
+"""The filter job: annotation Parquet (embeddings + identities) -> CCS/NNCCS/CR -> policies -> a keep-list.
+
+Runs on the driver with numpy/torch, no Ray (see docs/curation.md for the sizes this is fine for and how it
+distributes beyond). Two streamed passes over the annotation files, ``classifiability.chunk_rows`` rows at a
+time, so the embeddings are never all in memory:
+
+1. per chunk, partial class-centre sums (``curation.centres``), merged as they come; the light columns
+   (path, identity, status, quality) are kept;
+2. per chunk, CCS / NNCCS / CR against the merged centres (``curation.classifiability.CentreIndex``, on
+   ``classifiability.device``).
+
+Then the policies (``curation.policies``) decide ``keep`` and ``reason`` for every row, rows whose status is
+not ok included (``keep=false``, ``reason=<status>``). Written to ``output.uri``: ``keep_list.parquet``,
+``identity_stats.parquet``, ``summary.json``, ``histograms.png`` and ``_manifest.json``. Input files are only
+read, never moved or deleted; the output may not be an input folder.
+
+``output.mode``: ``error_if_exists`` refuses an output that holds any of these files; ``resume`` and
+``overwrite`` both recompute and replace them (the job has no partial state worth resuming).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .. import status as st
+from ..config import FilterJob, config_digest, resolved_dict
+from ..curation.centres import CentreAccumulator, CentreSums
+from ..curation.classifiability import CentreIndex
+from ..curation.policies import PolicySettings, apply_policies
+from ..curation.report import histograms_png, identity_stats, summary
+from ..quality.artifact import software_versions
+from ..storage.fs import join_uri, open_fs, to_uri, write_bytes_atomic, write_json_atomic
+from ..storage.listing import has_magic
+from ..storage.manifest import MANIFEST_FILE, write_manifest
+from ..storage.run_state import OutputStateError, check_writable
+from ..storage.schema import EMBEDDING
+
+log = logging.getLogger("froq_ray")
+
+KEEP_LIST = "keep_list.parquet"
+IDENTITY_STATS = "identity_stats.parquet"
+SUMMARY = "summary.json"
+HISTOGRAMS = "histograms.png"
+OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, MANIFEST_FILE)
+CR_COLUMN = "cr"
+KEEP_LIST_COLUMNS = (
+    "path",
+    "identity",
+    "keep",
+    "reason",
+    "status",
+    "quality",
+    "ccs",
+    "nnccs",
+    "cr",
+    "nearest_identity",
+    "identity_images",
+    "label_noise",
+    "label_noise_rule",
+    "cr_note",
+)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class FilterInputError(ValueError):
+    """The annotations cannot be filtered (missing, no embeddings, duplicate paths...); names the input."""
+
+
+@dataclass(frozen=True)
+class AnnotationFile:
+    fs: Any
+    path: str
+
+    @property
+    def uri(self) -> str:
+        return to_uri(self.fs, self.path)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def annotation_files(uris: list[str], storage_options: dict[str, Any]) -> list[AnnotationFile]:
+    """Each URI: a folder (its ``part-*.parquet``), a glob, or one Parquet file; in the order given."""
+    files: list[AnnotationFile] = []
+    for uri in uris:
+        fs, path = open_fs(uri, storage_options)
+        if has_magic(uri):
+            found = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.ls(path, detail=False) if posixpath.basename(p).startswith("part-"))
+        elif fs.exists(path):
+            found = [path]
+        else:
+            raise FilterInputError(f"annotations not found: {uri}")
+        if not found:
+            raise FilterInputError(f"no annotation Parquet files in {uri}")
+        files += [AnnotationFile(fs, p) for p in found]
+    return files
+
+
+def _batches(files: list[AnnotationFile], columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    for file in files:
+        with file.fs.open(file.path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise FilterInputError(
+                    f"{file.uri}: no column(s) {missing}; annotate with scoring.write_embedding=true and "
+                    "check filter.identity_column / filter.quality_column"
+                )
+            yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+def _embedding_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 (n, D) matrix, bool mask of rows that have an embedding) from a fixed_size_list column."""
+    column = batch.column(EMBEDDING)
+    dim = column.type.list_size
+    flat = column.values.slice(column.offset * dim, len(column) * dim).to_numpy(zero_copy_only=False)
+    matrix = np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    present &= np.isfinite(matrix).all(axis=1) & (np.abs(matrix).sum(axis=1) > 0)
+    return matrix, present
+
+
+def _light_frame(batch: pa.RecordBatch, job: FilterJob) -> pd.DataFrame:
+    cfg = job.filter
+    frame = pd.DataFrame(
+        {
+            "path": batch.column("path").to_pandas(),
+            "status": batch.column("status").to_pandas(),
+        }
+    )
+    if cfg.identity_source == "folder":
+        frame["identity"] = [posixpath.basename(posixpath.dirname(str(p))) for p in frame["path"]]
+    else:
+        frame["identity"] = batch.column(cfg.identity_column).to_pandas()
+    frame["identity"] = frame["identity"].where(frame["identity"].notna(), None).astype(object)
+    if cfg.quality_column != CR_COLUMN:
+        frame["quality"] = batch.column(cfg.quality_column).to_pandas().astype(np.float64)
+    return frame
+
+
+def _columns(job: FilterJob) -> list[str]:
+    cfg = job.filter
+    columns = ["path", "status", EMBEDDING]
+    if cfg.identity_source == "column":
+        columns.append(cfg.identity_column)
+    if cfg.quality_column != CR_COLUMN:
+        columns.append(cfg.quality_column)
+    return list(dict.fromkeys(columns))
+
+
+def _usable(frame: pd.DataFrame, present: np.ndarray) -> np.ndarray:
+    return (frame["status"].to_numpy(dtype=object) == st.OK) & frame["identity"].notna().to_numpy() & present
+
+
+# ------------------------------------------------------------------------------------------------ passes
+def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFrame, CentreSums]:
+    """Pass 1: the light row table and the merged class-centre sums of the usable rows."""
+    accumulator = CentreAccumulator()
+    frames = []
+    for batch in _batches(files, _columns(job), job.filter.classifiability.chunk_rows):
+        frame = _light_frame(batch, job)
+        matrix, present = _embedding_matrix(batch)
+        usable = _usable(frame, present)
+        if usable.any():
+            accumulator.add(CentreSums.from_chunk(matrix[usable], frame["identity"].to_numpy(object)[usable]))
+        frame["has_embedding"] = present
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    duplicated = table["path"][table["path"].duplicated()]
+    if len(duplicated):
+        raise FilterInputError(
+            f"{len(duplicated)} path(s) appear more than once across the annotations, "
+            f"e.g. {duplicated.iloc[0]}"
+        )
+    try:
+        sums = accumulator.result()
+    except ValueError:
+        raise FilterInputError("no ok rows with an identity and an embedding in the annotations") from None
+    return table, sums
+
+
+def search_setup(job: FilterJob) -> tuple[torch.device, torch.dtype]:
+    """Device and similarity dtype for the nearest-centre search (fp32 on cpu whatever the precision)."""
+    cfg = job.filter.classifiability
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FilterInputError("filter.classifiability.device is cuda but torch sees no GPU")
+    device = torch.device(name)
+    dtype = _DTYPES[cfg.precision] if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+def score_pass(
+    job: FilterJob, files: list[AnnotationFile], table: pd.DataFrame, sums: CentreSums
+) -> pd.DataFrame:
+    """Pass 2: ccs, nnccs, cr, nearest_identity, identity_images, cr_note of each usable row (else NaN)."""
+    cfg = job.filter.classifiability
+    device, dtype = search_setup(job)
+    index = CentreIndex(sums, device, dtype, cfg.block_rows, cfg.block_centres, cfg.eps)
+    n = len(table)
+    out = {
+        "ccs": np.full(n, np.nan, np.float32),
+        "nnccs": np.full(n, np.nan, np.float32),
+        "cr": np.full(n, np.nan, np.float32),
+        "nearest_identity": np.full(n, None, object),
+        "identity_images": np.zeros(n, np.int64),
+        "cr_note": np.full(n, None, object),
+    }
+    offset = 0
+    for batch in _batches(files, _columns(job), cfg.chunk_rows):
+        rows = slice(offset, offset + batch.num_rows)
+        frame = table.iloc[rows]
+        matrix, present = _embedding_matrix(batch)
+        usable = _usable(frame, present)
+        if usable.any():
+            scores = index.score(matrix[usable], frame["identity"].to_numpy(object)[usable])
+            where = offset + np.flatnonzero(usable)
+            for name, values in (
+                ("ccs", scores.ccs),
+                ("nnccs", scores.nnccs),
+                ("cr", scores.cr),
+                ("nearest_identity", scores.nearest_identity),
+                ("identity_images", scores.identity_images),
+                ("cr_note", scores.note),
+            ):
+                out[name][where] = values
+        offset += batch.num_rows
+    if offset != n:
+        raise FilterInputError(f"the annotations changed while filtering ({n} rows, then {offset})")
+    scored = table.assign(**out)
+    if job.filter.quality_column == CR_COLUMN:
+        scored["quality"] = scored["cr"].astype(np.float64)
+    return scored
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    return buffer.getvalue()
+
+
+def _keep_list(decisions: pd.DataFrame) -> pd.DataFrame:
+    frame = decisions.loc[:, list(KEEP_LIST_COLUMNS)].copy()
+    for name in ("quality", "ccs", "nnccs", "cr"):
+        frame[name] = frame[name].astype(np.float32)
+    return frame
+
+
+def _check_output(job: FilterJob, files: list[AnnotationFile]) -> None:
+    out = job.output
+    check_writable(out.uri, out.storage_options)
+    fs, path = open_fs(out.uri, out.storage_options)
+    target = path.rstrip("/")
+    if any(posixpath.dirname(f.path) == target for f in files):
+        raise OutputStateError(
+            f"output {out.uri} holds annotation files being filtered: choose another output"
+        )
+    if out.mode == "error_if_exists":
+        existing = [name for name in OUTPUT_FILES if fs.exists(f"{path}/{name}")]
+        if existing:
+            raise OutputStateError(
+                f"output {out.uri} already holds {', '.join(existing)} and output.mode is error_if_exists"
+            )
+
+
+def run_filter(job: FilterJob) -> dict[str, Any]:
+    """Classifiability + policies -> keep-list, per-identity stats, summary JSON, histograms (module doc)."""
+    cfg, out = job.filter, job.output
+    files = annotation_files(cfg.annotations, cfg.storage_options)
+    _check_output(job, files)
+    settings = PolicySettings.from_mapping(cfg.policies.model_dump())
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    table, sums = centre_pass(job, files)
+    timings["centres_s"] = time.perf_counter() - start
+    log.info(
+        "filter: %d rows in %d file(s), %d identities with embeddings (dim %d)",
+        len(table),
+        len(files),
+        len(sums),
+        sums.dim,
+    )
+    start = time.perf_counter()
+    scored = score_pass(job, files, table, sums)
+    timings["classifiability_s"] = time.perf_counter() - start
+    decisions = apply_policies(scored, settings)
+    stats = identity_stats(decisions)
+    device, dtype = search_setup(job)
+    result = {
+        **summary(decisions, stats),
+        "inputs": [f.uri for f in files],
+        "quality_column": cfg.quality_column,
+        "policies": cfg.policies.model_dump(mode="json"),
+        "classifiability": {
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+            "identities_with_centre": len(sums),
+            "embedding_dim": sums.dim,
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": {
+            name: join_uri(out.uri, name) for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS)
+        },
+    }
+    fs, path = open_fs(out.uri, out.storage_options)
+    write_bytes_atomic(fs, f"{path}/{KEEP_LIST}", _parquet_bytes(_keep_list(decisions)))
+    write_bytes_atomic(fs, f"{path}/{IDENTITY_STATS}", _parquet_bytes(stats))
+    write_bytes_atomic(
+        fs, f"{path}/{HISTOGRAMS}", histograms_png(decisions, stats, cfg.quality_column, cfg.histogram_bins)
+    )
+    write_json_atomic(fs, f"{path}/{SUMMARY}", result)
+    write_manifest(
+        out.uri,
+        out.storage_options,
+        {
+            "job": "filter",
+            "config": resolved_dict(job),
+            "config_digest": config_digest(job),
+            "summary": result,
+            "versions": software_versions(),
+        },
+    )
+    log.info(
+        "filter: kept %d of %d rows (%d identities lost); dropped by reason %s; written to %s",
+        result["kept"],
+        result["rows"],
+        result["identities_lost"],
+        result["dropped_by_reason"],
+        out.uri,
+    )
+    return result
