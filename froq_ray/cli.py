@@ -13,6 +13,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .models.base import ModelLoadError
     from .pipeline.evaluate import EvaluationInputError
+    from .pipeline.filter import FilterInputError
     from .quality.artifact import ArtifactError, ArtifactMismatchError
     from .storage.listing import InputListingError
     from .storage.run_state import OutputStateError
@@ -25,6 +26,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         InputListingError,
         OutputStateError,
         EvaluationInputError,
+        FilterInputError,
         FileNotFoundError,
         PermissionError,
     )
@@ -62,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="EDC / pAUC of quality columns of an annotation output")
     _add_job_args(p, with_input=False)
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
+    p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--annotations", dest="filter_annotations", help="filter.annotations: an annotate output folder"
+    )
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
@@ -78,6 +85,7 @@ def job_config(args: argparse.Namespace, job: str):
         ("output", "output.uri"),
         ("mode", "output.mode"),
         ("annotations", "evaluate.annotations"),
+        ("filter_annotations", "filter.annotations"),
     ):
         value = getattr(args, flag, None)
         if value:
@@ -111,6 +119,10 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline.calibrate import run_calibrate
 
         run_calibrate(cfg, force=args.force)
+    elif args.command == "filter":
+        from .pipeline.filter import run_filter
+
+        run_filter(cfg)
     else:
         from .pipeline.evaluate import run_evaluate
 
