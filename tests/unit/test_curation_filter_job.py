@@ -1,0 +1,176 @@
+"""The filter job end to end on tiny annotation shards (no Ray): keep-list, stats, summary, PNG, safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from froq_ray.cli import main
+from froq_ray.config import ConfigError, FilterJob, config_from_dict
+from froq_ray.curation.classifiability import classifiability
+from froq_ray.pipeline.filter import run_filter
+from froq_ray.storage.run_state import OutputStateError
+from froq_ray.storage.schema import annotation_schema, to_table
+
+DIM = 8
+
+
+def annotation_rows(seed: int = 0) -> pd.DataFrame:
+    """A: 4 images + 1 that is really B's (index 4); B: 3; C: 1; one corrupt A row without embedding."""
+    rng = np.random.default_rng(seed)
+    centres = {k: rng.normal(size=DIM) for k in "ABC"}
+    truth = ["A"] * 4 + ["B"] + ["B"] * 3 + ["C", "A"]
+    labels = ["A"] * 5 + ["B"] * 3 + ["C", "A"]
+    embeddings = np.stack([centres[t] + 0.25 * rng.normal(size=DIM) for t in truth]).astype(np.float32)
+    status = ["ok"] * 9 + ["corrupt"]
+    embeddings[9] = np.nan  # to_table writes a null embedding
+    return pd.DataFrame(
+        {
+            "path": [f"/faces/{label}/{i:02d}.jpg" for i, label in enumerate(labels)],
+            "identity": labels,
+            "status": status,
+            "error": [None] * 9 + ["truncated"],
+            "quality": np.linspace(1.0, 0.1, 10).astype(np.float32),
+            "embedding": list(embeddings),
+        }
+    )
+
+
+def write_annotations(folder: Path, rows: pd.DataFrame) -> list[Path]:
+    schema = annotation_schema(DIM)
+    folder.mkdir(parents=True)
+    parts = []
+    for k, chunk in enumerate((rows.iloc[:6], rows.iloc[6:])):
+        columns = {f.name: chunk[f.name].tolist() if f.name in chunk else [None] * len(chunk) for f in schema}
+        columns["embedding"] = np.stack(chunk["embedding"].to_numpy())
+        path = folder / f"part-{k:05d}.parquet"
+        pq.write_table(to_table(columns, schema), path)
+        parts.append(path)
+    return parts
+
+
+def job(annotations: Path, out: Path, **policies) -> FilterJob:
+    return config_from_dict(
+        {
+            "job": "filter",
+            "filter": {
+                "annotations": str(annotations),
+                "classifiability": {"chunk_rows": 2, "block_rows": 3, "block_centres": 2, "device": "cpu"},
+                "policies": policies,
+                "histogram_bins": 5,
+            },
+            "output": {"uri": str(out), "mode": "error_if_exists"},
+        }
+    )
+
+
+def digest(paths: list[Path]) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
+def test_filter_job_end_to_end(tmp_path: Path):
+    rows = annotation_rows()
+    parts = write_annotations(tmp_path / "ann", rows)
+    before = digest(parts)
+    result = run_filter(job(tmp_path / "ann", tmp_path / "out", min_identity_images=2))
+    assert digest(parts) == before and sorted(p.name for p in (tmp_path / "ann").iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+
+    keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
+    assert keep["path"].tolist() == rows["path"].tolist()  # every input row, in input order
+    reason = dict(zip(keep["path"], keep["reason"]))
+    assert reason["/faces/A/09.jpg"] == "corrupt" and not keep["keep"].iloc[9]
+    assert reason["/faces/A/04.jpg"] == "label_noise" and keep["nearest_identity"].iloc[4] == "B"
+    assert (
+        reason["/faces/C/08.jpg"] == "identity_too_small" and keep["cr_note"].iloc[8] == "singleton_identity"
+    )
+    assert keep["label_noise"].sum() == 1 and keep["keep"].sum() == 7
+
+    ok = rows.iloc[:9]
+    expected = classifiability(np.stack(ok["embedding"].to_numpy()), ok["identity"].to_numpy())
+    for name in ("ccs", "nnccs", "cr"):
+        np.testing.assert_allclose(keep[name].iloc[:9], getattr(expected, name), rtol=1e-5, atol=1e-6)
+    assert keep["nearest_identity"].iloc[:9].tolist() == expected.nearest_identity.tolist()
+    assert np.isnan(keep["ccs"].iloc[9]) and pd.isna(keep["nearest_identity"].iloc[9])
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dropped_by_reason"] == {"corrupt": 1, "label_noise": 1, "identity_too_small": 1}
+    assert (summary["rows"], summary["kept"], summary["identities"], summary["identities_lost"]) == (
+        10,
+        7,
+        3,
+        1,
+    )
+    assert summary["identities_lost_listed"] == ["C"] and result["kept"] == 7
+    stats = pd.read_parquet(tmp_path / "out" / "identity_stats.parquet").set_index("identity")
+    assert stats.loc["A", ["images", "images_ok", "images_kept", "dropped_label_noise"]].tolist() == [
+        6,
+        5,
+        4,
+        1,
+    ]
+    assert (tmp_path / "out" / "histograms.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["job"] == "filter"
+
+    with pytest.raises(OutputStateError, match="error_if_exists"):
+        run_filter(job(tmp_path / "ann", tmp_path / "out"))
+    with pytest.raises(OutputStateError, match="holds annotation files"):
+        run_filter(job(tmp_path / "ann", tmp_path / "ann"))
+
+
+def test_filter_cli_and_config_errors_name_keys(tmp_path: Path, capsys):
+    write_annotations(tmp_path / "ann", annotation_rows(seed=1))
+    config = tmp_path / "filter.yaml"
+    config.write_text(
+        "job: filter\nfilter:\n  annotations: nowhere\n  quality_column: cr\noutput:\n  uri: x\n"
+    )
+    code = main(
+        [
+            "filter",
+            "--config",
+            str(config),
+            "--annotations",
+            str(tmp_path / "ann"),
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            "filter.policies.per_identity.top_k=1",
+        ]
+    )
+    assert code == 0
+    keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
+    assert keep.groupby("identity")["keep"].sum().to_dict() == {"A": 1, "B": 1, "C": 0}  # C: CR undefined
+    assert main(["filter", "--config", str(config), "--set", "filter.policies.drop_lowest_fraction=1"]) == 2
+    assert "filter.policies.drop_lowest_fraction: must be < 1" in capsys.readouterr().err
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(
+            {
+                "job": "filter",
+                "filter": {
+                    "classifiability": {"device": "tpu", "blok_rows": 2},
+                    "policies": {"per_identity": {"top_k": 0}},
+                },
+                "output": {"uri": "o"},
+            }
+        )
+    assert sorted(info.value.problems) == [
+        "filter.annotations: required key missing",
+        "filter.classifiability.blok_rows: unknown key (did you mean 'block_rows'?)",
+        "filter.classifiability.device: must be one of 'auto', 'cpu' or 'cuda' (got 'tpu')",
+        "filter.policies.per_identity.top_k: must be >= 1 (got 0)",
+    ]
+
+
+def test_shipped_filter_config_is_valid():
+    from froq_ray.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "filter.yaml", expected_job="filter")
+    assert isinstance(cfg, FilterJob) and cfg.filter.policies.label_noise.ccs_floor == 0.2
