@@ -72,14 +72,7 @@ class CentreSums:
 
     def index_of(self, identities: Sequence[str] | np.ndarray) -> np.ndarray:
         """Row index of each label in ``self.identities`` (int64); -1 for a label not present."""
-        labels = np.asarray(identities, dtype=object).astype(str)
-        keys = self.identities.astype(str)
-        pos = np.searchsorted(keys, labels)
-        pos_clipped = np.minimum(pos, max(keys.size - 1, 0))
-        found = (
-            (pos < keys.size) & (keys[pos_clipped] == labels) if keys.size else np.zeros(labels.size, bool)
-        )
-        return np.where(found, pos_clipped, -1).astype(np.int64)
+        return index_of(self.identities, identities)
 
     def means(self) -> np.ndarray:
         """Class centres as defined: mean of the unit embeddings (K, D) float64 (not re-normalised)."""
@@ -90,6 +83,44 @@ class CentreSums:
         norms = np.linalg.norm(self.sums, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.sums / norms).astype(dtype)
+
+
+    def table(self) -> CentreTable:
+        """What scoring needs, in half the memory of the float64 sums: float32 unit directions, |sum|, n."""
+        norms = np.linalg.norm(self.sums, axis=1)
+        return CentreTable(self.identities, self.directions(np.float32), norms, self.counts)
+
+
+@dataclass
+class CentreTable:
+    """Centres for scoring: ``directions`` (K, D) float32 unit rows (sum / |sum|), ``norms`` (K,) float64
+    = |sum|, ``counts`` (K,) int64, ``identities`` sorted. ``norms * directions`` is the sum again (to float32
+    precision), which is all the leave-one-out CCS needs."""
+
+    identities: np.ndarray
+    directions: np.ndarray
+    norms: np.ndarray
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.identities.size)
+
+    @property
+    def dim(self) -> int:
+        return int(self.directions.shape[1])
+
+    def index_of(self, identities: Sequence[str] | np.ndarray) -> np.ndarray:
+        return index_of(self.identities, identities)
+
+
+def index_of(sorted_names: np.ndarray, identities: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Position of each label in the sorted unique ``sorted_names`` (int64), -1 where absent."""
+    labels = np.asarray(identities, dtype=object).astype(str)
+    keys = sorted_names.astype(str)
+    if keys.size == 0:
+        return np.full(labels.size, -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, labels), keys.size - 1)
+    return np.where(keys[pos] == labels, pos, -1).astype(np.int64)
 
 
 def _group_sum(unit: np.ndarray, inverse: np.ndarray, groups: int) -> np.ndarray:
@@ -107,13 +138,14 @@ def merge_partials(parts: Iterable[CentreSums]) -> CentreSums:
     dims = {p.dim for p in parts}
     if len(dims) != 1:
         raise ValueError(f"partial sums have different embedding sizes: {sorted(dims)}")
-    labels = np.concatenate([p.identities.astype(str) for p in parts])
-    names, inverse = np.unique(labels, return_inverse=True)
-    stacked = np.concatenate([p.sums for p in parts])
+    names = np.unique(np.concatenate([p.identities.astype(str) for p in parts]))
     out = torch.zeros((names.size, dims.pop()), dtype=torch.float64)
-    out.index_add_(0, torch.from_numpy(inverse.astype(np.int64)), torch.from_numpy(stacked))
-    counts = np.bincount(inverse, weights=np.concatenate([p.counts for p in parts]), minlength=names.size)
-    return CentreSums(names.astype(object), out.numpy(), counts.astype(np.int64))
+    counts = np.zeros(names.size, dtype=np.int64)
+    for part in parts:  # one part at a time: no stacked copy of all partial sums
+        rows = np.searchsorted(names, part.identities.astype(str))
+        out.index_add_(0, torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(part.sums))
+        np.add.at(counts, rows, part.counts)
+    return CentreSums(names.astype(object), out.numpy(), counts)
 
 
 class CentreAccumulator:

@@ -5,7 +5,7 @@ For an image with unit embedding x of identity c (sums S_k and counts n_k from :
 - **CCS** (class-centre similarity) = cos(x, leave-one-out centre of c) = cos(x, S_c - x) for every identity
   with n_c >= 2. Leaving the image out removes the self-similarity bias (an image always resembles a centre
   it is part of, by about 1/n_c, which would favour small identities). Computed in float64 from two numbers:
-  cos = (x.S_c - 1) / sqrt(|S_c|^2 - 2 x.S_c + 1), using |x| = 1.
+  cos = (x.S_c - 1) / sqrt(|S_c|^2 - 2 x.S_c + 1), using |x| = 1 (and x.S_c = |S_c| cos(x, S_c)).
   n_c == 1: there is no other image to form a centre, CCS is NaN with note ``singleton_identity``;
   the other images sum to the zero vector (|S_c - x| = 0): NaN with note ``zero_leave_one_out_centre``.
 - **NNCCS** (nearest negative class-centre similarity) = max over identities k != c of cos(x, S_k/|S_k|), with
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .centres import CentreSums, l2_normalise
+from .centres import CentreSums, CentreTable, l2_normalise
 
 DEFAULT_EPS = 1e-9
 NOTE_SINGLETON = "singleton_identity"
@@ -39,16 +39,19 @@ def certainty_ratio(ccs: np.ndarray, nnccs: np.ndarray, eps: float = DEFAULT_EPS
     return (ccs64 / (nn64 + 1.0 + eps)).astype(np.float32)
 
 
-def leave_one_out_ccs(unit: np.ndarray, own: np.ndarray, sums: CentreSums) -> tuple[np.ndarray, np.ndarray]:
+def leave_one_out_ccs(
+    unit: np.ndarray, own: np.ndarray, centres: CentreTable
+) -> tuple[np.ndarray, np.ndarray]:
     """(ccs float32, note object array) for unit embeddings ``unit`` (N, D) whose identity rows are ``own``
-    (-1: identity not in ``sums``). Notes are None where CCS is defined."""
+    (-1: identity not in ``centres``). Notes are None where CCS is defined. x.S_c = |S_c| (x.dir_c), the dot
+    product accumulated in float64."""
     own = np.asarray(own, dtype=np.int64)
     known = own >= 0
     safe = np.where(known, own, 0)
-    s = sums.sums[safe]
-    dot = np.einsum("nd,nd->n", unit.astype(np.float64), s)
-    squared = np.einsum("nd,nd->n", s, s) - 2.0 * dot + 1.0
-    n = np.where(known, sums.counts[safe], 0)
+    norm = centres.norms[safe]
+    dot = norm * np.einsum("nd,nd->n", unit.astype(np.float64), centres.directions[safe].astype(np.float64))
+    squared = norm * norm - 2.0 * dot + 1.0
+    n = np.where(known, centres.counts[safe], 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ccs = (dot - 1.0) / np.sqrt(np.maximum(squared, 0.0))
     zero = squared <= 1e-12
@@ -122,31 +125,33 @@ class CentreIndex:
     """Centres broadcast to one device, scoring chunks of (embeddings, identities): what a GPU actor holds.
 
     ``dtype``: the similarity dtype for NNCCS (float32 default; torch.float16 / bfloat16 halve the centre
-    matrix on GPUs). CCS is always computed in float64 from the sums.
+    matrix on GPUs). CCS is computed on the host in float64 from the float32 directions and the sum norms.
+    Memory: the :class:`CentreTable` (K x D float32 + 2 K numbers) on the host, plus the centre matrix on the
+    device in ``dtype`` (on cpu in float32 it is the same array, not a copy).
     """
 
     def __init__(
         self,
-        sums: CentreSums,
+        sums: CentreSums | CentreTable,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         block_rows: int = 4096,
         block_centres: int = 65_536,
         eps: float = DEFAULT_EPS,
     ) -> None:
-        self.sums = sums
+        self.table = sums.table() if isinstance(sums, CentreSums) else sums
         self.device = torch.device(device)
-        self.centres = torch.from_numpy(sums.directions(np.float32)).to(self.device, dtype)
+        self.centres = torch.from_numpy(self.table.directions).to(self.device, dtype)
         self.block_rows, self.block_centres, self.eps = block_rows, block_centres, eps
 
     def score(self, embeddings: np.ndarray, identities: Sequence[str] | np.ndarray) -> ChunkScores:
         unit = l2_normalise(embeddings)
-        own = self.sums.index_of(identities)
-        ccs, notes = leave_one_out_ccs(unit, own, self.sums)
+        own = self.table.index_of(identities)
+        ccs, notes = leave_one_out_ccs(unit, own, self.table)
         nnccs, nearest = nearest_other_centre(unit, own, self.centres, self.block_rows, self.block_centres)
         notes[(nearest < 0) & np.equal(notes, None)] = NOTE_NO_OTHER_IDENTITY
-        names = np.where(nearest >= 0, self.sums.identities[np.maximum(nearest, 0)], None).astype(object)
-        counts = np.where(own >= 0, self.sums.counts[np.maximum(own, 0)], 0)
+        names = np.where(nearest >= 0, self.table.identities[np.maximum(nearest, 0)], None).astype(object)
+        counts = np.where(own >= 0, self.table.counts[np.maximum(own, 0)], 0)
         return ChunkScores(
             ccs=ccs,
             nnccs=nnccs,

@@ -204,13 +204,18 @@ def search_setup(job: FilterJob) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def centre_index(job: FilterJob, sums: CentreSums) -> CentreIndex:
+    """The merged centres as the scoring pass uses them (float32 directions on the search device)."""
+    cfg = job.filter.classifiability
+    device, dtype = search_setup(job)
+    return CentreIndex(sums.table(), device, dtype, cfg.block_rows, cfg.block_centres, cfg.eps)
+
+
 def score_pass(
-    job: FilterJob, files: list[AnnotationFile], table: pd.DataFrame, sums: CentreSums
+    job: FilterJob, files: list[AnnotationFile], table: pd.DataFrame, index: CentreIndex
 ) -> pd.DataFrame:
     """Pass 2: ccs, nnccs, cr, nearest_identity, identity_images, cr_note of each usable row (else NaN)."""
     cfg = job.filter.classifiability
-    device, dtype = search_setup(job)
-    index = CentreIndex(sums, device, dtype, cfg.block_rows, cfg.block_centres, cfg.eps)
     n = len(table)
     out = {
         "ccs": np.full(n, np.nan, np.float32),
@@ -295,22 +300,24 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
         len(sums),
         sums.dim,
     )
+    index = centre_index(job, sums)
+    identities, dim = len(sums), sums.dim
+    del sums  # scoring needs only the float32 centre table: the float64 sums can go
     start = time.perf_counter()
-    scored = score_pass(job, files, table, sums)
+    scored = score_pass(job, files, table, index)
     timings["classifiability_s"] = time.perf_counter() - start
     decisions = apply_policies(scored, settings)
     stats = identity_stats(decisions)
-    device, dtype = search_setup(job)
     result = {
         **summary(decisions, stats),
         "inputs": [f.uri for f in files],
         "quality_column": cfg.quality_column,
         "policies": cfg.policies.model_dump(mode="json"),
         "classifiability": {
-            "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."),
-            "identities_with_centre": len(sums),
-            "embedding_dim": sums.dim,
+            "device": str(index.device),
+            "dtype": str(index.centres.dtype).removeprefix("torch."),
+            "identities_with_centre": identities,
+            "embedding_dim": dim,
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
