@@ -1,0 +1,211 @@
+"""Scale of the curation core on this box: class-centre sums and the blocked nearest-centre search.
+
+Synthetic data: ``--identities`` identities x ``--images`` images, ``--dim``-d float32 embeddings, clustered
+(image = unit identity direction + Gaussian noise of norm ~``--spread``, then L2-normalised), generated chunk by
+chunk in identity-major order (as sorted identity folders give), seeded per chunk, so no phase ever holds all
+embeddings. Each phase runs in its own child process so that its peak RSS is its own:
+
+- ``centres``: stream every image through ``CentreSums.from_chunk`` + ``CentreAccumulator`` (the per-shard
+  partial sums and the driver merge); time excludes generating the synthetic chunks (timed apart);
+- ``search``: ``CentreIndex.score`` (leave-one-out CCS + blocked top-1 NNCCS over ALL centres) for the first
+  ``--queries`` images; the cost is linear in the number of query images, so the whole set's time is
+  extrapolated as time x (all images / queries).
+
+Memory: peak RSS of the child (``resource.getrusage``) minus its RSS after imports, and the tracemalloc peak
+(numpy allocations; torch's own allocator is not traced, so RSS is the number to read).
+
+    nice -n 19 .venv/bin/python benchmarks/curation_scale.py          # 200k x 10, 512-d, writes docs/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "curation_scale.json"
+CENTRES_FILE = REPO_ROOT / ".bench" / "curation_scale_centres.npz"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--identities", type=int, default=200_000)
+    p.add_argument("--images", type=int, default=10, help="images per identity")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--spread", type=float, default=1.0, help="noise norm relative to the unit direction")
+    p.add_argument("--chunk-identities", type=int, default=10_000, help="identities per generated chunk")
+    p.add_argument("--queries", type=int, default=4096, help="images scored in the search phase")
+    p.add_argument("--block-rows", type=int, default=4096)
+    p.add_argument("--block-centres", type=int, default=65_536)
+    p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--phase", choices=["centres", "search"], help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def chunk(args: argparse.Namespace, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images of identities [first, first + count): (embeddings float32, labels), seeded by ``first``."""
+    rng = np.random.default_rng([args.seed, first])
+    directions = rng.standard_normal((count, args.dim), dtype=np.float32)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    noise = rng.standard_normal((count, args.images, args.dim), dtype=np.float32)
+    noise *= args.spread / np.sqrt(args.dim)
+    x = (directions[:, None, :] + noise).reshape(count * args.images, args.dim)
+    labels = np.repeat(np.array([f"id{first + k:08d}" for k in range(count)], dtype=object), args.images)
+    return x, labels
+
+
+def phase_centres(args: argparse.Namespace) -> dict[str, Any]:
+    from froq_ray.curation.centres import CentreAccumulator, CentreSums
+
+    base = rss_bytes()
+    tracemalloc.start()
+    accumulator = CentreAccumulator()
+    generate_s = centres_s = 0.0
+    for first in range(0, args.identities, args.chunk_identities):
+        t0 = time.perf_counter()
+        x, labels = chunk(args, first, min(args.chunk_identities, args.identities - first))
+        t1 = time.perf_counter()
+        accumulator.add(CentreSums.from_chunk(x, labels))
+        centres_s += time.perf_counter() - t1
+        generate_s += t1 - t0
+        del x, labels
+    t1 = time.perf_counter()
+    sums = accumulator.result()
+    table = sums.table()
+    centres_s += time.perf_counter() - t1
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    CENTRES_FILE.parent.mkdir(exist_ok=True)
+    np.savez(CENTRES_FILE, identities=table.identities.astype(str), directions=table.directions,
+             norms=table.norms, counts=table.counts)
+    return {
+        "images": int(sums.counts.sum()),
+        "identities": len(sums),
+        "centres_s": centres_s,
+        "generate_s": generate_s,
+        "sums_bytes": int(sums.sums.nbytes),
+        "table_bytes": int(table.directions.nbytes + table.norms.nbytes + table.counts.nbytes),
+        "peak_rss_delta_bytes": peak_rss_bytes() - base,
+        "tracemalloc_peak_bytes": int(traced_peak),
+    }
+
+
+def phase_search(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from froq_ray.curation.centres import CentreTable
+    from froq_ray.curation.classifiability import CentreIndex, nearest_other_centre
+
+    base = rss_bytes()
+    tracemalloc.start()
+    saved = np.load(CENTRES_FILE)
+    table = CentreTable(saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"])
+    index = CentreIndex(table, "cpu", torch.float32, args.block_rows, args.block_centres)
+    per_chunk = -(-args.queries // args.images)
+    x, labels = chunk(args, 0, per_chunk)
+    x, labels = x[: args.queries], labels[: args.queries]
+    t0 = time.perf_counter()
+    scores = index.score(x, labels)
+    score_s = time.perf_counter() - t0
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    own = table.index_of(labels)
+    t0 = time.perf_counter()
+    nearest_other_centre(unit, own, index.centres, args.block_rows, args.block_centres)
+    search_s = time.perf_counter() - t0
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    flops = 2.0 * args.queries * len(table) * args.dim
+    return {
+        "queries": int(args.queries),
+        "centres": len(table),
+        "score_s": score_s,
+        "nnccs_only_s": search_s,
+        "nnccs_gflops": flops / search_s / 1e9,
+        "ccs_median": float(np.nanmedian(scores.ccs)),
+        "nnccs_median": float(np.nanmedian(scores.nnccs)),
+        "tile_bytes": int(min(args.block_rows, args.queries) * min(args.block_centres, len(table)) * 4),
+        "peak_rss_delta_bytes": peak_rss_bytes() - base,
+        "tracemalloc_peak_bytes": int(traced_peak),
+    }
+
+
+def run_phase(args: argparse.Namespace, phase: str, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                             "OPENBLAS_NUM_THREADS")}}
+    done = subprocess.run([sys.executable, __file__, *argv, "--phase", phase], env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.phase:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        result = phase_centres(args) if args.phase == "centres" else phase_search(args)
+        print(json.dumps(result))
+        return 0
+    centres = run_phase(args, "centres", argv)
+    search = run_phase(args, "search", argv)
+    images = centres["images"]
+    search["extrapolated_all_images_s"] = search["score_s"] * images / search["queries"]
+    report = {
+        "setting": {k: getattr(args, k) for k in ("identities", "images", "dim", "spread", "chunk_identities",
+                                                  "queries", "block_rows", "block_centres", "threads", "seed")},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "note": "shared 2-core box, nice 19"},
+        "centres": centres,
+        "search": search,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    rows = [
+        ("centre sums (stream + merge)", f"{centres['centres_s']:.1f} s", mib(centres["peak_rss_delta_bytes"]),
+         f"{images:,} images -> {centres['identities']:,} centres; sums {mib(centres['sums_bytes'])}, "
+         f"table {mib(centres['table_bytes'])}; generating the data took {centres['generate_s']:.1f} s more"),
+        (f"score {search['queries']:,} images (CCS + NNCCS)", f"{search['score_s']:.1f} s",
+         mib(search["peak_rss_delta_bytes"]),
+         f"NNCCS alone {search['nnccs_only_s']:.1f} s = {search['nnccs_gflops']:.1f} GFLOP/s; "
+         f"tile {mib(search['tile_bytes'])}"),
+        (f"score all {images:,} images (extrapolated)", f"{search['extrapolated_all_images_s']:,.0f} s", "same",
+         "linear in images"),
+    ]
+    print(f"| step ({args.dim}-d, {args.threads} thread(s)) | time | peak RSS over baseline | notes |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
