@@ -1,9 +1,9 @@
 """Scale of the curation core on this box: class-centre sums and the blocked nearest-centre search.
 
-Synthetic data: ``--identities`` identities x ``--images`` images, ``--dim``-d float32 embeddings, clustered
-(image = unit identity direction + Gaussian noise of norm ~``--spread``, then L2-normalised), generated chunk by
-chunk in identity-major order (as sorted identity folders give), seeded per chunk, so no phase ever holds all
-embeddings. Each phase runs in its own child process so that its peak RSS is its own:
+Synthetic data: ``--identities`` identities x ``--images`` images, ``--dim``-d float32 embeddings,
+clustered (image = unit identity direction + Gaussian noise of norm ~``--spread``, then L2-normalised),
+generated chunk by chunk in identity-major order (as sorted identity folders give), seeded per chunk, so no
+phase ever holds all embeddings. Each phase runs in its own child process so that its peak RSS is its own:
 
 - ``centres``: stream every image through ``CentreSums.from_chunk`` + ``CentreAccumulator`` (the per-shard
   partial sums and the driver merge); time excludes generating the synthetic chunks (timed apart);
@@ -100,8 +100,13 @@ def phase_centres(args: argparse.Namespace) -> dict[str, Any]:
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     CENTRES_FILE.parent.mkdir(exist_ok=True)
-    np.savez(CENTRES_FILE, identities=table.identities.astype(str), directions=table.directions,
-             norms=table.norms, counts=table.counts)
+    np.savez(
+        CENTRES_FILE,
+        identities=table.identities.astype(str),
+        directions=table.directions,
+        norms=table.norms,
+        counts=table.counts,
+    )
     return {
         "images": int(sums.counts.sum()),
         "identities": len(sums),
@@ -123,11 +128,13 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     base = rss_bytes()
     tracemalloc.start()
     saved = np.load(CENTRES_FILE)
-    table = CentreTable(saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"])
+    table = CentreTable(
+        saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"]
+    )
     index = CentreIndex(table, "cpu", torch.float32, args.block_rows, args.block_centres)
-    per_chunk = -(-args.queries // args.images)
-    x, labels = chunk(args, 0, per_chunk)
-    x, labels = x[: args.queries], labels[: args.queries]
+    # the same first chunk as the centres phase (same seed, same size), so the queries are member images
+    x, labels = chunk(args, 0, min(args.chunk_identities, args.identities))
+    x, labels = x[: args.queries].copy(), labels[: args.queries].copy()
     t0 = time.perf_counter()
     scores = index.score(x, labels)
     score_s = time.perf_counter() - t0
@@ -154,10 +161,17 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_phase(args: argparse.Namespace, phase: str, argv: list[str]) -> dict[str, Any]:
-    env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "OPENBLAS_NUM_THREADS")}}
-    done = subprocess.run([sys.executable, __file__, *argv, "--phase", phase], env=env, check=True,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, *argv, "--phase", phase],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -180,24 +194,56 @@ def main(argv: list[str] | None = None) -> int:
     images = centres["images"]
     search["extrapolated_all_images_s"] = search["score_s"] * images / search["queries"]
     report = {
-        "setting": {k: getattr(args, k) for k in ("identities", "images", "dim", "spread", "chunk_identities",
-                                                  "queries", "block_rows", "block_centres", "threads", "seed")},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "note": "shared 2-core box, nice 19"},
+        "setting": {
+            k: getattr(args, k)
+            for k in (
+                "identities",
+                "images",
+                "dim",
+                "spread",
+                "chunk_identities",
+                "queries",
+                "block_rows",
+                "block_centres",
+                "threads",
+                "seed",
+            )
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "note": "shared 2-core box, nice 19",
+        },
         "centres": centres,
         "search": search,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     rows = [
-        ("centre sums (stream + merge)", f"{centres['centres_s']:.1f} s", mib(centres["peak_rss_delta_bytes"]),
-         f"{images:,} images -> {centres['identities']:,} centres; sums {mib(centres['sums_bytes'])}, "
-         f"table {mib(centres['table_bytes'])}; generating the data took {centres['generate_s']:.1f} s more"),
-        (f"score {search['queries']:,} images (CCS + NNCCS)", f"{search['score_s']:.1f} s",
-         mib(search["peak_rss_delta_bytes"]),
-         f"NNCCS alone {search['nnccs_only_s']:.1f} s = {search['nnccs_gflops']:.1f} GFLOP/s; "
-         f"tile {mib(search['tile_bytes'])}"),
-        (f"score all {images:,} images (extrapolated)", f"{search['extrapolated_all_images_s']:,.0f} s", "same",
-         "linear in images"),
+        (
+            "centre sums (stream + merge)",
+            f"{centres['centres_s']:.1f} s",
+            mib(centres["peak_rss_delta_bytes"]),
+            (
+                f"{images:,} images -> {centres['identities']:,} centres; sums {mib(centres['sums_bytes'])}, "
+                f"table {mib(centres['table_bytes'])}; data generation {centres['generate_s']:.1f} s more"
+            ),
+        ),
+        (
+            f"score {search['queries']:,} images (CCS + NNCCS)",
+            f"{search['score_s']:.1f} s",
+            mib(search["peak_rss_delta_bytes"]),
+            (
+                f"NNCCS alone {search['nnccs_only_s']:.1f} s = {search['nnccs_gflops']:.1f} GFLOP/s; "
+                f"tile {mib(search['tile_bytes'])}"
+            ),
+        ),
+        (
+            f"score all {images:,} images (extrapolated)",
+            f"{search['extrapolated_all_images_s']:,.0f} s",
+            "same",
+            "linear in images",
+        ),
     ]
     print(f"| step ({args.dim}-d, {args.threads} thread(s)) | time | peak RSS over baseline | notes |")
     print("| --- | --- | --- | --- |")

@@ -8,7 +8,7 @@
    FROQ quality: per-image FROQ from a finished calibrate run's ``layer_norms`` (mean of its selected layers),
    else the artifact ``--froq-artifact`` applied with ``FroqScorer`` (the JSON says which).
 
-    nice -n 19 .venv/bin/python benchmarks/label_noise_lfw.py            # writes docs/results/label_noise_lfw.json
+    nice -n 19 .venv/bin/python benchmarks/label_noise_lfw.py      # writes docs/results/label_noise_lfw.json
 """
 
 from __future__ import annotations
@@ -50,13 +50,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--noise-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--calibrate-run", type=Path, default=DEFAULT_CALIBRATE_RUN,
-                   help="a finished calibrate output over these images (per-image layer_norms)")
-    p.add_argument("--froq-artifact", type=Path, default=DEFAULT_FROQ_ARTIFACT,
-                   help="used with FroqScorer when --calibrate-run is not finished")
+    p.add_argument(
+        "--calibrate-run",
+        type=Path,
+        default=DEFAULT_CALIBRATE_RUN,
+        help="a finished calibrate output over these images (per-image layer_norms)",
+    )
+    p.add_argument(
+        "--froq-artifact",
+        type=Path,
+        default=DEFAULT_FROQ_ARTIFACT,
+        help="used with FroqScorer when --calibrate-run is not finished",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--embed-only", action="store_true", help="only fill the embedding cache")
+    p.add_argument(
+        "--write-annotations",
+        type=Path,
+        default=BENCH / "lfw-mfn-noisy-annotations",
+        help="also write the noisy-label set as an annotation Parquet for `froq filter`",
+    )
     return p.parse_args(argv)
 
 
@@ -95,7 +109,9 @@ def swap_labels(identities: list[str], fraction: float, seed: int) -> tuple[np.n
     return noisy, swapped
 
 
-def froq_quality(paths: list[str], images: Path, weights: Path, run: Path, artifact: Path) -> tuple[np.ndarray, str]:
+def froq_quality(
+    paths: list[str], images: Path, weights: Path, run: Path, artifact: Path
+) -> tuple[np.ndarray, str]:
     """Per-image FROQ quality aligned with ``paths`` and a sentence saying where it came from."""
     cal_json = run / "_calibration.json"
     if cal_json.exists() and any(run.glob("part-*.parquet")):
@@ -116,28 +132,67 @@ def froq_from_calibrate_run(paths: list[str], images: Path, run: Path) -> tuple[
     missing = [p for p in paths if p not in by_path]
     if missing:
         raise RuntimeError(f"{len(missing)} images have no layer_norms in {run}")
-    source = (f"FROQ from the finished calibrate run {run} (calibration_id {art['calibration_id']}, layers "
-              f"{selected}, calibrated on {art['calibration_set']['size']} images): mean of the selected layers' "
-              "per-image norms")
+    source = (
+        f"FROQ from the finished calibrate run {run} (calibration_id {art['calibration_id']}, layers "
+        f"{selected}, calibrated on {art['calibration_set']['size']} images): mean of the selected layers' "
+        "per-image norms"
+    )
     return np.array([by_path[p] for p in paths], dtype=np.float64), source
 
 
-def froq_from_artifact(paths: list[str], images: Path, weights: Path, artifact: Path) -> tuple[np.ndarray, str]:
+def froq_from_artifact(
+    paths: list[str], images: Path, weights: Path, artifact: Path
+) -> tuple[np.ndarray, str]:
     from froq_ray.quality.artifact import load_artifact
     from froq_ray.quality.scorer import FroqScorer
 
     cache = BENCH / "lfw-mfn-froq-cal1.npy"
     art = load_artifact(artifact)
-    source = (f"FROQ from artifact {artifact} (calibration_id {art.calibration_id}, layers {art.selected_layers}, "
-              f"calibrated on {art.calibration_set.size} images) applied with FroqScorer")
+    source = (
+        f"FROQ from artifact {artifact} (calibration_id {art.calibration_id}, layers {art.selected_layers}, "
+        f"calibrated on {art.calibration_set.size} images) applied with FroqScorer"
+    )
     if cache.exists():
         return np.load(cache), source
     model = load_model("mobilefacenet", str(weights))
     scorer = FroqScorer(model, art, model_batch_size=64)
     crops = load_crops_strict([images / p for p in paths])
-    quality = np.concatenate([scorer.score(crops[i:i + 256]).quality for i in range(0, len(crops), 256)])
+    quality = np.concatenate([scorer.score(crops[i : i + 256]).quality for i in range(0, len(crops), 256)])
     np.save(cache, quality)
     return quality.astype(np.float64), source
+
+
+def write_noisy_annotations(
+    folder: Path,
+    paths: list[str],
+    images: Path,
+    noisy: np.ndarray,
+    swapped: np.ndarray,
+    embeddings: np.ndarray,
+    froq: np.ndarray,
+) -> None:
+    """The noisy-label set in the annotate output schema (one part file) so that `froq filter` can run on it;
+    ``swapped.npy`` beside it records the ground truth."""
+    import pyarrow.parquet as pq
+
+    from froq_ray.storage.schema import annotation_schema, to_table
+
+    n = len(paths)
+    columns = {
+        "path": [str(images / p) for p in paths],
+        "identity": list(noisy),
+        "status": ["ok"] * n,
+        "error": [None] * n,
+        "quality": froq.astype(np.float32),
+        "embedding": embeddings,
+        "width": [112] * n,
+        "height": [112] * n,
+        "model_id": ["mobilefacenet"] * n,
+        "calibration_id": [None] * n,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_table(columns, annotation_schema(embeddings.shape[1])), folder / "part-00000.parquet")
+    np.save(folder.parent / f"{folder.name}.swapped.npy", swapped)
 
 
 # --------------------------------------------------------------------------------------------- analysis
@@ -152,8 +207,8 @@ def precision_recall(flags: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
 
 
 def ambiguous_false_positives(noisy: np.ndarray, swapped: np.ndarray, flags: np.ndarray) -> dict[str, Any]:
-    """False positives that no centre rule can avoid: the one clean image of a (noisy-label) identity of exactly
-    two images whose other image was swapped in (or the pair's clean partner): both images then have the same
+    """False positives that no centre rule can avoid: the one clean image of a (noisy-label) identity of
+    exactly two images whose other image was swapped in (or the pair's clean partner): both then have the same
     CCS (the cosine between them), so a flag on the swapped one flags its partner too."""
     labels = noisy.astype(str)
     names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
@@ -167,6 +222,14 @@ def ambiguous_false_positives(noisy: np.ndarray, swapped: np.ndarray, flags: np.
         "in_two_image_identities_with_a_swapped_image": int(ambiguous.sum()),
         "precision_without_them": true_positives / resolvable if resolvable else float("nan"),
     }
+
+
+def clean_flags(embeddings: np.ndarray, identities: list[str]) -> dict[str, int]:
+    """The default rules on the TRUE labels: what they flag when nothing was swapped."""
+    scores = classifiability(embeddings, identities)
+    default = LabelNoisePolicy()
+    flags = flag_label_noise(scores.ccs, scores.nnccs, default.ccs_floor, default.margin).flagged
+    return {"flagged": int(flags.sum()), "images_with_defined_ccs": int(np.isfinite(scores.ccs).sum())}
 
 
 def noise_detection(embeddings: np.ndarray, noisy: np.ndarray, swapped: np.ndarray) -> dict[str, Any]:
@@ -194,14 +257,21 @@ def edc_comparison(embeddings: np.ndarray, identities: list[str], froq: np.ndarr
     scores = classifiability(embeddings, identities)
     defined = np.isfinite(scores.cr)
     ids = np.asarray(identities, dtype=object)[defined]
-    curves = compute_edc_curves(embeddings[defined], ids, {
-        "FROQ": froq[defined],
-        "CR (true labels)": scores.cr[defined].astype(np.float64),
-        "CCS (true labels)": scores.ccs[defined].astype(np.float64),
-    })
+    curves = compute_edc_curves(
+        embeddings[defined],
+        ids,
+        {
+            "FROQ": froq[defined],
+            "CR (true labels)": scores.cr[defined].astype(np.float64),
+            "CCS (true labels)": scores.ccs[defined].astype(np.float64),
+        },
+    )
     table = results_table(curves)
-    subset = {"images": int(defined.sum()), "identities": int(np.unique(ids.astype(str)).size),
-              "singleton_images_left_out": int((~defined).sum())}
+    subset = {
+        "images": int(defined.sum()),
+        "identities": int(np.unique(ids.astype(str)).size),
+        "singleton_images_left_out": int((~defined).sum()),
+    }
     return json.loads(table.to_json(orient="records")), edc_markdown_table(table), subset
 
 
@@ -214,25 +284,46 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     noisy, swapped = swap_labels(identities, args.noise_fraction, args.seed)
     detection = noise_detection(embeddings, noisy, swapped)
+    detection["default_on_clean_labels"] = clean_flags(embeddings, identities)
     froq, froq_source = froq_quality(paths, args.images, args.weights, args.calibrate_run, args.froq_artifact)
     edc_rows, markdown, subset = edc_comparison(embeddings, identities, froq)
+    if args.write_annotations:
+        write_noisy_annotations(args.write_annotations, paths, args.images, noisy, swapped, embeddings, froq)
     report = {
-        "data": {"images": len(paths), "identities": len(set(identities)), "embedding": "mobilefacenet 128-d"},
+        "data": {
+            "images": len(paths),
+            "identities": len(set(identities)),
+            "embedding": "mobilefacenet 128-d",
+        },
         "label_noise": {"fraction": args.noise_fraction, "seed": args.seed, **detection},
-        "edc": {"froq_source": froq_source, "subset": subset, "identities": "true labels", "results": edc_rows},
+        "edc": {
+            "froq_source": froq_source,
+            "subset": subset,
+            "identities": "true labels",
+            "results": edc_rows,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     d = detection["default"]
-    print(f"label noise: {detection['swapped']} swapped; default {detection['default_setting']}: flagged "
-          f"{d['flagged']}, precision {d['precision']:.3f}, recall {d['recall']:.3f}")
+    print(
+        f"label noise: {detection['swapped']} swapped; default {detection['default_setting']}: flagged "
+        f"{d['flagged']}, precision {d['precision']:.3f}, recall {d['recall']:.3f}"
+    )
     for row in detection["sweep"]:
-        print(f"  ccs_floor={row['ccs_floor']} margin={row['margin']}: flagged {row['flagged']}, "
-              f"precision {row['precision']:.3f}, recall {row['recall']:.3f}")
+        print(
+            f"  ccs_floor={row['ccs_floor']} margin={row['margin']}: flagged {row['flagged']}, "
+            f"precision {row['precision']:.3f}, recall {row['recall']:.3f}"
+        )
+    clean = detection["default_on_clean_labels"]
+    print(f"  clean labels: default flags {clean['flagged']} of {clean['images_with_defined_ccs']} images")
     amb = detection["ambiguous_false_positives"]
-    print(f"  false positives {amb['false_positives']}, of which {amb['in_two_image_identities_with_a_swapped_image']}"
-          f" are the partner of a swapped image in a 2-image identity; precision without them "
-          f"{amb['precision_without_them']:.3f}")
+    print(
+        f"  false positives {amb['false_positives']}, of which "
+        f"{amb['in_two_image_identities_with_a_swapped_image']} are the partner of a swapped image in a "
+        "2-image identity; precision without them "
+        f"{amb['precision_without_them']:.3f}"
+    )
     print(froq_source)
     print(f"EDC subset: {subset}")
     print(markdown)
