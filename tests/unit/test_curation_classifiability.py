@@ -93,3 +93,12 @@ def test_certainty_ratio_formula():
     cr = certainty_ratio(np.array([0.5, -0.2, np.nan, 0.3]), np.array([0.2, 0.4, 0.1, -1.0]), eps=1e-9)
     np.testing.assert_allclose(cr[[0, 1]], [0.5 / 1.2, -0.2 / 1.4], rtol=1e-6)
     assert np.isnan(cr[2]) and cr[3] == np.float32(0.3 / 1e-9)
+
+
+def test_half_precision_centres_give_the_same_nearest_identity():
+    x, labels = clustered(n_ids=8, seed=5)
+    full = classifiability(x, labels, block_rows=5, block_centres=3)
+    half = classifiability(x, labels, dtype=torch.bfloat16, block_rows=5, block_centres=3)
+    np.testing.assert_allclose(half.nnccs, full.nnccs, atol=5e-3)  # bf16: 8-bit mantissa
+    np.testing.assert_array_equal(half.ccs, full.ccs)  # CCS is computed on the host in float64
+    np.testing.assert_array_equal(half.nearest, full.nearest)  # no near-ties in this data
