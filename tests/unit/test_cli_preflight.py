@@ -18,12 +18,14 @@ def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def no_ray_started():
-    import ray
+def no_ray_started(monkeypatch):
+    """A preflight failure must come before Ray is started or joined."""
+    import froq_ray.pipeline.runner as runner
 
-    assert not ray.is_initialized()
-    yield
-    assert not ray.is_initialized(), "a preflight failure must not start Ray"
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("Ray was started although the job should have failed its preflight checks")
+
+    monkeypatch.setattr(runner, "ensure_ray", refuse)
 
 
 def run(capsys, *args: str) -> tuple[int, str]:
