@@ -37,7 +37,7 @@ from pydantic import (
 
 from .storage.fs import is_remote, redact
 
-JOBS = ("calibrate", "annotate", "evaluate")
+JOBS = ("calibrate", "annotate", "evaluate", "filter")
 BUILTIN = "builtin"
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
