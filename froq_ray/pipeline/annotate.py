@@ -19,6 +19,7 @@ from .runner import (
     summary_lines,
     total_counts,
 )
+from .stages import scoring_settings
 
 log = logging.getLogger("froq_ray")
 
@@ -67,6 +68,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "quality_only": cfg.scoring.quality_only,
         "columns": [f.name for f in schema],
         "embedding": EMBEDDING in schema.names,
+        **scoring_settings(stage),
     }
     write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
     for line in summary_lines(manifest, result.quality):

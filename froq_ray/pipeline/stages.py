@@ -71,11 +71,39 @@ class ScoringStageConfig:
     quality_only: bool = False
     write_embedding: bool = True
     model_batch_size: int = 128
+    memory_format: str = "auto"
+    """``auto`` (channels_last on CUDA, NCHW elsewhere) | ``channels_last`` | ``contiguous``."""
+    compile: bool = False
+    """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
     candidate_layers: tuple[str, ...] | None = None
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     actors: int = 1
+
+
+def expected_actor_device(cfg: ScoringStageConfig) -> str:
+    """The device an actor of ``cfg`` will use, as the driver can tell: Ray hides GPUs from actors that
+    reserve none, so ``auto`` means CUDA exactly when the actor reserves a GPU."""
+    if cfg.device == "auto":
+        return "cuda" if cfg.num_gpus > 0 else "cpu"
+    return cfg.device
+
+
+def scoring_settings(cfg: ScoringStageConfig) -> dict[str, Any]:
+    """The speed-relevant settings of a scoring stage, for the run manifest."""
+    from ..quality.scorer import resolve_memory_format
+
+    device = expected_actor_device(cfg)
+    return {
+        "device": device,
+        "memory_format": resolve_memory_format(cfg.memory_format, device),
+        "compile_requested": cfg.compile,
+        "model_batch_size": cfg.model_batch_size,
+        "transfer": "uint8 crops, pinned + non_blocking, normalised on the device"
+        if device == "cuda"
+        else "uint8 crops, normalised in the actor",
+    }
 
 
 def resolve_device(requested: str) -> str:
@@ -118,6 +146,15 @@ class ScoringStage:
                 precision=cfg.precision,
                 quality_only=cfg.quality_only,
                 model_batch_size=cfg.model_batch_size,
+                memory_format=cfg.memory_format,
+                compile=cfg.compile,
+            )
+            log.info(
+                "scorer: %s, %s, %s%s",
+                self.device,
+                cfg.precision,
+                scorer.memory_format,
+                ", compiled" if scorer.compiled else "",
             )
 
             def froq(pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -149,16 +186,22 @@ class ScoringStage:
 
     def _perturbation_network(self):
         """The network for the perturbed copies (no hooks needed): a frozen copy on the CPU, where it is
-        2-3x faster; the original elsewhere."""
+        2-3x faster; elsewhere the original in the configured memory format, compiled when asked (each
+        checked against the plain network on a batch, with a fallback)."""
         import torch
 
-        if self.device != "cpu":
-            return self.model.network
-        from ..quality.accelerate import frozen_copy
-
         size = self.model.contract.size
-        sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        return frozen_copy(self.model.network, sample)
+        sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        if self.device == "cpu":
+            from ..quality.accelerate import frozen_copy
+
+            return frozen_copy(self.model.network, sample)
+        from ..quality.scorer import apply_memory_format, compiled_or_eager, resolve_memory_format
+
+        network = self.model.network
+        fmt = apply_memory_format(network, resolve_memory_format(self.cfg.memory_format, self.device), sample)
+        log.info("perturbation network: %s, %s, %s", self.device, self.cfg.precision, fmt)
+        return compiled_or_eager(network, sample, self.cfg.precision) if self.cfg.compile else network
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pixels = batch.pop(PIXELS)

@@ -6,14 +6,31 @@ point is found by a probe pass at construction, on a zero input of the contract'
 
 Under bf16/fp16 autocast the norms are still accumulated in float32 (the hooks reduce in float32); the
 precision used is recorded on the scorer and in every :class:`ScoreResult`.
+
+Speed options (none changes what is computed; each has a safe fallback):
+
+- host -> device: uint8 crops travel as uint8 (4x fewer bytes than float input), from pinned host memory with
+  non-blocking copies on CUDA; the normalisation runs on the device (``ModelInputTransform``); results stay
+  on the device until one copy back per :meth:`FroqScorer.score` call.
+- ``memory_format``: ``channels_last`` (NHWC) network weights and input, which tensor-core convolutions
+  prefer; ``auto`` = channels_last on CUDA, contiguous (NCHW) elsewhere. It is kept only when a check batch
+  gives the same output as NCHW (:func:`apply_memory_format`).
+- ``compile``: ``torch.compile`` the network, with the observer hooks registered for the scorer's lifetime
+  (hooks added after compilation would force a recompilation per call). Not combined with ``quality_only``
+  (its stop hook raises through the compiled graph). When compilation fails, or the compiled scores differ
+  from the eager ones on a check batch, a warning is logged and the scorer runs eagerly.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..models.base import LoadedModel
 from .artifact import CalibrationArtifact, check_matches
@@ -28,6 +45,79 @@ from .observer import (
     network_input,
     probe_stop_point,
 )
+
+log = logging.getLogger(__name__)
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2, "fp16": 1e-2}  # relative, on a check batch
+
+
+def resolve_memory_format(requested: str, device: torch.device | str) -> str:
+    """``auto`` -> ``channels_last`` on CUDA, ``contiguous`` elsewhere; other names are checked and kept."""
+    if requested not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {list(MEMORY_FORMATS)}, got {requested!r}")
+    if requested == "auto":
+        return "channels_last" if torch.device(device).type == "cuda" else "contiguous"
+    return requested
+
+
+def _relative_difference(candidate: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = float(reference.float().abs().max().clamp_min(1e-6))
+    return float((candidate.float() - reference.float()).abs().max()) / scale
+
+
+def apply_memory_format(network: nn.Module, memory_format: str, sample: torch.Tensor) -> str:
+    """Put ``network`` (in place) in ``memory_format`` if it runs and matches NCHW on ``sample`` (float NCHW
+    network input on the network's device); returns the format in use (``contiguous`` after a fallback)."""
+    if memory_format == "contiguous":
+        return memory_format
+    with torch.inference_mode():
+        reference = as_embedding(network(sample))
+        try:
+            network.to(memory_format=torch.channels_last)
+            candidate = as_embedding(network(sample.contiguous(memory_format=torch.channels_last)))
+            error = _relative_difference(candidate, reference)
+        except Exception as exc:  # noqa: BLE001 - a layout is an optimisation: any failure falls back
+            error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
+        else:
+            reason = f"relative difference {error:.2e} on the check batch"
+    if error <= CHECK_TOLERANCE["fp32"]:
+        return memory_format
+    network.to(memory_format=torch.contiguous_format)
+    log.warning("channels_last not used for %s (%s); running NCHW", type(network).__name__, reason)
+    return "contiguous"
+
+
+def to_memory_format(x: torch.Tensor, memory_format: str) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if memory_format == "channels_last" else x
+
+
+def compile_network(network: nn.Module, backend: str = "inductor") -> Callable[..., Any]:
+    """``torch.compile`` with fixed shapes first (a batch of another size compiles once more)."""
+    return torch.compile(network, backend=backend, dynamic=False)
+
+
+def compiled_or_eager(
+    network: nn.Module, sample: torch.Tensor, precision: str = "fp32", backend: str = "inductor"
+) -> Callable[..., Any]:
+    """A compiled ``network`` for hook-free passes (e.g. perturbed copies), or ``network`` itself when
+    compiling fails or its output on ``sample`` differs from the eager output (logged)."""
+    device, dtype = sample.device, autocast_dtype(precision)
+    try:
+        with torch.inference_mode(), autocast_context(device, dtype):
+            expected = as_embedding(network(sample))
+            compiled = compile_network(network, backend)
+            error, reason = _relative_difference(as_embedding(compiled(sample)), expected), None
+    except Exception as exc:  # noqa: BLE001 - compilation is an optimisation: any failure falls back
+        error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
+    if error > CHECK_TOLERANCE[precision]:
+        log.warning(
+            "torch.compile not used for %s (%s); running eagerly",
+            type(network).__name__,
+            reason or f"relative difference {error:.2e} from eager on the check batch",
+        )
+        return network
+    return compiled
 
 
 @dataclass(frozen=True)
@@ -48,6 +138,9 @@ class FroqScorer:
         precision: str = "fp32",
         quality_only: bool = False,
         model_batch_size: int = 256,
+        memory_format: str = "contiguous",
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         check_matches(artifact, model)
         if model_batch_size < 1:
@@ -63,14 +156,61 @@ class FroqScorer:
         self.network = model.network.to(self.device)
         self.transform = model.input_transform().to(self.device)
         self.stop_at: StopPoint | None = None
+        size = model.contract.size
         if quality_only:
-            size = model.contract.size
             sample = torch.zeros(1, 3, size, size, device=self.device)
             self.stop_at = probe_stop_point(self.network, self.layers, sample)
+        check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        self.memory_format = apply_memory_format(
+            self.network, resolve_memory_format(memory_format, self.device), check
+        )
+        self._compiled: Callable[..., Any] | None = None
+        self._persistent: NormObserver | None = None
+        if compile:
+            self._enable_compile(check, compile_backend)
 
-    def _score_chunk(self, observer: NormObserver, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @property
+    def compiled(self) -> bool:
+        """Whether scoring runs through ``torch.compile`` (False after a fallback)."""
+        return self._compiled is not None
+
+    def _enable_compile(self, check: torch.Tensor, backend: str) -> None:
+        """Compile the network with persistent hooks; keep it only if it reproduces the eager scores."""
+        if self.quality_only:
+            log.warning("torch.compile is not used with quality_only (the stop hook ends the graph early)")
+            return
+        x = to_memory_format(check, self.memory_format)
+        with torch.inference_mode(), NormObserver(self.network, self.layers) as eager:
+            expected, _ = self._score_chunk(eager, x)
+        observer = NormObserver(self.network, self.layers).__enter__()
+        try:
+            compiled = compile_network(self.network, backend)
+            with torch.inference_mode():
+                got, _ = self._score_chunk(observer, x, compiled)
+            error, reason = _relative_difference(got, expected), None
+        except Exception as exc:  # noqa: BLE001 - compilation is an optimisation: any failure falls back
+            error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
+        if error > CHECK_TOLERANCE[self.precision]:
+            observer.__exit__(None, None, None)
+            log.warning(
+                "torch.compile not used for %s (%s); scoring eagerly",
+                self.model.model_id,
+                reason or f"relative difference {error:.2e} from eager on the check batch",
+            )
+            return
+        self._compiled, self._persistent = compiled, observer
+
+    def close(self) -> None:
+        """Remove the persistent hooks of a compiled scorer (a no-op otherwise)."""
+        if self._persistent is not None:
+            self._persistent.__exit__(None, None, None)
+        self._persistent = self._compiled = None
+
+    def _score_chunk(
+        self, observer: NormObserver, x: torch.Tensor, compiled: Callable[..., Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with autocast_context(self.device, self._dtype):
-            output = observer.forward(x)
+            output = observer.forward(x) if compiled is None else compiled(x)
         norms = observer.norms()
         missing = [name for name in self.layers if name not in norms]
         if missing:
@@ -79,20 +219,43 @@ class FroqScorer:
         embedding = None if output is None else as_embedding(output)
         return quality, embedding
 
+    def _host_batch(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The batch as a tensor; uint8 host batches bound for CUDA are pinned for non-blocking copies."""
+        batch = as_batch_tensor(crops)
+        if self.device.type == "cuda" and batch.device.type == "cpu" and batch.dtype == torch.uint8:
+            try:
+                return batch.pin_memory()
+            except RuntimeError as exc:  # pinning can fail (locked-memory limits): copy from pageable memory
+                log.debug("pinned memory unavailable (%s)", exc)
+        return batch
+
+    def _chunk_input(self, chunk: torch.Tensor) -> torch.Tensor:
+        if chunk.device != self.device:
+            chunk = chunk.to(self.device, non_blocking=chunk.is_pinned())
+        return to_memory_format(network_input(chunk, self.transform, self.device), self.memory_format)
+
+    def _observed_chunks(self, batch: torch.Tensor):
+        """(quality, embedding) per model batch, from the persistent (compiled) or a per-call observer."""
+        if self._persistent is not None:
+            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
+                yield self._score_chunk(self._persistent, self._chunk_input(batch[rows]), self._compiled)
+            return
+        with NormObserver(self.network, self.layers, self.stop_at) as observer:
+            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
+                yield self._score_chunk(observer, self._chunk_input(batch[rows]))
+
     def score(self, crops: np.ndarray | torch.Tensor) -> ScoreResult:
         """uint8 crops (N, H, W, 3) -- or float NCHW network input -- -> quality (and embeddings)."""
-        batch = as_batch_tensor(crops)
+        batch = self._host_batch(crops)
         qualities, embeddings = [], []
-        with torch.inference_mode(), NormObserver(self.network, self.layers, self.stop_at) as observer:
-            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
-                x = network_input(batch[rows], self.transform, self.device)
-                quality, embedding = self._score_chunk(observer, x)
-                qualities.append(quality.cpu())
+        with torch.inference_mode():
+            for quality, embedding in self._observed_chunks(batch):
+                qualities.append(quality)
                 if embedding is not None:
-                    embeddings.append(embedding.cpu())
+                    embeddings.append(embedding)
         if not qualities:
             empty_embedding = None if self.quality_only else np.zeros((0, self.model.embedding_size), np.float32)
             return ScoreResult(np.zeros(0, np.float32), empty_embedding, self.precision)
-        quality = torch.cat(qualities).numpy().astype(np.float32)
-        embedding = None if self.quality_only else torch.cat(embeddings).numpy().astype(np.float32)
+        quality = torch.cat(qualities).cpu().numpy().astype(np.float32)  # one device -> host copy per call
+        embedding = None if self.quality_only else torch.cat(embeddings).cpu().numpy().astype(np.float32)
         return ScoreResult(quality, embedding, self.precision)
