@@ -28,3 +28,6 @@ def ensure_ray(resources: ResourcesConfig) -> None:
         False  # froq_ray logs its own progress lines (they read well in `ray job logs`)
     )
     ctx.execution_options.preserve_order = True  # shards complete one after another: flat memory, fixed files
+    # Ray Data aborts a dataset after 30 min without a finished block; a batch of the 76-pass perturbation modes
+    # can legitimately take that long on a CPU. froq_ray logs its own progress instead.
+    ctx.execution_no_progress_timeout_s = -1
