@@ -1,0 +1,115 @@
+"""Throughput benchmark orchestration without Ray: settings, batch sizing, annotate configs, scorer variants,
+ratios, the table, and a small in-process run (crops -> calibration -> reference loop -> scorer variants)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from froq_ray.bench.monitor import PhaseResources
+from froq_ray.bench.ray_phases import AnnotatePhase, RayResources, annotate_config
+from froq_ray.bench.scoring import Variant, default_variants, rank_agreement, time_variant
+from froq_ray.bench.throughput import (
+    BenchSettings,
+    default_ray_batch_size,
+    headline,
+    run_benchmark,
+    table,
+    write_result,
+)
+from froq_ray.quality.scorer import FroqScorer
+from tests.tiny_models import hand_artifact, random_crops, tiny_fr_model
+
+
+def test_device_and_precision_defaults():
+    cpu = BenchSettings(device="cpu")
+    assert cpu.resolved_device() == "cpu" and cpu.resolved_precision() == "fp32"
+    assert BenchSettings(device="cuda").resolved_precision() == "bf16"
+    assert BenchSettings(device="cuda", precision="fp32").resolved_precision() == "fp32"
+    assert BenchSettings().resolved_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_ray_batch_size_gives_every_decode_slot_several_blocks():
+    assert default_ray_batch_size(256, 1) == 64  # floor
+    assert default_ray_batch_size(2000, 15) == 64  # 2000 / 60 blocks = 33 rows, raised to the floor
+    assert default_ray_batch_size(100_000, 15) == 1024  # ceiling
+    assert default_ray_batch_size(20_000, 4) == 1024 and default_ray_batch_size(8_000, 4) == 500
+
+
+def test_annotate_config_per_phase(tmp_path):
+    resources = RayResources(num_cpus=16, device="cuda", ray_batch_size=512, model_batch_size=1024)
+    common = {"model_name": "dlib_resnet_v1", "weights": None, "artifact": "builtin", "resources": resources}
+    full = annotate_config(tmp_path, tmp_path / "o", **common)
+    assert full.scoring.mode == "froq" and full.scoring.write_embedding and not full.scoring.quality_only
+    r = full.resources
+    assert (r.device, r.num_gpus_per_actor, r.ray_batch_size, r.model_batch_size, r.num_cpus) == (
+        "cuda", 1, 512, 1024, 16)
+    assert full.output.mode == "overwrite" and full.input.identity_from_folder
+    fast = annotate_config(tmp_path, tmp_path / "o", quality_only=True, precision="bf16", **common)
+    assert fast.scoring.quality_only and not fast.scoring.write_embedding and fast.scoring.precision == "bf16"
+    pl = annotate_config(tmp_path, tmp_path / "o", mode="pseudo_label", limit=16, **common)
+    assert pl.scoring.mode == "pseudo_label" and pl.input.limit == 16
+    cpu = RayResources(num_cpus=2, device="cpu", ray_batch_size=64, model_batch_size=64).config()
+    assert cpu["num_gpus_per_actor"] == 0 and cpu["device"] == "cpu"
+
+
+def test_variants_and_rank_agreement():
+    names = [v.name for v in default_variants("cuda", with_bf16=True, with_compile=True)]
+    assert names == ["fp32+nchw", "fp32+channels_last", "bf16+nchw", "bf16+channels_last",
+                     "bf16+channels_last+quality_only", "bf16+channels_last+compiled"]
+    assert [v.name for v in default_variants("cpu", False, False)] == [
+        "fp32+nchw", "fp32+channels_last", "fp32+channels_last+quality_only"]
+    model = tiny_fr_model(size=16)
+    artifact = hand_artifact(model, ["block.act", "stem"])
+    crops = random_crops(10, 16, seed=3)
+    results = [time_variant(model, artifact, crops, v, "cpu", 4) for v in
+               (Variant(), Variant(memory_format="channels_last", quality_only=True))]
+    expected = FroqScorer(model, artifact).score(crops).quality
+    for r in results:
+        np.testing.assert_allclose(r.quality, expected, rtol=1e-5)
+        assert r.images == 10 and r.images_per_second > 0
+    assert results[1].memory_format_used == "channels_last"
+    assert all(p.is_contiguous() for p in model.network.parameters())  # restored after the variant
+    assert rank_agreement(results) == {"fp32+channels_last+quality_only": pytest.approx(1.0)}
+    results[1].quality = -results[1].quality
+    assert rank_agreement(results)["fp32+channels_last+quality_only"] == pytest.approx(-1.0)
+
+
+def _phase(name: str, images: int, seconds: float) -> AnnotatePhase:
+    resources = PhaseResources(1000.0, None, None, None, None)
+    scoring = {"precision": "fp32"}
+    return AnnotatePhase(name, images, seconds, images / seconds, resources,
+                         {"counts_by_status": {"ok": images}, "scoring": scoring})
+
+
+def test_headline_ratios_come_from_the_same_run():
+    reference = [{"num_workers": 0, "images_per_second": 50.0}, {"num_workers": 16, "images_per_second": 200.0}]
+    phases = [_phase("annotate", 1000, 2.0), _phase("quality_only", 1000, 1.0)]
+    assert headline(reference, phases) == {
+        "ratio_annotate_vs_reference_0_workers": 10.0,
+        "ratio_annotate_vs_reference_16_workers": 2.5,
+        "quality_only_gain_end_to_end": 2.0,
+    }
+    assert headline([], [_phase("annotate", 10, 1.0)]) == {}
+
+
+def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
+    settings = BenchSettings(
+        arch="mobilefacenet", weights=str(mobilefacenet_pt), n=20, device="cpu", reference_workers=[0],
+        skip=("annotate", "quality_only", "pseudo_label"), work_dir=str(tmp_path / "work"), num_cpus=1,
+    )
+    result = run_benchmark(settings)
+    assert result["crops"]["images"] == 20 and result["decode"]["images_per_second"] > 0
+    assert result["calibration"]["selected_layers"] and "quick calibration" in result["calibration"]["source"]
+    (reference,) = result["reference"]
+    assert reference["images"] == 20 and reference["num_workers"] == 0 and reference["peak_host_rss_mib"] > 100
+    assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants("cpu", False, False)]
+    assert all(v == pytest.approx(1.0, abs=1e-6) for v in result["spearman_vs_fp32"].values())
+    assert result["ray"] == [] and result["headline"] == {}
+    text = table(result)
+    assert "(a) reference loop, 0 workers, fp32" in text and "scorer only (no Ray) fp32+nchw" in text
+    write_result(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["arch"] == "mobilefacenet"
