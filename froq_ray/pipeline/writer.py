@@ -28,6 +28,23 @@ class IncompleteRunError(RuntimeError):
     pass
 
 
+def _concat_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate batches column by column. A batch in which no row could be scored carries no result columns
+    (quality, embedding, ...): its rows get NaN there, shaped like the batches that have them."""
+    columns = {}
+    for key in dict.fromkeys(k for p in parts for k in p):
+        template = next(p[key] for p in parts if key in p)
+        filled = [p[key] if key in p else _missing(template, len(next(iter(p.values())))) for p in parts]
+        columns[key] = np.concatenate(filled)
+    return columns
+
+
+def _missing(template: np.ndarray, n: int) -> np.ndarray:
+    if template.dtype.kind == "f":
+        return np.full((n,) + template.shape[1:], np.nan, dtype=template.dtype)
+    return np.full((n,) + template.shape[1:], None, dtype=object)
+
+
 class ShardAssembler:
     def __init__(self, shards: list[Shard], sink: Callable[[Shard, dict[str, np.ndarray]], None]) -> None:
         self.expected = {s.index: s for s in shards}
@@ -56,8 +73,7 @@ class ShardAssembler:
         return written
 
     def _flush(self, shard: Shard) -> ShardResult:
-        parts = self.buffers.pop(shard.index)
-        columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        columns = _concat_parts(self.buffers.pop(shard.index))
         order = np.argsort(columns["row"], kind="stable")
         columns = {k: v[order] for k, v in columns.items()}
         rows = columns["row"]
