@@ -39,7 +39,7 @@ DEFAULT_IMAGES = SHARED / "data" / "lfw-dev" / "images"
 DEFAULT_WEIGHTS = SHARED / "models" / "mobilefacenet" / "mobilefacenet.pt"
 BENCH = REPO_ROOT / ".bench"
 DEFAULT_CALIBRATE_RUN = BENCH / "cal-mfn-lfw-all"
-DEFAULT_FROQ_ARTIFACT = Path("/tmp/cal1/_calibration.json")
+DEFAULT_FROQ_ARTIFACT = Path("docs/results/mobilefacenet-lfw-folds123-sample300.calibration.json")
 DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "label_noise_lfw.json"
 SWEEP = [(None, 0.0), (0.2, None), (0.2, 0.0), (0.1, 0.0), (0.3, 0.0), (None, 0.05), (None, -0.05)]
 
@@ -146,8 +146,8 @@ def froq_from_artifact(
     from froq_ray.quality.artifact import load_artifact
     from froq_ray.quality.scorer import FroqScorer
 
-    cache = BENCH / "lfw-mfn-froq-cal1.npy"
     art = load_artifact(artifact)
+    cache = BENCH / f"lfw-mfn-froq-{art.calibration_id}.npy"  # keyed by the artifact: never a stale score
     source = (
         f"FROQ from artifact {artifact} (calibration_id {art.calibration_id}, layers {art.selected_layers}, "
         f"calibrated on {art.calibration_set.size} images) applied with FroqScorer"
