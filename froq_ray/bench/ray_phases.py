@@ -18,20 +18,33 @@ from .monitor import PhaseResources, ResourceMonitor
 
 @dataclass(frozen=True)
 class RayResources:
-    """Resources of the local Ray cluster and of the scoring stage."""
+    """Resources of the local Ray cluster (logical CPUs) and of the scoring stage."""
 
     num_cpus: int
     device: str  # cpu | cuda
     ray_batch_size: int
     model_batch_size: int
     decode_num_cpus: float = 1.0
+    actor_num_cpus: float = 1.0  # Ray gives the actor this many torch threads (OMP_NUM_THREADS)
+
+    @classmethod
+    def for_machine(cls, cores: int, device: str, ray_batch_size: int, model_batch_size: int) -> RayResources:
+        """GPU: one CPU for the actor, the other cores decode. CPU: the actor gets every core as torch
+        threads, plus one logical CPU for decode tasks (decoding costs ~1% of CPU scoring)."""
+        if device == "cuda":
+            return cls(cores, device, ray_batch_size, model_batch_size)
+        return cls(cores + 1, device, ray_batch_size, model_batch_size, actor_num_cpus=cores)
+
+    @property
+    def decode_slots(self) -> int:
+        return max(1, int((self.num_cpus - self.actor_num_cpus) // self.decode_num_cpus))
 
     def config(self) -> dict[str, Any]:
         return {
             "num_cpus": self.num_cpus,
             "device": self.device,
             "num_gpus_per_actor": 1 if self.device == "cuda" else 0,
-            "num_cpus_per_actor": 1,
+            "num_cpus_per_actor": self.actor_num_cpus,
             "decode_num_cpus": self.decode_num_cpus,
             "ray_batch_size": self.ray_batch_size,
             "model_batch_size": self.model_batch_size,

@@ -27,7 +27,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,12 +274,9 @@ def run_benchmark(s: BenchSettings) -> dict[str, Any]:
         raise ValueError(f"unknown phase(s) to skip {unknown}; known: {list(PHASES)}")
     device = s.resolved_device()
     model_batch_size = s.model_batch_size or (512 if device == "cuda" else 64)
-    resources = RayResources(
-        num_cpus=s.num_cpus,
-        device=device,
-        ray_batch_size=s.ray_batch_size or default_ray_batch_size(s.n, max(1, s.num_cpus - 1)),
-        model_batch_size=model_batch_size,
-    )
+    resources = RayResources.for_machine(s.num_cpus, device, s.ray_batch_size or 0, model_batch_size)
+    if not s.ray_batch_size:
+        resources = replace(resources, ray_batch_size=default_ray_batch_size(s.n, resources.decode_slots))
     work = Path(s.work_dir) if s.work_dir else Path(tempfile.mkdtemp(prefix="froq-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"settings": {**asdict(s), "device": device, "precision": s.resolved_precision()},

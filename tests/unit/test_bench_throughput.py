@@ -52,8 +52,11 @@ def test_annotate_config_per_phase(tmp_path):
     assert fast.scoring.quality_only and not fast.scoring.write_embedding and fast.scoring.precision == "bf16"
     pl = annotate_config(tmp_path, tmp_path / "o", mode="pseudo_label", limit=16, **common)
     assert pl.scoring.mode == "pseudo_label" and pl.input.limit == 16
-    cpu = RayResources(num_cpus=2, device="cpu", ray_batch_size=64, model_batch_size=64).config()
-    assert cpu["num_gpus_per_actor"] == 0 and cpu["device"] == "cpu"
+    cpu = RayResources.for_machine(2, "cpu", 64, 64)
+    assert cpu.decode_slots == 1 and cpu.config()["num_gpus_per_actor"] == 0
+    assert (cpu.num_cpus, cpu.config()["num_cpus_per_actor"]) == (3, 2)  # both cores as the actor's threads
+    gpu = RayResources.for_machine(16, "cuda", 512, 1024)
+    assert gpu.decode_slots == 15 and gpu.config()["num_cpus_per_actor"] == 1 and gpu.num_cpus == 16
 
 
 def test_variants_and_rank_agreement():
