@@ -72,7 +72,7 @@ class ScoringStageConfig:
     write_embedding: bool = True
     model_batch_size: int = 128
     memory_format: str = "auto"
-    """``auto`` (channels_last on CUDA, NCHW elsewhere) | ``channels_last`` | ``contiguous``."""
+    """``auto`` (= channels_last, NCHW where a network does not allow it) | ``channels_last`` | ``contiguous``."""
     compile: bool = False
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
     perturbation: dict[str, Any] = field(default_factory=dict)

@@ -44,7 +44,7 @@ def _is_channels_last(network: nn.Module) -> bool:
 
 def test_resolve_memory_format():
     assert resolve_memory_format("auto", "cuda") == "channels_last"
-    assert resolve_memory_format("auto", "cpu") == "contiguous"
+    assert resolve_memory_format("auto", "cpu") == "channels_last"  # measured faster on the CPU too
     assert resolve_memory_format("channels_last", "cpu") == "channels_last"
     with pytest.raises(ValueError, match="memory_format"):
         resolve_memory_format("nhwc", "cpu")
@@ -138,4 +138,5 @@ def test_scoring_settings_for_the_manifest():
     assert gpu["device"] == "cuda" and gpu["memory_format"] == "channels_last"
     assert gpu["compile_requested"] is True and gpu["model_batch_size"] == 512 and "pinned" in gpu["transfer"]
     cpu = scoring_settings(_stage())
-    assert cpu["device"] == "cpu" and cpu["memory_format"] == "contiguous" and cpu["compile_requested"] is False
+    assert cpu["device"] == "cpu" and cpu["memory_format"] == "channels_last" and cpu["compile_requested"] is False
+    assert scoring_settings(_stage(memory_format="contiguous"))["memory_format"] == "contiguous"
