@@ -36,6 +36,8 @@ if [ "${1:-all}" = all ] || [ "$1" = mobilefacenet ]; then
   # 2. MobileFaceNet on all 3,811 LFW-dev images (observations reused by the accuracy report)
   run cal-mfn-lfw-all --input ../shared/data/lfw-dev/images --set input.identity_from_folder=true $MFN \
     --output .bench/cal-mfn-lfw-all
+fi
+if [ "${1:-all}" = all ] || [ "$1" = mobilefacenet ] || [ "$1" = mobilefacenet-degraded ]; then
   # 3. pseudo-labels and norms of the degraded images of the folds 4-5 copy (the report's degraded split takes
   #    the untouched half of that copy from run 2)
   run cal-mfn-lfw45-degraded --input .bench/lfw-degraded-only-folds45.csv --set input.identity_column=identity $MFN \
