@@ -31,6 +31,19 @@ def mobilefacenet_pt() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny networks on one torch thread (on a busy machine, idle OpenMP workers only spin)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster (not local_mode) with a fixed CPU count, shared by the integration tests."""
