@@ -11,6 +11,7 @@ from collections.abc import Sequence
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean 'the user must fix something': printed as one message, no traceback."""
     from .config import ConfigError
+    from .distill.artifact import StudentArtifactError
     from .models.base import ModelLoadError
     from .pipeline.evaluate import EvaluationInputError
     from .pipeline.filter import FilterInputError
@@ -20,6 +21,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError,
+        StudentArtifactError,
         ModelLoadError,
         ArtifactError,
         ArtifactMismatchError,

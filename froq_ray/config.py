@@ -132,9 +132,13 @@ class PerturbationConfig(Section):
 
 
 class ScoringConfig(Section):
-    """What the scoring actors compute: FROQ quality (``froq``) or the perturbation pseudo-label itself."""
+    """What the scoring actors compute: FROQ quality (``froq``), the perturbation pseudo-label itself
+    (``pseudo_label``), or the quality predicted by a distilled student (``student``: no FR model, no
+    embedding; the ``model`` and ``calibration`` sections are not used)."""
 
-    mode: Literal["froq", "pseudo_label"] = "froq"
+    mode: Literal["froq", "pseudo_label", "student"] = "froq"
+    student_artifact: LocalOrUri | None = None
+    """The student artifact directory written by ``froq distill`` (``mode: student`` only)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     quality_only: bool = False
     """Stop the forward pass after the deepest selected layer (no embedding)."""
@@ -143,6 +147,14 @@ class ScoringConfig(Section):
 
     @model_validator(mode="after")
     def _embedding_needs_full_pass(self) -> ScoringConfig:
+        if self.mode == "student":
+            if self.student_artifact is None:
+                raise ValueError("mode=student needs student_artifact (a `froq distill` output folder)")
+            if self.write_embedding and "write_embedding" in self.model_fields_set:
+                raise ValueError("a student writes no embedding: leave write_embedding unset or false")
+            self.write_embedding = False
+        elif self.student_artifact is not None:
+            raise ValueError(f"student_artifact is only used with mode=student (mode is {self.mode!r})")
         if self.quality_only and self.write_embedding:
             raise ValueError("quality_only=true stops before the embedding: set write_embedding=false")
         return self
@@ -293,6 +305,12 @@ class CalibrateJob(ModelJobBase):
     """Pseudo-labels + all candidate layers' norms -> layer selection -> calibration artifact."""
 
     job: Literal["calibrate"]
+
+    @model_validator(mode="after")
+    def _calibrates_an_fr_model(self) -> CalibrateJob:
+        if self.scoring.mode == "student":
+            raise ValueError("scoring.mode=student: calibration observes a face-recognition model, not a student")
+        return self
 
 
 class AnnotateJob(ModelJobBase):

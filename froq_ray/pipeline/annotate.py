@@ -47,6 +47,9 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         dim = model.embedding_size if cfg.scoring.write_embedding else None
         schema = annotation_schema(dim)
         stage = scoring_stage_config(cfg, "froq", artifact_json=artifact.to_json())
+    elif cfg.scoring.mode == "student":
+        schema = annotation_schema(None)
+        stage = scoring_stage_config(cfg, "student")
     else:
         schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
         stage = scoring_stage_config(cfg, "pseudo_label")

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel
 from ..storage.listing import input_digest, list_inputs
 from ..storage.run_state import RunState, check_writable, prepare_output
 from ..storage.schema import schema_metadata, to_table
@@ -27,7 +27,7 @@ from ..storage.shards import Shard, plan_shards, write_shard
 from .dataset import build_dataset, rows_for_shards
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray
-from .stages import DecodeStageConfig, ScoringStageConfig, arrow_to_columns
+from .stages import DecodeStageConfig, ScoringStageConfig, arrow_to_columns, load_scoring_model
 from .writer import ShardAssembler
 
 log = logging.getLogger("froq_ray")
@@ -52,7 +52,7 @@ def load_job_inputs(cfg: ModelJob) -> tuple[pd.DataFrame, LoadedModel]:
     """List the inputs and load the model on the driver: a missing input or model file fails here."""
     listing = list_inputs(cfg.input)
     log.info("inputs: %d images from %s", len(listing), cfg.input.uri)
-    model = load_model(cfg.model.name, cfg.model.weights, cfg.model.options)
+    model = load_scoring_model(scoring_stage_config(cfg, cfg.scoring.mode))
     log.info("model: %s (weights sha256 %s)", model.model_id, model.weights_sha256)
     return listing, model
 
@@ -92,6 +92,8 @@ def scoring_stage_config(
         model_weights=cfg.model.weights,
         model_options=dict(cfg.model.options),
         artifact_json=artifact_json,
+        student_artifact=cfg.scoring.student_artifact,
+        storage_options=dict(cfg.input.storage_options),
         device=r.device,
         precision=cfg.scoring.precision,
         quality_only=cfg.scoring.quality_only,

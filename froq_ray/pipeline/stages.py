@@ -58,14 +58,17 @@ def read_and_decode(batch: dict[str, np.ndarray], cfg: DecodeStageConfig) -> dic
 
 @dataclass(frozen=True)
 class ScoringStageConfig:
-    """GPU/CPU actor stage. ``mode``: froq (quality + embedding), pseudo_label (perturbation FIQA), or
-    calibrate (pseudo-labels + every candidate layer's norm)."""
+    """GPU/CPU actor stage. ``mode``: froq (quality + embedding), pseudo_label (perturbation FIQA),
+    calibrate (pseudo-labels + every candidate layer's norm), or student (a distilled student's quality)."""
 
     mode: str
     model_name: str
     model_weights: str | None
     model_options: dict[str, Any]
     artifact_json: str | None = None
+    student_artifact: str | None = None
+    """``mode: student``: the student artifact folder (read with ``storage_options``)."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     precision: str = "fp32"
     quality_only: bool = False
@@ -106,6 +109,17 @@ def scoring_settings(cfg: ScoringStageConfig) -> dict[str, Any]:
     }
 
 
+def load_scoring_model(cfg: ScoringStageConfig):
+    """The network a scoring stage runs: a registry FR model, or a student artifact (``mode: student``)."""
+    if cfg.mode == "student":
+        from ..distill.serving import student_as_model
+
+        return student_as_model(cfg.student_artifact, cfg.storage_options)
+    from ..models import load_model
+
+    return load_model(cfg.model_name, cfg.model_weights, cfg.model_options)
+
+
 def resolve_device(requested: str) -> str:
     import torch
 
@@ -120,11 +134,9 @@ class ScoringStage:
     """Loads the model once per actor; each call scores the rows whose decode succeeded."""
 
     def __init__(self, cfg: ScoringStageConfig) -> None:
-        from ..models import load_model
-
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.model = load_model(cfg.model_name, cfg.model_weights, cfg.model_options)
+        self.model = load_scoring_model(cfg)
         self.model.network.to(self.device)
         self._runner = self._build_runner()
         log.info("scoring stage ready: %s on %s (%s)", self.model.model_id, self.device, cfg.mode)
@@ -135,6 +147,10 @@ class ScoringStage:
         from ..quality.perturbations import PerturbationSettings, PseudoLabeler
 
         cfg = self.cfg
+        if cfg.mode == "student":
+            from ..distill.serving import student_quality
+
+            return student_quality(self.model, self.device, cfg.model_batch_size)
         if cfg.mode == "froq":
             from ..quality.artifact import CalibrationArtifact
             from ..quality.scorer import FroqScorer

@@ -98,6 +98,22 @@ def test_cross_field_rules_name_their_section():
     assert problems_of(data)[0].startswith("input: identity_column and identity_from_folder")
 
 
+def test_student_scoring_mode_rules():
+    cfg = config_from_dict(annotate_data(scoring={"mode": "student", "student_artifact": "/a/student"}))
+    assert cfg.scoring.student_artifact == "/a/student"
+    assert cfg.scoring.write_embedding is False  # a student has no embedding: the default follows
+    assert problems_of(annotate_data(scoring={"mode": "student"}))[0].startswith(
+        "scoring: mode=student needs student_artifact"
+    )
+    data = annotate_data(scoring={"mode": "student", "student_artifact": "/s", "write_embedding": True})
+    assert problems_of(data)[0].startswith("scoring: a student writes no embedding")
+    assert problems_of(annotate_data(scoring={"student_artifact": "/s"}))[0].startswith(
+        "scoring: student_artifact is only used with mode=student"
+    )
+    data = {**annotate_data(scoring={"mode": "student", "student_artifact": "/s"}), "job": "calibrate"}
+    assert "calibration observes a face-recognition model" in problems_of(data)[0]
+
+
 def test_job_classes_and_expected_job():
     assert isinstance(config_from_dict({**annotate_data(), "job": "calibrate"}), CalibrateJob)
     ev = config_from_dict({"job": "evaluate", "evaluate": {"annotations": "/a"}, "output": {"uri": "/o"}})

@@ -1,0 +1,57 @@
+"""A student artifact as the quality model of ``annotate`` (``scoring.mode: student``).
+
+The annotate job treats every scoring network as a :class:`~froq_ray.models.LoadedModel` (identity in the
+manifest and the Parquet metadata, weights digest in the resume guard); :func:`student_as_model` gives a
+student that record, and :func:`student_quality` is the batch function the scoring actor runs: uint8
+ArcFace-aligned crops in, teacher-unit quality out (higher is better, like the teacher's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.base import LoadedModel
+from ..quality.observer import network_input
+from .artifact import load_student_artifact
+
+FAMILY = "student"
+
+
+def student_as_model(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedModel:
+    """Load (and fully check) a student artifact; its ``model_id`` is ``student-<arch>@<sha12>``."""
+    student = load_student_artifact(uri, storage_options)
+    return LoadedModel(
+        name=f"student-{student.arch}",
+        family=FAMILY,
+        network=student.network,
+        contract=student.contract,
+        embedding_size=0,
+        weights_path=student.uri or uri,
+        weights_sha256=student.weights_sha256,
+        options={
+            "target_column": student.card.get("target_column"),
+            "teacher": student.card.get("teacher"),
+            "input_size": student.card.get("input_size"),
+        },
+    )
+
+
+def student_quality(model: LoadedModel, device: str, batch_size: int):
+    """A callable: uint8 crops (N, H, W, 3) -> ``{"quality": float32 (N,)}`` from the student network."""
+    transform = model.input_transform().to(device)
+    network = model.network.to(device).eval()
+    target = torch.device(device)
+
+    def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), batch_size):
+                x = network_input(pixels[start : start + batch_size], transform, target)
+                parts.append(network(x).float().cpu().numpy())
+        quality = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+        return {"quality": quality.astype(np.float32)}
+
+    return run
