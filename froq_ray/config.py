@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -35,9 +36,11 @@ from pydantic import (
     model_validator,
 )
 
+from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
+from .storage.schema import PSEUDO_LABEL_COLUMNS
 
-JOBS = ("calibrate", "annotate", "evaluate", "filter")
+JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill")
 BUILTIN = "builtin"
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -287,6 +290,101 @@ class FilterConfig(Section):
         return [value] if isinstance(value, str) else value
 
 
+STUDENT_ARCHS = ("tiny_cnn", "mobilefacenet_student")
+"""The student architectures of :mod:`froq_ray.distill.students` (kept equal to its ``STUDENT_ARCHS``)."""
+TEACHER_TARGETS = ("quality", *PSEUDO_LABEL_COLUMNS)
+"""Target columns a teacher recomputes on new images: FROQ ``quality`` (with the calibration) and the
+perturbation pseudo-label or one of its components. Others (``cr``, ``ccs``...) come from a whole dataset."""
+
+
+class DistillDataConfig(Section):
+    """What the student learns from: ok rows of annotation outputs and one numeric target column."""
+
+    annotations: list[LocalOrUri] = Field(min_length=1)
+    """Annotate output folder(s), Parquet file(s) or globs, or a filter output (its ``keep_list.parquet``)."""
+    target_column: str = Field(default="quality", min_length=1)
+    """Any numeric column: ``quality`` (FROQ), ``pseudo_label`` or a component, or ``cr`` from a keep-list."""
+    identity_source: Literal["column", "folder", "none"] = "column"
+    """Split key: the identity (``column`` or parent ``folder``), or ``none``: the (source) image path."""
+    identity_column: str = "identity"
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int = 0
+    storage_options: StorageOptions = Field(default_factory=dict)
+    """s3fs options for the annotations and the images they name."""
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class StudentConfig(Section):
+    """The student network (see ``froq_ray.distill.students``)."""
+
+    arch: Literal["tiny_cnn", "mobilefacenet_student"] = "tiny_cnn"
+    input_size: int = Field(default=64, ge=32, le=512)
+    """Square input side; the 112 crops are resized to it in the training workers."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Architecture options, e.g. ``width`` (tiny_cnn), ``head_hidden`` / ``init_weights`` (mobilefacenet_student)."""
+
+
+class SelfTrainingConfig(Section):
+    """Degraded copies of the images, labelled by the teacher in the same run, added to the training data."""
+
+    enabled: bool = False
+    copies: int = Field(default=1, ge=1)
+    """Degraded copies per chosen image."""
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    """Fraction of the ok images (seeded choice) that get copies."""
+    seed: int = 0
+    kinds: list[str] = Field(default_factory=lambda: list(ALL_KINDS))
+    """Degradation kinds of ``froq_ray.imaging.degrade`` to draw from (default: all, occlusion included)."""
+    kinds_per_copy: int = Field(default=1, ge=1)
+    """How many distinct kinds are applied to one copy."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
+    """Pseudo-label settings of the teacher (used when the target is a pseudo-label column)."""
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        return list(check_kinds(value))
+
+    @model_validator(mode="after")
+    def _enough_kinds(self) -> SelfTrainingConfig:
+        if self.kinds_per_copy > len(self.kinds):
+            raise ValueError(f"kinds_per_copy={self.kinds_per_copy} exceeds the {len(self.kinds)} kind(s) listed")
+        return self
+
+
+class LossSection(Section):
+    """The distillation loss (``froq_ray.distill.losses``)."""
+
+    regression: Literal["mse", "smooth_l1"] = "mse"
+    rank: Literal["pairwise", "correlation", "none"] = "pairwise"
+    rank_weight: float = Field(default=1.0, ge=0)
+
+
+class TrainingConfig(Section):
+    """The Ray Train loop: AdamW + per-step cosine schedule, a checkpoint every epoch."""
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=2)
+    """Global batch: each of the ``num_workers`` workers takes ``ceil(batch_size / num_workers)`` rows."""
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    loss: LossSection = Field(default_factory=LossSection)
+    seed: int = 0
+    num_workers: int = Field(default=1, ge=1)
+    """Ray Train workers (data-parallel)."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    shuffle_buffer_rows: int = Field(default=2048, ge=1)
+    """Rows each worker shuffles among (seeded per epoch) on top of a seeded global order."""
+    keep_checkpoints: int | None = Field(default=2, ge=1)
+    """Epoch checkpoints kept in ``<output>/_train`` (``null``: all)."""
+
+
 class JobBase(Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     output: OutputConfig
@@ -333,12 +431,37 @@ class FilterJob(JobBase):
     filter: FilterConfig
 
 
-JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob
+class DistillJob(JobBase):
+    """Annotations (+ teacher-labelled degraded copies) -> a small student regressor -> a student artifact."""
+
+    job: Literal["distill"]
+    distill: DistillDataConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The teacher: labels the self-training copies, checked against the annotations, recorded in the card."""
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @model_validator(mode="after")
+    def _teacher_can_label_copies(self) -> DistillJob:
+        target = self.distill.target_column
+        if self.self_training.enabled and target not in TEACHER_TARGETS:
+            raise ValueError(
+                f"self_training.enabled: the teacher cannot label degraded copies with {target!r} "
+                f"(distill.target_column); a teacher recomputes only {', '.join(TEACHER_TARGETS)}: "
+                "set self_training.enabled=false or choose one of those targets"
+            )
+        return self
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob
 JOB_CLASSES: dict[str, type[JobBase]] = {
     "calibrate": CalibrateJob,
     "annotate": AnnotateJob,
     "evaluate": EvaluateJob,
     "filter": FilterJob,
+    "distill": DistillJob,
 }
 
 
@@ -466,7 +589,12 @@ def _describe(cls: type[BaseModel], err: Mapping[str, Any]) -> str:
             message += f" (got {given!r})"
     else:
         message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not loc and _NAMES_ITS_KEY.match(message):  # a check across sections names its own key
+            return message
     return f"{key}: {message}"
+
+
+_NAMES_ITS_KEY = re.compile(r"^[a-z_]+(\.[a-z_]+)+: ")
 
 
 def _known_keys(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -502,6 +630,7 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "output": {"uri", "mode", "storage_options", "progress_interval_s"},
     "evaluate": {"storage_options"},
     "filter": {"storage_options"},
+    "distill": {"storage_options"},
 }
 
 
