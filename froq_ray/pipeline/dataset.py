@@ -5,9 +5,23 @@ This is the only module that builds Ray Data datasets. Resources come from the s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from .stages import DecodeStageConfig, ScoringStage, ScoringStageConfig, read_and_decode
+
+
+@dataclass(frozen=True)
+class MapStage:
+    """A CPU stage between decode and scoring: ``fn(batch, cfg) -> batch`` on numpy batches."""
+
+    fn: Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]
+    cfg: Any
+    num_cpus: float = 1.0
 
 
 def rows_for_shards(listing: pd.DataFrame, shards) -> pd.DataFrame:
@@ -25,27 +39,57 @@ def rows_for_shards(listing: pd.DataFrame, shards) -> pd.DataFrame:
     return rows
 
 
+def read_decode_keeping(
+    batch: dict[str, np.ndarray], cfg: DecodeStageConfig, keep: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """:func:`read_and_decode`, with the input columns named in ``keep`` carried through unchanged."""
+    out = read_and_decode(batch, cfg)
+    for name in keep:
+        out[name] = batch[name]
+    return out
+
+
+def decoded_dataset(
+    rows: pd.DataFrame, decode: DecodeStageConfig, ray_batch_size: int, keep: Sequence[str] = ()
+):
+    """A lazy Ray dataset of decoded rows (``pixels``, ``status``, ``error``...), in row order; ``keep``
+    names extra columns of ``rows`` that travel with them (e.g. a training target)."""
+    import ray.data
+
+    # one input block per Ray batch: results stream back (and progress is logged) batch by batch
+    blocks = [rows.iloc[i : i + ray_batch_size] for i in range(0, max(len(rows), 1), ray_batch_size)]
+    ds = ray.data.from_pandas(blocks)
+    fn, kwargs = (read_decode_keeping, {"cfg": decode, "keep": tuple(keep)}) if keep else (
+        read_and_decode,
+        {"cfg": decode},
+    )
+    return ds.map_batches(
+        fn, fn_kwargs=kwargs, batch_size=ray_batch_size, batch_format="numpy", num_cpus=decode.num_cpus
+    )
+
+
 def build_dataset(
     rows: pd.DataFrame,
     decode: DecodeStageConfig,
     scoring: ScoringStageConfig,
     ray_batch_size: int,
+    between: Sequence[MapStage] = (),
 ):
-    """A lazy Ray dataset of scored rows, in listing order (the driver writes shards as they complete)."""
+    """A lazy Ray dataset of scored rows, in listing order (the driver writes shards as they complete);
+    ``between``: CPU stages applied to the decoded rows before scoring."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    # one input block per Ray batch: results stream back (and progress is logged) batch by batch
-    blocks = [rows.iloc[i : i + ray_batch_size] for i in range(0, max(len(rows), 1), ray_batch_size)]
-    ds = ray.data.from_pandas(blocks)
-    ds = ds.map_batches(
-        read_and_decode,
-        fn_kwargs={"cfg": decode},
-        batch_size=ray_batch_size,
-        batch_format="numpy",
-        num_cpus=decode.num_cpus,
-    )
+    ds = decoded_dataset(rows, decode, ray_batch_size)
+    for stage in between:
+        ds = ds.map_batches(
+            stage.fn,
+            fn_kwargs={"cfg": stage.cfg},
+            batch_size=ray_batch_size,
+            batch_format="numpy",
+            num_cpus=stage.num_cpus,
+        )
     return ds.map_batches(
         ScoringStage,
         fn_constructor_kwargs={"cfg": scoring},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..storage.listing import input_digest, list_inputs
 from ..storage.run_state import RunState, check_writable, prepare_output
 from ..storage.schema import schema_metadata, to_table
 from ..storage.shards import Shard, plan_shards, write_shard
-from .dataset import build_dataset, rows_for_shards
+from .dataset import MapStage, build_dataset, rows_for_shards
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray
 from .stages import DecodeStageConfig, ScoringStageConfig, arrow_to_columns, load_scoring_model
@@ -124,8 +125,13 @@ def run_shards(
     schema: pa.Schema,
     constants: dict[str, str],
     calibration_id: str | None,
+    decode: DecodeStageConfig | None = None,
+    between: Sequence[MapStage] = (),
 ) -> RunResult:
-    """Stream ``pending`` shards through decode and scoring; write each shard when it is complete."""
+    """Stream ``pending`` shards through decode and scoring; write each shard when it is complete.
+
+    ``decode`` defaults to reading with ``input.storage_options``; ``between``: CPU stages (e.g. the
+    distill job's degradation) applied to the decoded rows before scoring."""
     cfg = job.cfg
     metadata = schema_metadata(job.config_digest, job.model.model_id, calibration_id)
     wanted = [f.name for f in schema]
@@ -143,10 +149,11 @@ def run_shards(
 
     rows = rows_for_shards(job.listing, pending)
     ensure_ray(cfg.resources)
-    decode = DecodeStageConfig(
-        storage_options=dict(cfg.input.storage_options), num_cpus=cfg.resources.decode_num_cpus
-    )
-    ds = build_dataset(rows, decode, stage, cfg.resources.ray_batch_size)
+    if decode is None:
+        decode = DecodeStageConfig(
+            storage_options=dict(cfg.input.storage_options), num_cpus=cfg.resources.decode_num_cpus
+        )
+    ds = build_dataset(rows, decode, stage, cfg.resources.ray_batch_size, between)
     assembler = ShardAssembler(pending, sink)
     progress = ProgressReporter(len(rows), cfg.output.progress_interval_s)
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
