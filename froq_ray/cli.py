@@ -13,6 +13,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .distill.artifact import StudentArtifactError
     from .models.base import ModelLoadError
+    from .pipeline.distill_inputs import DistillInputError
     from .pipeline.evaluate import EvaluationInputError
     from .pipeline.filter import FilterInputError
     from .quality.artifact import ArtifactError, ArtifactMismatchError
@@ -29,6 +30,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         OutputStateError,
         EvaluationInputError,
         FilterInputError,
+        DistillInputError,
         FileNotFoundError,
         PermissionError,
     )
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--annotations", dest="filter_annotations", help="filter.annotations: an annotate output folder"
     )
+    p = sub.add_parser("distill", help="train a small student on annotations (+ self-training) -> student artifact")
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--annotations", dest="distill_annotations", help="distill.annotations: an annotate output folder"
+    )
+    p.add_argument("--force", action="store_true", help="resume even though the config or data changed")
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
@@ -88,6 +96,7 @@ def job_config(args: argparse.Namespace, job: str):
         ("mode", "output.mode"),
         ("annotations", "evaluate.annotations"),
         ("filter_annotations", "filter.annotations"),
+        ("distill_annotations", "distill.annotations"),
     ):
         value = getattr(args, flag, None)
         if value:
@@ -121,6 +130,10 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline.calibrate import run_calibrate
 
         run_calibrate(cfg, force=args.force)
+    elif args.command == "distill":
+        from .pipeline.distill import run_distill
+
+        run_distill(cfg, force=args.force)
     elif args.command == "filter":
         from .pipeline.filter import run_filter
 
