@@ -13,8 +13,8 @@ Speed options (none changes what is computed; each has a safe fallback):
   non-blocking copies on CUDA; the normalisation runs on the device (``ModelInputTransform``); results stay
   on the device until one copy back per :meth:`FroqScorer.score` call.
 - ``memory_format``: ``channels_last`` (NHWC) network weights and input, which tensor-core convolutions
-  prefer and which oneDNN also runs faster on the CPU (measured 1.3-1.6x for MobileFaceNet, the dlib ResNet
-  and IR-101 on a 2-core EPYC, docs/performance.md); ``auto`` = channels_last. It is kept only when a check
+  prefer and which oneDNN also runs faster on the CPU (measured on a 2-core EPYC: 1.61x MobileFaceNet,
+  1.31x IR-101, 1.12x the dlib ResNet; docs/performance.md); ``auto`` = channels_last. It is kept only when a check
   batch gives the same output as NCHW (:func:`apply_memory_format`). The default is ``contiguous``, which
   keeps results bit-identical to earlier versions; the scoring stage asks for ``auto``.
 - ``compile``: ``torch.compile`` the network, with the observer hooks registered for the scorer's lifetime
