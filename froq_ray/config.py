@@ -4,8 +4,8 @@ Every section forbids unknown keys, so a typo fails before Ray starts; every val
 as a :class:`ConfigError` whose message names the full dotted key, e.g.
 ``output.mod: unknown key (did you mean 'mode'?)`` or ``resources.actors: must be >= 1``.
 
-One model per job (``calibrate``, ``annotate``, ``evaluate``) built from shared sections; the top-level
-``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``, ``calibration.artifact``,
+One model per job (``calibrate``, ``annotate``, ``evaluate``, ``filter``, ``distill``) built from shared
+sections; the top-level ``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``, ``calibration.artifact``,
 ``output.uri``, ``evaluate.*`` paths) are resolved against the current working directory when the config is
 validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
 ``../shared/data/...`` meaning "relative to where I run the command", the repository root).

@@ -52,6 +52,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 STATE_FILE = "state.json"
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of a run's checkpoints
 PIXELS = "pixels"
 TARGET = "target"
 
@@ -394,18 +395,15 @@ def fit_student(
 
 
 def latest_checkpoint_epoch(storage_uri: str, storage_options: dict[str, Any] | None) -> int | None:
-    """The epoch of the newest checkpoint Ray Train would resume from under ``storage_uri`` (None: none)."""
+    """The epoch of the checkpoint Ray Train resumes from under ``storage_uri`` (its run snapshot's latest
+    checkpoint), or None when there is no snapshot (a fresh start)."""
     from ..storage.fs import join_uri, open_fs
 
-    fs, root = open_fs(join_uri(storage_uri, RUN_NAME), storage_options)
-    fs.invalidate_cache(root)
-    snapshot = f"{root}/checkpoint_manager_snapshot.json"
-    if not fs.exists(snapshot):
+    fs, root = open_fs(join_uri(storage_uri, RUN_NAME, SNAPSHOT_FILE), storage_options)
+    fs.invalidate_cache()
+    if not fs.exists(root):
         return None
-    epochs = []
-    for name in fs.ls(root, detail=False):
-        state = f"{name}/{STATE_FILE}"
-        if fs.exists(state):
-            with fs.open(state, "rb") as f:
-                epochs.append(int(json.loads(f.read())["epoch"]))
-    return max(epochs) if epochs else None
+    with fs.open(root, "rb") as f:
+        latest = json.loads(f.read()).get("latest_checkpoint_result") or {}
+    epoch = (latest.get("metrics") or {}).get("epoch")
+    return None if epoch is None else int(epoch)
