@@ -208,10 +208,10 @@ def check_teacher(rows: AnnotationRows, teacher: Teacher, self_training: bool) -
         )
     if teacher.mode == "froq":
         calibrations = found["calibration_id"]
-        if not calibrations:
+        if not calibrations or "" in calibrations:  # pseudo_label-mode annotations carry an empty id
             raise DistillInputError(
-                "the annotations' quality has no calibration_id: they were annotated with scoring.mode=pseudo_label, "
-                "so their quality is the pseudo-label; set distill.target_column=pseudo_label"
+                "(some of) the annotations' quality has no calibration_id: annotated with scoring.mode=pseudo_label, "
+                "their quality is the pseudo-label; set distill.target_column=pseudo_label"
             )
         if calibrations != [teacher.calibration_id]:
             raise DistillInputError(
