@@ -379,6 +379,8 @@ class TrainingConfig(Section):
     """Ray Train workers (data-parallel)."""
     use_gpu: bool = False
     """One GPU per worker."""
+    cpus_per_worker: float = Field(default=1, gt=0)
+    """CPUs reserved per worker (its torch threads); decoding runs in separate Ray Data tasks."""
     shuffle_buffer_rows: int = Field(default=2048, ge=1)
     """Rows each worker shuffles among (seeded per epoch) on top of a seeded global order."""
     keep_checkpoints: int | None = Field(default=2, ge=1)

@@ -363,6 +363,7 @@ def fit_student(
     use_gpu: bool,
     keep_checkpoints: int | None,
     resumed_from_epoch: int | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> TrainedStudent:
     """Run (or continue, from the snapshot under ``storage_uri``) the Ray Train job; read the final checkpoint."""
     import ray.train
@@ -373,7 +374,11 @@ def fit_student(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=settings.to_config(),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+        ),
         run_config=ray.train.RunConfig(
             name=RUN_NAME,
             storage_path=storage_path,

@@ -42,7 +42,7 @@ from ..distill.losses import TargetScaler
 from ..distill.students import build_student
 from ..distill.trainer import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
-from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
+from ..storage.fs import join_uri, open_fs, parent_uri, read_json, write_bytes_atomic
 from ..storage.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from ..storage.run_state import RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
 from .dataset import decoded_dataset
@@ -73,11 +73,16 @@ SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity
 
 
 # ------------------------------------------------------------------------------------------------ output
-def open_distill_output(cfg: DistillJob, cfg_digest: str, data_digest: str, force: bool) -> RunState:
-    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_run.json``."""
+def open_distill_output(
+    cfg: DistillJob, cfg_digest: str, data_digest: str, force: bool, inputs: tuple[str, ...] = ()
+) -> RunState:
+    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_run.json``.
+    ``inputs``: the annotation file URIs (the output may not be the folder that holds one)."""
     out = cfg.output
     check_writable(out.uri, out.storage_options)
     fs, root = open_fs(out.uri, out.storage_options)
+    if any(parent_uri(uri).rstrip("/") == out.uri.rstrip("/") for uri in inputs):
+        raise OutputStateError(f"output {out.uri} holds annotation files being distilled: choose another output")
     fs.invalidate_cache(root)
     present = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
     if out.mode == "error_if_exists" and present:
@@ -97,12 +102,13 @@ def open_distill_output(cfg: DistillJob, cfg_digest: str, data_digest: str, forc
 
 
 def finished_card(cfg: DistillJob, state: RunState, cfg_digest: str) -> dict[str, Any] | None:
-    """The card of a finished artifact of this very config in the output (resume only), else None."""
+    """The card of a finished run of this very config in the output (resume only; the manifest, written
+    after the card, must be there too), else None."""
     if not state.resumed or state.forced:
         return None
     fs, root = state.fs, state.path
     path = f"{root}/{CARD_FILE}"
-    if not fs.exists(path):
+    if not (fs.exists(path) and fs.exists(f"{root}/{MANIFEST_FILE}")):
         return None
     card = read_json(fs, path)
     return card if card.get("config_digest") == cfg_digest else None
@@ -278,7 +284,8 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         "calibration_id": teacher.calibration_id,
     }
     cfg_digest = config_digest(cfg, extra=extra)
-    state = open_distill_output(cfg, cfg_digest, rows_digest(rows.table, ["path", "identity", "target"]), force)
+    data_digest = rows_digest(rows.table, ["path", "identity", "target"])
+    state = open_distill_output(cfg, cfg_digest, data_digest, force, tuple(rows.files))
     done = finished_card(cfg, state, cfg_digest)
     if done is not None:
         log.info("the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",
@@ -301,6 +308,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     trained = fit_student(
         settings, training_datasets(cfg, data), train_uri, cfg.output.storage_options,
         cfg.training.num_workers, cfg.training.use_gpu, cfg.training.keep_checkpoints, resumed_from,
+        cfg.training.cpus_per_worker,
     )
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
     student.set_target_scale(scaler.mean, scaler.std)

@@ -187,3 +187,10 @@ def test_output_modes(tmp_path):
     forced = open_distill_output(distill_cfg(tmp_path), "c2", "d1", True)
     assert forced.forced and not (out / TRAIN_FOLDER).exists()  # checkpoints of another config are dropped
     assert set(OUTPUTS) >= {"card.json", "weights.safetensors", "student.onnx", "split.parquet", "self_training"}
+
+
+def test_the_output_may_not_be_an_annotations_folder(tmp_path):
+    folder = annotations(tmp_path, "ann", [("/d/p/a.jpg", "p", st.OK, 1.0, "m@1", "c1")])
+    cfg = distill_cfg(tmp_path, output={"uri": folder})
+    with pytest.raises(OutputStateError, match="holds annotation files"):
+        open_distill_output(cfg, "c", "d", False, (f"{folder}/part-00000.parquet",))
