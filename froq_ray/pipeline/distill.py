@@ -310,6 +310,11 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         cfg.training.num_workers, cfg.training.use_gpu, cfg.training.keep_checkpoints, resumed_from,
         cfg.training.cpus_per_worker,
     )
+    last = trained.history[-1] if trained.history else {}
+    unreadable = int(last.get("train_rows_failed_decode", 0)) + int(last.get("validation_rows_failed_decode", 0))
+    if unreadable:
+        log.warning("%d row(s) could not be read or decoded in the last epoch and were left out of it "
+                    "(counted in the manifest)", unreadable)
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
     student.set_target_scale(scaler.mean, scaler.std)
     student.eval()
