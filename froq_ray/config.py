@@ -325,7 +325,17 @@ class StudentConfig(Section):
     input_size: int = Field(default=64, ge=32, le=512)
     """Square input side; the 112 crops are resized to it in the training workers."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Architecture options, e.g. ``width`` (tiny_cnn), ``head_hidden`` / ``init_weights`` (mobilefacenet_student)."""
+    """Architecture options, e.g. ``width`` (tiny_cnn), ``head_hidden`` / ``init_weights`` (mobilefacenet_student).
+    A relative ``init_weights`` path resolves against the current directory, like every other local path (the
+    training workers run elsewhere)."""
+
+    @field_validator("options")
+    @classmethod
+    def _absolute_init_weights(cls, value: dict[str, Any]) -> dict[str, Any]:
+        path = value.get("init_weights")
+        if isinstance(path, str) and path:
+            return {**value, "init_weights": resolve_local_path(path)}
+        return value
 
 
 class SelfTrainingConfig(Section):
@@ -633,6 +643,8 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "evaluate": {"storage_options"},
     "filter": {"storage_options"},
     "distill": {"storage_options"},
+    # how many CPUs a training worker reserves and how many checkpoints are kept do not change the student
+    "training": {"cpus_per_worker", "keep_checkpoints"},
 }
 
 

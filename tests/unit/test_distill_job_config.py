@@ -153,3 +153,18 @@ def test_validation_metrics_in_teacher_units():
     empty = validation_metrics(np.empty(0), np.empty(0))
     assert math.isnan(empty["validation_spearman"]) and math.isnan(empty["validation_mse"])
     assert empty["validation_rows"] == 0
+
+
+def test_relative_init_weights_resolve_against_the_current_directory(tmp_path, monkeypatch):
+    # the Ray Train workers run in another directory: a relative path must not reach them
+    monkeypatch.chdir(tmp_path)
+    options = {"init_weights": "models/mfn.pt", "head_hidden": 64}
+    cfg = config_from_dict(distill_data(student={"arch": "mobilefacenet_student", "options": options}))
+    assert cfg.student.options == {"init_weights": str(tmp_path / "models" / "mfn.pt"), "head_hidden": 64}
+
+
+def test_digest_ignores_worker_cpus_and_checkpoint_retention():
+    base = config_digest(config_from_dict(distill_data()))
+    same = distill_data(training={"cpus_per_worker": 2, "keep_checkpoints": 5})
+    assert config_digest(config_from_dict(same)) == base
+    assert config_digest(config_from_dict(distill_data(training={"epochs": 3}))) != base
