@@ -1,0 +1,134 @@
+"""Distillation accuracy report on LFW-dev (issue 8), from the outputs of benchmarks/distill_lfw.sh.
+
+Teacher: FROQ with MobileFaceNet and a folds 1-3 calibration; its annotations (quality + embedding) of all LFW-dev
+images and of the degraded folds 4-5 copy (benchmarks/make_degraded.py, the FROQ core report's copy). Students:
+trained by `froq distill` on folds 1-3 (clean + self-training degraded copies labelled by the same teacher),
+then run by `froq annotate --set scoring.mode=student` on folds 4-5, clean and degraded.
+
+Per split: Spearman and Pearson of each student with the teacher, and EDC FNMR(0) / pAUC@0.2 / pAUC@0.3 with
+recognition by the teacher's FR model (MobileFaceNet embeddings from the teacher's annotations), against random.
+
+Writes docs/accuracy-distill.md, docs/results/accuracy_distill.json and docs/edc-distill-lfw45-{clean,degraded}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from froq_ray.evaluation.plot import plot_edc
+from froq_ray.evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
+
+SPLITS = ("clean", "degraded")
+COLUMNS = ["method", "spearman", "pearson", "fnmr0", "pauc@0.2", "pauc@0.3"]
+
+
+def fold_identities(lfw: Path, folds: list[int]) -> set[str]:
+    from benchmarks.lfw_manifests import fold_identities as ids
+
+    return ids(lfw / "pairs.txt", lfw / "images", folds)
+
+
+def ok_rows(folder: Path, columns: list[str]) -> pd.DataFrame:
+    df = pd.read_parquet(folder, columns=["path", "status", *columns])
+    df = df[df["status"] == "ok"].drop(columns="status")
+    return df.set_index("path").sort_index()
+
+
+def split_frame(teacher: Path, students: dict[str, Path], keep_ids: set[str] | None) -> pd.DataFrame:
+    """Teacher rows (identity, quality, embedding) joined by path with each student's quality."""
+    df = ok_rows(teacher, ["identity", "quality", "embedding"]).rename(columns={"quality": "teacher"})
+    if keep_ids is not None:
+        df = df[df["identity"].isin(keep_ids)]
+    for name, folder in students.items():
+        q = ok_rows(folder, ["quality"])["quality"].rename(name)
+        missing = df.index.difference(q.index)
+        if len(missing):
+            raise SystemExit(f"{folder}: no ok student row for {len(missing)} teacher images, e.g. {missing[0]}")
+        df = df.join(q)
+    return df
+
+
+def evaluate(df: pd.DataFrame, students: list[str], png: Path, title: str, seed: int) -> pd.DataFrame:
+    emb = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    qualities = {"teacher FROQ": df["teacher"].to_numpy(np.float64)}
+    qualities |= {name: df[name].to_numpy(np.float64) for name in students}
+    qualities["random"] = np.random.default_rng(seed).random(len(df))
+    curves = compute_edc_curves(emb, df["identity"].to_numpy(object), qualities, limits=(0.2, 0.3))
+    plot_edc(curves, png, title=title)
+    table = results_table(curves)
+    teacher = pd.Series(qualities["teacher FROQ"])
+    table["spearman"] = [teacher.corr(pd.Series(qualities[m]), method="spearman") for m in table["method"]]
+    table["pearson"] = [teacher.corr(pd.Series(qualities[m]), method="pearson") for m in table["method"]]
+    return table
+
+
+def student_info(folder: Path) -> dict:
+    card = json.loads((folder / "card.json").read_text())
+    keep = ("arch", "input_size", "arch_options", "params", "flops", "target_column", "teacher", "training_data",
+            "loss", "epochs", "seed", "validation", "validation_metrics")
+    return {k: card[k] for k in keep if k in card}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lfw", default="../shared/data/lfw-dev")
+    ap.add_argument("--root", default=".bench/distill", help="distill_lfw.sh output root")
+    ap.add_argument("--students", default="tiny_cnn-64,mobilefacenet_student-64")
+    ap.add_argument("--docs", default="docs")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    lfw, root, docs = Path(args.lfw), Path(args.root), Path(args.docs)
+    names = args.students.split(",")
+    eval_ids = fold_identities(lfw, [4, 5])
+    report: dict = {"students": {n: student_info(root / n / "artifact") for n in names}, "splits": {}}
+    tables = {}
+    for split in SPLITS:
+        teacher = root / f"teacher-{split}"
+        df = split_frame(teacher, {n: root / n / f"ann-{split}" for n in names},
+                         eval_ids if split == "clean" else None)
+        png = docs / f"edc-distill-lfw45-{split}.png"
+        table = evaluate(df, names, png, f"EDC, LFW-dev folds 4-5 ({split}), MobileFaceNet, FMR 1e-3", args.seed)
+        tables[split] = table
+        report["splits"][split] = {"images": len(df), "identities": int(df["identity"].nunique()),
+                                   "table": json.loads(table.to_json(orient="records"))}
+        print(f"\n{split}: {len(df)} images\n{edc_markdown_table(table, columns=COLUMNS)}")
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    (docs / "results" / "accuracy_distill.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_markdown(docs / "accuracy-distill.md", report, tables)
+
+
+def targets(table: pd.DataFrame, name: str) -> str:
+    row = table.set_index("method").loc[name]
+    teacher = table.set_index("method").loc["teacher FROQ"]
+    gap = row["pauc@0.2"] - teacher["pauc@0.2"], row["pauc@0.3"] - teacher["pauc@0.3"]
+    ok = row["spearman"] >= 0.90 and max(abs(g) for g in gap) <= 0.02
+    return (f"`{name}`: Spearman {row['spearman']:.3f} (target >= 0.90), pAUC gap to the teacher "
+            f"{gap[0]:+.3f} @0.2 / {gap[1]:+.3f} @0.3 (target within 0.02): {'met' if ok else 'NOT met'}")
+
+
+def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> None:
+    lines = ["# Distilled students on LFW-dev (teacher: FROQ, MobileFaceNet)", "",
+             "Generated by `benchmarks/distill_report.py` from the outputs of `benchmarks/distill_lfw.sh`.", ""]
+    for name, info in report["students"].items():
+        lines.append(f"- `{name}`: {info.get('arch')} at {info.get('input_size')} px, {info.get('params', 0):,} "
+                     f"params, {info.get('flops', 0) / 1e6:,.1f} MFLOPs/image; card: "
+                     f"`{json.dumps({k: info[k] for k in ('training_data', 'loss', 'epochs') if k in info})}`")
+    lines += ["", ("Spearman / Pearson: with the teacher's quality on the same images. FNMR(0) at FMR 1e-3 (threshold "
+              "fixed before discarding), pAUC normalised (1.0 = random, lower is better), recognition by the "
+              "teacher's MobileFaceNet embeddings."), ""]
+    for split, table in tables.items():
+        info = report["splits"][split]
+        lines += [f"## Folds 4-5, {split} ({info['images']} images, {info['identities']} identities)", "",
+                  edc_markdown_table(table, columns=COLUMNS), f"EDC: `edc-distill-lfw45-{split}.png`.", ""]
+        if split == "degraded":
+            lines += [f"- {targets(table, n)}" for n in report["students"]] + [""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
