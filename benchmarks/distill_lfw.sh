@@ -7,7 +7,7 @@
 #      first student's run (the second student trains on the same rows and copies), identity-disjoint validation
 #      split, Ray Train;
 #   4. `froq annotate --set scoring.mode=student` of folds 4-5, clean and degraded.
-# Every step is a resumable froq run: re-running the script skips finished work. Outputs land in .bench/distill/.
+# Then: .venv/bin/python -m benchmarks.distill_report. Every step is a resumable froq run: re-running the script skips finished work. Outputs land in .bench/distill/.
 # Usage: benchmarks/distill_lfw.sh [EPOCHS]   (students: tiny_cnn at 64 px, mobilefacenet_student at 64 px)
 set -euo pipefail
 cd "$(dirname "$0")/.."

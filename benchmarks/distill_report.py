@@ -9,6 +9,9 @@ Per split: Spearman and Pearson of each student with the teacher, and EDC FNMR(0
 recognition by the teacher's FR model (MobileFaceNet embeddings from the teacher's annotations), against random.
 
 Writes docs/accuracy-distill.md, docs/results/accuracy_distill.json and docs/edc-distill-lfw45-{clean,degraded}.png.
+
+Run from the repository root as a module (it imports benchmarks.lfw_manifests):
+  .venv/bin/python -m benchmarks.distill_report
 """
 
 from __future__ import annotations

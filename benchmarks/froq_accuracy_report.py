@@ -10,6 +10,9 @@ checked against the live FroqScorer on a sample. Embeddings come from the same M
 
 Writes docs/accuracy-froq.md, docs/results/accuracy_froq.json, docs/edc-froq-lfw45-{clean,degraded}.png and the
 folds 1-3 calibration artifact docs/results/mobilefacenet-lfw-folds123.calibration.json.
+
+Run from the repository root as a module (it imports benchmarks.lfw_manifests):
+  .venv/bin/python -m benchmarks.froq_accuracy_report
 """
 
 from __future__ import annotations
