@@ -13,8 +13,7 @@ import pyarrow as pa
 from .. import status as st
 from ..config import CalibrateJob
 from ..quality.artifact import CalibrationSetDigest
-from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, probe_call_counts
-from ..quality.observer import candidate_layers
+from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
 from ..quality.perturbations import PerturbationSettings
 from ..storage.fs import join_uri, open_fs
 from ..storage.manifest import write_manifest
@@ -64,8 +63,7 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     listing, model = load_job_inputs(cfg)
-    calls = probe_call_counts(model, candidate_layers(model.network))
-    layers = [name for name, n in calls.items() if n > 0]  # modules a forward pass never calls have no norm
+    layers, calls = calibration_layers(model)
     layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
     extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
     in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
@@ -98,7 +96,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         cfg.calibration.top_n,
         digest.result(),
         cfg.scoring.precision,
-        {n: calls[n] for n in layers},
+        calls,
     )
     artifact_uri = join_uri(cfg.output.uri, ARTIFACT_FILE)
     write_artifact(artifact, artifact_uri, cfg.output.storage_options)
@@ -118,6 +116,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "best_rho": artifact.best_rho,
         "images_used": len(paths),
         "candidate_layers": len(layers),
+        "layer_norms_columns": layers,
     }
     write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
     for line in summary_lines(manifest, result.quality):

@@ -190,6 +190,15 @@ def probe_call_counts(model: LoadedModel, layer_names: Sequence[str], device: to
     return {name: counts.get(name, 0) for name in layer_names}
 
 
+def calibration_layers(model: LoadedModel) -> tuple[list[str], dict[str, int]]:
+    """The candidate layers of a calibration in network order (= the column order of ``layer_norms``; the
+    calibrate job writes the artifact JSON with sorted keys, so its ``candidate_layers`` come back sorted) and their call counts: every module that one forward
+    pass calls (a module never called has no norm)."""
+    calls = probe_call_counts(model, candidate_layers(model.network))
+    layers = [name for name, n in calls.items() if n > 0]
+    return layers, {name: calls[name] for name in layers}
+
+
 # ---------------------------------------------------------------------------------------------- artifact
 def build_artifact(
     model: LoadedModel,

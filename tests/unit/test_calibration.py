@@ -10,10 +10,13 @@ import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
 
+from froq_ray.pipeline.artifacts import write_artifact
+from froq_ray.quality.artifact import load_artifact
 from froq_ray.quality.calibration import (
     NORMS_KEY,
     average_ranks,
     calibrate,
+    calibration_layers,
     greedy_selection,
     layer_utilities,
     observe_calibration_batch,
@@ -185,3 +188,15 @@ def test_calibrate_with_image_ids_digests_the_ids(model):
     assert reordered.calibration_set.digest == artifact.calibration_set.digest
     with pytest.raises(ValueError, match="image ids"):
         calibrate(model, [crops], SETTINGS, top_n=3, image_ids=ids[:4])
+
+
+def test_calibration_layers_are_in_network_order_unlike_the_artifact_keys(model, tmp_path):
+    # layer_norms columns follow calibration_layers(); the job's artifact JSON has sorted keys,
+    # so code that indexes layer_norms must use calibration_layers(), never artifact.candidate_layers
+    layers, calls = calibration_layers(model)
+    called = [name for name in candidate_layers(model.network) if name in calls]
+    assert layers == called and all(calls[name] >= 1 for name in layers)
+    artifact = calibrate(model, [random_crops(12, 16, seed=3)], SETTINGS, top_n=3)
+    path = tmp_path / "a.json"
+    write_artifact(artifact, str(path))  # what `froq calibrate` does: JSON with sorted keys
+    assert load_artifact(path).candidate_layers == sorted(layers) != layers
