@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from ..imaging.contract import InputContract
 from ..imaging.prepare import ModelInputTransform
-from ..models.base import ModelLoadError, freeze, load_state_strict
+from ..models.base import ModelLoadError, freeze, load_state_strict, sha256_file
 from ..storage.fs import is_local_fs, open_fs, parent_uri, to_uri, write_bytes_atomic
 from .cost import count_flops, count_params
 from .export import ONNX_OPSET, check_onnx, export_onnx
@@ -58,11 +58,6 @@ class StudentArtifactError(ValueError):
 # ------------------------------------------------------------------------------------------------ save
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_path(path: str) -> str:
-    with open(path, "rb") as f:
-        return _sha256_bytes(f.read())
 
 
 def _json_ready(value: Any) -> Any:
@@ -101,8 +96,8 @@ def _write_files(folder: str, network: StudentNetwork, samples: torch.Tensor, to
             f"ONNX export of student {network.arch!r} differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})"
         )
     return {
-        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256_path(weights_path)},
-        "onnx": {"file": ONNX_FILE, "sha256": _sha256_path(onnx_path), "opset": ONNX_OPSET,
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights_path)},
+        "onnx": {"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "opset": ONNX_OPSET,
                  "max_abs_diff_vs_pytorch": diff},
     }
 

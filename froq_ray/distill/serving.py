@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..models.base import LoadedModel
-from ..quality.observer import network_input
+from ..quality.observer import iter_chunks, network_input
 from .artifact import load_student_artifact
 
 FAMILY = "student"
@@ -48,8 +48,8 @@ def student_quality(model: LoadedModel, device: str, batch_size: int):
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
         parts = []
         with torch.inference_mode():
-            for start in range(0, len(pixels), batch_size):
-                x = network_input(pixels[start : start + batch_size], transform, target)
+            for rows in iter_chunks(len(pixels), batch_size):
+                x = network_input(pixels[rows], transform, target)
                 parts.append(network(x).float().cpu().numpy())
         quality = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
         return {"quality": quality.astype(np.float32)}

@@ -59,12 +59,12 @@ def decoded_dataset(
     # one input block per Ray batch: results stream back (and progress is logged) batch by batch
     blocks = [rows.iloc[i : i + ray_batch_size] for i in range(0, max(len(rows), 1), ray_batch_size)]
     ds = ray.data.from_pandas(blocks)
-    fn, kwargs = (read_decode_keeping, {"cfg": decode, "keep": tuple(keep)}) if keep else (
-        read_and_decode,
-        {"cfg": decode},
-    )
     return ds.map_batches(
-        fn, fn_kwargs=kwargs, batch_size=ray_batch_size, batch_format="numpy", num_cpus=decode.num_cpus
+        read_decode_keeping,
+        fn_kwargs={"cfg": decode, "keep": tuple(keep)},
+        batch_size=ray_batch_size,
+        batch_format="numpy",
+        num_cpus=decode.num_cpus,
     )
 
 
