@@ -8,7 +8,8 @@
 #      split, Ray Train;
 #   4. `froq annotate --set scoring.mode=student` of folds 4-5, clean and degraded.
 # Then: .venv/bin/python -m benchmarks.distill_report. Every step is a resumable froq run: re-running the script skips finished work. Outputs land in .bench/distill/.
-# Usage: benchmarks/distill_lfw.sh [EPOCHS]   (students: tiny_cnn at 64 px, mobilefacenet_student at 64 px)
+# Usage: benchmarks/distill_lfw.sh [EPOCHS]   (students: tiny_cnn at 64 px, mobilefacenet_student at 64 px with
+# EPOCHS epochs; mobilefacenet_student at 112 px with the energy head: 4 epochs at lr 5e-4, its trunk starting from the teacher's weights)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FROQ=.venv/bin/froq
@@ -45,18 +46,22 @@ print(f"{root}/teacher-folds123.parquet: {table.num_rows} rows of {len(set(table
 PY
 
 # 3.-4. students
-student() {  # name, then froq distill arguments
+student() {  # name, then froq distill arguments (they win over the defaults here)
   local name=$1; shift
-  /usr/bin/time -v -o "$R/$name.time" $FROQ distill --config configs/distill.yaml \
-    --set "distill.annotations=[$R/teacher-folds123.parquet]" $TEACHER "$@" \
-    --set self_training.fraction=1.0 --set training.epochs="$EPOCHS" $RES --output "$R/$name/artifact" \
-    2>&1 | tee "$R/$name.log" | grep -E "froq_ray|Error|error" || true
+  if [ -f "$R/$name/artifact/card.json" ]; then  # trained: keep the first run's timing and log
+    echo "$name: already trained ($R/$name/artifact/card.json)"
+  else
+    /usr/bin/time -v -o "$R/$name.time" $FROQ distill --config configs/distill.yaml \
+      --set "distill.annotations=[$R/teacher-folds123.parquet]" $TEACHER \
+      --set self_training.fraction=1.0 --set training.epochs="$EPOCHS" $RES "$@" --output "$R/$name/artifact" \
+      2>&1 | tee "$R/$name.log" | grep -E "froq_ray|Error|error" || true
+  fi
   grep -E "Elapsed|Maximum resident" "$R/$name.time"
   for split in clean degraded; do
     local input=.bench/lfw-folds45.csv
     [ $split = degraded ] && input=.bench/lfw-degraded-folds45.csv
     $FROQ annotate --input "$input" --set input.identity_column=identity --set scoring.mode=student \
-      --set scoring.student_artifact="$R/$name/artifact" $RES --output "$R/$name/ann-$split" | grep summary
+      --set scoring.student_artifact="$R/$name/artifact" $RES --output "$R/$name/ann-$split" | grep -E "summary|nothing to do"
   done
 }
 student tiny_cnn-64 --set student.arch=tiny_cnn --set student.input_size=64 --set "student.options={width: 16}"
@@ -64,3 +69,10 @@ student tiny_cnn-64 --set student.arch=tiny_cnn --set student.input_size=64 --se
 student mobilefacenet_student-64 --set student.arch=mobilefacenet_student --set student.input_size=64 \
   --set "student.options={init_weights: $MFN}" --set self_training.enabled=false \
   --set "distill.annotations=[$R/teacher-folds123.parquet,$R/tiny_cnn-64/artifact/self_training]"
+# the same data at 112 px with the energy head (the log norms of every trunk stage also enter the head): the trunk
+# starts as the teacher's own (same input size), so a lower learning rate keeps it; the crops are decoded once
+# (training.cache_decoded: auto), so the training worker may take both CPUs
+student mobilefacenet_student-112-energy --set student.arch=mobilefacenet_student --set student.input_size=112 \
+  --set "student.options={init_weights: $MFN, head: energy}" --set self_training.enabled=false \
+  --set "distill.annotations=[$R/teacher-folds123.parquet,$R/tiny_cnn-64/artifact/self_training]" \
+  --set training.epochs=4 --set training.lr=0.0005 --set training.cpus_per_worker=2

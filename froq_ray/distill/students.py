@@ -14,6 +14,9 @@ Architectures (``STUDENT_ARCHS``):
 * ``mobilefacenet_student``: the MobileFaceNet trunk (``conv1``, ``dw_conv``, ``features``, ``conv2``, built
   from :mod:`froq_ray.models.mobilefacenet`'s blocks, same module names) and a global depthwise conv over the
   final map (7x7 at input 112, 4x4 at 64), then a small MLP (option ``head_hidden``, default 128) to one value.
+  Option ``head``: ``mlp`` (default) feeds the MLP the 512 pooled features; ``energy`` also feeds it the log L2
+  norm of every trunk stage's output map and of the pooled vector (the quantity FROQ reads from its layers),
+  through a BatchNorm (the norms and features live on different scales).
   Option ``init_weights`` (path of the shipped MobileFaceNet state dict) copies every tensor whose name and
   shape match; which were copied and which were skipped is kept in ``network.init_report`` and logged.
 """
@@ -130,7 +133,7 @@ class MobileFaceNetStudent(StudentNetwork):
 
     arch = "mobilefacenet_student"
 
-    def __init__(self, input_size: int, options: dict[str, Any], head_hidden: int) -> None:
+    def __init__(self, input_size: int, options: dict[str, Any], head_hidden: int, head: str) -> None:
         super().__init__(input_size, options)
         self.conv1 = conv_bn_relu6(3, 64, 3, 2)
         self.dw_conv = DepthwiseSeparableConv(64)
@@ -138,19 +141,43 @@ class MobileFaceNetStudent(StudentNetwork):
         self.features = features
         self.conv2 = conv_bn_relu6(feat_ch, 512, 1, 1)
         self.gdconv = GlobalDepthwiseConv(512, kernel=final_map_size(input_size))
-        self.head = nn.Sequential(nn.Linear(512, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, 1))
+        self.energy = head == "energy"
+        inputs = 512
+        if self.energy:
+            inputs += len(features) + 4  # conv1, dw_conv, every block, conv2, the pooled vector
+            self.energy_norm = nn.BatchNorm1d(inputs)
+        self.head = nn.Sequential(nn.Linear(inputs, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, 1))
 
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.dw_conv(self.conv1(x)))
-        x = torch.flatten(self.gdconv(self.conv2(x)), 1)
-        return self.head(x).flatten()
+        if not self.energy:
+            x = self.features(self.dw_conv(self.conv1(x)))
+            x = torch.flatten(self.gdconv(self.conv2(x)), 1)
+            return self.head(x).flatten()
+        x = self.conv1(x)
+        norms = [log_l2_norm(x)]
+        x = self.dw_conv(x)
+        norms.append(log_l2_norm(x))
+        for block in self.features:
+            x = block(x)
+            norms.append(log_l2_norm(x))
+        x = self.conv2(x)
+        norms.append(log_l2_norm(x))
+        pooled = torch.flatten(self.gdconv(x), 1)
+        norms.append(log_l2_norm(pooled))
+        return self.head(self.energy_norm(torch.cat([*norms, pooled], dim=1))).flatten()
+
+
+def log_l2_norm(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1): log of each sample's L2 norm over all its activations (eps keeps an all-zero map finite)."""
+    return 0.5 * torch.log(x.pow(2).flatten(1).sum(dim=1, keepdim=True) + 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- options
 ARCH_OPTIONS: dict[str, dict[str, Any]] = {
     "tiny_cnn": {"width": 16},
-    "mobilefacenet_student": {"head_hidden": 128, "init_weights": None},
+    "mobilefacenet_student": {"head_hidden": 128, "init_weights": None, "head": "mlp"},
 }
+MOBILEFACENET_HEADS = ("mlp", "energy")
 MAX_WIDTH = 256
 
 
@@ -196,7 +223,10 @@ def build_student(arch: str, input_size: int, options: dict[str, Any] | None = N
         width = _positive_int(arch, "width", merged["width"], MAX_WIDTH)
         return TinyCNN(input_size, recorded, width=width)
     head_hidden = _positive_int(arch, "head_hidden", merged["head_hidden"], 4096)
-    network = MobileFaceNetStudent(input_size, recorded, head_hidden=head_hidden)
+    if merged["head"] not in MOBILEFACENET_HEADS:
+        raise ValueError(f"student {arch!r}: option 'head' must be one of {list(MOBILEFACENET_HEADS)}, "
+                         f"got {merged['head']!r}")
+    network = MobileFaceNetStudent(input_size, recorded, head_hidden=head_hidden, head=merged["head"])
     init_weights = merged["init_weights"]
     if init_weights is not None:
         if not isinstance(init_weights, str) or not init_weights:

@@ -165,8 +165,29 @@ def gather_training_data(cfg: DistillJob, rows: AnnotationRows, teacher: Teacher
     return data
 
 
+CACHE_SHARE_OF_OBJECT_STORE = 0.25  # training.cache_decoded: auto caches when the crops fit in this share
+
+
+def decoded_bytes(rows: int, source_size: int) -> int:
+    """Object-store bytes of ``rows`` decoded uint8 RGB crops of side ``source_size``."""
+    return rows * source_size * source_size * 3
+
+
+def should_cache_decoded(setting: bool | str, crop_bytes: int, object_store_bytes: float) -> bool:
+    """``training.cache_decoded``: an explicit bool wins; ``auto`` caches what fits the share of the store."""
+    if isinstance(setting, bool):
+        return setting
+    return crop_bytes <= CACHE_SHARE_OF_OBJECT_STORE * object_store_bytes
+
+
 def training_datasets(cfg: DistillJob, data: TrainingData) -> dict[str, Any]:
-    """Ray datasets of decoded crops + target: the training rows in a seeded order, validation by path."""
+    """Ray datasets of decoded crops + target: the training rows in a seeded order, validation by path.
+
+    With ``training.cache_decoded`` they are materialised (decoded once, kept in the object store) before the
+    trainer starts; otherwise every epoch reads and decodes again, streaming.
+    """
+    import ray
+
     decode = DecodeStageConfig(
         storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
     )
@@ -176,6 +197,16 @@ def training_datasets(cfg: DistillJob, data: TrainingData) -> dict[str, Any]:
         rows = pd.DataFrame({"row": np.arange(len(frame)), "path": frame["path"].to_numpy(dtype=object),
                              "target": frame["target"].to_numpy(dtype=np.float64)})
         out[name] = decoded_dataset(rows, decode, cfg.resources.ray_batch_size, keep=("target",))
+    crop_bytes = decoded_bytes(len(data.train) + len(data.validation), decode.crop_size)
+    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    if should_cache_decoded(cfg.training.cache_decoded, crop_bytes, store):
+        started = time.perf_counter()
+        out = {name: dataset.materialize() for name, dataset in out.items()}
+        log.info("decoded %d training + %d validation crops once (%.0f MiB in the object store) in %.1f s",
+                 len(data.train), len(data.validation), crop_bytes / 2**20, time.perf_counter() - started)
+    else:
+        log.info("training crops are decoded every epoch (cache_decoded=%s; %.0f MiB decoded, object store "
+                 "%.0f MiB)", cfg.training.cache_decoded, crop_bytes / 2**20, store / 2**20)
     return out
 
 

@@ -106,9 +106,12 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     n_ok = int((ann["status"] == st.OK).sum())
     assert n_ok == IDENTITIES * PER_IDENTITY
 
-    # an interrupted run: its driver (joined to the test cluster) is killed once epoch 0's checkpoint is recorded
+    # an interrupted run: its driver (joined to the test cluster) is killed once epoch 0's checkpoint is recorded.
+    # It decodes the crops every epoch (streaming); the uninterrupted run below decodes them once (cache_decoded:
+    # auto caches this small set): the final weights must not depend on either.
     address = __import__("ray").get_runtime_context().gcs_address
-    killed_cfg = distill_config(root, mobilefacenet_pt, "killed", resources={"ray_address": address})
+    killed_cfg = distill_config(root, mobilefacenet_pt, "killed", resources={"ray_address": address},
+                                training={"cache_decoded": False})
     config = write_config(root, "killed", killed_cfg)
     proc = subprocess.Popen([sys.executable, "-m", "froq_ray.cli", "distill", "--config", str(config)],
                             env=env_with_repo_on_path(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -124,7 +127,9 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert not (root / "killed" / "card.json").exists()
 
     # the same config, uninterrupted
+    capsys.readouterr()
     assert run_job("distill", write_config(root, "full", distill_config(root, mobilefacenet_pt, "full"))) == 0
+    assert "validation crops once" in capsys.readouterr().out
     out = root / "full"
     manifest = json.loads((out / "_manifest.json").read_text())
     counts = manifest["counts_by_status"]
@@ -183,6 +188,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
 
     # resume the killed run: it continues after epoch 0 and ends with exactly the uninterrupted weights
     assert run_job("distill", config) == 0
+    assert "training crops are decoded every epoch (cache_decoded=False" in capsys.readouterr().out
     resumed = json.loads((root / "killed" / "card.json").read_text())
     assert resumed["training"]["resumed_from_epoch"] == 0
     a, b = load_file(out / "weights.safetensors"), load_file(root / "killed" / "weights.safetensors")

@@ -30,16 +30,20 @@ from tests.tiny_models import hand_artifact, tiny_fr_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 OPTIONS = {"tiny_cnn": {"width": 4}, "mobilefacenet_student": {"head_hidden": 8}}
-CASES = [("tiny_cnn", 64), ("tiny_cnn", 112), ("mobilefacenet_student", 64), ("mobilefacenet_student", 112)]
+CASES = [("tiny_cnn", 64), ("tiny_cnn", 112), ("mobilefacenet_student", 64), ("mobilefacenet_student", 112),
+         ("mobilefacenet_student", 112, "energy")]  # a third item: the mobilefacenet_student head
 
 
-def _student(arch: str, size: int, seed: int = 0):
+def _student(arch: str, size: int, seed: int = 0, head: str | None = None):
     torch.manual_seed(seed)
-    network = build_student(arch, size, OPTIONS[arch])
+    network = build_student(arch, size, {**OPTIONS[arch], **({"head": head} if head else {})})
     # move the BatchNorm statistics away from identity so the check exercises them
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+        if isinstance(module, torch.nn.BatchNorm1d):  # the energy head's: norms are ~log(100), not ~0
+            module.running_mean.uniform_(2.0, 6.0)
             module.running_var.uniform_(0.5, 1.5)
     network.set_target_scale(0.31, 0.07)
     return network
@@ -49,14 +53,15 @@ def _student(arch: str, size: int, seed: int = 0):
 def saved(tmp_path_factory, one_torch_thread):
     """Every (arch, size) saved once: {case: (folder, network, card)}."""
     out = {}
-    for arch, size in CASES:
-        folder = tmp_path_factory.mktemp(f"{arch}-{size}")
-        network = _student(arch, size)
+    for case in CASES:
+        arch, size = case[:2]
+        folder = tmp_path_factory.mktemp("-".join(map(str, case)))
+        network = _student(*case[:2], head=case[2] if len(case) > 2 else None)
         samples = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(5))
         card = save_student_artifact(str(folder), network, {"teacher": {"model_id": "mobilefacenet@abc"},
                                                             "metrics": {"spearman": np.float32(0.5)}},
                                      check_samples=samples)
-        out[(arch, size)] = (folder, network, card)
+        out[case] = (folder, network, card)
     return out
 
 
@@ -79,10 +84,10 @@ def _edit_card(folder: Path, **changes) -> None:
 
 
 # ----------------------------------------------------------------------------------------- round trip
-@pytest.mark.parametrize("case", CASES, ids=[f"{a}-{s}" for a, s in CASES])
+@pytest.mark.parametrize("case", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_round_trip_pytorch_and_onnx(saved, case):
     folder, network, card = saved[case]
-    arch, size = case
+    arch, size = case[:2]
     assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, ONNX_FILE, WEIGHTS_FILE])
     assert card == json.loads((folder / CARD_FILE).read_text())
     assert card["weights"] == {"file": WEIGHTS_FILE, "sha256": _sha(folder / WEIGHTS_FILE)}

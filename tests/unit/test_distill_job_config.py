@@ -20,6 +20,7 @@ from froq_ray.config import (
 from froq_ray.distill import losses, students
 from froq_ray.distill.trainer import cosine_lr, load_optimizer, save_optimizer, validation_metrics
 from froq_ray.imaging.degrade import ALL_KINDS
+from froq_ray.pipeline.distill import decoded_bytes, should_cache_decoded
 from froq_ray.storage.schema import PSEUDO_LABEL_COLUMNS
 
 
@@ -163,8 +164,25 @@ def test_relative_init_weights_resolve_against_the_current_directory(tmp_path, m
     assert cfg.student.options == {"init_weights": str(tmp_path / "models" / "mfn.pt"), "head_hidden": 64}
 
 
-def test_digest_ignores_worker_cpus_and_checkpoint_retention():
+def test_digest_ignores_worker_cpus_checkpoint_retention_and_the_decode_cache():
     base = config_digest(config_from_dict(distill_data()))
-    same = distill_data(training={"cpus_per_worker": 2, "keep_checkpoints": 5})
+    same = distill_data(training={"cpus_per_worker": 2, "keep_checkpoints": 5, "cache_decoded": False})
     assert config_digest(config_from_dict(same)) == base
     assert config_digest(config_from_dict(distill_data(training={"epochs": 3}))) != base
+
+
+def test_cache_decoded_takes_a_bool_or_auto_and_names_the_key_otherwise():
+    assert config_from_dict(distill_data()).training.cache_decoded == "auto"
+    assert config_from_dict(distill_data(training={"cache_decoded": False})).training.cache_decoded is False
+    with pytest.raises(ConfigError, match="training.cache_decoded"):
+        config_from_dict(distill_data(training={"cache_decoded": "sometimes"}))
+
+
+def test_auto_caches_decoded_crops_only_when_they_fit_a_quarter_of_the_object_store():
+    crops = decoded_bytes(1000, 112)
+    assert crops == 1000 * 112 * 112 * 3
+    assert should_cache_decoded("auto", crops, object_store_bytes=4 * crops)
+    assert not should_cache_decoded("auto", crops, object_store_bytes=4 * crops - 1)
+    assert not should_cache_decoded("auto", crops, object_store_bytes=0)  # no store known: stream
+    assert should_cache_decoded(True, crops, object_store_bytes=0)
+    assert not should_cache_decoded(False, 1, object_store_bytes=1e12)

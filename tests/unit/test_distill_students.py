@@ -69,6 +69,7 @@ def test_contract_and_final_map():
         ("tiny_cnn", 64, {"width": True}, ["'width'"]),
         ("mobilefacenet_student", 64, {"width_mult": 0.5}, ["'width_mult'", "head_hidden", "init_weights"]),
         ("mobilefacenet_student", 64, {"init_weights": ""}, ["'init_weights'"]),
+        ("mobilefacenet_student", 64, {"head": "attention"}, ["'head'", "'mlp'", "'energy'", "'attention'"]),
         ("mobilefacenet_student", 64, {"init_weights": "/nonexistent/mfn.pt"}, ["init_weights", "not found"]),
         ("tiny_cnn", 16, None, ["input_size 16", "64 or 112"]),
         ("mobilefacenet_student", 1024, None, ["input_size 1024"]),
@@ -136,3 +137,27 @@ def test_init_weights_from_an_unrelated_checkpoint_fails(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(ValueError, match="no tensor .* matches the student"):
         build_student("mobilefacenet_student", 64, {"init_weights": str(path)})
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_energy_head_reads_the_log_norm_of_every_trunk_stage(size):
+    network = _seeded("mobilefacenet_student", size, options={"head_hidden": 8, "head": "energy"}).eval()
+    seen = {}
+    network.energy_norm.register_forward_hook(lambda module, args, out: seen.update(inputs=args[0]))
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        assert network(x).shape == (3,)
+        stages = [network.conv1(x)]
+        stages.append(network.dw_conv(stages[-1]))
+        for block in network.features:
+            stages.append(block(stages[-1]))
+        stages.append(network.conv2(stages[-1]))
+        pooled = torch.flatten(network.gdconv(stages[-1]), 1)
+    squares = torch.stack([t.flatten(1).pow(2).sum(dim=1) for t in [*stages, pooled]], dim=1)
+    inputs = seen["inputs"]
+    assert inputs.shape == (3, len(network.features) + 4 + 512)
+    # log L2 norm, with an epsilon of 1e-6 on the squared norm (a fresh network's late maps are tiny)
+    assert torch.allclose(inputs[:, : squares.shape[1]], 0.5 * (squares + 1e-6).log(), atol=1e-4)
+    assert torch.equal(inputs[:, squares.shape[1]:], pooled)
+    plain = _seeded("mobilefacenet_student", size)  # the default head: the pooled features only
+    assert plain.head[0].in_features == 512 and not hasattr(plain, "energy_norm")
