@@ -9,7 +9,8 @@
 #   4. `froq annotate --set scoring.mode=student` of folds 4-5, clean and degraded.
 # Then: .venv/bin/python -m benchmarks.distill_report. Every step is a resumable froq run: re-running the script skips finished work. Outputs land in .bench/distill/.
 # Usage: benchmarks/distill_lfw.sh [EPOCHS]   (students: tiny_cnn at 64 px, mobilefacenet_student at 64 px with
-# EPOCHS epochs; mobilefacenet_student at 112 px with the energy head: 4 epochs at lr 5e-4, its trunk starting from the teacher's weights)
+# EPOCHS epochs; mobilefacenet_student at 112 px with the energy head: 4 epochs at lr 5e-4, its trunk starting from the
+# teacher's weights; mobilefacenet_student at 64 px with the energy head, EPOCHS epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FROQ=.venv/bin/froq
@@ -76,3 +77,8 @@ student mobilefacenet_student-112-energy --set student.arch=mobilefacenet_studen
   --set "student.options={init_weights: $MFN, head: energy}" --set self_training.enabled=false \
   --set "distill.annotations=[$R/teacher-folds123.parquet,$R/tiny_cnn-64/artifact/self_training]" \
   --set training.epochs=4 --set training.lr=0.0005 --set training.cpus_per_worker=2
+# the energy head at 64 px (a third of the teacher's FLOPs), with the 64 px student's settings otherwise
+student mobilefacenet_student-64-energy --set student.arch=mobilefacenet_student --set student.input_size=64 \
+  --set "student.options={init_weights: $MFN, head: energy}" --set self_training.enabled=false \
+  --set "distill.annotations=[$R/teacher-folds123.parquet,$R/tiny_cnn-64/artifact/self_training]" \
+  --set training.cpus_per_worker=2

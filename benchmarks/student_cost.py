@@ -63,7 +63,9 @@ def students(specs: list[str], artifacts: list[str], crops: torch.Tensor) -> lis
     rows = []
     for uri in artifacts:
         student = load_student_artifact(uri)
-        rows.append(student_row(f"student {student.arch}@{student.network.input_size} ({Path(uri).name})",
+        folder = Path(uri.rstrip("/"))
+        label = folder.parent.name if folder.name == "artifact" else folder.name  # distill_lfw.sh: <run>/artifact
+        rows.append(student_row(f"student {student.arch}@{student.network.input_size} ({label})",
                                 student.network, crops))
     for spec in specs:
         arch, size, *opts = spec.split(":")
