@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from froq_ray.distill.artifact import load_student_artifact
+from froq_ray.distill.serving import student_runner
 from froq_ray.distill.cost import count_flops, count_params, cpu_images_per_second
 from froq_ray.distill.students import build_student
 from froq_ray.models import load_model
@@ -51,12 +52,12 @@ class Row:
 
 
 def student_row(name: str, network, crops: torch.Tensor) -> Row:
+    """Timed as annotate runs it (froq_ray.distill.serving: memory_format auto, like the teacher FROQ row)."""
     from froq_ray.imaging.prepare import ModelInputTransform
 
-    network.eval()
-    transform = ModelInputTransform(network.contract, crops.shape[1])
-    return Row(name, count_params(network), count_flops(network, network.input_size),
-               lambda b: network(network_input(b, transform, torch.device("cpu"))), crops)
+    params, flops = count_params(network), count_flops(network, network.input_size)
+    run = student_runner(network, ModelInputTransform(network.contract, crops.shape[1]), "cpu", len(crops))
+    return Row(name, params, flops, lambda b: run(b.numpy()), crops)
 
 
 def students(specs: list[str], artifacts: list[str], crops: torch.Tensor) -> list[Row]:

@@ -39,17 +39,32 @@ def student_as_model(uri: str, storage_options: dict[str, Any] | None = None) ->
     )
 
 
-def student_quality(model: LoadedModel, device: str, batch_size: int):
+def student_quality(model: LoadedModel, device: str, batch_size: int, memory_format: str = "auto"):
     """A callable: uint8 crops (N, H, W, 3) -> ``{"quality": float32 (N,)}`` from the student network."""
-    transform = model.input_transform().to(device)
-    network = model.network.to(device).eval()
+    return student_runner(model.network, model.input_transform(), device, batch_size, memory_format)
+
+
+def student_runner(network: torch.nn.Module, transform: torch.nn.Module, device: str, batch_size: int,
+                   memory_format: str = "auto"):
+    """:func:`student_quality` for a bare network and its input transform (the cost benchmark's entry).
+
+    ``memory_format`` as for the teacher (``scoring.memory_format``): ``auto`` runs channels_last when a check
+    batch gives the same output as NCHW, so students and teacher are timed and served alike.
+    """
+    from ..quality.scorer import apply_memory_format, resolve_memory_format, to_memory_format
+
+    transform = transform.to(device)
+    network = network.to(device).eval()
     target = torch.device(device)
+    size = transform.contract.size
+    sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(target)
+    fmt = apply_memory_format(network, resolve_memory_format(memory_format, target), sample)
 
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
         parts = []
         with torch.inference_mode():
             for rows in iter_chunks(len(pixels), batch_size):
-                x = network_input(pixels[rows], transform, target)
+                x = to_memory_format(network_input(pixels[rows], transform, target), fmt)
                 parts.append(network(x).float().cpu().numpy())
         quality = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
         return {"quality": quality.astype(np.float32)}

@@ -150,7 +150,7 @@ class ScoringStage:
         if cfg.mode == "student":
             from ..distill.serving import student_quality
 
-            return student_quality(self.model, self.device, cfg.model_batch_size)
+            return student_quality(self.model, self.device, cfg.model_batch_size, cfg.memory_format)
         if cfg.mode == "froq":
             from ..quality.artifact import CalibrationArtifact
             from ..quality.scorer import FroqScorer

@@ -3,6 +3,7 @@ artifacts (each message checked)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -25,7 +26,9 @@ from froq_ray.distill.artifact import (
     save_student_artifact,
 )
 from froq_ray.distill.cost import count_flops, count_params
+from froq_ray.distill.serving import student_runner
 from froq_ray.distill.students import build_student, student_contract
+from froq_ray.imaging.prepare import ModelInputTransform
 from tests.tiny_models import hand_artifact, tiny_fr_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -246,3 +249,17 @@ def test_a_calibration_artifact_is_not_a_student(tmp_path):
     with pytest.raises(StudentArtifactError, match=r"calibration\.json: not a student artifact card: format is None, "
                                                   r"expected 'froq_ray\.student' \(this is a FROQ calibration artifact\)"):
         load_student_artifact(str(path))
+
+
+@pytest.mark.parametrize("case", [("tiny_cnn", 64), ("mobilefacenet_student", 112, "energy")], ids=str)
+def test_served_students_run_channels_last_with_the_nchw_result(saved, case):
+    _, network, _ = saved[case]
+    crops = np.random.default_rng(3).integers(0, 256, size=(3, 112, 112, 3), dtype=np.uint8)
+    transform = ModelInputTransform(network.contract)
+    nchw = student_runner(copy.deepcopy(network), transform, "cpu", 2, "contiguous")(crops)["quality"]
+    served = copy.deepcopy(network)
+    auto = student_runner(served, transform, "cpu", 2, "auto")(crops)["quality"]
+    conv = next(p for p in served.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # auto kept channels_last: it matched
+    assert auto.dtype == np.float32 and auto.shape == (3,)
+    np.testing.assert_allclose(auto, nchw, rtol=1e-5, atol=1e-5)
