@@ -52,9 +52,9 @@ def fold_identities(lfw: Path, folds: list[int]) -> set[str]:
     return ids(lfw / "pairs.txt", lfw / "images", folds)
 
 
-def select_layers(model, full_artifact, calib: pd.DataFrame):
-    # the layer_norms columns are in network order (what `froq calibrate` observed), the artifact's keys sorted
-    layers, calls = calibration_layers(model)
+def select_layers(model, full_artifact, calib: pd.DataFrame, layers: list[str], calls: dict[str, int]):
+    """Re-select on ``calib``; ``layers``/``calls`` from ``calibration_layers(model)``: the layer_norms columns are
+    in network order (what `froq calibrate` observed), the artifact's keys sorted."""
     assert set(layers) == set(full_artifact.candidate_layers), "the calibrate run observed other layers"
     observations = {NORMS_KEY: np.stack(calib[NORMS_KEY].to_numpy()).astype(np.float32),
                     PSEUDO_LABEL_KEY: calib[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
@@ -86,11 +86,11 @@ def froq_from_norms(df: pd.DataFrame, artifact, layers: list[str]) -> np.ndarray
     return norms[:, index].mean(axis=1)
 
 
-def evaluate_split(name: str, df: pd.DataFrame, model, artifact, out_png: Path, seed: int
+def evaluate_split(name: str, df: pd.DataFrame, model, artifact, layers: list[str], out_png: Path, seed: int
                    ) -> tuple[pd.DataFrame, dict]:
     crops = load_crops_strict(list(df["path"]))
     emb = embed_crops(model, crops)
-    froq = froq_from_norms(df, artifact, calibration_layers(model)[0])
+    froq = froq_from_norms(df, artifact, layers)
     check = FroqScorer(model, artifact).score(crops[:32]).quality  # the scorer's own forward on a sample
     np.testing.assert_allclose(check, froq[:32], rtol=1e-4)
     qualities = {
@@ -127,14 +127,16 @@ def main() -> None:
     clean = read_observations(Path(args.clean))
     calib = clean[clean["identity"].isin(fold_identities(lfw, [1, 2, 3]))]
     eval_ids = fold_identities(lfw, [4, 5])
-    artifact = select_layers(model, full, calib)
+    layers, calls = calibration_layers(model)
+    artifact = select_layers(model, full, calib, layers, calls)
     (docs / "results").mkdir(parents=True, exist_ok=True)
     artifact.save(docs / "results" / "mobilefacenet-lfw-folds123.calibration.json")
     clean_eval = clean[clean["identity"].isin(eval_ids)].reset_index(drop=True)
     splits = {"clean": clean_eval, "degraded": degraded_split(clean_eval, read_observations(Path(args.degraded)))}
     results, tables = {}, {}
     for name, df in splits.items():
-        table, info = evaluate_split(name, df, model, artifact, docs / f"edc-froq-lfw45-{name}.png", args.seed)
+        table, info = evaluate_split(name, df, model, artifact, layers, docs / f"edc-froq-lfw45-{name}.png",
+                                     args.seed)
         tables[name] = table
         results[name] = {**info, "table": json.loads(table.to_json(orient="records"))}
         print(f"\n{name}: {info}\n{edc_markdown_table(table)}")

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 from froq_ray.distill.artifact import load_student_artifact
-from froq_ray.distill.serving import student_runner
 from froq_ray.distill.cost import count_flops, count_params, cpu_images_per_second
+from froq_ray.distill.serving import student_runner
 from froq_ray.distill.students import build_student
 from froq_ray.models import load_model
 from froq_ray.quality.accelerate import frozen_copy
 from froq_ray.quality.artifact import load_artifact
 from froq_ray.quality.observer import network_input
 from froq_ray.quality.perturbations import PerturbationSettings, PseudoLabeler
-from froq_ray.quality.scorer import FroqScorer
+from froq_ray.quality.scorer import FroqScorer, check_batch
 
 MFN = "../shared/models/mobilefacenet/mobilefacenet.pt"
 CALIBRATION = "docs/results/mobilefacenet-lfw-folds123-sample300.calibration.json"
@@ -82,7 +82,7 @@ def teacher_rows(crops: torch.Tensor, pl_images: int) -> list[Row]:
     artifact = load_artifact(CALIBRATION)
     mfn_flops = count_flops(model.network, model.contract.size)
     scorer = FroqScorer(model, artifact, memory_format="auto")
-    labeler_net = frozen_copy(model.network, torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0)))
+    labeler_net = frozen_copy(model.network, check_batch(model.contract.size, "cpu"))
     settings = PerturbationSettings()
     labeler = PseudoLabeler(labeler_net, model.contract, settings)
     transform = model.input_transform()

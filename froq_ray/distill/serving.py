@@ -51,13 +51,12 @@ def student_runner(network: torch.nn.Module, transform: torch.nn.Module, device:
     ``memory_format`` as for the teacher (``scoring.memory_format``): ``auto`` runs channels_last when a check
     batch gives the same output as NCHW, so students and teacher are timed and served alike.
     """
-    from ..quality.scorer import apply_memory_format, resolve_memory_format, to_memory_format
+    from ..quality.scorer import apply_memory_format, check_batch, resolve_memory_format, to_memory_format
 
     transform = transform.to(device)
     network = network.to(device).eval()
     target = torch.device(device)
-    size = transform.contract.size
-    sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(target)
+    sample = check_batch(transform.contract.size, target)
     fmt = apply_memory_format(network, resolve_memory_format(memory_format, target), sample)
 
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:

@@ -204,15 +204,18 @@ class ScoringStage:
         """The network for the perturbed copies (no hooks needed): a frozen copy on the CPU, where it is
         2-3x faster; elsewhere the original in the configured memory format, compiled when asked (each
         checked against the plain network on a batch, with a fallback)."""
-        import torch
+        from ..quality.scorer import (
+            apply_memory_format,
+            check_batch,
+            compiled_or_eager,
+            resolve_memory_format,
+        )
 
-        size = self.model.contract.size
-        sample = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        sample = check_batch(self.model.contract.size, self.device)
         if self.device == "cpu":
             from ..quality.accelerate import frozen_copy
 
             return frozen_copy(self.model.network, sample)
-        from ..quality.scorer import apply_memory_format, compiled_or_eager, resolve_memory_format
 
         network = self.model.network
         fmt = apply_memory_format(network, resolve_memory_format(self.cfg.memory_format, self.device), sample)

@@ -191,9 +191,11 @@ def probe_call_counts(model: LoadedModel, layer_names: Sequence[str], device: to
 
 
 def calibration_layers(model: LoadedModel) -> tuple[list[str], dict[str, int]]:
-    """The candidate layers of a calibration in network order (= the column order of ``layer_norms``; the
-    calibrate job writes the artifact JSON with sorted keys, so its ``candidate_layers`` come back sorted) and their call counts: every module that one forward
-    pass calls (a module never called has no norm)."""
+    """The candidate layers of a calibration in network order and their call counts: every module that one
+    forward pass calls (a module never called has no norm).
+
+    This order is the column order of ``layer_norms``. The calibrate job writes the artifact JSON with sorted
+    keys, so an artifact's ``candidate_layers`` come back sorted: use this list, not those keys, for columns."""
     calls = probe_call_counts(model, candidate_layers(model.network))
     layers = [name for name, n in calls.items() if n > 0]
     return layers, {name: calls[name] for name in layers}

@@ -63,6 +63,12 @@ def resolve_memory_format(requested: str, device: torch.device | str) -> str:
     return "channels_last" if requested == "auto" else requested
 
 
+def check_batch(size: int, device: torch.device | str) -> torch.Tensor:
+    """The fixed batch (2 seeded normal images, float NCHW network input of side ``size``) on which an
+    optimised network (layout, compile, TorchScript copy) is compared with the plain one."""
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
 def _relative_difference(candidate: torch.Tensor, reference: torch.Tensor) -> float:
     scale = float(reference.float().abs().max().clamp_min(1e-6))
     return float((candidate.float() - reference.float()).abs().max()) / scale
@@ -162,7 +168,7 @@ class FroqScorer:
         if quality_only:
             sample = torch.zeros(1, 3, size, size, device=self.device)
             self.stop_at = probe_stop_point(self.network, self.layers, sample)
-        check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        check = check_batch(size, self.device)
         self.memory_format = apply_memory_format(
             self.network, resolve_memory_format(memory_format, self.device), check
         )
