@@ -10,30 +10,9 @@ from collections.abc import Sequence
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean 'the user must fix something': printed as one message, no traceback."""
-    from .config import ConfigError
-    from .distill.artifact import StudentArtifactError
-    from .models.base import ModelLoadError
-    from .pipeline.distill_inputs import DistillInputError
-    from .pipeline.evaluate import EvaluationInputError
-    from .pipeline.filter import FilterInputError
-    from .quality.artifact import ArtifactError, ArtifactMismatchError
-    from .storage.listing import InputListingError
-    from .storage.run_state import OutputStateError
+    from .errors import UserError
 
-    return (
-        ConfigError,
-        StudentArtifactError,
-        ModelLoadError,
-        ArtifactError,
-        ArtifactMismatchError,
-        InputListingError,
-        OutputStateError,
-        EvaluationInputError,
-        FilterInputError,
-        DistillInputError,
-        FileNotFoundError,
-        PermissionError,
-    )
+    return (UserError, FileNotFoundError, PermissionError)
 
 
 def _add_job_args(p: argparse.ArgumentParser, with_input: bool = True) -> None:

@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import UserError
 from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
@@ -45,7 +46,7 @@ BUILTIN = "builtin"
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; ``problems`` holds one ``dotted.key: message`` line per problem."""
 
     def __init__(self, problems: list[str], source: str | None = None) -> None:

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
+from ..errors import UserError
 from ..imaging.contract import InputContract
 from ..imaging.prepare import ModelInputTransform
 from ..models.base import ModelLoadError, freeze, load_state_strict, sha256_file
@@ -51,7 +52,7 @@ CHECK_SEED = 0
 CHECK_BATCH = 4
 
 
-class StudentArtifactError(ValueError):
+class StudentArtifactError(UserError, ValueError):
     """A student artifact is missing, incomplete, corrupt, or not a student artifact at all."""
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from ..errors import UserError
 
 # All i < j pairs are enumerated up to this many pairs (N = 6,325 images); above it impostors are sampled.
 # The EDC keeps every pair in memory (about 17 bytes per pair plus 4 per quality method), so this bounds
@@ -31,7 +32,7 @@ PAIR_COLUMNS = ("fold", "path_a", "path_b", "genuine")
 _INDEX = re.compile(r"^[0-9]+$")
 
 
-class PairsFormatError(ValueError):
+class PairsFormatError(UserError, ValueError):
     """The pairs file does not follow the View-2 layout; the message names the file and line."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..imaging.contract import InputContract
 from ..imaging.prepare import ModelInputTransform
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model or checkpoint cannot be loaded; the message names the file and the problem."""
 
 

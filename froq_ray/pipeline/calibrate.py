@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from .. import status as st
 from ..config import CalibrateJob
+from ..errors import UserError
 from ..quality.artifact import CalibrationSetDigest
 from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
 from ..quality.perturbations import PerturbationSettings
@@ -44,6 +45,10 @@ def calibration_schema(n_layers: int) -> pa.Schema:
     return schema.append(pa.field(NORMS_KEY, pa.list_(pa.float32(), n_layers)))
 
 
+class CalibrationInputError(UserError, ValueError):
+    """The inputs cannot calibrate a model (too few decodable images); the message gives the counts."""
+
+
 def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
     """The ok rows of every shard of the output, sorted by path."""
     fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
@@ -55,7 +60,10 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
     table = pd.concat(frames, ignore_index=True).sort_values("path", kind="mergesort")
     ok = table[table["status"] == st.OK]
     if len(ok) < 3:
-        raise RuntimeError(f"calibration needs at least 3 decodable images, got {len(ok)}")
+        raise CalibrationInputError(
+            f"calibration needs at least 3 decodable images, got {len(ok)} "
+            f"(row statuses in {cfg.output.uri}: {table['status'].value_counts().to_dict()})"
+        )
     norms = np.stack(ok[NORMS_KEY].to_numpy()).astype(np.float32).reshape(len(ok), n_layers)
     return list(ok["path"]), {NORMS_KEY: norms, PSEUDO_LABEL_KEY: ok[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import UserError
 from .. import status as st
 from ..config import DistillJob
 from ..distill.split import check_no_leak, split_key_column, validation_mask
@@ -41,7 +42,7 @@ TARGET_MISSING = "target_not_finite"
 ID_COLUMNS = ("model_id", "calibration_id")
 
 
-class DistillInputError(ValueError):
+class DistillInputError(UserError, ValueError):
     """The annotations cannot be used for distillation (missing column, wrong teacher...); names the input."""
 
 

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
 from .. import status as st
 from ..config import EvaluateJob
 from ..evaluation.plot import plot_edc
@@ -27,7 +28,7 @@ from .runner import software_versions
 log = logging.getLogger("froq_ray")
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(UserError, ValueError):
     pass
 
 

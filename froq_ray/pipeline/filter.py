@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..errors import UserError
 from .. import status as st
 from ..config import FilterJob, config_digest, resolved_dict
 from ..curation.centres import CentreAccumulator, CentreSums
@@ -74,7 +75,7 @@ KEEP_LIST_COLUMNS = (
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class FilterInputError(ValueError):
+class FilterInputError(UserError, ValueError):
     """The annotations cannot be filtered (missing, no embeddings, duplicate paths...); names the input."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..models.base import LoadedModel
 
 SCHEMA = "froq-calibration"
@@ -36,11 +37,11 @@ IDENTITY_KEYS = ("name", "family", "weights_sha256", "embedding_size", "options"
 DIGEST_KINDS = ("sorted_image_ids", "sorted_pixel_sha256")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """The artifact file is missing, not JSON, or does not follow the schema."""
 
 
-class ArtifactMismatchError(ValueError):
+class ArtifactMismatchError(UserError, ValueError):
     """The artifact was made for another model (name, weights, options, contract or layers differ)."""
 
 

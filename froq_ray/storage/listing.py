@@ -20,6 +20,7 @@ import re
 import pandas as pd
 from fsspec.core import split_protocol
 
+from ..errors import UserError
 from ..config import InputConfig
 from .fs import is_absolute_uri, open_fs, parent_uri, to_uri
 
@@ -32,7 +33,7 @@ def has_magic(uri: str) -> bool:
     return bool(_GLOB_CHARS.search(uri))
 
 
-class InputListingError(ValueError):
+class InputListingError(UserError, ValueError):
     """The inputs cannot be listed (missing, empty, malformed manifest); the message names the URI."""
 
 

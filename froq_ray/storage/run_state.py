@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import fsspec
 
+from ..errors import UserError
 from .fs import TEMP_MARK, is_local_fs, open_fs, read_json, write_json_atomic
 from .manifest import MANIFEST_FILE
 from .schema import SCHEMA_VERSION
@@ -34,7 +35,7 @@ Mode = Literal["resume", "overwrite", "error_if_exists"]
 MODES = ("resume", "overwrite", "error_if_exists")
 
 
-class OutputStateError(RuntimeError):
+class OutputStateError(UserError, RuntimeError):
     """The output location cannot be used as asked; the message names the location and the way out."""
 
 

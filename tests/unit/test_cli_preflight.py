@@ -82,3 +82,37 @@ def test_plan_prints_without_starting_ray(capsys, tmp_path, one_image_dir, mobil
     assert "inputs: 1 images" in out and "shards: 1 of up to 10,000 rows; 0 already complete, 1 to run" in out
     assert "pl_occlusion: float" in out
     assert not (tmp_path / "o" / "_run.json").exists()
+
+
+def test_every_user_facing_error_shares_one_base(capsys, monkeypatch):
+    """The CLI catches one base class; each module's user-facing error derives from it (no hand-kept list)."""
+    from froq_ray.config import ConfigError
+    from froq_ray.distill.artifact import StudentArtifactError
+    from froq_ray.errors import UserError
+    from froq_ray.evaluation.pairs import PairsFormatError
+    from froq_ray.models.base import ModelLoadError
+    from froq_ray.pipeline.calibrate import CalibrationInputError
+    from froq_ray.pipeline.distill_inputs import DistillInputError
+    from froq_ray.pipeline.evaluate import EvaluationInputError
+    from froq_ray.pipeline.filter import FilterInputError
+    from froq_ray.quality.artifact import ArtifactError, ArtifactMismatchError
+    from froq_ray.storage.listing import InputListingError
+    from froq_ray.storage.run_state import OutputStateError
+
+    for cls in (ConfigError, StudentArtifactError, PairsFormatError, ModelLoadError, CalibrationInputError,
+                DistillInputError, EvaluationInputError, FilterInputError, ArtifactError,
+                ArtifactMismatchError, InputListingError, OutputStateError):
+        assert issubclass(cls, UserError), cls
+
+    class NewError(UserError):
+        pass
+
+    import froq_ray.cli as cli
+
+    def fail(_args):
+        raise NewError("something to fix")
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "froq models: error: something to fix"
