@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
 from ..errors import UserError
 
 # All i < j pairs are enumerated up to this many pairs (N = 6,325 images); above it impostors are sampled.

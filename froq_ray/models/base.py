@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..imaging.contract import InputContract
 from ..imaging.prepare import ModelInputTransform
 
+
 class ModelLoadError(UserError, RuntimeError):
     """A model or checkpoint cannot be loaded; the message names the file and the problem."""
 

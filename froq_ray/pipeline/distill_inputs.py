@@ -25,10 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import UserError
 from .. import status as st
 from ..config import DistillJob
 from ..distill.split import check_no_leak, split_key_column, validation_mask
+from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..quality.artifact import CalibrationArtifact
 from ..storage.fs import open_fs

@@ -14,9 +14,9 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
 from .. import status as st
 from ..config import EvaluateJob
+from ..errors import UserError
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..storage.fs import join_uri, open_fs

@@ -34,13 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..errors import UserError
 from .. import status as st
 from ..config import FilterJob, config_digest, resolved_dict
 from ..curation.centres import CentreAccumulator, CentreSums
 from ..curation.classifiability import CentreIndex
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
+from ..errors import UserError
 from ..quality.artifact import software_versions
 from ..storage.fs import join_uri, open_fs, to_uri, write_bytes_atomic, write_json_atomic
 from ..storage.listing import has_magic

@@ -20,8 +20,8 @@ import re
 import pandas as pd
 from fsspec.core import split_protocol
 
-from ..errors import UserError
 from ..config import InputConfig
+from ..errors import UserError
 from .fs import is_absolute_uri, open_fs, parent_uri, to_uri
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
