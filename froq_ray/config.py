@@ -43,7 +43,28 @@ from .storage.schema import PSEUDO_LABEL_COLUMNS
 
 JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill")
 BUILTIN = "builtin"
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Still-image raster formats a face crop can come in (camera/web/scan/codec outputs). Left out on purpose:
+# documents, vector and container formats (.pdf, .eps, .ps, .wmf, .emf), video (.mpg, .fli), scientific
+# data (.fits, .h5, .grib), icons/cursors/textures/brushes (.ico, .cur, .icns, .dds, .blp, .gbr, .ftc) and
+# .psd (layered), which Pillow opens too but which are not face images. .heic/.heif need the pillow-heif
+# plugin: kept only where Pillow registers them.
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif",
+    ".avif", ".avifs", ".heic", ".heif", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi", ".pcx", ".sgi", ".rgb", ".ras",
+)
+
+
+def _decodable_extensions() -> tuple[str, ...]:
+    """IMAGE_EXTENSIONS that this environment's Pillow registers (so every listed file has a decoder)."""
+    from PIL import Image
+
+    registered = Image.registered_extensions()
+    return tuple(e for e in IMAGE_EXTENSIONS if e in registered)
+
+
+DEFAULT_EXTENSIONS = _decodable_extensions()
+"""The default ``input.extensions``: :data:`IMAGE_EXTENSIONS` that Pillow decodes here."""
 
 
 class ConfigError(UserError, ValueError):
@@ -78,7 +99,8 @@ class InputConfig(Section):
 
     uri: LocalOrUri
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
-    """Kept file name endings for directories and globs (case-insensitive); manifests are not filtered."""
+    """Kept file name endings for directories and globs (case-insensitive); manifests are not filtered.
+    Files left out are counted by extension in the run manifest (``input.skipped``)."""
     path_column: str = "path"
     """Manifest column holding image paths (relative ones resolve against the manifest's folder)."""
     identity_column: str | None = None

@@ -26,7 +26,8 @@ log = logging.getLogger("froq_ray")
 
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     """Run (or resume) an annotation; returns the run manifest."""
-    listing, model = load_job_inputs(cfg)
+    inputs, model = load_job_inputs(cfg)
+    listing = inputs.table
     froq_mode = cfg.scoring.mode == "froq"
     artifact = (
         read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options) if froq_mode else None
@@ -34,7 +35,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     calibration_id = artifact.calibration_id if artifact else None
     extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
     in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
-    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra)
+    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra, inputs)
     state, pending = open_output(job, force)
     if not pending:
         log.info(

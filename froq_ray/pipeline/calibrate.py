@@ -70,12 +70,13 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
 
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
-    listing, model = load_job_inputs(cfg)
+    inputs, model = load_job_inputs(cfg)
+    listing = inputs.table
     layers, calls = calibration_layers(model)
     layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
     extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
     in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
-    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra)
+    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra, inputs)
     state, pending = open_output(job, force)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",

@@ -15,7 +15,8 @@ from .runner import digests_and_shards, load_job_inputs, shard_digest
 
 
 def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
-    listing, model = load_job_inputs(cfg)
+    inputs, model = load_job_inputs(cfg)
+    listing = inputs.table
     artifact = None
     if cfg.job == "annotate" and cfg.scoring.mode == "froq":
         artifact = read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options)
@@ -37,6 +38,10 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
     lines = [
         f"job: {cfg.job} (config digest {cfg_digest[:16]})",
         f"inputs: {len(listing):,} images from {cfg.input.uri} ({identities:,} identities)",
+        (
+            f"inputs {inputs.skipped_line()}; {inputs.duplicates} duplicate manifest row(s) merged; "
+            f"{len(inputs.followed_links)} symlinked folder(s) followed; {inputs.beyond_limit} beyond input.limit"
+        ),
         (
             f"model: {model.model_id} (input {model.contract.size}px {model.contract.alignment}, "
             f"{model.embedding_size}-d embedding)"

@@ -21,7 +21,7 @@ import pyarrow as pa
 from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
 from ..models import LoadedModel
-from ..storage.listing import input_digest, list_inputs
+from ..storage.listing import InputListing, input_digest, list_inputs
 from ..storage.run_state import RunState, check_writable, prepare_output
 from ..storage.schema import schema_metadata, to_table
 from ..storage.shards import Shard, plan_shards, write_shard
@@ -47,15 +47,18 @@ class PreparedJob:
     config_digest: str
     shards: list[Shard]
     identity_extra: dict[str, Any] = field(default_factory=dict)
+    inputs: InputListing | None = None
+    """What the listing saw and skipped (None for listings built by a job, e.g. self-training)."""
 
 
-def load_job_inputs(cfg: ModelJob) -> tuple[pd.DataFrame, LoadedModel]:
-    """List the inputs and load the model on the driver: a missing input or model file fails here."""
-    listing = list_inputs(cfg.input)
-    log.info("inputs: %d images from %s", len(listing), cfg.input.uri)
+def load_job_inputs(cfg: ModelJob) -> tuple[InputListing, LoadedModel]:
+    """List the inputs and load the model on the driver: a missing input or model file fails here.
+    The listing's ``table`` is the (path, identity) DataFrame; skips were logged by ``list_inputs``."""
+    inputs = list_inputs(cfg.input)
+    log.info("inputs: %d images from %s (%s)", len(inputs.table), cfg.input.uri, inputs.skipped_line())
     model = load_scoring_model(scoring_stage_config(cfg, cfg.scoring.mode))
     log.info("model: %s (weights sha256 %s)", model.model_id, model.weights_sha256)
-    return listing, model
+    return inputs, model
 
 
 def digests_and_shards(
@@ -201,7 +204,12 @@ def base_manifest(job: PreparedJob, state: RunState, result: RunResult, total_co
             "model_id": job.model.model_id,
             "weights_path": job.model.weights_path,
         },
-        "input": {"uri": job.cfg.input.uri, "images": len(job.listing), "digest": job.input_digest},
+        "input": {
+            "uri": job.cfg.input.uri,
+            "images": len(job.listing),
+            "digest": job.input_digest,
+            **(job.inputs.summary() if job.inputs is not None else {}),
+        },
         "shards": {
             "total": len(job.shards),
             "written_this_run": result.shards_written,

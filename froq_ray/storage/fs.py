@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
@@ -88,6 +89,39 @@ def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
 def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """Full URI of an fs path: the plain path for local files, ``scheme://...`` for remote objects."""
     return path if is_local_fs(fs) else fs.unstrip_protocol(path)
+
+
+FILE_URI_PREFIX = "file://"
+
+
+def local_name(path: str) -> str:
+    r"""A local path as listing text (the ``path`` of a row): the path itself when its name is valid UTF-8;
+    otherwise (Linux names may be any bytes; Python hands undecodable bytes over as surrogate escapes) an
+    RFC 8089 ``file://`` URI of the name's bytes, every byte outside ``A-Z a-z 0-9 / _ . - ~`` percent-encoded:
+    ``/data/bad\udcff.jpg`` (bytes ``bad\xff.jpg``) -> ``file:///data/bad%FF.jpg``. The text is valid UTF-8,
+    as Parquet string columns require; :func:`local_path` turns it back into the real name."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return FILE_URI_PREFIX + quote(os.fsencode(path), safe="/")
+
+
+def local_path(uri: str) -> str:
+    """The real local path of a listing path: ``file://`` URIs are percent-decoded to the name's bytes
+    (``os.fsdecode``, so undecodable bytes become surrogate escapes that ``open`` turns back into the same
+    bytes); a plain path is returned unchanged (a ``%`` in it is a literal ``%``)."""
+    if uri.startswith(FILE_URI_PREFIX):
+        return os.fsdecode(unquote_to_bytes(uri[len(FILE_URI_PREFIX) :]))
+    return uri
+
+
+def folder_name(path: str) -> str:
+    r"""Name of the folder holding a listing path (``/a/bob/1.jpg`` -> ``bob``). For a ``file://`` rendering
+    (see :func:`local_name`) the name's percent-escapes are decoded, bytes that are not UTF-8 shown as
+    ``\xNN`` (``file:///a/b%FF/1.jpg`` -> ``b\xff``); any other path's name is returned as written."""
+    name = posixpath.basename(posixpath.dirname(path))
+    return unquote(name, errors="backslashreplace") if path.startswith(FILE_URI_PREFIX) else name
 
 
 def join_uri(base: str, *parts: str) -> str:

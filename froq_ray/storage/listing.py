@@ -1,31 +1,67 @@
-"""List a job's inputs: one deterministic, path-sorted table of (path, identity) whatever the source.
+"""List a job's inputs: one deterministic, path-sorted table of (path, identity) whatever the source, plus
+what the listing left out and why.
 
-Sources, decided from ``input.uri``:
-- a ``.parquet`` / ``.csv`` file: a manifest with a path column (and optional identity column); relative
-  paths in it resolve against the manifest's folder; it is not filtered by extension;
-- a URI with glob characters (``*``, ``?``, ``[``): matching files, filtered by extension;
-- otherwise a local directory or an ``s3://`` prefix, listed recursively, filtered by extension
-  (case-insensitive).
-Paths are full URIs (plain absolute paths for local files, ``s3://bucket/key`` for objects). Duplicate paths
-(possible in manifests) are kept once: the path is the row's key.
+Which source ``input.uri`` names is decided by what exists, never by how the text looks:
+
+- an existing ``.parquet`` / ``.csv`` file: a manifest (see below); any other existing file is refused;
+- an existing local directory or ``s3://`` prefix: listed recursively, filtered by extension
+  (case-insensitive), even when its name holds ``[``, ``?`` or ``*`` (``faces [2019]`` is that folder);
+- a URI that does not exist and holds glob characters (``*``, ``?``, ``[...]``): the files it matches
+  (fsspec glob; ``**`` crosses folders), filtered by extension;
+- anything else: "does not exist".
+
+Local folders follow symbolic links: a link to a file is listed under the link's path; a link to a folder is
+entered unless that real folder is already listed (through its own path or an earlier link; a link back to
+an ancestor is a loop), so every real folder is read once. Every file and link left out is counted by reason
+(``extension``, ``broken_symlink``, ``symlink_loop``, ``symlink_to_listed_folder``, ``not_a_regular_file``,
+``folder``, ``unreadable_folder``), with the extensions' counts and the first few paths, in
+:attr:`InputListing.skipped`; :func:`list_inputs` logs it on one line and jobs write it to the run manifest
+(``input.skipped``).
+
+Manifests: a ``path`` column (``input.path_column``) and an optional identity column. CSV is parsed strictly
+(UTF-8, RFC 4180 quoting): every line must have as many fields as the header, else the error names the line
+(1-based, the header is line 1). Data rows are numbered from 1 (the first row after the header) in every
+error, for CSV and Parquet alike. Paths are used exactly as written (never stripped); an empty, blank or
+null path is refused with its row; relative paths resolve against the manifest's folder; entries are not
+filtered by extension or existence (a missing file becomes a ``read_error`` row). Identities: an empty
+CSV cell, an empty string or a null is a missing identity (None); numbers are their exact text (``2019``).
+A path listed twice is kept once and counted (``duplicates``, logged as a warning); a path listed with two
+different identities is refused.
+
+Paths are full URIs: plain absolute paths for local files, ``s3://bucket/key`` for objects; a local name
+that is not valid UTF-8 is written as a percent-encoded ``file://`` URI (:func:`froq_ray.storage.fs.local_name`)
+that the reader turns back into the real name.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import logging
+import math
+import os
 import posixpath
 import re
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
 from ..config import InputConfig
 from ..errors import UserError
-from .fs import is_absolute_uri, open_fs, parent_uri, to_uri
+from .fs import folder_name, is_absolute_uri, is_local_fs, local_name, open_fs, parent_uri, to_uri
+
+log = logging.getLogger("froq_ray")
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+EXAMPLES = 5
+"""How many example paths :attr:`InputListing.skipped` names per reason."""
 
 
 def has_magic(uri: str) -> bool:
@@ -37,112 +73,365 @@ class InputListingError(UserError, ValueError):
     """The inputs cannot be listed (missing, empty, malformed manifest); the message names the URI."""
 
 
-def list_inputs(cfg: InputConfig) -> pd.DataFrame:
-    """DataFrame with columns ``path`` (str) and ``identity`` (str or None), sorted by path, ``limit`` applied."""
-    uri = cfg.uri
-    if _is_manifest(uri):
-        listing = _from_manifest(cfg)
+@dataclass
+class InputListing:
+    """The result of :func:`list_inputs`.
+
+    ``table``: DataFrame with columns ``path`` (str) and ``identity`` (str or None), sorted by path, unique
+    paths, ``limit`` applied. ``source``: ``"folder"``, ``"glob"`` or ``"manifest"``. ``files_seen``: files
+    and links found (folders/globs) or manifest rows. ``skipped``: reason -> ``{"count": n, "examples": [first
+    paths, sorted]}`` (reason ``extension`` also has ``"by_extension"``: ``{".txt": n, "(none)": n}``).
+    ``followed_links``: symlinked folders entered. ``duplicates``: manifest rows naming a path already listed.
+    ``beyond_limit``: rows dropped by ``input.limit``."""
+
+    table: pd.DataFrame
+    source: str
+    files_seen: int = 0
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    followed_links: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    beyond_limit: int = 0
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(group["count"] for group in self.skipped.values())
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready counts for the run manifest's ``input`` section."""
+        return {
+            "source": self.source,
+            "files_seen": self.files_seen,
+            "skipped": {"total": self.skipped_total, "by_reason": self.skipped},
+            "followed_links": len(self.followed_links),
+            "duplicates": self.duplicates,
+            "beyond_limit": self.beyond_limit,
+        }
+
+    def skipped_line(self) -> str:
+        """One line: ``skipped 3 file(s): extension=2 (.txt=1, .md=1), broken_symlink=1 (/x/a.jpg)``."""
+        parts = []
+        for reason, group in self.skipped.items():
+            if reason == "extension":
+                detail = ", ".join(f"{ext}={n}" for ext, n in group["by_extension"].items())
+            else:
+                detail = ", ".join(group["examples"]) + (", ..." if group["count"] > len(group["examples"]) else "")
+            parts.append(f"{reason}={group['count']} ({detail})")
+        return f"skipped {self.skipped_total} file(s): " + ("; ".join(parts) if parts else "none")
+
+
+class _Skips:
+    """Collects skipped paths by reason."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[str]] = {}
+        self.extensions: Counter[str] = Counter()
+
+    def add(self, reason: str, path: str) -> None:
+        self.paths.setdefault(reason, []).append(path)
+        if reason == "extension":
+            suffix = posixpath.splitext(posixpath.basename(path))[1].lower()
+            self.extensions[suffix or "(none)"] += 1
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for reason in sorted(self.paths):
+            paths = sorted(self.paths[reason])
+            out[reason] = {"count": len(paths), "examples": paths[:EXAMPLES]}
+            if reason == "extension":
+                out[reason]["by_extension"] = dict(sorted(self.extensions.items(), key=lambda kv: (-kv[1], kv[0])))
+        return out
+
+
+def list_inputs(cfg: InputConfig) -> InputListing:
+    """List ``cfg.uri`` (see the module docstring); logs what was skipped or merged as one warning each.
+
+    Raises :class:`InputListingError` for a missing input, an input with no image files, a malformed
+    manifest (naming the line or row), a blank/null path or a path with two identities."""
+    fs, root = open_fs(cfg.uri, cfg.storage_options)
+    fs.invalidate_cache()
+    skips = _Skips()
+    followed: list[str] = []
+    duplicates = 0
+    kind = _source_kind(cfg, fs, root)
+    if kind == "manifest":
+        table, duplicates = _from_manifest(cfg, fs, root)
+        seen = len(table) + duplicates
     else:
-        paths = _from_glob(cfg) if has_magic(uri) else _from_folder(cfg)
-        listing = pd.DataFrame({"path": paths, "identity": [None] * len(paths)}, dtype=object)
+        if kind == "folder":
+            found = _walk_local(root, skips, followed) if is_local_fs(fs) else _find_remote(fs, root)
+        else:
+            found = _glob(fs, root, skips)
+        paths = []
+        for path in found:
+            if _keep(path, cfg.extensions):
+                paths.append(path)
+            else:
+                skips.add("extension", path)
+        seen = len(found)
+        if not paths:
+            what = f"no image files among {len(found)} file(s)" if kind == "folder" else (
+                f"glob matched no image files ({len(found)} file(s) matched)"
+            )
+            raise InputListingError(f"input {cfg.uri}: {what} (extensions: {', '.join(cfg.extensions)})")
+        table = pd.DataFrame({"path": paths, "identity": [None] * len(paths)}, dtype=object)
     if cfg.identity_from_folder:
-        listing["identity"] = [posixpath.basename(posixpath.dirname(p)) for p in listing["path"]]
-    listing = listing.sort_values("path", kind="mergesort").drop_duplicates("path", keep="first")
-    if cfg.limit is not None:
-        listing = listing.head(cfg.limit)
-    return listing.reset_index(drop=True)
+        table["identity"] = [folder_name(p) for p in table["path"]]
+    table = table.sort_values("path", kind="mergesort").reset_index(drop=True)
+    beyond = 0
+    if cfg.limit is not None and len(table) > cfg.limit:
+        beyond = len(table) - cfg.limit
+        table = table.head(cfg.limit)
+    listing = InputListing(table, kind, seen, skips.result(), sorted(followed), duplicates, beyond)
+    if listing.skipped:
+        log.warning("inputs from %s: %s", cfg.uri, listing.skipped_line())
+    if followed:
+        log.info("inputs from %s: followed %d symlinked folder(s): %s", cfg.uri, len(followed), ", ".join(followed))
+    if duplicates:
+        log.warning("input manifest %s: %d duplicate row(s) name a path listed earlier; each path kept once",
+                    cfg.uri, duplicates)
+    if beyond:
+        log.info("inputs from %s: input.limit=%d keeps %d of %d", cfg.uri, cfg.limit, cfg.limit, cfg.limit + beyond)
+    return listing
 
 
 def input_digest(listing: pd.DataFrame) -> str:
-    """sha256 (hex) of the listing rows in order (path and identity): changes when any input changes."""
+    """sha256 (hex) of the listing rows in order (path and identity): changes when any input changes.
+    Text is hashed as UTF-8 (undecodable names as their original bytes), so any path digests stably."""
     h = hashlib.sha256()
     for path, identity in zip(listing["path"], listing["identity"]):
         ident = (
             "" if identity is None or (isinstance(identity, float) and pd.isna(identity)) else str(identity)
         )
-        h.update(f"{path}\t{ident}\n".encode())
+        h.update(f"{path}\t{ident}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
-def _is_manifest(uri: str) -> bool:
-    return not has_magic(uri) and uri.lower().endswith(MANIFEST_SUFFIXES)
+def _source_kind(cfg: InputConfig, fs, root: str) -> str:
+    """``manifest``, ``folder`` or ``glob`` from what exists at ``root`` (see the module docstring)."""
+    local = is_local_fs(fs)
+    if os.path.isfile(root) if local else fs.isfile(root):
+        if root.lower().endswith(MANIFEST_SUFFIXES):
+            return "manifest"
+        raise InputListingError(
+            f"input {cfg.uri}: is a file; expected a directory, an s3:// prefix, a glob or a .parquet/.csv manifest"
+        )
+    if os.path.isdir(root) if local else fs.isdir(root):
+        return "folder"
+    if has_magic(root):
+        return "glob"
+    if root.lower().endswith(MANIFEST_SUFFIXES):
+        raise InputListingError(f"input manifest {cfg.uri}: does not exist")
+    raise InputListingError(f"input {cfg.uri}: does not exist")
 
 
 def _keep(path: str, extensions: list[str]) -> bool:
     return path.lower().endswith(tuple(extensions))
 
 
-def _no_files_error(cfg: InputConfig, what: str) -> InputListingError:
-    return InputListingError(f"input {cfg.uri}: {what} (extensions: {', '.join(cfg.extensions)})")
+def _find_remote(fs, root: str) -> list[str]:
+    return [to_uri(fs, p) for p in fs.find(root)]
 
 
-def _from_folder(cfg: InputConfig) -> list[str]:
-    fs, root = open_fs(cfg.uri, cfg.storage_options)
-    fs.invalidate_cache()
-    if fs.isfile(root):
-        raise InputListingError(
-            f"input {cfg.uri}: is a file; expected a directory, an s3:// prefix, a glob or a .parquet/.csv manifest"
-        )
-    found = fs.find(root)
-    if not found and not fs.exists(root):
-        raise InputListingError(f"input {cfg.uri}: does not exist")
-    paths = [to_uri(fs, p) for p in found if _keep(p, cfg.extensions)]
-    if not paths:
-        raise _no_files_error(cfg, f"no image files among {len(found)} file(s)")
-    return paths
+def _walk_local(root: str, skips: _Skips, followed: list[str]) -> list[str]:
+    """Files under a local folder as listing paths, following symlinks; each real folder is read once.
+
+    The tree is read first without entering links, so files keep their own paths; then the links to
+    folders, in sorted order, round by round (a followed folder can hold links too)."""
+    visited: set[tuple[int, int]] = set()
+    files: list[str] = []
+    links: list[tuple[str, os.stat_result]] = []
+
+    def read_tree(top: str) -> None:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            info = os.stat(folder)
+            visited.add((info.st_dev, info.st_ino))
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                skips.add("unreadable_folder", local_name(folder))
+                continue
+            for entry in entries:
+                if entry.is_symlink():
+                    try:
+                        target = os.stat(entry.path)
+                    except OSError:
+                        skips.add("broken_symlink", local_name(entry.path))
+                        continue
+                    if stat.S_ISDIR(target.st_mode):
+                        links.append((entry.path, target))
+                    elif stat.S_ISREG(target.st_mode):
+                        files.append(local_name(entry.path))
+                    else:
+                        skips.add("not_a_regular_file", local_name(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(local_name(entry.path))
+                else:
+                    skips.add("not_a_regular_file", local_name(entry.path))
+
+    read_tree(root)
+    while links:
+        batch, links = sorted(links, key=lambda item: item[0]), []
+        for path, target in batch:
+            if (target.st_dev, target.st_ino) in visited:
+                real_parent = os.path.realpath(os.path.dirname(path))
+                real_target = os.path.realpath(path)
+                loop = real_parent == real_target or real_parent.startswith(real_target.rstrip("/") + "/")
+                skips.add("symlink_loop" if loop else "symlink_to_listed_folder", local_name(path))
+                continue
+            followed.append(local_name(path))
+            read_tree(path)
+    return files
 
 
-def _from_glob(cfg: InputConfig) -> list[str]:
-    fs, pattern = open_fs(cfg.uri, cfg.storage_options)
-    fs.invalidate_cache()
+def _glob(fs, pattern: str, skips: _Skips) -> list[str]:
+    """Files matching a glob as listing paths; matched folders and (locally) broken links are skipped."""
     matches = fs.glob(pattern, detail=True)
-    files = [p for p, info in matches.items() if info.get("type") != "directory"]
-    paths = [to_uri(fs, p) for p in files if _keep(p, cfg.extensions)]
-    if not paths:
-        raise _no_files_error(cfg, f"glob matched no image files ({len(files)} file(s) matched)")
-    return paths
+    files = []
+    local = is_local_fs(fs)
+    for path, info in sorted(matches.items()):
+        if local:
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                skips.add("broken_symlink", local_name(path))
+                continue
+            if stat.S_ISDIR(mode):
+                skips.add("folder", local_name(path))
+            elif stat.S_ISREG(mode):
+                files.append(local_name(path))
+            else:
+                skips.add("not_a_regular_file", local_name(path))
+        elif info.get("type") == "directory":
+            skips.add("folder", to_uri(fs, path))
+        else:
+            files.append(to_uri(fs, path))
+    return files
 
 
-def _from_manifest(cfg: InputConfig) -> pd.DataFrame:
-    fs, path = open_fs(cfg.uri, cfg.storage_options)
-    if not fs.exists(path):
-        raise InputListingError(f"input manifest {cfg.uri}: does not exist")
+def _from_manifest(cfg: InputConfig, fs, path: str) -> tuple[pd.DataFrame, int]:
+    """(table of unique paths, number of duplicate rows merged)."""
     with fs.open(path, "rb") as f:
         raw = f.read()
-    try:
-        if path.lower().endswith(".parquet"):
-            table = pd.read_parquet(io.BytesIO(raw))
-        else:
-            table = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means the same thing to the user
-        raise InputListingError(f"input manifest {cfg.uri}: cannot be read: {exc}") from None
-    _require_columns(cfg, table)
-    folder = parent_uri(cfg.uri)
-    paths = [_resolve_entry(str(p).strip(), folder) for p in table[cfg.path_column]]
-    empty = [i for i, p in enumerate(paths) if not p]
-    if empty:
-        raise InputListingError(f"input manifest {cfg.uri}: empty {cfg.path_column!r} in row {empty[0]}")
-    if cfg.identity_column:
-        identities = [None if pd.isna(v) or str(v) == "" else str(v) for v in table[cfg.identity_column]]
+    if path.lower().endswith(".parquet"):
+        rows = _read_parquet(cfg, raw)
     else:
-        identities = [None] * len(paths)
-    if not paths:
+        rows = _read_csv(cfg, raw)
+    if not rows:
         raise InputListingError(f"input manifest {cfg.uri}: has no rows")
-    return pd.DataFrame({"path": paths, "identity": identities}, dtype=object)
+    folder = parent_uri(cfg.uri)
+    first: dict[str, tuple[int, str | None]] = {}
+    duplicates = 0
+    for where, record in rows:
+        entry = record[cfg.path_column]
+        if entry is None:
+            raise InputListingError(f"input manifest {cfg.uri}: null {cfg.path_column!r} in {where}")
+        if not isinstance(entry, str):
+            raise InputListingError(
+                f"input manifest {cfg.uri}: {cfg.path_column!r} in {where} is {type(entry).__name__} "
+                f"{entry!r}, expected text"
+            )
+        if not entry.strip():
+            what = "empty" if not entry else f"blank ({entry!r})"
+            raise InputListingError(f"input manifest {cfg.uri}: {what} {cfg.path_column!r} in {where}")
+        resolved = _resolve_entry(entry, folder)
+        identity = _identity_text(record[cfg.identity_column]) if cfg.identity_column else None
+        if resolved not in first:
+            first[resolved] = (where, identity)
+            continue
+        duplicates += 1
+        where_first, identity_first = first[resolved]
+        if identity != identity_first:
+            raise InputListingError(
+                f"input manifest {cfg.uri}: path {resolved} has two identities: {identity_first!r} "
+                f"({where_first}) and {identity!r} ({where})"
+            )
+    table = pd.DataFrame(
+        {"path": list(first), "identity": [identity for _, identity in first.values()]}, dtype=object
+    )
+    return table, duplicates
 
 
-def _require_columns(cfg: InputConfig, table: pd.DataFrame) -> None:
+def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """[(row description, {column: text})]; any malformation names its 1-based line. Trailing line breaks
+    at the end of the file are ignored; a blank line elsewhere is a line with 0 fields (an error)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputListingError(f"input manifest {cfg.uri}: line {line} is not UTF-8 text ({exc.reason})") from None
+    reader = csv.reader(io.StringIO(text.rstrip("\r\n"), newline=""), strict=True)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    header: list[str] | None = None
+    line = 1
+    try:
+        for fields in reader:
+            if header is None:
+                header = fields
+                _check_header(cfg, header, "line 1")
+            elif len(fields) != len(header):
+                raise InputListingError(
+                    f"input manifest {cfg.uri}: line {line} has {len(fields)} field(s), the header has "
+                    f"{len(header)} (a comma inside a value needs double quotes)"
+                )
+            else:
+                rows.append((f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields))))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputListingError(f"input manifest {cfg.uri}: line {reader.line_num}: {exc}") from None
+    if header is None:
+        raise InputListingError(f"input manifest {cfg.uri}: is empty (no header line)")
+    return rows
+
+
+def _read_parquet(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """[(row description, {column: Python value})]; nulls are None, integers stay integers."""
+    try:
+        table = pq.read_table(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - any parser failure means the same thing to the user
+        raise InputListingError(f"input manifest {cfg.uri}: cannot be read as Parquet: {exc}") from None
+    _check_header(cfg, table.column_names, "the schema")
+    wanted = [c for c in (cfg.path_column, cfg.identity_column) if c and c in table.column_names]
+    values = {c: table.column(c).to_pylist() for c in wanted}
+    rows = [(f"data row {i + 1}", {c: values[c][i] for c in wanted}) for i in range(table.num_rows)]
+    return rows
+
+
+def _check_header(cfg: InputConfig, columns: list[str], where: str) -> None:
+    repeated = sorted(c for c, n in Counter(columns).items() if n > 1)
+    if repeated:
+        raise InputListingError(f"input manifest {cfg.uri}: column {repeated[0]!r} appears twice in {where}")
+    _require_columns(cfg, columns)
+
+
+def _require_columns(cfg: InputConfig, columns: list[str]) -> None:
     for option, column in (("path_column", cfg.path_column), ("identity_column", cfg.identity_column)):
-        if column and column not in table.columns:
+        if column and column not in columns:
             raise InputListingError(
                 f"input manifest {cfg.uri}: no column {column!r} (input.{option}); "
-                f"columns: {', '.join(map(str, table.columns))}"
+                f"columns: {', '.join(map(str, columns))}"
             )
+
+
+def _identity_text(value: Any) -> str | None:
+    """A manifest identity as text: None/NaN/"" -> None; integral numbers without ``.0``; text as written."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 def _resolve_entry(entry: str, manifest_folder: str) -> str:
     """A manifest entry as a full URI: relative entries are taken from the manifest's folder."""
-    if not entry or is_absolute_uri(entry):
+    if is_absolute_uri(entry):
         return entry
     protocol, folder = split_protocol(manifest_folder)
     joined = posixpath.normpath(posixpath.join(folder, entry))

@@ -14,7 +14,7 @@ from typing import Any
 
 import fsspec
 
-from .fs import filesystem, protocol_of
+from .fs import filesystem, is_local_fs, local_path, protocol_of
 
 
 def read_blobs(
@@ -54,7 +54,9 @@ def _cached_fs(protocol: str, storage_options: Mapping[str, Any] | None) -> fssp
 
 
 def _fs_path(fs: fsspec.AbstractFileSystem, uri: str) -> str:
-    return fs._strip_protocol(uri)
+    """The path to open: locally the real name (a ``file://`` listing path is percent-decoded, see
+    :func:`froq_ray.storage.fs.local_name`), otherwise the path inside the filesystem."""
+    return local_path(uri) if is_local_fs(fs) else fs._strip_protocol(uri)
 
 
 def _message(path: str, exc: BaseException) -> str:
