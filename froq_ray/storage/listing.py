@@ -77,12 +77,16 @@ class InputListingError(UserError, ValueError):
 class InputListing:
     """The result of :func:`list_inputs`.
 
-    ``table``: DataFrame with columns ``path`` (str) and ``identity`` (str or None), sorted by path, unique
-    paths, ``limit`` applied. ``source``: ``"folder"``, ``"glob"`` or ``"manifest"``. ``files_seen``: files
-    and links found (folders/globs) or manifest rows. ``skipped``: reason -> ``{"count": n, "examples": [first
-    paths, sorted]}`` (reason ``extension`` also has ``"by_extension"``: ``{".txt": n, "(none)": n}``).
-    ``followed_links``: symlinked folders entered. ``duplicates``: manifest rows naming a path already listed.
-    ``beyond_limit``: rows dropped by ``input.limit``."""
+    - ``table``: DataFrame with columns ``path`` (str) and ``identity`` (str or None), sorted by path,
+      unique paths, ``limit`` applied;
+    - ``source``: ``"folder"``, ``"glob"`` or ``"manifest"``;
+    - ``files_seen``: entries looked at: images listed (before ``limit``) + skipped (folders, globs), or
+      manifest data rows;
+    - ``skipped``: reason -> ``{"count": n, "examples": [first paths, sorted]}``; reason ``extension`` also
+      has ``"by_extension"`` (``{".txt": n, "(none)": n}``, most frequent first);
+    - ``followed_links``: symlinked folders entered (listing paths, sorted);
+    - ``duplicates``: manifest rows naming a path listed earlier (merged);
+    - ``beyond_limit``: rows dropped by ``input.limit``."""
 
     table: pd.DataFrame
     source: str
@@ -167,7 +171,7 @@ def list_inputs(cfg: InputConfig) -> InputListing:
                 paths.append(path)
             else:
                 skips.add("extension", path)
-        seen = len(found)
+        seen = len(paths) + sum(len(v) for v in skips.paths.values())
         if not paths:
             what = f"no image files among {len(found)} file(s)" if kind == "folder" else (
                 f"glob matched no image files ({len(found)} file(s) matched)"
