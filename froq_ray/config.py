@@ -95,7 +95,9 @@ class Section(BaseModel):
 
 
 class InputConfig(Section):
-    """Where the images are: a local directory, an ``s3://`` prefix, a glob, or a .parquet/.csv manifest."""
+    """Where the images are: a local directory, an ``s3://`` prefix, a .parquet/.csv manifest, or a glob.
+    An existing path is read as itself whatever characters it holds; a path that does not exist and holds
+    ``*``, ``?`` or ``[`` is a glob (see :mod:`froq_ray.storage.listing`)."""
 
     uri: LocalOrUri
     extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))

@@ -284,6 +284,9 @@ def test_existing_paths_with_glob_characters_are_read_as_themselves(tmp_path):
     assert (globbed.source, globbed.table["path"].tolist()) == ("glob", [str(tmp_path / "faces 2/2.jpg")])
     with pytest.raises(InputListingError, match="list.csv: does not exist"):
         list_inputs(InputConfig(uri=str(tmp_path / "list.csv")))
+    (tmp_path / "folder.csv").mkdir()  # a folder named like a manifest is a folder
+    (tmp_path / "folder.csv" / "f.jpg").write_bytes(b"x")
+    assert listed(tmp_path / "folder.csv") == [str(tmp_path / "folder.csv/f.jpg")]
 
 
 def test_symlinked_folders_followed_once_and_counted(tmp_path):
