@@ -44,8 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         _add_job_args(p)
         p.add_argument("--force", action="store_true", help="resume even though the config or input changed")
-    p = sub.add_parser("evaluate", help="EDC / pAUC of quality columns of an annotation output")
+    p = sub.add_parser(
+        "evaluate", help="EDC / pAUC of quality columns of an annotation output", conflict_handler="resolve"
+    )
     _add_job_args(p, with_input=False)
+    p.add_argument(  # replaces the shared --mode: evaluate is one step, so there is nothing to resume
+        "--mode",
+        choices=["resume", "overwrite", "error_if_exists"],
+        help="output.mode: resume (default) and overwrite both recompute and replace edc.md, edc.csv, edc.png and "
+        "_manifest.json (evaluate is one step; overwrite deletes the earlier files first); error_if_exists "
+        "refuses an output that already holds them",
+    )
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
     p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")
     _add_job_args(p, with_input=False)

@@ -127,7 +127,10 @@ def _check_inputs(similarity, genuine, quality) -> tuple[np.ndarray, np.ndarray,
     if q.dtype.kind == "f" and np.isnan(q).any():
         raise ValueError(f"pair quality contains {int(np.isnan(q).sum())} NaN values")
     if not g.any() or g.all():
-        raise ValueError("the EDC needs both genuine and impostor pairs")
+        n_gen = int(g.sum())
+        raise ValueError(
+            f"the EDC needs both genuine and impostor pairs, got {n_gen} genuine and {g.size - n_gen} impostor"
+        )
     return s, g, q
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .base import LoadedModel, ModelLoadError
 
@@ -42,12 +44,24 @@ def available_models() -> dict[str, RegistryEntry]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def load_model(name: str, weights: str | None = None, options: dict[str, Any] | None = None) -> LoadedModel:
-    """Build model ``name``, load ``weights`` (or its built-in weights) on the CPU, frozen, in eval mode."""
+def registry_entry(name: str) -> RegistryEntry:
+    """The registry entry of model ``name``; :class:`ModelLoadError` for an unknown name, one line:
+    ``unknown model 'mobilefacenett' (did you mean 'mobilefacenet'?); `froq models` lists them``."""
     entries = available_models()
-    if name not in entries:
-        raise ModelLoadError(f"unknown model {name!r}; available: {', '.join(entries)}")
-    entry = entries[name]
+    if name in entries:
+        return entries[name]
+    close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelLoadError(f"unknown model {name!r}{hint}; `froq models` lists them: {', '.join(entries)}")
+
+
+def load_model(name: str, weights: str | None = None, options: dict[str, Any] | None = None) -> LoadedModel:
+    """Build model ``name``, load ``weights`` (or its built-in weights) on the CPU, frozen, in eval mode.
+
+    Raises :class:`ModelLoadError` for an unknown name (with the closest registered name, if any) or a model
+    that needs a weights path and got none; the family factory raises it for weights that do not fit.
+    """
+    entry = registry_entry(name)
     if entry.needs_weights and not weights:
         raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path")
     return entry.factory(weights, dict(options or {}))

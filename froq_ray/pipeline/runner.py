@@ -21,6 +21,7 @@ import pyarrow as pa
 from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
 from ..models import LoadedModel
+from ..storage.fs import check_reachable
 from ..storage.listing import InputListing, input_digest, list_inputs
 from ..storage.run_state import RunState, check_writable, prepare_output
 from ..storage.schema import schema_metadata, to_table
@@ -54,6 +55,7 @@ class PreparedJob:
 def load_job_inputs(cfg: ModelJob) -> tuple[InputListing, LoadedModel]:
     """List the inputs and load the model on the driver: a missing input or model file fails here.
     The listing's ``table`` is the (path, identity) DataFrame; skips were logged by ``list_inputs``."""
+    check_reachable(cfg.input.uri, cfg.input.storage_options)
     inputs = list_inputs(cfg.input)
     log.info("inputs: %d images from %s (%s)", len(inputs.table), cfg.input.uri, inputs.skipped_line())
     model = load_scoring_model(scoring_stage_config(cfg, cfg.scoring.mode))

@@ -16,10 +16,12 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, unquote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit, urlunsplit
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
+
+from ..errors import UserError
 
 LOCAL_PROTOCOLS = ("file", "local")
 _SECRET_KEY = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
@@ -184,3 +186,74 @@ def write_json_atomic(fs: fsspec.AbstractFileSystem, path: str, obj: Any) -> Non
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
     with fs.open(path, "rb") as f:
         return json.loads(f.read().decode())
+
+
+# ------------------------------------------------------------------------------------------- S3 preflight
+
+PREFLIGHT_CONFIG_KWARGS: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}
+"""botocore ``Config`` settings of the reachability check only: one attempt, a short connect timeout."""
+_S3_PROTOCOLS = ("s3", "s3a")
+
+
+class StorageUnreachableError(UserError, ConnectionError):
+    """A remote location could not be reached (no answer, refused connection, no credentials); the message
+    names the URI and the endpoint, never credentials."""
+
+
+def endpoint_of(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The endpoint a remote ``uri`` is reached at, as a URL without user info (``endpoint_url`` of the options,
+    of their ``client_kwargs`` or of the AWS environment), or ``"the default AWS endpoint"``."""
+    options = with_env_endpoint(protocol_of(uri), storage_options)
+    url = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+    if not url:
+        return "the default AWS endpoint"
+    parts = urlsplit(str(url))
+    if parts.username or parts.password:  # never echo credentials embedded in the URL
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+def check_reachable(uri: str, storage_options: Mapping[str, Any] | None = None, access: str = "read") -> None:
+    """Fail fast when the storage behind a remote ``uri`` cannot be reached; local paths pass unchecked.
+
+    One metadata request (``info``) with a 5 s connect timeout, a 10 s read timeout and no retries, on a private
+    filesystem instance (the cached one the job uses keeps its own retry settings). A missing object or prefix
+    is not an error here (the caller reports it); an access refusal is one when ``access="read"`` (the job must
+    list and read that location), not for ``access="write"`` (the write probe of
+    :func:`froq_ray.storage.run_state.check_writable` decides). Raises :class:`StorageUnreachableError` naming
+    the URI, the endpoint and the cause on one line.
+    """
+    protocol = protocol_of(uri)
+    if protocol in LOCAL_PROTOCOLS:
+        return
+    if access not in ("read", "write"):
+        raise ValueError(f"access must be 'read' or 'write', got {access!r}")
+    options = with_env_endpoint(protocol, storage_options)
+    if protocol in _S3_PROTOCOLS:
+        config_kwargs = {**(options.get("config_kwargs") or {}), **PREFLIGHT_CONFIG_KWARGS}
+        options = {**options, "config_kwargs": config_kwargs, "skip_instance_cache": True}
+    where = f"{uri} at {endpoint_of(uri, storage_options)}"
+    try:
+        fs, path = url_to_fs(uri, **options)
+        if hasattr(fs, "retries"):
+            fs.retries = 1  # s3fs retries connection errors itself, with backoff, on top of botocore
+        fs.info(path)
+    except FileNotFoundError:
+        return
+    except PermissionError as exc:
+        if access == "write":
+            return
+        raise StorageUnreachableError(f"access denied to {where}: {_one_line(exc)}; check the credentials") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the client raises, the location cannot be used
+        kind = type(exc).__name__
+        if kind == "NoCredentialsError":
+            raise StorageUnreachableError(
+                f"no credentials for {where}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or an "
+                "instance role"
+            ) from None
+        raise StorageUnreachableError(f"cannot reach {where}: {kind}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import fsspec
 
 from ..errors import UserError
-from .fs import TEMP_MARK, is_local_fs, open_fs, read_json, write_json_atomic
+from .fs import TEMP_MARK, check_reachable, is_local_fs, open_fs, read_json, write_json_atomic
 from .manifest import MANIFEST_FILE
 from .schema import SCHEMA_VERSION
 from .shards import MARKER_RE, PART_RE, list_names, read_markers
@@ -167,7 +167,9 @@ def _delete(fs: fsspec.AbstractFileSystem, path: str, names: list[str]) -> None:
 
 def check_writable(out_uri: str, storage_options: Mapping[str, Any] | None) -> None:
     """Write and delete a small probe object in ``out_uri``; raises :class:`OutputStateError` naming the URI
-    and the cause when that fails. Local folders are created; S3 buckets never are."""
+    and the cause when that fails. Local folders are created; S3 buckets never are. A remote endpoint that does
+    not answer fails first, within seconds (:func:`~froq_ray.storage.fs.check_reachable`)."""
+    check_reachable(out_uri, storage_options, access="write")
     fs, path = open_fs(out_uri, storage_options)
     probe = f"{path}/_write_probe{TEMP_MARK}{uuid.uuid4().hex}"
     try:

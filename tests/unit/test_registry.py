@@ -35,10 +35,17 @@ def test_available_models_lists_every_name_with_its_family() -> None:
 
 
 def test_unknown_model_names_the_choices() -> None:
-    with pytest.raises(
-        ModelLoadError, match=r"unknown model 'arcface_r100'; available: .*iresnet100.*mobilefacenet"
-    ):
-        load_model("arcface_r100", "/nonexistent.pth")
+    with pytest.raises(ModelLoadError) as info:
+        load_model("vggface", "/nonexistent.pth")
+    assert str(info.value) == (
+        "unknown model 'vggface'; `froq models` lists them: " + ", ".join(sorted(FAMILIES))
+    )
+
+
+def test_misspelt_model_name_gets_the_closest_name() -> None:
+    with pytest.raises(ModelLoadError) as info:
+        load_model("mobilefacenett")
+    assert str(info.value).startswith("unknown model 'mobilefacenett' (did you mean 'mobilefacenet'?); `froq models`")
 
 
 @pytest.mark.parametrize("name", NEEDS_WEIGHTS)
