@@ -101,6 +101,7 @@ def snapshot_exists(out: Path) -> bool:
     return (out / "_train" / RUN_NAME / SNAPSHOT_FILE).is_file()
 
 
+@pytest.mark.timeout(1800)  # the module fixture annotates 100 faces; three distill runs follow
 def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(annotated, mobilefacenet_pt, capsys):
     root, ann = annotated
     n_ok = int((ann["status"] == st.OK).sum())
@@ -202,6 +203,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert "nothing to do" in capsys.readouterr().out
 
 
+@pytest.mark.timeout(900)  # run alone, it sets up the module fixture (an annotation of 100 faces)
 def test_config_and_input_errors_name_what_to_fix(annotated, mobilefacenet_pt, capsys):
     root, _ = annotated
 

@@ -60,7 +60,7 @@ def pseudo_label_config(s3, mobilefacenet_pt, ray_address: str, seed: int = 0) -
     }
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(900)  # ~70 s here; the kill waits up to 600 s for its row count, then two more runs
 def test_interrupted_run_resumes_to_exactly_one_row_per_input(ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt,
                                                               tmp_path, capsys):
     fs = s3.filesystem()
