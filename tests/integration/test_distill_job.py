@@ -121,9 +121,11 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     try:
         while not snapshot_exists(root / "killed") and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
+        exited_by_itself = proc.poll()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert exited_by_itself is None, f"the run ended (exit {exited_by_itself}) before it could be killed"
     assert latest_checkpoint_epoch(str(root / "killed" / "_train"), None) == 0, "not killed after epoch 0"
     assert not (root / "killed" / "card.json").exists()
 
