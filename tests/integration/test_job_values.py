@@ -22,6 +22,7 @@ from froq_ray.quality.calibration import calibrate, calibration_layers
 from froq_ray.quality.observer import network_input
 from froq_ray.quality.perturbations import PerturbationSettings, PseudoLabeler
 from froq_ray.quality.scorer import FroqScorer
+from froq_ray.storage.manifest import read_manifest
 from tests.integration.jobfiles import (
     BAD_FILES,
     FAST_PERTURBATIONS,
@@ -33,9 +34,6 @@ from tests.integration.jobfiles import (
 )
 
 pytestmark = pytest.mark.integration
-
-ARTIFACT_FILE = "_calibration.json"  # where the calibrate job writes its artifact, in its output folder
-
 
 def job_config(job: str, inputs: Path, out: Path, mobilefacenet_pt: Path, **sections) -> dict:
     cfg = {
@@ -80,11 +78,12 @@ def crops(faces) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def calibrated(ray_cluster, faces, mobilefacenet_pt):
+def calibrated(ray_cluster, faces, mobilefacenet_pt) -> tuple[Path, Path]:
+    """The calibrate job's output folder and the artifact it wrote (as its manifest names it)."""
     root, _ = faces
     cfg = job_config("calibrate", root / "in", root / "cal", mobilefacenet_pt)
     assert run_job("calibrate", write_config(root, "cal", cfg)) == 0
-    return root / "cal"
+    return root / "cal", Path(read_manifest(str(root / "cal"))["calibration"]["artifact"])
 
 
 def ok_rows_by_path(out: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
@@ -104,7 +103,8 @@ def test_calibrate_job_equals_the_plain_loop(calibrated, faces, model, crops):
     layers, _ = calibration_layers(model)
     expected = calibrate(model, [crops[:5], crops[5:]], settings, top_n=10, layer_names=layers,
                          image_ids=paths)
-    got = CalibrationArtifact.from_json((calibrated / ARTIFACT_FILE).read_text(), source="job artifact")
+    out, artifact = calibrated
+    got = CalibrationArtifact.from_json(artifact.read_text(), source=str(artifact))
 
     assert got.selected_layers == expected.selected_layers and len(got.selected_layers) >= 1
     assert got.top_layers == expected.top_layers
@@ -121,14 +121,14 @@ def test_calibrate_job_equals_the_plain_loop(calibrated, faces, model, crops):
     labeler = PseudoLabeler(model.network, model.contract, settings, torch.device("cpu"))
     with torch.inference_mode():
         labels = labeler(network_input(crops, model.input_transform(), torch.device("cpu")))
-    ok = ok_rows_by_path(read_output(str(calibrated)), paths)
+    ok = ok_rows_by_path(read_output(str(out)), paths)
     for column in ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label"):
         np.testing.assert_allclose(ok[column].to_numpy(np.float32), labels[column], rtol=1e-5, err_msg=column)
 
 
 def test_annotate_job_equals_froq_scorer(calibrated, faces, model, crops, mobilefacenet_pt):
     root, paths = faces
-    artifact = calibrated / ARTIFACT_FILE
+    _, artifact = calibrated
     cfg = job_config("annotate", root / "in", root / "ann", mobilefacenet_pt,
                      calibration={"artifact": str(artifact)})
     assert run_job("annotate", write_config(root, "ann", cfg)) == 0
