@@ -82,12 +82,31 @@ def tiny_contract(size: int = 16) -> InputContract:
     return InputContract(size=size, channel_order="RGB", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def tiny_fr_model(size: int = 16, embedding_size: int = 8, seed: int = 0, name: str = "tiny-fr") -> LoadedModel:
-    """A frozen, eval-mode TinyFR wrapped as a LoadedModel with an InputContract of ``size`` (16 or 32)."""
+class PoisonedTinyFR(TinyFR):
+    """TinyFR that fails like a broken model on one input pattern: a batch holding an image whose network input
+    is constant (every pixel and channel equal, e.g. an all-grey uint8 crop) raises ``RuntimeError``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        poisoned = torch.nonzero(flat.amax(dim=1) == flat.amin(dim=1)).flatten()
+        if poisoned.numel():
+            raise RuntimeError(f"poisoned input at batch rows {poisoned.tolist()}")
+        return super().forward(x)
+
+
+def tiny_fr_model(
+    size: int = 16,
+    embedding_size: int = 8,
+    seed: int = 0,
+    name: str = "tiny-fr",
+    network_class: type[TinyFR] = TinyFR,
+) -> LoadedModel:
+    """A frozen, eval-mode TinyFR (or ``network_class``) wrapped as a LoadedModel with an InputContract of
+    ``size`` (16 or 32)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        network = TinyFR(embedding_size)
+        network = network_class(embedding_size)
     with torch.no_grad():
         _randomise_batchnorm(network, generator)
     freeze(network)

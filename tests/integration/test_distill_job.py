@@ -101,6 +101,7 @@ def snapshot_exists(out: Path) -> bool:
     return (out / "_train" / RUN_NAME / SNAPSHOT_FILE).is_file()
 
 
+@pytest.mark.timeout(1800)  # the module fixture annotates 100 faces; three distill runs follow
 def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(annotated, mobilefacenet_pt, capsys):
     root, ann = annotated
     n_ok = int((ann["status"] == st.OK).sum())
@@ -120,9 +121,11 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     try:
         while not snapshot_exists(root / "killed") and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
+        exited_by_itself = proc.poll()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert exited_by_itself is None, f"the run ended (exit {exited_by_itself}) before it could be killed"
     assert latest_checkpoint_epoch(str(root / "killed" / "_train"), None) == 0, "not killed after epoch 0"
     assert not (root / "killed" / "card.json").exists()
 
@@ -202,6 +205,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert "nothing to do" in capsys.readouterr().out
 
 
+@pytest.mark.timeout(900)  # run alone, it sets up the module fixture (an annotation of 100 faces)
 def test_config_and_input_errors_name_what_to_fix(annotated, mobilefacenet_pt, capsys):
     root, _ = annotated
 

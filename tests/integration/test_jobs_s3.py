@@ -40,6 +40,7 @@ def s3_config(job: str, s3, mobilefacenet_pt, input_uri: str, output_uri: str, *
     return cfg
 
 
+@pytest.mark.timeout(600)  # three jobs in a row, over the local S3 server
 def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt, tmp_path):
     fs = s3.filesystem()
     images = lfw_sample(lfw_dev_dir, identities=8, per_identity=2)

@@ -87,6 +87,7 @@ def ray_head():
         stop_head(proc, temp_dir)
 
 
+@pytest.mark.timeout(1200)  # ray start --head (up to two tries of 120 s) and the submitted job
 def test_ray_job_submit_annotate_on_defaults(ray_head, tmp_path, lfw_dev_dir):
     address, env = ray_head
     inputs = tmp_path / "faces"

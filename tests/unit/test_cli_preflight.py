@@ -116,3 +116,28 @@ def test_every_user_facing_error_shares_one_base(capsys, monkeypatch):
     assert cli.main(["models"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "froq models: error: something to fix"
+
+
+@pytest.mark.parametrize("model_name, artifact_for", [("mobilefacenet", "dlib_resnet_v1"),
+                                                      ("dlib_resnet_v1", "mobilefacenet")])
+def test_a_calibration_made_for_another_model_is_refused(capsys, tmp_path, one_image_dir, mobilefacenet_pt,
+                                                         model_name, artifact_for):
+    import json
+
+    from froq_ray.pipeline.artifacts import builtin_artifact_path
+
+    repo = Path(__file__).resolve().parents[2]
+    artifacts = {"dlib_resnet_v1": builtin_artifact_path("dlib_resnet_v1"),
+                 "mobilefacenet": repo / "docs" / "results" / "mobilefacenet-lfw-folds123-sample300.calibration.json"}
+    artifact = artifacts[artifact_for]
+    assert json.loads(artifact.read_text())["model"]["name"] == artifact_for
+    model = ["--set", f"model.name={model_name}"]
+    if model_name == "mobilefacenet":
+        model += ["--set", f"model.weights={mobilefacenet_pt}"]
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    *model, "--set", f"calibration.artifact={artifact}")
+    assert code == 2
+    message = err.strip().splitlines()[-1]
+    assert f"made for model {artifact_for!r} and cannot be applied to model {model_name!r}" in message
+    assert json.loads(artifact.read_text())["calibration_id"] in message
+    assert not (tmp_path / "o").exists()
