@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
+from typing import TextIO
 
 import numpy as np
 
 log = logging.getLogger("froq_ray")
+
+
+def interactive_terminal(stdout: TextIO | None = None, stderr: TextIO | None = None) -> bool:
+    """True when both ``stdout`` and ``stderr`` (default: ``sys.stdout`` / ``sys.stderr``) are interactive
+    terminals: then Ray Data's progress bars (drawn on stderr) are shown. A pipe, a file, ``ray job logs``
+    or a captured test run gets froq_ray's periodic log lines only (Ray Data would log its own progress lines
+    into a non-terminal stdout). A stream without ``isatty`` (or one that is closed) counts as not a terminal."""
+    streams = (sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
+    try:
+        return all(stream is not None and stream.isatty() for stream in streams)
+    except (AttributeError, ValueError):
+        return False
+
+
+class _DropProgressBarsDisabled(logging.Filter):
+    """Drops Ray Data's "Progress bars disabled" warning: froq_ray turns them off on purpose when not on a
+    terminal and logs its own progress instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Progress bars disabled")
+
+
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+"""The logger of Ray Data (2.58) that warns when progress bars are disabled."""
+
+
+def configure_ray_data_progress(ctx, interactive: bool) -> None:
+    """Ray Data progress bars on ``ctx`` (a ``DataContext``) exactly when ``interactive``; when off, Ray's
+    "Progress bars disabled" warning is filtered out (idempotent). froq_ray's own progress lines
+    (:class:`ProgressReporter`) are logged either way."""
+    ctx.enable_progress_bars = interactive
+    logger = logging.getLogger(RAY_DATA_PROGRESS_LOGGER)
+    if not any(isinstance(f, _DropProgressBarsDisabled) for f in logger.filters):
+        logger.addFilter(_DropProgressBarsDisabled())
 
 
 def _fmt_duration(seconds: float) -> str:
