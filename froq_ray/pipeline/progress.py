@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 import time
@@ -25,26 +26,35 @@ def interactive_terminal(stdout: TextIO | None = None, stderr: TextIO | None = N
         return False
 
 
-class _DropProgressBarsDisabled(logging.Filter):
-    """Drops Ray Data's "Progress bars disabled" warning: froq_ray turns them off on purpose when not on a
-    terminal and logs its own progress instead."""
+class _DropProgressSetupNotes(logging.Filter):
+    """Drops Ray Data's notes about the progress display froq_ray chose: "Progress bars disabled" (froq_ray
+    turns them off on purpose off a terminal and logs its own progress) and the advertisement of its newer
+    progress UI."""
+
+    DROPPED = ("Progress bars disabled", "[dataset]: A new progress UI is available")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Progress bars disabled")
+        return not str(record.msg).startswith(self.DROPPED)
 
 
 RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
-"""The logger of Ray Data (2.58) that warns when progress bars are disabled."""
+"""The logger of Ray Data (2.58) that logs those notes."""
 
 
-def configure_ray_data_progress(ctx, interactive: bool) -> None:
-    """Ray Data progress bars on ``ctx`` (a ``DataContext``) exactly when ``interactive``; when off, Ray's
-    "Progress bars disabled" warning is filtered out (idempotent). froq_ray's own progress lines
-    (:class:`ProgressReporter`) are logged either way."""
-    ctx.enable_progress_bars = interactive
+def tqdm_installed() -> bool:
+    """Ray Data draws its progress bars with tqdm; without it there are none (Ray would only warn)."""
+    return importlib.util.find_spec("tqdm") is not None
+
+
+def configure_ray_data_progress(ctx, interactive: bool) -> bool:
+    """Turn Ray Data's progress bars on ``ctx`` (a ``DataContext``) on exactly when ``interactive`` and tqdm is
+    installed, and filter out Ray's notes about that choice (idempotent). froq_ray's own progress lines
+    (:class:`ProgressReporter`) are logged either way. Returns whether the bars are on."""
+    ctx.enable_progress_bars = bool(interactive) and tqdm_installed()
     logger = logging.getLogger(RAY_DATA_PROGRESS_LOGGER)
-    if not any(isinstance(f, _DropProgressBarsDisabled) for f in logger.filters):
-        logger.addFilter(_DropProgressBarsDisabled())
+    if not any(isinstance(f, _DropProgressSetupNotes) for f in logger.filters):
+        logger.addFilter(_DropProgressSetupNotes())
+    return ctx.enable_progress_bars
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -39,25 +39,28 @@ def test_bars_only_when_stdout_and_stderr_are_terminals(terminal, tmp_path):
     assert interactive_terminal(closed, terminal) is False  # a closed stream raises ValueError on isatty
 
 
-def test_configure_sets_the_data_context_and_drops_only_the_disabled_warning():
+def test_configure_sets_the_data_context_and_drops_only_the_setup_notes(monkeypatch):
     from ray.data import DataContext
     from ray.data._internal import progress as ray_progress
 
-    assert ray_progress.logger.name == RAY_DATA_PROGRESS_LOGGER  # the logger Ray Data warns on
+    from froq_ray.pipeline import progress
+
+    assert ray_progress.logger.name == RAY_DATA_PROGRESS_LOGGER  # the logger Ray Data logs those notes on
     ctx = DataContext()
-    configure_ray_data_progress(ctx, True)
-    assert ctx.enable_progress_bars is True
-    configure_ray_data_progress(ctx, False)
-    configure_ray_data_progress(ctx, False)
-    assert ctx.enable_progress_bars is False
+    monkeypatch.setattr(progress, "tqdm_installed", lambda: True)
+    assert configure_ray_data_progress(ctx, True) is True and ctx.enable_progress_bars is True
+    assert configure_ray_data_progress(ctx, False) is False and ctx.enable_progress_bars is False
+    monkeypatch.setattr(progress, "tqdm_installed", lambda: False)  # no tqdm: Ray could draw no bar
+    assert configure_ray_data_progress(ctx, True) is False and ctx.enable_progress_bars is False
     logger = logging.getLogger(RAY_DATA_PROGRESS_LOGGER)
-    assert len(logger.filters) == 1  # configuring twice adds one filter
+    assert len(logger.filters) == 1  # configuring again adds no second filter
     seen: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: seen.append(record.getMessage())
     logger.addHandler(handler)  # Ray Data's loggers do not propagate to the root logger
     try:
         logger.warning("Progress bars disabled. To enable, set `...enable_progress_bars = True`.")
+        logger.info("[dataset]: A new progress UI is available. To enable, set ...")
         logger.warning("Progress bars for operators disabled. To enable, ...")
     finally:
         logger.removeHandler(handler)
