@@ -29,7 +29,9 @@ def _add_job_args(p: argparse.ArgumentParser, with_input: bool = True) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set resources.actors=4 (repeatable)",
+        help="override any config key, e.g. --set resources.actors=4 (repeatable). Text keys (paths, URIs, "
+        "names, choices) take VALUE exactly as typed (an empty VALUE sets an optional one to null); "
+        "numbers, booleans, lists and mappings are read as YAML",
     )
     p.add_argument("--log-level", default="INFO")
 
@@ -74,25 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SHORTCUTS = (
+    ("input", "input.uri"),
+    ("output", "output.uri"),
+    ("mode", "output.mode"),
+    ("annotations", "evaluate.annotations"),
+    ("filter_annotations", "filter.annotations"),
+    ("distill_annotations", "distill.annotations"),
+)
+"""(argparse destination, config key) of the shortcut flags; their values are set exactly as typed."""
+
+
 def job_config(args: argparse.Namespace, job: str):
+    """The validated config of ``job`` from ``--config`` (or the defaults), the shortcut flags (exact text)
+    and the ``--set`` overrides (in that order; read per the key's type, see ``config.apply_overrides``).
+    Raises ``config.ConfigError`` naming every bad key."""
     from .config import config_from_dict, load_config
 
-    overrides = []
-    for flag, key in (
-        ("input", "input.uri"),
-        ("output", "output.uri"),
-        ("mode", "output.mode"),
-        ("annotations", "evaluate.annotations"),
-        ("filter_annotations", "filter.annotations"),
-        ("distill_annotations", "distill.annotations"),
-    ):
-        value = getattr(args, flag, None)
-        if value:
-            overrides.append(f"{key}={value}")
-    overrides += args.overrides
+    values = {key: getattr(args, flag) for flag, key in SHORTCUTS if getattr(args, flag, None) is not None}
     if args.config:
-        return load_config(args.config, overrides, expected_job=job)
-    return config_from_dict({"job": job}, overrides, expected_job=job, source="command line")
+        return load_config(args.config, args.overrides, expected_job=job, values=values)
+    return config_from_dict(
+        {"job": job}, args.overrides, expected_job=job, source="command line", values=values
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

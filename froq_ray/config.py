@@ -23,7 +23,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -510,11 +511,16 @@ JOB_CLASSES: dict[str, type[JobBase]] = {
 
 
 def load_config(
-    path: str | Path, overrides: Iterable[str] = (), expected_job: str | None = None
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    expected_job: str | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> JobConfig:
-    """Read a YAML job config, apply ``dotted.key=value`` overrides (values parsed as YAML), validate.
+    """Read a YAML job config, apply ``values`` then the ``dotted.key=value`` overrides, validate.
 
-    ``expected_job`` (the command the user ran) must match the config's ``job`` when given.
+    ``values`` maps dotted keys to values set exactly as given (the CLI's ``--input``/``--output``/``--mode``);
+    ``overrides`` are ``--set`` texts, read as :func:`apply_overrides` describes. ``expected_job`` (the command
+    the user ran) must match the config's ``job`` when given.
     Raises :class:`ConfigError` naming the file and every bad key.
     """
     path = Path(path)
@@ -530,7 +536,7 @@ def load_config(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"top level must be a mapping of sections, got {type(data).__name__}"], str(path))
-    return config_from_dict(data, overrides, expected_job=expected_job, source=str(path))
+    return config_from_dict(data, overrides, expected_job=expected_job, source=str(path), values=values)
 
 
 def config_from_dict(
@@ -538,9 +544,14 @@ def config_from_dict(
     overrides: Iterable[str] = (),
     expected_job: str | None = None,
     source: str | None = None,
+    values: Mapping[str, Any] | None = None,
 ) -> JobConfig:
-    """Validate a config given as a mapping (what :func:`load_config` does after reading the YAML)."""
-    data = apply_overrides(data, overrides)
+    """Validate a config given as a mapping (what :func:`load_config` does after reading the YAML), after
+    setting ``values`` (dotted key -> value, used as given) and then the ``overrides`` (see
+    :func:`apply_overrides`). Raises :class:`ConfigError` naming every bad key."""
+    overrides = list(overrides)
+    job_class = JOB_CLASSES.get(_job_of(data, overrides, values, expected_job))
+    data = apply_overrides(data, overrides, job_class=job_class, values=values)
     job = data.get("job", expected_job)
     if job is None:
         raise ConfigError([f"job: required key missing (one of {', '.join(JOBS)})"], source)
@@ -557,28 +568,122 @@ def config_from_dict(
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A deep copy of ``data`` with each ``a.b.c=value`` set (intermediate mappings created as needed)."""
+def _job_of(
+    data: Mapping[str, Any], overrides: list[str], values: Mapping[str, Any] | None, expected_job: str | None
+) -> Any:
+    """The ``job`` the config will have once ``values`` and ``overrides`` are applied (the last setting wins)."""
+    job = data.get("job", expected_job)
+    if values and "job" in values:
+        job = values["job"]
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip() == "job":
+            job = raw
+    return job
+
+
+def apply_overrides(
+    data: Mapping[str, Any],
+    overrides: Iterable[str],
+    job_class: type[BaseModel] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``values`` item and then each ``a.b.c=value`` override set
+    (intermediate mappings created as needed).
+
+    ``values`` (dotted key -> value) are set exactly as given. An override's text after the first ``=`` is
+    read by the type of the field it sets in ``job_class``: a string field (``str``, a literal of strings,
+    a path or URI) takes the text literally, spaces, ``#``, ``[``, ``*``, ``2019``, ``yes`` and ``null``
+    included; an optional string field takes an empty text as null; a list-of-strings field takes a text
+    starting with ``[`` as a YAML list and any other text as one literal string. Every other field (numbers,
+    booleans, lists, mappings, keys inside ``options`` / ``storage_options``, unknown keys, or any key when
+    ``job_class`` is None) reads the text as YAML, an empty text as null.
+    Raises :class:`ConfigError` for an item that is not ``dotted.key=value``, invalid YAML, or a key below
+    a value that is not a section.
+    """
     out = json.loads(json.dumps(data, default=str)) if data else {}
+    for key, value in (values or {}).items():
+        _set_dotted(out, key, value)
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError([f"override {item!r}: expected dotted.key=value"])
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {exc}"]) from None
-        node = out
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError([f"{key}: cannot set a key inside {where}, which is not a section"])
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(out, key, _override_value(key, raw, job_class))
     return out
+
+
+def _set_dotted(out: dict[str, Any], key: str, value: Any) -> None:
+    node = out
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError([f"{key}: cannot set a key inside {where}, which is not a section"])
+        node = child
+    node[parts[-1]] = value
+
+
+def _override_value(key: str, raw: str, job_class: type[BaseModel] | None) -> Any:
+    """The value of the override ``key=raw``, read as the type of ``key``'s field needs (see apply_overrides)."""
+    kind = _field_kind(job_class, key.split(".")) if job_class is not None else "yaml"
+    if kind == "text":
+        return raw
+    if kind == "optional_text":
+        return raw if raw else None
+    if kind == "text_list" and not raw.lstrip().startswith("["):
+        return raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {exc}"]) from None
+
+
+def _field_kind(cls: type[BaseModel], parts: list[str]) -> str:
+    """How an override of the field at ``parts`` is read: ``text``, ``optional_text``, ``text_list`` or
+    ``yaml`` (also for unknown keys and keys inside mapping-typed fields)."""
+    model: type[BaseModel] = cls
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return "yaml"
+        if depth == len(parts) - 1:
+            return _annotation_kind(field.annotation)
+        section = _section_type(field.annotation)
+        if section is None:
+            return "yaml"
+        model = section
+    return "yaml"
+
+
+def _annotation_kind(annotation: Any) -> str:
+    annotation = _strip_annotated(annotation)
+    if _is_text(annotation):
+        return "text"
+    if get_origin(annotation) in (Union, UnionType):
+        members = [_strip_annotated(a) for a in get_args(annotation)]
+        rest = [a for a in members if a is not type(None)]
+        if len(rest) < len(members) and rest and all(_is_text(a) for a in rest):
+            return "optional_text"
+        return "yaml"
+    if get_origin(annotation) is list and all(_is_text(_strip_annotated(a)) for a in get_args(annotation)):
+        return "text_list"
+    return "yaml"
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if get_origin(annotation) is Literal:
+        return all(isinstance(a, str) for a in get_args(annotation))
+    return False
 
 
 # --------------------------------------------------------------------------------------------- error text

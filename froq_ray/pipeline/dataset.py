@@ -14,6 +14,15 @@ import pandas as pd
 
 from .stages import DecodeStageConfig, ScoringStage, ScoringStageConfig, read_and_decode
 
+SCORING_ACTOR_MAX_RESTARTS = 0
+"""Scoring actors are not restarted by Ray. Ray Data (2.58) hands every pool actor its context and transformer
+as object-store references, and Ray core logs an error-level line (``core_worker.cc ... has constructor
+arguments in the object store and max_restarts > 0``, ray-project/ray#57733) for any restartable actor created
+that way, whatever froq_ray passes. Ray Data's default (endless restarts with endless task retries) would also
+retry a batch that crashes its actor process forever. Without restarts an actor that dies (a crash, an
+out-of-memory kill) ends the run with Ray's error; the run then resumes from its completed shards. An actor
+that fails while starting is still replaced by Ray Data (``DataContext.max_consecutive_actor_init_deaths``)."""
+
 
 @dataclass(frozen=True)
 class MapStage:
@@ -98,4 +107,5 @@ def build_dataset(
         compute=ray.data.ActorPoolStrategy(size=scoring.actors),
         num_gpus=scoring.num_gpus,
         num_cpus=scoring.num_cpus,
+        max_restarts=SCORING_ACTOR_MAX_RESTARTS,
     )

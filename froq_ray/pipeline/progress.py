@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import time
 from collections import Counter
+from typing import TextIO
 
 import numpy as np
 
 log = logging.getLogger("froq_ray")
+
+
+def interactive_terminal(stdout: TextIO | None = None, stderr: TextIO | None = None) -> bool:
+    """True when both ``stdout`` and ``stderr`` (default: ``sys.stdout`` / ``sys.stderr``) are interactive
+    terminals: then Ray Data's progress bars (drawn on stderr) are shown. A pipe, a file, ``ray job logs``
+    or a captured test run gets froq_ray's periodic log lines only (Ray Data would log its own progress lines
+    into a non-terminal stdout). A stream without ``isatty`` (or one that is closed) counts as not a terminal."""
+    streams = (sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
+    try:
+        return all(stream is not None and stream.isatty() for stream in streams)
+    except (AttributeError, ValueError):
+        return False
+
+
+class _DropProgressSetupNotes(logging.Filter):
+    """Drops Ray Data's notes about the progress display froq_ray chose: "Progress bars disabled" (froq_ray
+    turns them off on purpose off a terminal and logs its own progress) and the advertisement of its newer
+    progress UI."""
+
+    DROPPED = ("Progress bars disabled", "[dataset]: A new progress UI is available")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.DROPPED)
+
+
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"
+"""The logger of Ray Data (2.58) that logs those notes."""
+
+
+def tqdm_installed() -> bool:
+    """Ray Data draws its progress bars with tqdm; without it there are none (Ray would only warn)."""
+    return importlib.util.find_spec("tqdm") is not None
+
+
+def configure_ray_data_progress(ctx, interactive: bool) -> bool:
+    """Turn Ray Data's progress bars on ``ctx`` (a ``DataContext``) on exactly when ``interactive`` and tqdm is
+    installed, and filter out Ray's notes about that choice (idempotent). froq_ray's own progress lines
+    (:class:`ProgressReporter`) are logged either way. Returns whether the bars are on."""
+    ctx.enable_progress_bars = bool(interactive) and tqdm_installed()
+    logger = logging.getLogger(RAY_DATA_PROGRESS_LOGGER)
+    if not any(isinstance(f, _DropProgressSetupNotes) for f in logger.filters):
+        logger.addFilter(_DropProgressSetupNotes())
+    return ctx.enable_progress_bars
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -6,6 +6,7 @@ import logging
 import os
 
 from ..config import ResourcesConfig
+from .progress import configure_ray_data_progress, interactive_terminal
 
 log = logging.getLogger("froq_ray")
 
@@ -24,9 +25,9 @@ def ensure_ray(resources: ResourcesConfig) -> None:
             log.info("starting a local Ray (num_cpus=%s)", resources.num_cpus or "all")
             ray.init(num_cpus=resources.num_cpus, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = (
-        False  # froq_ray logs its own progress lines (they read well in `ray job logs`)
-    )
+    # Ray Data's progress bars on an interactive terminal only; froq_ray's own progress lines always (they read
+    # well in `ray job logs`), and no "progress bars disabled" warning where the bars are off
+    configure_ray_data_progress(ctx, interactive_terminal())
     ctx.execution_options.preserve_order = True  # shards complete one after another: flat memory, fixed files
     # Ray Data aborts a dataset after 30 min without a finished block; a batch of the 76-pass perturbation modes
     # can legitimately take that long on a CPU. froq_ray logs its own progress instead.

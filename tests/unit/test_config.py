@@ -279,3 +279,20 @@ def test_shipped_configs_validate(job, monkeypatch):
         assert cfg.input.uri == os.path.abspath(REPO / ".." / "shared" / "data" / "lfw-dev" / "images")
         assert Path(cfg.input.uri).is_dir()
         assert cfg.model.name == "dlib_resnet_v1"
+
+
+def test_override_text_is_read_by_the_field_type():
+    items = ["input.uri=/a #b", "model.weights=", "resources.actors=3", "model.options.x=[1, 2]", "job=annotate"]
+    assert apply_overrides({}, items, job_class=AnnotateJob) == {
+        "input": {"uri": "/a #b"},
+        "model": {"weights": None, "options": {"x": [1, 2]}},
+        "resources": {"actors": 3},
+        "job": "annotate",
+    }
+    # without a job class every text is YAML (the job is unknown, so no field types are)
+    assert apply_overrides({}, ["input.uri=/a #b"]) == {"input": {"uri": "/a"}}
+    # values are set as given, before the overrides
+    assert apply_overrides({}, ["output.mode=resume"], AnnotateJob, {"output.mode": "overwrite", "x.y": " 1"}) == {
+        "output": {"mode": "resume"},
+        "x": {"y": " 1"},
+    }
