@@ -11,6 +11,7 @@ import time
 import pytest
 
 from froq_ray import status as st
+from froq_ray.storage.manifest import MANIFEST_FILE
 from froq_ray.storage.run_state import RUN_FILE
 from tests.integration.jobfiles import (
     env_with_repo_on_path,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.integration
 def markers(fs, prefix: str) -> dict[str, str]:
     fs.invalidate_cache(prefix)
     try:  # the job's write probe can make the prefix exist for an instant and vanish again
-        return {p: fs.info(p)["ETag"] for p in fs.ls(prefix) if p.rsplit("/", 1)[-1].startswith("_part-")}
+        return {p: fs.info(p)["ETag"] for p in fs.ls(f"{prefix}/_froq") if p.endswith(".done.json")}
     except FileNotFoundError:
         return {}
 
@@ -78,7 +79,7 @@ def test_interrupted_run_resumes_to_exactly_one_row_per_input(ray_cluster, s3, l
     assert sorted(p.removeprefix(f"s3://{s3.bucket}/") for p in out["path"]) == listed
     ok = out[out["status"] == st.OK]
     assert ok["pseudo_label"].notna().all() and (ok["quality"] == ok["pseudo_label"]).all()
-    manifest = read_json_uri(s3.uri("out", "_manifest.json"), s3.storage_options)
+    manifest = read_json_uri(s3.uri("out", MANIFEST_FILE), s3.storage_options)
     assert manifest["resumed"] and manifest["shards"]["resumed_from_earlier_runs"] == len(before)
     assert sum(manifest["counts_by_status"].values()) == n_inputs
 

@@ -10,7 +10,7 @@ import pytest
 
 from froq_ray.storage.fs import read_json
 from froq_ray.storage.manifest import read_manifest, write_manifest
-from froq_ray.storage.run_state import OutputStateError, check_writable, prepare_output
+from froq_ray.storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
 from froq_ray.storage.schema import annotation_schema, to_table
 from froq_ray.storage.shards import Shard, list_names, write_shard
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
@@ -57,7 +57,7 @@ def test_fresh_output_then_resume_skips_completed(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     assert state.completed == frozenset() and not state.resumed
-    run = read_json(state.fs, f"{state.path}/_run.json")
+    run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"], run["schema_version"]) == (CFG, INP, "1")
     write_shards(state, [0, 2])
 
@@ -65,7 +65,7 @@ def test_fresh_output_then_resume_skips_completed(out):
     assert again.resumed and not again.forced
     assert again.completed == frozenset({0, 2})
     assert again.is_done(0, "shard-digest") and not again.is_done(0, "other-rows") and not again.is_done(1)
-    assert read_json(again.fs, f"{again.path}/_run.json") == run  # a resume rewrites nothing
+    assert read_json(again.fs, f"{again.path}/{RUN_FILE}") == run  # a resume rewrites nothing
 
 
 @pytest.mark.parametrize("changed", ["config", "input"])
@@ -80,7 +80,7 @@ def test_resume_refuses_changed_digest_unless_forced(out, changed):
 
     forced = prepare_output(uri, options, "resume", new_cfg, new_inp, force=True)
     assert forced.forced and forced.completed == frozenset({0})
-    run = read_json(forced.fs, f"{forced.path}/_run.json")
+    run = read_json(forced.fs, f"{forced.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"]) == (new_cfg, new_inp)
     follow_up = prepare_output(uri, options, "resume", new_cfg, new_inp)
     assert follow_up.resumed and not follow_up.forced
@@ -90,8 +90,8 @@ def test_resume_refuses_parts_of_unknown_origin(out):
     uri, options = out
     state = prepare_output(uri, options, "overwrite", CFG, INP)
     write_shards(state, [0])
-    state.fs.rm_file(f"{state.path}/_run.json")
-    with pytest.raises(OutputStateError, match="no _run.json"):
+    state.fs.rm_file(f"{state.path}/{RUN_FILE}")
+    with pytest.raises(OutputStateError, match="no _froq/run.json"):
         prepare_output(uri, options, "resume", CFG, INP)
     assert prepare_output(uri, options, "resume", CFG, INP, force=True).completed == frozenset({0})
 
@@ -109,9 +109,10 @@ def test_overwrite_deletes_only_our_files(out):
 
     fresh = prepare_output(uri, options, "overwrite", "d" * 64, INP)
     assert fresh.completed == frozenset() and not fresh.resumed
-    assert list_names(fresh.fs, fresh.path) == ["_run.json", "mine.tmp-keep", "notes.txt", "part-1.parquet"]
+    assert list_names(fresh.fs, fresh.path) == ["mine.tmp-keep", "notes.txt", "part-1.parquet"]
+    assert list_names(fresh.fs, f"{fresh.path}/_froq") == ["run.json"]
     assert fresh.fs.exists(f"{fresh.path}/sub/part-00000.parquet")
-    assert read_json(fresh.fs, f"{fresh.path}/_run.json")["config_digest"] == "d" * 64
+    assert read_json(fresh.fs, f"{fresh.path}/{RUN_FILE}")["config_digest"] == "d" * 64
 
 
 def test_error_if_exists(out):
@@ -137,7 +138,8 @@ def test_check_writable_probe(out):
     uri, options = out
     check_writable(uri, options)
     state = prepare_output(uri, options, "resume", CFG, INP)
-    assert list_names(state.fs, state.path) == ["_run.json"]  # the probe is gone
+    assert list_names(state.fs, state.path) == []  # the probe is gone
+    assert list_names(state.fs, f"{state.path}/_froq") == ["run.json"]
 
 
 def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811
@@ -161,7 +163,7 @@ def test_manifest_round_trip_redacts_credentials(out):
         "throughput_images_per_s": 12.5,
     }
     written = write_manifest(uri, options, manifest)
-    assert written == uri.rstrip("/") + "/_manifest.json"
+    assert written == uri.rstrip("/") + "/_froq/manifest.json"
     back = read_manifest(uri, options)
     assert back["counts"] == {"ok": 3, "corrupt": 1} and back["throughput_images_per_s"] == 12.5
     assert back["config"]["input"]["storage_options"] == {"secret": "***", "endpoint_url": "http://h"}
