@@ -245,7 +245,7 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping):  # an empty mapping has no leaves: {} -> {"x": 1} shows as x: (absent) -> 1
             out.update(_flatten(value, f"{dotted}."))
         else:
             out[dotted] = value

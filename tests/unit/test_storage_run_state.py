@@ -184,3 +184,118 @@ def test_plain_pandas_reads_the_output_folder(out):
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     df = pd.read_parquet(uri, storage_options=options or None)
     assert len(df) == 3 and df["status"].tolist() == ["ok"] * 3
+
+
+def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
+    """pandas and pyarrow on the folder, duckdb and polars on ``<folder>/*.parquet``: the parts and nothing
+    else, with markers, run record, input listing, manifest, a calibration artifact and a temp file present."""
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    uri = str(tmp_path / "out")
+    listing = pd.DataFrame({"path": ["/x.jpg", "/y.jpg", "/z.jpg"], "identity": [None, "a", "b"]})
+    state = prepare_output(uri, {}, "resume", CFG, INP, listing=listing)
+    write_shards(state, [0, 1, 2])
+    write_manifest(uri, {}, {"counts": {"ok": 3}})
+    put(state, "_froq/calibration.json", b"{}")
+    put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
+    assert sorted(p.name for p in (tmp_path / "out" / "_froq").iterdir()) == [
+        "calibration.json", "inputs.parquet", "manifest.json", "part-00000.done.json", "part-00001.done.json",
+        "part-00002.done.json", "run.json",
+    ]
+    expected = ["/x.jpg"] * 3
+    assert pd.read_parquet(uri)["path"].tolist() == expected
+    assert pq.read_table(uri).column("path").to_pylist() == expected
+    assert ds.dataset(uri, format="parquet").to_table().column("path").to_pylist() == expected
+    assert duckdb.sql(f"select path from read_parquet('{uri}/*.parquet')").fetchall() == [(p,) for p in expected]
+    assert pl.read_parquet(f"{uri}/*.parquet")["path"].to_list() == expected
+    for name in ("identity", "error"):  # nulls as nulls in every reader, not the text "nan"
+        assert pd.read_parquet(uri)[name].isna().all() and pq.read_table(uri).column(name).null_count == 3
+        assert pl.read_parquet(f"{uri}/*.parquet")[name].null_count() == 3
+        assert duckdb.sql(f"select count(*) from read_parquet('{uri}/*.parquet') where {name} is null").fetchall() == [(3,)]
+
+
+def refusal(uri, options, *args, **kwargs) -> str:
+    with pytest.raises(OutputStateError) as info:
+        prepare_output(uri, options, "resume", *args, **kwargs)
+    return str(info.value)
+
+
+def test_resume_refusal_names_changed_keys_and_inputs(out):
+    uri, options = out
+    config = {
+        "job": "annotate",
+        "scoring": {"precision": "fp32", "perturbation": {"noise_seed": 0, "noise_alphas": [0.001]}},
+        "model": {"name": "mobilefacenet", "options": {}},
+        "_extra": {"weights_sha256": "a" * 64, "api_token": "t0ps3cret"},
+    }
+    listing = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/2.jpg", "/in/b/1.jpg"], "identity": ["a", "a", "b"]})
+    state = prepare_output(uri, options, "resume", CFG, INP, config=config, listing=listing)
+    write_shards(state, [0])
+    run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
+    assert run["config"] == config and run["inputs"] == 3
+
+    changed = {
+        **config,
+        "scoring": {"precision": "bf16", "perturbation": {"noise_seed": 1, "noise_alphas": [0.001]}},
+        "model": {"name": "mobilefacenet", "options": {"width": 2}},
+        "_extra": {"weights_sha256": "a" * 64, "api_token": "n3wsecret"},
+    }
+    message = refusal(uri, options, "d" * 64, INP, config=changed, listing=listing)
+    lines = message.splitlines()
+    assert lines[0].startswith(f"cannot resume into {uri}: the config differs in 4 key(s)") and "--force" in lines[0]
+    assert lines[1:] == [
+        "  _extra.api_token: *** -> ***",
+        "  model.options.width: (absent) -> 2",
+        "  scoring.perturbation.noise_seed: 0 -> 1",
+        '  scoring.precision: "fp32" -> "bf16"',
+    ]
+    assert "t0ps3cret" not in message and "n3wsecret" not in message
+
+    moved = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/3.jpg", "/in/b/1.jpg", "/in/c/1.jpg"],
+                          "identity": ["a", "a", "b", None]})
+    message = refusal(uri, options, CFG, "j" * 64, config=config, listing=moved)
+    assert message.splitlines()[0].startswith(f"cannot resume into {uri}: the input listing differs.")
+    assert message.splitlines()[1] == (
+        "  inputs: 3 before, 4 now; first difference at row 1: /in/a/2.jpg (identity 'a') before, "
+        "/in/a/3.jpg (identity 'a') now"
+    )
+    relabelled = listing.assign(identity=["a", "a", None])
+    message = refusal(uri, options, CFG, "k" * 64, config=config, listing=relabelled)
+    assert message.splitlines()[1] == (
+        "  inputs: 3 before, 3 now; first difference at row 2: /in/b/1.jpg (identity 'b') before, "
+        "/in/b/1.jpg (no identity) now"
+    )
+    longer = pd.concat([listing, moved.tail(1)], ignore_index=True)
+    message = refusal(uri, options, CFG, "l" * 64, config=config, listing=longer)
+    assert message.splitlines()[1] == "  inputs: 3 before, 4 now; first difference at row 3: /in/c/1.jpg (no identity) new"
+
+
+def test_refusal_lists_at_most_ten_keys(tmp_path):
+    uri = str(tmp_path / "out")
+    prepare_output(uri, {}, "resume", CFG, INP, config={f"k{i:02d}": i for i in range(12)})
+    message = refusal(uri, {}, "d" * 64, INP, config={f"k{i:02d}": -i for i in range(1, 13)})
+    lines = message.splitlines()
+    assert "differs in 13 key(s)" in lines[0] and len(lines) == 12 and lines[-1] == "  ... and 3 more"
+    assert lines[1:3] == ["  k00: 0 -> (absent)", "  k01: 1 -> -1"]
+
+
+def test_old_layout_resume_is_refused_and_overwrite_cleans_it(out):
+    """Outputs of versions that kept their bookkeeping beside the parts: resume refuses (even with force),
+    error_if_exists counts the old markers, overwrite deletes every old file and nothing else."""
+    uri, options = out
+    state = prepare_output(uri, options, "overwrite", CFG, INP)
+    write_shards(state, [0])
+    state.fs.rm(f"{state.path}/_froq", recursive=True)
+    for name in ("_run.json", "_part-00000.done.json", "_manifest.json", "_calibration.json", "notes.txt"):
+        put(state, name, b"{}")
+    for force in (False, True):
+        message = refusal(uri, options, CFG, INP, force=force)
+        assert "written by an older froq_ray" in message and "output.mode=overwrite" in message
+    with pytest.raises(OutputStateError, match="already holds 2 shard file"):
+        prepare_output(uri, options, "error_if_exists", CFG, INP)
+    fresh = prepare_output(uri, options, "overwrite", CFG, INP)
+    assert list_names(fresh.fs, fresh.path) == ["notes.txt"]
+    assert prepare_output(uri, options, "resume", CFG, INP).resumed
