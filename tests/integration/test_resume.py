@@ -27,9 +27,10 @@ pytestmark = pytest.mark.integration
 
 
 def markers(fs, prefix: str) -> dict[str, str]:
-    fs.invalidate_cache(prefix)
+    state_dir = f"{prefix}/_froq"  # the completion markers' folder
+    fs.invalidate_cache(state_dir)
     try:  # the job's write probe can make the prefix exist for an instant and vanish again
-        return {p: fs.info(p)["ETag"] for p in fs.ls(f"{prefix}/_froq") if p.endswith(".done.json")}
+        return {p: fs.info(p)["ETag"] for p in fs.ls(state_dir) if p.endswith(".done.json")}
     except FileNotFoundError:
         return {}
 
