@@ -45,7 +45,7 @@ def run_once(input_dir: Path, out_dir: Path, extra: list[str]) -> dict:
             code = proc.wait()
     if code != 0:
         raise SystemExit(f"annotate failed ({code}); see {out_dir.with_suffix('.log')}")
-    manifest = json.loads((out_dir / "_manifest.json").read_text())
+    manifest = json.loads((out_dir / "_froq" / "manifest.json").read_text())
     return {
         "images": manifest["input"]["images"],
         "wall_seconds": round(time.monotonic() - started, 1),

@@ -30,7 +30,7 @@ if [ "${1:-all}" = all ] || [ "$1" = dlib ]; then
   # 1. the built-in model's shipped calibration: 500 seeded images of the LFW-dev folds 2-4 identities
   run cal-dlib-builtin --input .bench/lfw-dlib-sample500.csv --set input.identity_column=identity \
     --output .bench/cal-dlib-builtin --mode overwrite
-  cp .bench/cal-dlib-builtin/_calibration.json froq_ray/assets/dlib_resnet_v1.calibration.json
+  cp .bench/cal-dlib-builtin/_froq/calibration.json froq_ray/assets/dlib_resnet_v1.calibration.json
 fi
 if [ "${1:-all}" = all ] || [ "$1" = mobilefacenet ]; then
   # 2. MobileFaceNet on all 3,811 LFW-dev images (observations reused by the accuracy report)

@@ -123,7 +123,7 @@ def main() -> None:
     started = time.time()
     lfw, docs = Path(args.lfw), Path(args.docs)
     model = load_model(*MODEL)
-    full = load_artifact(Path(args.clean) / "_calibration.json")
+    full = load_artifact(Path(args.clean) / "_froq" / "calibration.json")
     clean = read_observations(Path(args.clean))
     calib = clean[clean["identity"].isin(fold_identities(lfw, [1, 2, 3]))]
     eval_ids = fold_identities(lfw, [4, 5])

@@ -113,7 +113,7 @@ def froq_quality(
     paths: list[str], images: Path, weights: Path, run: Path, artifact: Path
 ) -> tuple[np.ndarray, str]:
     """Per-image FROQ quality aligned with ``paths`` and a sentence saying where it came from."""
-    cal_json = run / "_calibration.json"
+    cal_json = run / "_froq" / "calibration.json"
     if cal_json.exists() and any(run.glob("part-*.parquet")):
         return froq_from_calibrate_run(paths, images, run)
     return froq_from_artifact(paths, images, weights, artifact)
@@ -122,7 +122,7 @@ def froq_quality(
 def froq_from_calibrate_run(paths: list[str], images: Path, run: Path) -> tuple[np.ndarray, str]:
     import pandas as pd
 
-    art = json.loads((run / "_calibration.json").read_text())
+    art = json.loads((run / "_froq" / "calibration.json").read_text())
     layers, selected = list(art["utilities"]), art["selected_layers"]
     columns = [layers.index(name) for name in selected]
     frame = pd.read_parquet(run, columns=["path", "status", "layer_norms"])

@@ -791,12 +791,17 @@ def config_digest(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> str
     in what the config only names, e.g. ``{"weights_sha256": ..., "calibration_id": ...}``, so that new
     weights or a new built-in artifact behind the same config also refuse a resume.
     """
+    canonical = json.dumps(digest_payload(cfg, extra), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def digest_payload(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-able settings :func:`config_digest` hashes (``extra`` under ``_extra``); no storage options."""
     exclude = {k: v for k, v in _NOT_IN_DIGEST.items() if k in type(cfg).model_fields}
     payload = cfg.model_dump(mode="json", exclude=exclude)
     if extra:
         payload["_extra"] = dict(extra)
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return payload
 
 
 def resolved_dict(cfg: JobConfig) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         model.model_id,
         cfg.output.uri,
     )
-    constants = {"model_id": model.model_id, "calibration_id": calibration_id or ""}
+    constants = {"model_id": model.model_id, "calibration_id": calibration_id}
     result = run_shards(job, state, pending, stage, schema, constants, calibration_id)
     manifest = base_manifest(job, state, result, total_counts(state, result, pending))
     manifest["calibration_id"] = calibration_id

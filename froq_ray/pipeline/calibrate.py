@@ -19,6 +19,7 @@ from ..quality.perturbations import PerturbationSettings
 from ..storage.fs import join_uri, open_fs
 from ..storage.manifest import write_manifest
 from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
+from ..storage.shards import PART_RE, STATE_DIR
 from .artifacts import write_artifact
 from .runner import (
     PreparedJob,
@@ -35,7 +36,9 @@ from .runner import (
 
 log = logging.getLogger("froq_ray")
 
-ARTIFACT_FILE = "_calibration.json"  # "_": pandas.read_parquet(<output folder>) skips it
+ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
+"""The artifact, relative to the output folder: in ``_froq/`` with the bookkeeping, so that every Parquet reader
+reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
 
 def calibration_schema(n_layers: int) -> pa.Schema:
@@ -52,7 +55,7 @@ class CalibrationInputError(UserError, ValueError):
 def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
     """The ok rows of every shard of the output, sorted by path."""
     fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
-    parts = sorted(p for p in fs.ls(path, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
+    parts = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(p.rsplit("/", 1)[-1]))
     frames = []
     for part in parts:
         with fs.open(part, "rb") as f:
@@ -69,7 +72,7 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
 
 
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
-    """Observe, select layers, write ``calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
+    """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     inputs, model = load_job_inputs(cfg)
     listing = inputs.table
     layers, calls = calibration_layers(model)
@@ -91,7 +94,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         schema = calibration_schema(len(layers))
         stage = scoring_stage_config(cfg, "calibrate", candidate_layers=tuple(layers))
         result = run_shards(
-            job, state, pending, stage, schema, {"model_id": model.model_id, "calibration_id": ""}, None
+            job, state, pending, stage, schema, {"model_id": model.model_id, "calibration_id": None}, None
         )
     paths, observations = read_observations(cfg, len(layers))
     digest = CalibrationSetDigest()

@@ -4,17 +4,18 @@ Steps (driver unless said otherwise):
 
 1. read the annotation rows (``distill_inputs``): ok rows with a finite target; the rest counted by reason;
 2. load the teacher when the target is one it computes and check the annotations came from it;
-3. check the output (``output.mode``) against ``_run.json`` (config digest + digest of the rows used);
+3. check the output (``output.mode``) against ``_froq/run.json`` (config digest + digest of the rows used);
 4. optional self-training (``self_training``; Ray Data: decode -> degrade -> the annotate scoring stage);
 5. split by identity (or source image) with a seeded hash -> ``split.parquet`` (path, split_key, side,
    target, source_path, identity) so a leak can be audited; the split is checked to never leak;
 6. train on Ray Train (``froq_ray.distill.trainer``): data from the shared read/decode stage, a checkpoint
    per epoch in ``_train/``; an interrupted run re-run with ``output.mode=resume`` continues from the last one;
 7. the student artifact (``weights.safetensors``, ``student.onnx`` checked against PyTorch, ``card.json``
-   last) and ``_manifest.json``.
+   last) and ``_froq/manifest.json``.
 
-Output folder: the artifact files, ``split.parquet``, ``_run.json``, ``_manifest.json``, ``_train/``
-(Ray Train's run folder) and ``self_training/`` (copies: ``images/``, ``part-*.parquet`` + markers). Modes:
+Output folder: the artifact files, ``split.parquet``, ``_froq/`` (``run.json``, ``manifest.json``), ``_train/``
+(Ray Train's run folder) and ``self_training/`` (copies: ``_images/``, ``part-*.parquet``, ``_froq/`` with the
+markers). Modes:
 ``resume`` continues (a finished artifact of the same config and data: nothing to do); ``overwrite`` deletes
 those (nothing else) first; ``error_if_exists`` refuses a folder holding any of them. ``--force`` resumes
 despite a changed config or data: the copies are kept, the training restarts (its checkpoints are deleted).
@@ -32,19 +33,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import status as st
-from ..config import DistillJob, config_digest, resolved_dict
+from ..config import DistillJob, config_digest, digest_payload, resolved_dict
 from ..distill.artifact import CARD_FILE, ONNX_FILE, WEIGHTS_FILE, save_student_artifact
 from ..distill.losses import TargetScaler
 from ..distill.students import build_student
 from ..distill.trainer import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
 from ..storage.fs import join_uri, open_fs, parent_uri, read_json, write_bytes_atomic
-from ..storage.manifest import MANIFEST_FILE, read_manifest, write_manifest
-from ..storage.run_state import RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
+from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, read_manifest, write_manifest
+from ..storage.run_state import LEGACY_RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
+from ..storage.schema import frame_to_table
+from ..storage.shards import STATE_DIR
 from .dataset import decoded_dataset
 from .distill_inputs import (
     AnnotationRows,
@@ -67,17 +69,20 @@ log = logging.getLogger("froq_ray")
 
 SPLIT_FILE = "split.parquet"
 TRAIN_FOLDER = "_train"
-OUTPUTS = (CARD_FILE, WEIGHTS_FILE, ONNX_FILE, SPLIT_FILE, MANIFEST_FILE, RUN_FILE, TRAIN_FOLDER,
-           SELF_TRAINING_FOLDER)
+OUTPUTS = (CARD_FILE, WEIGHTS_FILE, ONNX_FILE, SPLIT_FILE, STATE_DIR, TRAIN_FOLDER, SELF_TRAINING_FOLDER,
+           LEGACY_RUN_FILE, LEGACY_MANIFEST_FILE)
+"""What this job writes in its output folder (the last two: where versions before ``_froq/`` kept them)."""
 SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity")
 
 
 # ------------------------------------------------------------------------------------------------ output
 def open_distill_output(
-    cfg: DistillJob, cfg_digest: str, data_digest: str, force: bool, inputs: tuple[str, ...] = ()
+    cfg: DistillJob, cfg_digest: str, data_digest: str, force: bool, inputs: tuple[str, ...] = (),
+    config: dict[str, Any] | None = None,
 ) -> RunState:
-    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_run.json``.
-    ``inputs``: the annotation file URIs (the output may not be the folder that holds one)."""
+    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_froq/run.json``.
+    ``inputs``: the annotation file URIs (the output may not be the folder that holds one); ``config``: the
+    settings ``cfg_digest`` covers (recorded, so a refused resume names the keys that changed)."""
     out = cfg.output
     check_writable(out.uri, out.storage_options)
     fs, root = open_fs(out.uri, out.storage_options)
@@ -94,7 +99,7 @@ def open_distill_output(
         for name in present:
             fs.rm(f"{root}/{name}", recursive=True)
         fs.invalidate_cache(root)
-    state = prepare_output(out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force)
+    state = prepare_output(out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force, config=config)
     if state.forced and fs.exists(f"{root}/{TRAIN_FOLDER}"):
         log.warning("--force with a changed config or data: the training checkpoints are discarded")
         fs.rm(f"{root}/{TRAIN_FOLDER}", recursive=True)
@@ -116,7 +121,7 @@ def finished_card(cfg: DistillJob, state: RunState, cfg_digest: str) -> dict[str
 
 def write_parquet(fs, path: str, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    pq.write_table(frame_to_table(frame), buffer)
     write_bytes_atomic(fs, path, buffer.getvalue())
 
 
@@ -316,7 +321,9 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     }
     cfg_digest = config_digest(cfg, extra=extra)
     data_digest = rows_digest(rows.table, ["path", "identity", "target"])
-    state = open_distill_output(cfg, cfg_digest, data_digest, force, tuple(rows.files))
+    state = open_distill_output(
+        cfg, cfg_digest, data_digest, force, tuple(rows.files), config=digest_payload(cfg, extra)
+    )
     done = finished_card(cfg, state, cfg_digest)
     if done is not None:
         log.info("the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",

@@ -209,7 +209,8 @@ def check_teacher(rows: AnnotationRows, teacher: Teacher, self_training: bool) -
         )
     if teacher.mode == "froq":
         calibrations = found["calibration_id"]
-        if not calibrations or "" in calibrations:  # pseudo_label-mode annotations carry an empty id
+        # pseudo_label-mode annotations carry a null id (an empty one before schema nulls were kept)
+        if not calibrations or "" in calibrations or table["calibration_id"].isna().any():
             raise DistillInputError(
                 "(some of) the annotations' quality has no calibration_id: annotated with scoring.mode=pseudo_label, "
                 "their quality is the pseudo-label; set distill.target_column=pseudo_label"

@@ -11,7 +11,7 @@ time, so the embeddings are never all in memory:
 
 Then the policies (``curation.policies``) decide ``keep`` and ``reason`` for every row, rows whose status is
 not ok included (``keep=false``, ``reason=<status>``). Written to ``output.uri``: ``keep_list.parquet``,
-``identity_stats.parquet``, ``summary.json``, ``histograms.png`` and ``_manifest.json``. Input files are only
+``identity_stats.parquet``, ``summary.json``, ``histograms.png`` and ``_froq/manifest.json``. Input files are only
 read, never moved or deleted; the output may not be an input folder.
 
 ``output.mode``: ``error_if_exists`` refuses an output that holds any of these files; ``resume`` and
@@ -44,9 +44,9 @@ from ..errors import UserError
 from ..quality.artifact import software_versions
 from ..storage.fs import join_uri, open_fs, to_uri, write_bytes_atomic, write_json_atomic
 from ..storage.listing import has_magic
-from ..storage.manifest import MANIFEST_FILE, write_manifest
+from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
 from ..storage.run_state import OutputStateError, check_writable
-from ..storage.schema import EMBEDDING
+from ..storage.schema import EMBEDDING, frame_to_table
 
 log = logging.getLogger("froq_ray")
 
@@ -54,7 +54,8 @@ KEEP_LIST = "keep_list.parquet"
 IDENTITY_STATS = "identity_stats.parquet"
 SUMMARY = "summary.json"
 HISTOGRAMS = "histograms.png"
-OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, MANIFEST_FILE)
+OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, MANIFEST_FILE, LEGACY_MANIFEST_FILE)
+"""What this job writes (the last: where versions before ``_froq/`` wrote the manifest; replaced runs delete it)."""
 CR_COLUMN = "cr"
 KEEP_LIST_COLUMNS = (
     "path",
@@ -256,7 +257,7 @@ def score_pass(
 # ------------------------------------------------------------------------------------------------ writing
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    pq.write_table(frame_to_table(frame), buffer)
     return buffer.getvalue()
 
 
@@ -343,6 +344,8 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             "versions": software_versions(),
         },
     )
+    if fs.exists(f"{path}/{LEGACY_MANIFEST_FILE}"):  # an older version's manifest would describe another run
+        fs.rm_file(f"{path}/{LEGACY_MANIFEST_FILE}")
     log.info(
         "filter: kept %d of %d rows (%d identities lost); dropped by reason %s; written to %s",
         result["kept"],

@@ -49,7 +49,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         f"calibration: {artifact.calibration_id} layers {', '.join(artifact.selected_layers)}"
         if artifact
         else (
-            "calibration: written by this job (_calibration.json in the output)"
+            "calibration: written by this job (_froq/calibration.json in the output)"
             if cfg.job == "calibrate"
             else f"calibration: none needed (scoring mode {cfg.scoring.mode})"
         ),

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import __version__
-from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
+from ..config import AnnotateJob, CalibrateJob, config_digest, digest_payload, resolved_dict
 from ..models import LoadedModel
 from ..storage.fs import check_reachable
 from ..storage.listing import InputListing, input_digest, list_inputs
@@ -80,7 +80,10 @@ def shard_digest(listing: pd.DataFrame, shard: Shard) -> str:
 def open_output(job: PreparedJob, force: bool) -> tuple[RunState, list[Shard]]:
     out = job.cfg.output
     check_writable(out.uri, out.storage_options)
-    state = prepare_output(out.uri, out.storage_options, out.mode, job.config_digest, job.input_digest, force)
+    state = prepare_output(
+        out.uri, out.storage_options, out.mode, job.config_digest, job.input_digest, force,
+        config=digest_payload(job.cfg, job.identity_extra), listing=job.listing,
+    )
     pending = [s for s in job.shards if not state.is_done(s.index, shard_digest(job.listing, s))]
     return state, pending
 
@@ -128,7 +131,7 @@ def run_shards(
     pending: list[Shard],
     stage: ScoringStageConfig,
     schema: pa.Schema,
-    constants: dict[str, str],
+    constants: dict[str, str | None],
     calibration_id: str | None,
     decode: DecodeStageConfig | None = None,
     between: Sequence[MapStage] = (),

@@ -44,7 +44,7 @@ from .stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 log = logging.getLogger("froq_ray")
 
 FOLDER = "self_training"
-IMAGES = "_images"  # "_": pandas.read_parquet(<self_training>) reads only the parts
+IMAGES = "_images"  # "_": like _froq/, skipped by pandas / pyarrow; polars and duckdb glob *.parquet
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,14 @@ def teacher_stage(cfg: DistillJob, teacher: Teacher) -> ScoringStageConfig:
 
 
 def self_training_digest(cfg: DistillJob, teacher: Teacher) -> str:
-    """What the copies and their labels depend on (not the student or training settings)."""
-    extra = {
+    """sha256 (hex) of :func:`self_training_settings`."""
+    extra = self_training_settings(cfg, teacher)
+    return hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def self_training_settings(cfg: DistillJob, teacher: Teacher) -> dict[str, Any]:
+    """What the copies and their labels depend on (not the student or training settings), JSON-able."""
+    return {
         "self_training": cfg.self_training.model_dump(mode="json"),
         "target_column": cfg.distill.target_column,
         "model": cfg.model.model_dump(mode="json"),
@@ -152,7 +158,6 @@ def self_training_digest(cfg: DistillJob, teacher: Teacher) -> str:
         "calibration_id": teacher.calibration_id,
         "shard_size": cfg.output.shard_size,
     }
-    return hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -174,7 +179,10 @@ def run_self_training(
     digest = self_training_digest(cfg, teacher)
     shards = plan_shards(len(listing), out.shard_size)
     job = PreparedJob(cfg, listing, teacher.model, input_digest(listing), digest, shards)
-    state = prepare_output(uri, out.storage_options, "resume", digest, job.input_digest, force)
+    state = prepare_output(
+        uri, out.storage_options, "resume", digest, job.input_digest, force,
+        config=self_training_settings(cfg, teacher), listing=listing,
+    )
     pending = [sh for sh in shards if not state.is_done(sh.index, shard_digest(listing, sh))]
     log.info(
         "self-training: %d degraded copies of %d images (%d of %d shard(s) to run), teacher %s (%s)",
@@ -193,7 +201,7 @@ def run_self_training(
         decode = DecodeStageConfig(
             storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
         )
-        constants = {"model_id": teacher.model.model_id, "calibration_id": teacher.calibration_id or ""}
+        constants = {"model_id": teacher.model.model_id, "calibration_id": teacher.calibration_id}
         result = run_shards(
             job, state, pending, teacher_stage(cfg, teacher), self_training_schema(teacher), constants,
             teacher.calibration_id, decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),),

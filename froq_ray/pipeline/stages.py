@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 PIXELS = "pixels"
 PASSTHROUGH = ("row", "shard", "path", "identity")
+TEXT_COLUMNS = ("path", "identity", "status", "error", "source_path", "degradation")
+"""Text columns that travel between stages. Ray Data turns an all-null object column (``identity`` without an
+identity source, ``error`` in a batch where every row decoded) into a float NaN column between stages, so
+:func:`columns_to_arrow` restores these as Arrow strings with real nulls (never the text ``"nan"``)."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +269,12 @@ class ScoringStage:
 
 def columns_to_arrow(columns: dict[str, np.ndarray]):
     """Scored rows as an Arrow table; (N, D) arrays become plain fixed-size lists (Ray's tensor extension
-    type is avoided: converting its sliced, combined chunks back to numpy fails in Ray 2.58)."""
+    type is avoided: converting its sliced, combined chunks back to numpy fails in Ray 2.58). Object columns
+    and :data:`TEXT_COLUMNS` become strings: ``None`` / NaN -> null, text kept exactly
+    (:func:`froq_ray.storage.schema.text_values`; ``TypeError`` for a value that is neither)."""
     import pyarrow as pa
+
+    from ..storage.schema import text_values
 
     arrays = {}
     for name, values in columns.items():
@@ -274,16 +282,20 @@ def columns_to_arrow(columns: dict[str, np.ndarray]):
         if values.ndim == 2:
             flat = pa.array(np.ascontiguousarray(values).reshape(-1))
             arrays[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
-        elif values.dtype == object:
-            arrays[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        elif values.dtype == object or name in TEXT_COLUMNS:
+            arrays[name] = pa.array(text_values(values, name), type=pa.string())
         else:
             arrays[name] = pa.array(values)
     return pa.table(arrays)
 
 
 def arrow_to_columns(table) -> dict[str, np.ndarray]:
-    """The inverse of :func:`columns_to_arrow` (fixed-size lists back to (N, D) arrays)."""
+    """The inverse of :func:`columns_to_arrow`: fixed-size lists back to (N, D) float32 arrays (null rows NaN),
+    string and null-typed columns to object arrays of ``str`` / ``None``, :data:`TEXT_COLUMNS` that arrive as
+    floats (all null) to object arrays of ``None``, the rest via ``to_numpy``."""
     import pyarrow as pa
+
+    from ..storage.schema import text_values
 
     out = {}
     for name in table.column_names:
@@ -295,8 +307,13 @@ def arrow_to_columns(table) -> dict[str, np.ndarray]:
             if column.null_count:
                 matrix[column.is_null().to_numpy(zero_copy_only=False)] = np.nan
             out[name] = matrix
-        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            out[name] = np.asarray(column.to_pylist(), dtype=object)
+        elif (
+            pa.types.is_string(column.type)
+            or pa.types.is_large_string(column.type)
+            or pa.types.is_null(column.type)
+            or name in TEXT_COLUMNS
+        ):
+            out[name] = np.asarray(text_values(column.to_pylist(), name), dtype=object)
         else:
             out[name] = column.to_numpy(zero_copy_only=False)
     return out

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 SCHEMA_VERSION = "1"
@@ -72,8 +73,13 @@ def to_table(
 ) -> pa.Table:
     """Build a table of ``schema`` from one array or list per column (every schema column, nothing else).
 
-    Nulls: ``None`` in any column; NaN in float columns. ``embedding`` is an (N, D) float array (a row with
-    any NaN becomes null) or a list of length-D vectors / None.
+    Nulls: ``None`` in any column; NaN in float columns; in string columns also a float NaN or ``pd.NA``
+    (what Ray Data and pandas make of an all-null text column), never the text ``"nan"``. A string stays exactly
+    as given (a person named ``"nan"`` stays ``"nan"``). ``embedding`` is an (N, D) float array (a row with any
+    NaN becomes null) or a list of length-D vectors / None.
+
+    Raises ``ValueError`` when the columns do not match the schema or differ in length, ``TypeError`` naming
+    the column and row when a string column holds something that is neither text nor null.
     """
     missing = [f.name for f in schema if f.name not in columns]
     unknown = [name for name in columns if schema.get_field_index(name) < 0]
@@ -85,6 +91,17 @@ def to_table(
     arrays = [_column(columns[f.name], f) for f in schema]
     meta = {_bytes(k): _bytes(v) for k, v in (metadata or {}).items()}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta) if meta else schema)
+
+
+def frame_to_table(frame: pd.DataFrame) -> pa.Table:
+    """A DataFrame as an Arrow table for a Parquet file (``pa.Table.from_pandas``, no index), with a column that
+    holds only nulls typed ``string`` instead of Arrow's ``null`` type (every column the jobs write that way is
+    text: ``identity``, ``nearest_identity``, notes...), so readers see a nullable text column, not a null one."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, column in enumerate(table.columns):
+        if pa.types.is_null(column.type):
+            table = table.set_column(i, pa.field(table.field(i).name, pa.string()), column.cast(pa.string()))
+    return table
 
 
 def read_metadata(schema: pa.Schema) -> dict[str, str]:
@@ -103,7 +120,33 @@ def _column(values: np.ndarray | Sequence[Any], field: pa.Field) -> pa.Array:
         return pa.array(_floats(values), type=field.type, from_pandas=True)
     if pa.types.is_integer(field.type):
         return pa.array(_as_list(values), type=field.type)
-    return pa.array([None if v is None else str(v) for v in _as_list(values)], type=field.type)
+    return pa.array(text_values(values, field.name), type=field.type)
+
+
+def is_null(value: Any) -> bool:
+    """True for the null markers a text column may carry: ``None``, a float NaN, ``pd.NA`` / ``NaT``."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return value is pd.NA or value is pd.NaT
+
+
+def text_values(values: np.ndarray | Sequence[Any], name: str = "column") -> list[str | None]:
+    """A text column as a list of ``str`` or ``None``: null markers (:func:`is_null`) become ``None``, strings
+    are kept exactly (numpy ``str_`` as plain ``str``); ``bytes`` are decoded as UTF-8. Raises ``TypeError``
+    naming ``name`` and the row for any other value (a number is not silently turned into text)."""
+    out: list[str | None] = []
+    for i, value in enumerate(_as_list(values)):
+        if isinstance(value, str):
+            out.append(str(value))
+        elif isinstance(value, bytes):
+            out.append(value.decode("utf-8"))
+        elif is_null(value):
+            out.append(None)
+        else:
+            raise TypeError(f"column {name!r} row {i}: expected text or null, got {type(value).__name__} {value!r}")
+    return out
 
 
 def _floats(values: np.ndarray | Sequence[Any]) -> np.ndarray:

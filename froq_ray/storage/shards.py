@@ -1,9 +1,16 @@
 """Deterministic output shards: the sorted input listing is cut into fixed row ranges, shard ``i`` is written
-as ``part-{i:05d}.parquet`` and then its completion marker ``_part-{i:05d}.done.json`` (rows, counts by status,
-the shard's input digest). A shard counts as done only when its marker exists; the marker is written last.
+as ``part-{i:05d}.parquet`` and then its completion marker ``_froq/part-{i:05d}.done.json`` (rows, counts by
+status, the shard's input digest). A shard counts as done only when its marker exists; the marker is written
+last.
 
-Every file beside the parts starts with ``_`` (markers, ``_run.json``, ``_manifest.json``) or ``.`` (temp
-files), names pyarrow skips, so ``pandas.read_parquet(<output folder>)`` reads exactly the parts.
+Layout of an output folder: the parts at the top level, every bookkeeping file (markers, ``run.json``,
+``manifest.json``, a calibration artifact) in the ``_froq/`` subfolder, and transient ``.<name>.tmp-<hex>``
+files while a local write is in flight. So ``pandas.read_parquet(out)``, ``pyarrow.parquet.read_table(out)``
+/ ``pyarrow.dataset.dataset(out)`` (they skip ``_``/``.`` names, folders included), and the globs
+``duckdb.sql("select * from read_parquet('out/*.parquet')")`` and ``polars.read_parquet("out/*.parquet")``
+read exactly the parts. (``polars.read_parquet(out)`` on the bare folder refuses any folder that holds a
+non-Parquet file at any depth, so polars takes the glob.) Outputs of older versions kept their markers
+beside the parts as ``_part-{i:05d}.done.json`` (:data:`LEGACY_MARKER_RE`).
 """
 
 from __future__ import annotations
@@ -21,8 +28,13 @@ import pyarrow.parquet as pq
 from .fs import read_json, write_bytes_atomic, write_json_atomic
 from .schema import SCHEMA_VERSION
 
+STATE_DIR = "_froq"
+"""The bookkeeping subfolder of an output folder (see the module doc)."""
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-MARKER_RE = re.compile(r"^_part-(\d{5,})\.done\.json$")
+MARKER_RE = re.compile(r"^part-(\d{5,})\.done\.json$")
+"""A completion marker's name inside :data:`STATE_DIR`."""
+LEGACY_MARKER_RE = re.compile(r"^_part-(\d{5,})\.done\.json$")
+"""A completion marker beside the parts, as versions before the ``_froq/`` layout wrote it."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +57,19 @@ class Shard:
     def marker_name(self) -> str:
         return marker_name(self.index)
 
+    @property
+    def marker_path(self) -> str:
+        """The marker relative to the output folder (``_froq/part-NNNNN.done.json``)."""
+        return f"{STATE_DIR}/{self.marker_name}"
+
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
 def marker_name(index: int) -> str:
-    return f"_part-{index:05d}.done.json"
+    """The marker's name inside :data:`STATE_DIR`."""
+    return f"part-{index:05d}.done.json"
 
 
 def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
@@ -94,18 +112,20 @@ def write_shard(
         "file": shard.part_name,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(fs, f"{out_dir}/{shard.marker_name}", marker)
+    write_json_atomic(fs, f"{out_dir}/{shard.marker_path}", marker)
     return marker
 
 
 def read_markers(fs: fsspec.AbstractFileSystem, out_dir: str) -> dict[int, dict[str, Any]]:
-    """Completion markers found in ``out_dir``, by shard index (fresh listing, no cached view)."""
+    """Completion markers found in ``out_dir/_froq``, by shard index (fresh listing, no cached view)."""
+    state_dir = f"{out_dir}/{STATE_DIR}"
     fs.invalidate_cache(out_dir)
+    fs.invalidate_cache(state_dir)
     markers = {}
-    for name in list_names(fs, out_dir):
+    for name in list_names(fs, state_dir):
         match = MARKER_RE.match(name)
         if match:
-            markers[int(match.group(1))] = read_json(fs, f"{out_dir}/{name}")
+            markers[int(match.group(1))] = read_json(fs, f"{state_dir}/{name}")
     return markers
 
 

@@ -134,7 +134,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert run_job("distill", write_config(root, "full", distill_config(root, mobilefacenet_pt, "full"))) == 0
     assert "validation crops once" in capsys.readouterr().out
     out = root / "full"
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = json.loads((out / "_froq" / "manifest.json").read_text())
     counts = manifest["counts_by_status"]
     # annotation rows: 100 faces + the missing image are usable; 3 bad files and one row without quality are not
     assert counts["annotations"] == {st.OK: n_ok + 1, "corrupt": 1, "empty": 1, "not_an_image": 1,

@@ -48,9 +48,9 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
 
     cal = s3_config("calibrate", s3, mobilefacenet_pt, s3.uri("in"), s3.uri("cal"))
     assert run_job("calibrate", write_config(tmp_path, "cal", cal)) == 0
-    cal_manifest = read_json_uri(s3.uri("cal", "_manifest.json"), s3.storage_options)
+    cal_manifest = read_json_uri(s3.uri("cal", "_froq/manifest.json"), s3.storage_options)
     assert cal_manifest["counts_by_status"] == {st.OK: len(images), "corrupt": 1, "empty": 1, "not_an_image": 1}
-    artifact = read_json_uri(s3.uri("cal", "_calibration.json"), s3.storage_options)
+    artifact = read_json_uri(s3.uri("cal", "_froq/calibration.json"), s3.storage_options)
     assert artifact["selected_layers"] and artifact["calibration_set"]["size"] == len(images)
     assert artifact["model"]["weights_sha256"] == cal_manifest["model"]["weights_sha256"]
     per_image = read_output(s3.uri("cal"), s3.storage_options)
@@ -61,7 +61,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
                                rtol=1e-5)
 
     ann = s3_config("annotate", s3, mobilefacenet_pt, s3.uri("in"), s3.uri("ann"),
-                    calibration={"artifact": s3.uri("cal", "_calibration.json")})
+                    calibration={"artifact": s3.uri("cal", "_froq/calibration.json")})
     assert run_job("annotate", write_config(tmp_path, "ann", ann)) == 0
     out = read_output(s3.uri("ann"), s3.storage_options)
     assert len(out) == n_inputs and out["path"].is_unique
@@ -79,7 +79,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     meta = pq.read_schema(fs.open(part, "rb")).metadata
     assert meta[b"froq_ray.schema_version"] == SCHEMA_VERSION.encode()
     assert meta[b"froq_ray.calibration_id"] == artifact["calibration_id"].encode()
-    ann_manifest = read_json_uri(s3.uri("ann", "_manifest.json"), s3.storage_options)
+    ann_manifest = read_json_uri(s3.uri("ann", "_froq/manifest.json"), s3.storage_options)
     assert ann_manifest["counts_by_status"][st.OK] == len(images)
     assert "secret" not in str(ann_manifest) or "'secret': '***'" in str(ann_manifest)
     assert s3.storage_options["secret"] not in str(ann_manifest["config"])
@@ -90,7 +90,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
         "output": {"uri": s3.uri("eval"), "storage_options": s3.storage_options},
     }
     assert run_job("evaluate", write_config(tmp_path, "ev", ev)) == 0
-    report = read_json_uri(s3.uri("eval", "_manifest.json"), s3.storage_options)
+    report = read_json_uri(s3.uri("eval", "_froq/manifest.json"), s3.storage_options)
     assert report["images"] == len(images) and report["rows_not_ok"] == len(BAD_FILES)
     assert report["results"][0]["n_genuine"] == 8  # 8 identities x 1 pair
     assert fs.info(f"{s3.bucket}/eval/edc.png")["size"] > 1000

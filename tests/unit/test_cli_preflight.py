@@ -81,7 +81,7 @@ def test_plan_prints_without_starting_ray(capsys, tmp_path, one_image_dir, mobil
     assert code == 0
     assert "inputs: 1 images" in out and "shards: 1 of up to 10,000 rows; 0 already complete, 1 to run" in out
     assert "pl_occlusion: float" in out
-    assert not (tmp_path / "o" / "_run.json").exists()
+    assert not (tmp_path / "o" / "_froq" / "run.json").exists()
 
 
 def test_every_user_facing_error_shares_one_base(capsys, monkeypatch):

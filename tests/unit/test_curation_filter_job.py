@@ -118,7 +118,7 @@ def test_filter_job_end_to_end(tmp_path: Path):
         1,
     ]
     assert (tmp_path / "out" / "histograms.png").read_bytes().startswith(b"\x89PNG")
-    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["job"] == "filter"
+    assert json.loads((tmp_path / "out" / "_froq" / "manifest.json").read_text())["job"] == "filter"
 
     with pytest.raises(OutputStateError, match="error_if_exists"):
         run_filter(job(tmp_path / "ann", tmp_path / "out"))

@@ -178,7 +178,8 @@ def test_output_modes(tmp_path):
     with pytest.raises(OutputStateError, match="already holds split.parquet, _train"):
         open_distill_output(distill_cfg(tmp_path, output={"mode": "error_if_exists"}), "c1", "d1", False)
     open_distill_output(distill_cfg(tmp_path, output={"mode": "overwrite"}), "c1", "d1", False)
-    assert sorted(p.name for p in out.iterdir()) == ["_run.json", "notes.txt"]  # only this job's files went
+    assert sorted(p.name for p in out.iterdir()) == ["_froq", "notes.txt"]  # only this job's files went
+    assert sorted(p.name for p in (out / "_froq").iterdir()) == ["run.json"]
     (out / TRAIN_FOLDER).mkdir()
     state = open_distill_output(distill_cfg(tmp_path), "c1", "d1", False)
     assert state.resumed and (out / TRAIN_FOLDER).exists()

@@ -10,7 +10,7 @@ import pytest
 
 from froq_ray.storage.fs import read_json
 from froq_ray.storage.manifest import read_manifest, write_manifest
-from froq_ray.storage.run_state import OutputStateError, check_writable, prepare_output
+from froq_ray.storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
 from froq_ray.storage.schema import annotation_schema, to_table
 from froq_ray.storage.shards import Shard, list_names, write_shard
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
@@ -57,7 +57,7 @@ def test_fresh_output_then_resume_skips_completed(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     assert state.completed == frozenset() and not state.resumed
-    run = read_json(state.fs, f"{state.path}/_run.json")
+    run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"], run["schema_version"]) == (CFG, INP, "1")
     write_shards(state, [0, 2])
 
@@ -65,7 +65,7 @@ def test_fresh_output_then_resume_skips_completed(out):
     assert again.resumed and not again.forced
     assert again.completed == frozenset({0, 2})
     assert again.is_done(0, "shard-digest") and not again.is_done(0, "other-rows") and not again.is_done(1)
-    assert read_json(again.fs, f"{again.path}/_run.json") == run  # a resume rewrites nothing
+    assert read_json(again.fs, f"{again.path}/{RUN_FILE}") == run  # a resume rewrites nothing
 
 
 @pytest.mark.parametrize("changed", ["config", "input"])
@@ -80,7 +80,7 @@ def test_resume_refuses_changed_digest_unless_forced(out, changed):
 
     forced = prepare_output(uri, options, "resume", new_cfg, new_inp, force=True)
     assert forced.forced and forced.completed == frozenset({0})
-    run = read_json(forced.fs, f"{forced.path}/_run.json")
+    run = read_json(forced.fs, f"{forced.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"]) == (new_cfg, new_inp)
     follow_up = prepare_output(uri, options, "resume", new_cfg, new_inp)
     assert follow_up.resumed and not follow_up.forced
@@ -90,8 +90,8 @@ def test_resume_refuses_parts_of_unknown_origin(out):
     uri, options = out
     state = prepare_output(uri, options, "overwrite", CFG, INP)
     write_shards(state, [0])
-    state.fs.rm_file(f"{state.path}/_run.json")
-    with pytest.raises(OutputStateError, match="no _run.json"):
+    state.fs.rm_file(f"{state.path}/{RUN_FILE}")
+    with pytest.raises(OutputStateError, match="no _froq/run.json"):
         prepare_output(uri, options, "resume", CFG, INP)
     assert prepare_output(uri, options, "resume", CFG, INP, force=True).completed == frozenset({0})
 
@@ -109,9 +109,10 @@ def test_overwrite_deletes_only_our_files(out):
 
     fresh = prepare_output(uri, options, "overwrite", "d" * 64, INP)
     assert fresh.completed == frozenset() and not fresh.resumed
-    assert list_names(fresh.fs, fresh.path) == ["_run.json", "mine.tmp-keep", "notes.txt", "part-1.parquet"]
+    assert list_names(fresh.fs, fresh.path) == ["mine.tmp-keep", "notes.txt", "part-1.parquet"]
+    assert list_names(fresh.fs, f"{fresh.path}/_froq") == ["run.json"]
     assert fresh.fs.exists(f"{fresh.path}/sub/part-00000.parquet")
-    assert read_json(fresh.fs, f"{fresh.path}/_run.json")["config_digest"] == "d" * 64
+    assert read_json(fresh.fs, f"{fresh.path}/{RUN_FILE}")["config_digest"] == "d" * 64
 
 
 def test_error_if_exists(out):
@@ -137,7 +138,8 @@ def test_check_writable_probe(out):
     uri, options = out
     check_writable(uri, options)
     state = prepare_output(uri, options, "resume", CFG, INP)
-    assert list_names(state.fs, state.path) == ["_run.json"]  # the probe is gone
+    assert list_names(state.fs, state.path) == []  # the probe is gone
+    assert list_names(state.fs, f"{state.path}/_froq") == ["run.json"]
 
 
 def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811
@@ -161,7 +163,7 @@ def test_manifest_round_trip_redacts_credentials(out):
         "throughput_images_per_s": 12.5,
     }
     written = write_manifest(uri, options, manifest)
-    assert written == uri.rstrip("/") + "/_manifest.json"
+    assert written == uri.rstrip("/") + "/_froq/manifest.json"
     back = read_manifest(uri, options)
     assert back["counts"] == {"ok": 3, "corrupt": 1} and back["throughput_images_per_s"] == 12.5
     assert back["config"]["input"]["storage_options"] == {"secret": "***", "endpoint_url": "http://h"}
@@ -182,3 +184,118 @@ def test_plain_pandas_reads_the_output_folder(out):
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     df = pd.read_parquet(uri, storage_options=options or None)
     assert len(df) == 3 and df["status"].tolist() == ["ok"] * 3
+
+
+def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
+    """pandas and pyarrow on the folder, duckdb and polars on ``<folder>/*.parquet``: the parts and nothing
+    else, with markers, run record, input listing, manifest, a calibration artifact and a temp file present."""
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    uri = str(tmp_path / "out")
+    listing = pd.DataFrame({"path": ["/x.jpg", "/y.jpg", "/z.jpg"], "identity": [None, "a", "b"]})
+    state = prepare_output(uri, {}, "resume", CFG, INP, listing=listing)
+    write_shards(state, [0, 1, 2])
+    write_manifest(uri, {}, {"counts": {"ok": 3}})
+    put(state, "_froq/calibration.json", b"{}")
+    put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
+    assert sorted(p.name for p in (tmp_path / "out" / "_froq").iterdir()) == [
+        "calibration.json", "inputs.parquet", "manifest.json", "part-00000.done.json", "part-00001.done.json",
+        "part-00002.done.json", "run.json",
+    ]
+    expected = ["/x.jpg"] * 3
+    assert pd.read_parquet(uri)["path"].tolist() == expected
+    assert pq.read_table(uri).column("path").to_pylist() == expected
+    assert ds.dataset(uri, format="parquet").to_table().column("path").to_pylist() == expected
+    assert duckdb.sql(f"select path from read_parquet('{uri}/*.parquet')").fetchall() == [(p,) for p in expected]
+    assert pl.read_parquet(f"{uri}/*.parquet")["path"].to_list() == expected
+    for name in ("identity", "error"):  # nulls as nulls in every reader, not the text "nan"
+        assert pd.read_parquet(uri)[name].isna().all() and pq.read_table(uri).column(name).null_count == 3
+        assert pl.read_parquet(f"{uri}/*.parquet")[name].null_count() == 3
+        assert duckdb.sql(f"select count(*) from read_parquet('{uri}/*.parquet') where {name} is null").fetchall() == [(3,)]
+
+
+def refusal(uri, options, *args, **kwargs) -> str:
+    with pytest.raises(OutputStateError) as info:
+        prepare_output(uri, options, "resume", *args, **kwargs)
+    return str(info.value)
+
+
+def test_resume_refusal_names_changed_keys_and_inputs(out):
+    uri, options = out
+    config = {
+        "job": "annotate",
+        "scoring": {"precision": "fp32", "perturbation": {"noise_seed": 0, "noise_alphas": [0.001]}},
+        "model": {"name": "mobilefacenet", "options": {}},
+        "_extra": {"weights_sha256": "a" * 64, "api_token": "t0ps3cret"},
+    }
+    listing = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/2.jpg", "/in/b/1.jpg"], "identity": ["a", "a", "b"]})
+    state = prepare_output(uri, options, "resume", CFG, INP, config=config, listing=listing)
+    write_shards(state, [0])
+    run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
+    assert run["config"] == config and run["inputs"] == 3
+
+    changed = {
+        **config,
+        "scoring": {"precision": "bf16", "perturbation": {"noise_seed": 1, "noise_alphas": [0.001]}},
+        "model": {"name": "mobilefacenet", "options": {"width": 2}},
+        "_extra": {"weights_sha256": "a" * 64, "api_token": "n3wsecret"},
+    }
+    message = refusal(uri, options, "d" * 64, INP, config=changed, listing=listing)
+    lines = message.splitlines()
+    assert lines[0].startswith(f"cannot resume into {uri}: the config differs in 4 key(s)") and "--force" in lines[0]
+    assert lines[1:] == [
+        "  _extra.api_token: *** -> ***",
+        "  model.options.width: (absent) -> 2",
+        "  scoring.perturbation.noise_seed: 0 -> 1",
+        '  scoring.precision: "fp32" -> "bf16"',
+    ]
+    assert "t0ps3cret" not in message and "n3wsecret" not in message
+
+    moved = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/3.jpg", "/in/b/1.jpg", "/in/c/1.jpg"],
+                          "identity": ["a", "a", "b", None]})
+    message = refusal(uri, options, CFG, "j" * 64, config=config, listing=moved)
+    assert message.splitlines()[0].startswith(f"cannot resume into {uri}: the input listing differs.")
+    assert message.splitlines()[1] == (
+        "  inputs: 3 before, 4 now; first difference at row 1: /in/a/2.jpg (identity 'a') before, "
+        "/in/a/3.jpg (identity 'a') now"
+    )
+    relabelled = listing.assign(identity=["a", "a", None])
+    message = refusal(uri, options, CFG, "k" * 64, config=config, listing=relabelled)
+    assert message.splitlines()[1] == (
+        "  inputs: 3 before, 3 now; first difference at row 2: /in/b/1.jpg (identity 'b') before, "
+        "/in/b/1.jpg (no identity) now"
+    )
+    longer = pd.concat([listing, moved.tail(1)], ignore_index=True)
+    message = refusal(uri, options, CFG, "l" * 64, config=config, listing=longer)
+    assert message.splitlines()[1] == "  inputs: 3 before, 4 now; first difference at row 3: /in/c/1.jpg (no identity) new"
+
+
+def test_refusal_lists_at_most_ten_keys(tmp_path):
+    uri = str(tmp_path / "out")
+    prepare_output(uri, {}, "resume", CFG, INP, config={f"k{i:02d}": i for i in range(12)})
+    message = refusal(uri, {}, "d" * 64, INP, config={f"k{i:02d}": -i for i in range(1, 13)})
+    lines = message.splitlines()
+    assert "differs in 13 key(s)" in lines[0] and len(lines) == 12 and lines[-1] == "  ... and 3 more"
+    assert lines[1:3] == ["  k00: 0 -> (absent)", "  k01: 1 -> -1"]
+
+
+def test_old_layout_resume_is_refused_and_overwrite_cleans_it(out):
+    """Outputs of versions that kept their bookkeeping beside the parts: resume refuses (even with force),
+    error_if_exists counts the old markers, overwrite deletes every old file and nothing else."""
+    uri, options = out
+    state = prepare_output(uri, options, "overwrite", CFG, INP)
+    write_shards(state, [0])
+    state.fs.rm(f"{state.path}/_froq", recursive=True)
+    for name in ("_run.json", "_part-00000.done.json", "_manifest.json", "_calibration.json", "notes.txt"):
+        put(state, name, b"{}")
+    for force in (False, True):
+        message = refusal(uri, options, CFG, INP, force=force)
+        assert "written by an older froq_ray" in message and "output.mode=overwrite" in message
+    with pytest.raises(OutputStateError, match="already holds 2 shard file"):
+        prepare_output(uri, options, "error_if_exists", CFG, INP)
+    fresh = prepare_output(uri, options, "overwrite", CFG, INP)
+    assert list_names(fresh.fs, fresh.path) == ["notes.txt"]
+    assert prepare_output(uri, options, "resume", CFG, INP).resumed

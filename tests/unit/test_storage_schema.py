@@ -13,6 +13,7 @@ from froq_ray.storage.schema import (
     PSEUDO_LABEL_COLUMNS,
     SCHEMA_VERSION,
     annotation_schema,
+    frame_to_table,
     read_metadata,
     schema_metadata,
     to_table,
@@ -117,3 +118,40 @@ def test_to_table_rejects_mismatches():
         to_table(dict(columns, embedding=np.zeros((5, 7), np.float32)), schema)
     with pytest.raises(ValueError, match="duplicates a column"):
         annotation_schema(8, ["quality"])
+
+
+def test_text_nulls_are_nulls_and_text_is_kept_exactly(tmp_path):
+    """None, float NaN (what Ray makes of an all-None column) and pd.NA become Parquet nulls; the text "nan"
+    (a person's folder name) stays the text "nan"; a number in a text column is refused, never str()-ed."""
+    n = 4
+    columns = {
+        "path": [f"/in/nan/{i}.jpg" for i in range(n)],
+        "identity": np.array(["nan", np.nan, None, pd.NA], dtype=object),
+        "status": [st.OK] * n,
+        "error": np.full(n, np.nan, dtype=np.float32),  # an all-null text column that arrived as floats
+        "quality": np.ones(n, np.float32),
+        "width": np.full(n, 112, np.int32),
+        "height": np.full(n, 112, np.int32),
+        "model_id": ["m"] * n,
+        "calibration_id": [None] * n,
+    }
+    pq.write_table(to_table(columns, annotation_schema(None)), tmp_path / "part.parquet")
+    table = pq.read_table(tmp_path / "part.parquet")
+    assert table.column("identity").to_pylist() == ["nan", None, None, None]
+    assert table.column("identity").null_count == 3
+    assert table.column("error").null_count == n and table.column("calibration_id").null_count == n
+    assert table.schema.field("error").type == pa.string()
+    df = pd.read_parquet(tmp_path / "part.parquet")
+    assert df["identity"].isna().tolist() == [False, True, True, True] and df["identity"][0] == "nan"
+    assert df["error"].isna().all() and df["calibration_id"].isna().all()
+
+    columns["identity"] = ["a", 7, None, None]
+    with pytest.raises(TypeError, match="column 'identity' row 1: expected text or null, got int 7"):
+        to_table(columns, annotation_schema(None))
+
+
+def test_frame_to_table_types_all_null_columns_as_text():
+    frame = pd.DataFrame({"path": ["/a", "/b"], "identity": [None, None], "score": [1.0, np.nan]})
+    table = frame_to_table(frame)
+    assert table.schema.field("identity").type == pa.string() and table.column("identity").null_count == 2
+    assert table.schema.field("score").type == pa.float64() and table.column("path").to_pylist() == ["/a", "/b"]

@@ -23,7 +23,8 @@ def test_plan_shards_covers_rows_once():
         covered = [i for s in plan_shards(n, size) for i in range(s.start, s.stop)]
         assert covered == list(range(n))
     assert Shard(3, 0, 1).part_name == "part-00003.parquet"
-    assert Shard(123456, 0, 1).marker_name == "_part-123456.done.json"
+    assert Shard(123456, 0, 1).marker_name == "part-123456.done.json"
+    assert Shard(7, 0, 1).marker_path == "_froq/part-00007.done.json"
     with pytest.raises(ValueError):
         plan_shards(5, 0)
 
@@ -56,12 +57,13 @@ def check_written(fs, out_dir: str, shard: Shard, table, marker: dict) -> None:
         "file": shard.part_name,
         "written_at": marker["written_at"],
     }
-    with fs.open(f"{out_dir}/{shard.marker_name}", "rb") as f:
+    with fs.open(f"{out_dir}/{shard.marker_path}", "rb") as f:
         assert json.load(f) == marker
     with fs.open(f"{out_dir}/{shard.part_name}", "rb") as f:
         df = pd.read_parquet(f)
     assert df["path"].tolist() == table.column("path").to_pylist()
-    assert list_names(fs, out_dir) == sorted([shard.part_name, shard.marker_name])
+    assert list_names(fs, out_dir) == [shard.part_name]  # the marker is in _froq/, out of Parquet readers' way
+    assert list_names(fs, f"{out_dir}/_froq") == [shard.marker_name]
     assert read_markers(fs, out_dir) == {shard.index: marker}
 
 
