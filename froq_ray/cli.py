@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=["resume", "overwrite", "error_if_exists"],
         help="output.mode: resume (default) and overwrite both recompute and replace edc.md, edc.csv, edc.png and "
-        "_manifest.json (evaluate is one step; overwrite deletes the earlier files first); error_if_exists "
+        "_froq/manifest.json (evaluate is one step; overwrite deletes the earlier files first); error_if_exists "
         "refuses an output that already holds them",
     )
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")

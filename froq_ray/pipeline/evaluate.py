@@ -29,10 +29,10 @@ from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..storage.fs import check_reachable, join_uri, open_fs, read_json
-from ..storage.manifest import MANIFEST_FILE, write_manifest
-from ..storage.run_state import RUN_FILE, OutputStateError, check_writable
+from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
+from ..storage.run_state import LEGACY_RUN_FILE, RUN_FILE, OutputStateError, check_writable
 from ..storage.schema import EMBEDDING
-from ..storage.shards import MARKER_RE, PART_RE, list_names
+from ..storage.shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, list_names
 from .runner import software_versions
 
 log = logging.getLogger("froq_ray")
@@ -56,19 +56,22 @@ def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
     """Check ``output.uri`` against ``output.mode``; returns the names of earlier evaluation files in it.
 
     Refused in every mode (:class:`OutputStateError`): an output that holds another job's run (shards,
-    ``_run.json``, or a ``_manifest.json`` of another job), which the evaluation's ``_manifest.json`` would
-    overwrite. With ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing
+    ``_froq/run.json``, markers, or a ``_froq/manifest.json`` of another job; or the same files of the older
+    layout beside the parts), which the evaluation's ``_froq/manifest.json`` would overwrite. With ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing
     ``evaluate.plot`` file).
     """
     out = cfg.output
     fs, path = open_fs(out.uri, out.storage_options)
     fs.invalidate_cache(path)
-    names = list_names(fs, path)
-    foreign = [n for n in names if n == RUN_FILE or PART_RE.match(n) or MARKER_RE.match(n)]
-    if MANIFEST_FILE in names and not foreign:
-        job = read_json(fs, f"{path}/{MANIFEST_FILE}").get("job")
-        if job != "evaluate":
-            foreign = [f"{MANIFEST_FILE} of a {job!r} run"]
+    state = [f"{STATE_DIR}/{n}" for n in list_names(fs, f"{path}/{STATE_DIR}")]
+    names = list_names(fs, path) + state
+    foreign = [n for n in names if n in (RUN_FILE, LEGACY_RUN_FILE) or PART_RE.match(n) or LEGACY_MARKER_RE.match(n)]
+    foreign += [n for n in state if MARKER_RE.match(posixpath.basename(n))]
+    for manifest in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
+        if manifest in names and not foreign:
+            job = read_json(fs, f"{path}/{manifest}").get("job")
+            if job != "evaluate":
+                foreign = [f"{manifest} of a {job!r} run"]
     if foreign:
         raise OutputStateError(
             f"output {out.uri} holds another job's run ({', '.join(foreign[:3])}"
@@ -220,7 +223,7 @@ def _quality_arrays(ok: pd.DataFrame, cfg: EvaluateJob) -> dict[str, np.ndarray]
 def run_evaluate(cfg: EvaluateJob) -> dict:
     """Evaluate the quality columns of an annotate output; returns the manifest written to ``output.uri``.
 
-    Writes ``edc.md``, ``edc.csv``, ``_manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
+    Writes ``edc.md``, ``edc.csv``, ``_froq/manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
     (default ``<output.uri>/edc.png``). Raises :class:`EvaluationInputError` (annotations unusable: missing
     columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
     :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.

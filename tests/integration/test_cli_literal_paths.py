@@ -59,7 +59,7 @@ def test_names_with_hash_are_used_as_typed_and_the_run_prints_no_ray_noise(ray_c
     new = pd.read_parquet(tmp_path / "out #2")
     assert sorted(new["path"]) == new_inputs and (new["status"] == st.OK).all()
     assert snapshot(tmp_path / "out") == before, "the earlier run's output was changed"
-    assert not (tmp_path / "out" / "_manifest.json").read_text().count("in #2")
+    assert not (tmp_path / "out" / "_froq" / "manifest.json").read_text().count("in #2")
 
     assert "constructor arguments in the object store" not in output and "core_worker.cc" not in output
     assert "Progress bars disabled" not in output

@@ -172,7 +172,8 @@ def test_evaluate_without_identities_is_a_clear_error(outputs, capsys):
     assert run_job("evaluate", write_config(outputs["tmp"], "eval_none", cfg)) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("froq evaluate: error:")]
-    assert len(errors) == 1 and f"{outputs['n_ok']} ok rows have no 'identity'" in errors[0]
+    assert len(errors) == 1 and "has no identities (column 'identity' is null" in errors[0]
+    assert "input.identity_from_folder=true" in errors[0]
 
 
 def test_filter_outputs_keep_nulls(outputs):

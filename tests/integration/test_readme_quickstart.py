@@ -51,7 +51,7 @@ def test_readme_annotate_then_evaluate(ray_cluster, lfw_dev_dir, tmp_path, monke
     assert evaluate[evaluate.index("--annotations") + 1] == annotate[annotate.index("--output") + 1]
     assert main(evaluate) == 0
     out = tmp_path / evaluate[evaluate.index("--output") + 1]
-    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "edc.csv", "edc.md", "edc.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["_froq", "edc.csv", "edc.md", "edc.png"]
     table = pd.read_csv(out / "edc.csv")
     n_genuine = sum(comb(n, 2) for n in IDENTITIES.values())
     assert table[["method", "n_genuine", "n_impostor"]].values.tolist() == [

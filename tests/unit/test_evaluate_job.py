@@ -205,11 +205,12 @@ def test_null_quality_of_an_ok_row_is_refused_with_its_path(capsys, tmp_path):
 def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
     assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev")[0] == 0
-    before = {p.name: p.read_bytes() for p in (tmp_path / "ev").iterdir()}
-    assert sorted(before) == ["_manifest.json", "edc.csv", "edc.md", "edc.png"]
+    before = {str(p.relative_to(tmp_path / "ev")): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png"]
     line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
-    assert "already holds an evaluation (edc.md, edc.csv, edc.png, _manifest.json)" in line
-    assert {p.name: p.read_bytes() for p in (tmp_path / "ev").iterdir()} == before
+    assert "already holds an evaluation (edc.md, edc.csv, edc.png, _froq/manifest.json)" in line
+    after = {str(p.relative_to(tmp_path / "ev")): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_error_if_exists_on_an_empty_output_runs(capsys, tmp_path):
@@ -242,7 +243,7 @@ def test_overwrite_deletes_the_earlier_files_first(capsys, tmp_path):
     )
     assert code == 0, err
     # the earlier plot in the output is gone (this run's plot went elsewhere); the rest was rewritten
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_manifest.json", "edc.csv", "edc.md"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_froq", "edc.csv", "edc.md"]
     assert elsewhere.stat().st_size > 0
 
 
