@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

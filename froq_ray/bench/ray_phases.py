@@ -112,7 +112,7 @@ class AnnotatePhase:
 
 def start_ray(resources: RayResources) -> None:
     from ..config import ResourcesConfig
-    from ..pipeline.runtime import ensure_ray
+    from ..engine.runtime import ensure_ray
 
     ensure_ray(ResourcesConfig(**resources.config()))
 

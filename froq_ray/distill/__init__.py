@@ -1,6 +1,6 @@
 """Distillation: train a small student to predict a teacher's face-image quality from the crop alone.
 
-Plain torch (no Ray) except :mod:`froq_ray.distill.trainer`, which is not imported here:
+Plain torch (no Ray) except :mod:`froq_ray.engine.train`, which is not imported here:
 
 * :mod:`.students` - student architectures (``build_student``), input contract, teacher-unit output;
 * :mod:`.losses` - target standardisation, regression + ranking losses;

@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import AnnotateJob
-from ..storage.manifest import read_manifest, write_manifest
-from ..storage.schema import EMBEDDING, PSEUDO_LABEL_COLUMNS, annotation_schema
-from .artifacts import read_artifact
-from .runner import (
+from ..engine.runner import (
     PreparedJob,
     base_manifest,
     digests_and_shards,
@@ -19,7 +16,10 @@ from .runner import (
     summary_lines,
     total_counts,
 )
-from .stages import scoring_settings
+from ..engine.stages import scoring_settings
+from ..storage.manifest import read_manifest, write_manifest
+from ..storage.schema import EMBEDDING, PSEUDO_LABEL_COLUMNS, annotation_schema
+from .artifacts import read_artifact
 
 log = logging.getLogger("froq_ray")
 

@@ -12,16 +12,7 @@ import pyarrow as pa
 
 from .. import status as st
 from ..config import CalibrateJob
-from ..errors import UserError
-from ..quality.artifact import CalibrationSetDigest
-from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
-from ..quality.perturbations import PerturbationSettings
-from ..storage.fs import join_uri, open_fs
-from ..storage.manifest import write_manifest
-from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
-from ..storage.shards import PART_RE, STATE_DIR
-from .artifacts import write_artifact
-from .runner import (
+from ..engine.runner import (
     PreparedJob,
     RunResult,
     base_manifest,
@@ -33,6 +24,15 @@ from .runner import (
     summary_lines,
     total_counts,
 )
+from ..errors import UserError
+from ..quality.artifact import CalibrationSetDigest
+from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
+from ..quality.perturbations import PerturbationSettings
+from ..storage.fs import join_uri, open_fs
+from ..storage.manifest import write_manifest
+from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
+from ..storage.shards import PART_RE, STATE_DIR
+from .artifacts import write_artifact
 
 log = logging.getLogger("froq_ray")
 

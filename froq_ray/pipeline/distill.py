@@ -8,7 +8,7 @@ Steps (driver unless said otherwise):
 4. optional self-training (``self_training``; Ray Data: decode -> degrade -> the annotate scoring stage);
 5. split by identity (or source image) with a seeded hash -> ``split.parquet`` (path, split_key, side,
    target, source_path, identity) so a leak can be audited; the split is checked to never leak;
-6. train on Ray Train (``froq_ray.distill.trainer``): data from the shared read/decode stage, a checkpoint
+6. train on Ray Train (``froq_ray.engine.train``): data from the shared read/decode stage, a checkpoint
    per epoch in ``_train/``; an interrupted run re-run with ``output.mode=resume`` continues from the last one;
 7. the student artifact (``weights.safetensors``, ``student.onnx`` checked against PyTorch, ``card.json``
    last) and ``_froq/manifest.json``.
@@ -40,14 +40,17 @@ from ..config import DistillJob, config_digest, digest_payload, resolved_dict
 from ..distill.artifact import CARD_FILE, ONNX_FILE, WEIGHTS_FILE, save_student_artifact
 from ..distill.losses import TargetScaler
 from ..distill.students import build_student
-from ..distill.trainer import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
+from ..engine.dataset import decoded_dataset
+from ..engine.runner import software_versions
+from ..engine.runtime import ensure_ray, object_store_bytes
+from ..engine.stages import DecodeStageConfig
+from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
 from ..storage.fs import join_uri, open_fs, parent_uri, read_json, write_bytes_atomic
 from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, read_manifest, write_manifest
 from ..storage.run_state import LEGACY_RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
 from ..storage.schema import frame_to_table
 from ..storage.shards import STATE_DIR
-from .dataset import decoded_dataset
 from .distill_inputs import (
     AnnotationRows,
     ColumnChoice,
@@ -59,11 +62,8 @@ from .distill_inputs import (
     rows_digest,
     split_table,
 )
-from .runner import software_versions
-from .runtime import ensure_ray
 from .self_training import FOLDER as SELF_TRAINING_FOLDER
 from .self_training import SelfTrainingResult, run_self_training
-from .stages import DecodeStageConfig
 
 log = logging.getLogger("froq_ray")
 
@@ -191,8 +191,6 @@ def training_datasets(cfg: DistillJob, data: TrainingData) -> dict[str, Any]:
     With ``training.cache_decoded`` they are materialised (decoded once, kept in the object store) before the
     trainer starts; otherwise every epoch reads and decodes again, streaming.
     """
-    import ray
-
     decode = DecodeStageConfig(
         storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
     )
@@ -203,7 +201,7 @@ def training_datasets(cfg: DistillJob, data: TrainingData) -> dict[str, Any]:
                              "target": frame["target"].to_numpy(dtype=np.float64)})
         out[name] = decoded_dataset(rows, decode, cfg.resources.ray_batch_size, keep=("target",))
     crop_bytes = decoded_bytes(len(data.train) + len(data.validation), decode.crop_size)
-    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    store = object_store_bytes()
     if should_cache_decoded(cfg.training.cache_decoded, crop_bytes, store):
         started = time.perf_counter()
         out = {name: dataset.materialize() for name, dataset in out.items()}

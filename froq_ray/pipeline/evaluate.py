@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from .. import status as st
 from ..config import EvaluateJob
+from ..engine.runner import software_versions
 from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
@@ -33,7 +34,6 @@ from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manife
 from ..storage.run_state import LEGACY_RUN_FILE, RUN_FILE, OutputStateError, check_writable
 from ..storage.schema import EMBEDDING
 from ..storage.shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, list_names
-from .runner import software_versions
 
 log = logging.getLogger("froq_ray")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 from ..config import AnnotateJob, CalibrateJob, resolved_dict
+from ..engine.runner import digests_and_shards, load_job_inputs, shard_digest
 from ..storage.fs import open_fs
 from ..storage.run_state import check_writable
 from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
 from ..storage.shards import read_markers
 from .artifacts import read_artifact
-from .runner import digests_and_shards, load_job_inputs, shard_digest
 
 
 def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:

@@ -1,9 +1,9 @@
 """Self-training data for the distill job: degraded copies of the images, labelled by the teacher in the same run.
 
 One Ray Data pipeline, the annotate job's stages with one stage added: the listing (each chosen image
-``copies`` times) -> :func:`~froq_ray.pipeline.stages.read_and_decode` -> :func:`degrade_and_store` (CPU: a
+``copies`` times) -> :func:`~froq_ray.engine.stages.read_and_decode` -> :func:`degrade_and_store` (CPU: a
 per-copy seeded degradation of the 112 crop, written as a PNG under ``<output>/self_training/_images/``) ->
-the annotate :class:`~froq_ray.pipeline.stages.ScoringStage` (the teacher: FROQ with its calibration, or the
+the annotate :class:`~froq_ray.engine.stages.ScoringStage` (the teacher: FROQ with its calibration, or the
 pseudo-label) -> shards ``<output>/self_training/part-*.parquet`` with completion markers, written by the
 annotate runner, so an interrupted run resumes shard by shard. Rows: ``path`` (the PNG), ``source_path``,
 ``identity``, the teacher's target, ``status``, ``error``, ``degradation`` (JSON list of the applied kinds and
@@ -30,16 +30,16 @@ from PIL import Image
 
 from .. import status as st
 from ..config import DistillJob
+from ..engine.dataset import MapStage
+from ..engine.runner import PreparedJob, RunResult, run_shards, shard_digest, total_counts
+from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
 from ..storage.listing import input_digest
 from ..storage.run_state import prepare_output
 from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
 from ..storage.shards import plan_shards
-from .dataset import MapStage
 from .distill_inputs import Teacher
-from .runner import PreparedJob, RunResult, run_shards, shard_digest, total_counts
-from .stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 
 log = logging.getLogger("froq_ray")
 

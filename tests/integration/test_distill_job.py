@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from froq_ray import status as st
 from froq_ray.distill import load_student_artifact
-from froq_ray.distill.trainer import RUN_NAME, SNAPSHOT_FILE, latest_checkpoint_epoch
+from froq_ray.engine.train import RUN_NAME, SNAPSHOT_FILE, latest_checkpoint_epoch
 from froq_ray.imaging.decode import decode_batch
 from froq_ray.imaging.degrade import Degradation, apply_degradation
 from froq_ray.storage.schema import annotation_schema, to_table

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from froq_ray.pipeline.stages import ScoringStageConfig, expected_actor_device, scoring_settings
+from froq_ray.engine.stages import ScoringStageConfig, expected_actor_device, scoring_settings
 from froq_ray.quality import scorer as scorer_module
 from froq_ray.quality.scorer import (
     FroqScorer,

@@ -20,7 +20,7 @@ def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
 @pytest.fixture(autouse=True)
 def no_ray_started(monkeypatch):
     """A preflight failure must come before Ray is started or joined."""
-    import froq_ray.pipeline.runner as runner
+    import froq_ray.engine.runner as runner
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("Ray was started although the job should have failed its preflight checks")

@@ -18,7 +18,7 @@ from froq_ray.config import (
     config_from_dict,
 )
 from froq_ray.distill import losses, students
-from froq_ray.distill.trainer import cosine_lr, load_optimizer, save_optimizer, validation_metrics
+from froq_ray.engine.train import cosine_lr, load_optimizer, save_optimizer, validation_metrics
 from froq_ray.imaging.degrade import ALL_KINDS
 from froq_ray.pipeline.distill import decoded_bytes, should_cache_decoded
 from froq_ray.storage.schema import PSEUDO_LABEL_COLUMNS

@@ -13,6 +13,7 @@ from PIL import Image
 
 from froq_ray import status as st
 from froq_ray.config import config_from_dict
+from froq_ray.engine.stages import PIXELS
 from froq_ray.imaging.degrade import Degradation, apply_degradation
 from froq_ray.pipeline.distill import OUTPUTS, TRAIN_FOLDER, open_distill_output
 from froq_ray.pipeline.distill_inputs import (
@@ -31,7 +32,6 @@ from froq_ray.pipeline.self_training import (
     degraded_name,
     self_training_listing,
 )
-from froq_ray.pipeline.stages import PIXELS
 from froq_ray.storage.run_state import OutputStateError
 from froq_ray.storage.schema import annotation_schema, to_table
 from tests.data_factory import make_face_like_image

@@ -46,7 +46,7 @@ def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_ray_started(monkeypatch):
-    from froq_ray.pipeline import runner
+    from froq_ray.engine import runner
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("Ray was started although the job should have failed its preflight checks")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from froq_ray.pipeline.progress import (
+from froq_ray.engine.progress import (
     RAY_DATA_PROGRESS_LOGGER,
     configure_ray_data_progress,
     interactive_terminal,
@@ -43,7 +43,7 @@ def test_configure_sets_the_data_context_and_drops_only_the_setup_notes(monkeypa
     from ray.data import DataContext
     from ray.data._internal import progress as ray_progress
 
-    from froq_ray.pipeline import progress
+    from froq_ray.engine import progress
 
     assert ray_progress.logger.name == RAY_DATA_PROGRESS_LOGGER  # the logger Ray Data logs those notes on
     ctx = DataContext()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from froq_ray.pipeline.writer import IncompleteRunError, ShardAssembler
+from froq_ray.engine.writer import IncompleteRunError, ShardAssembler
 from froq_ray.storage.shards import plan_shards
 
 

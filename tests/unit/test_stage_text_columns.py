@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from froq_ray.pipeline.stages import arrow_to_columns, columns_to_arrow
+from froq_ray.engine.stages import arrow_to_columns, columns_to_arrow
 
 
 def test_float_nan_text_columns_become_string_nulls_and_round_trip():

@@ -2,7 +2,7 @@
 
 The stages wrap the engine-independent core (imaging, quality); they hold no Ray calls themselves, so
 they can be unit-tested on plain dicts of numpy arrays. Resources are declared on the stage config and
-applied in one place (``pipeline.dataset``).
+applied in one place (``engine.dataset``).
 """
 
 from __future__ import annotations

@@ -41,11 +41,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import status as st
+from ..distill.losses import LossConfig, TargetScaler, distill_loss
+from ..distill.students import StudentNetwork, build_student, student_contract
 from ..imaging.prepare import ModelInputTransform
 from ..models.base import load_state_strict
 from ..quality.calibration import spearman
-from .losses import LossConfig, TargetScaler, distill_loss
-from .students import StudentNetwork, build_student, student_contract
 
 RUN_NAME = "distill"
 MODEL_FILE = "model.safetensors"

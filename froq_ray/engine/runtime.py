@@ -32,3 +32,10 @@ def ensure_ray(resources: ResourcesConfig) -> None:
     # Ray Data aborts a dataset after 30 min without a finished block; a batch of the 76-pass perturbation modes
     # can legitimately take that long on a CPU. froq_ray logs its own progress instead.
     ctx.execution_no_progress_timeout_s = -1
+
+
+def object_store_bytes() -> float:
+    """The cluster's object store capacity in bytes (Ray must be running)."""
+    import ray
+
+    return float(ray.cluster_resources().get("object_store_memory", 0.0))
