@@ -1,4 +1,5 @@
-"""Assemble the one data path every job uses: listing -> read+decode (CPU tasks) -> score (actors).
+"""The Ray Data graphs: a scoring run (shard descriptors -> read + decode tasks -> scoring actors -> write
+tasks, :func:`scoring_dataset`) and the distill job's decoded training rows (:func:`decoded_dataset`).
 
 This is the only module that builds Ray Data datasets. Resources come from the stage configs.
 """
@@ -12,7 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stages import DecodeStageConfig, ScoringStage, ScoringStageConfig, read_and_decode
+from .stages import (
+    DecodeStageConfig,
+    ReadStageConfig,
+    ScoringStage,
+    ScoringStageConfig,
+    read_and_decode,
+    read_shard,
+)
+from .write import WriteStageConfig, write_shards
 
 SCORING_ACTOR_MAX_RESTARTS = 0
 """Scoring actors are not restarted by Ray. Ray Data (2.58) hands every pool actor its context and transformer
@@ -31,21 +40,6 @@ class MapStage:
     fn: Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]
     cfg: Any
     num_cpus: float = 1.0
-
-
-def rows_for_shards(listing: pd.DataFrame, shards) -> pd.DataFrame:
-    """The listing rows of the given shards, with their global ``row`` and ``shard`` indices."""
-    parts = []
-    for s in shards:
-        part = listing.iloc[s.start : s.stop][["path", "identity"]].copy()
-        part.insert(0, "shard", s.index)
-        part.insert(0, "row", range(s.start, s.stop))
-        parts.append(part)
-    if not parts:
-        return pd.DataFrame({"row": [], "shard": [], "path": [], "identity": []})
-    rows = pd.concat(parts, ignore_index=True)
-    rows["identity"] = rows["identity"].astype(object).where(rows["identity"].notna(), None)
-    return rows
 
 
 def read_decode_keeping(
@@ -77,35 +71,44 @@ def decoded_dataset(
     )
 
 
-def build_dataset(
-    rows: pd.DataFrame,
-    decode: DecodeStageConfig,
+def scoring_dataset(
+    shards: Sequence[dict[str, Any]],
+    read: ReadStageConfig,
     scoring: ScoringStageConfig,
-    ray_batch_size: int,
+    write: WriteStageConfig,
     between: Sequence[MapStage] = (),
+    max_tasks_in_flight_per_actor: int | None = None,
 ):
-    """A lazy Ray dataset of scored rows, in listing order (the driver writes shards as they complete);
-    ``between``: CPU stages applied to the decoded rows before scoring."""
+    """The lazy Ray dataset of one scoring run: shard descriptors -> read + decode (CPU tasks) -> ``between``
+    CPU stages -> scoring actors (an autoscaling pool of ``scoring.actors`` = ``(min, max)``) -> write tasks.
+    Its rows are the write stage's per-shard records (:func:`froq_ray.engine.write.write_shards`).
+
+    Every stage maps whole blocks (``batch_size=None``) and the source has one shard per block, so a shard is
+    one block end to end and the task that writes it has all of its rows; the order of completion does not
+    matter (``preserve_order`` stays off)."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ds = decoded_dataset(rows, decode, ray_batch_size)
+    ds = ray.data.from_items(list(shards), override_num_blocks=max(len(shards), 1))
+    ds = ds.map_batches(
+        read_shard, fn_kwargs={"cfg": read}, batch_size=1, batch_format="numpy", num_cpus=read.decode.num_cpus
+    )
     for stage in between:
         ds = ds.map_batches(
-            stage.fn,
-            fn_kwargs={"cfg": stage.cfg},
-            batch_size=ray_batch_size,
-            batch_format="numpy",
-            num_cpus=stage.num_cpus,
+            stage.fn, fn_kwargs={"cfg": stage.cfg}, batch_size=None, batch_format="numpy", num_cpus=stage.num_cpus
         )
-    return ds.map_batches(
+    low, high = scoring.actors
+    ds = ds.map_batches(
         ScoringStage,
         fn_constructor_kwargs={"cfg": scoring},
-        batch_size=ray_batch_size,
+        batch_size=None,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=scoring.actors),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=low, max_size=high, max_tasks_in_flight_per_actor=max_tasks_in_flight_per_actor
+        ),
         num_gpus=scoring.num_gpus,
         num_cpus=scoring.num_cpus,
         max_restarts=SCORING_ACTOR_MAX_RESTARTS,
+    )
+    return ds.map_batches(
+        write_shards, fn_kwargs={"cfg": write}, batch_size=None, batch_format="pyarrow", num_cpus=write.num_cpus
     )

@@ -78,8 +78,13 @@ class ProgressReporter:
         self.counts: Counter[str] = Counter()
 
     def update(self, statuses) -> None:
-        self.done += len(statuses)
-        self.counts.update(str(s) for s in statuses)
+        """Count one status per row (a unit test's batch of rows)."""
+        self.add(Counter(str(s) for s in statuses))
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Count a finished shard's rows by status (what a write task reports); logs a line every interval."""
+        self.done += sum(counts.values())
+        self.counts.update(counts)
         now = self.clock()
         if now - self.last_report >= self.interval_s:
             self.last_report = now

@@ -1,15 +1,26 @@
-"""The scoring run shared by calibrate and annotate: pending shards -> Ray Data -> shard files -> summary.
+"""The scoring run shared by calibrate, annotate and the distill job's self-training copies.
 
-Before any actor starts, the caller has listed the inputs, loaded the model and checked the output
-(``prepare_job``); this module then streams the pending shards' rows through decode and scoring and writes
-each shard (Parquet, then its completion marker) as soon as its last row arrives.
+The driver plans and commits; workers list, read, decode, score and write:
+
+1. the driver loads the model (a missing file fails before Ray starts) and checks the output location
+   (``prepare_output``: mode, config digest, refusal naming the changed keys);
+2. the inputs are listed once per output by Ray tasks into ``_froq/inputs/`` Parquet parts
+   (:mod:`froq_ray.engine.inputs`); a resume or retry reuses them and never lists again;
+3. the parts are cut into shards (fixed row ranges of one input part, ``output.shard_size`` rows); shards
+   whose completion marker exists are skipped;
+4. one Ray Data graph reads + decodes each pending shard in a CPU task, scores it in an autoscaling actor pool
+   and writes it (Parquet, then its marker) in a CPU task (:mod:`froq_ray.engine.write`);
+5. the driver iterates one small record per written shard (progress lines, counts, stage seconds) and
+   finally writes ``_froq/manifest.json``. It never holds a row of the data.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,72 +31,110 @@ import pyarrow as pa
 
 from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, digest_payload, resolved_dict
+from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable
-from ..storage.listing import InputListing, input_digest, list_inputs
-from ..storage.run_state import RunState, check_writable, prepare_output
-from ..storage.schema import schema_metadata, to_table
-from ..storage.shards import Shard, plan_shards, write_shard
-from .dataset import MapStage, build_dataset, rows_for_shards
+from ..storage.listing import input_digest
+from ..storage.run_state import RunState, check_writable, prepare_output, record_input_digest
+from ..storage.schema import schema_metadata
+from ..storage.shards import Shard
+from .dataset import MapStage, scoring_dataset
+from .inputs import InputRange, InputsPlan, materialize_inputs, plan_exists
 from .progress import ProgressReporter, quality_quantiles
-from .runtime import ensure_ray
-from .stages import DecodeStageConfig, ScoringStageConfig, arrow_to_columns, load_scoring_model
-from .writer import ShardAssembler
+from .runtime import ensure_ray, no_progress_error, scoring_context
+from .stages import DecodeStageConfig, ReadStageConfig, ScoringStageConfig, load_scoring_model
+from .write import WriteStageConfig
 
 log = logging.getLogger("froq_ray")
 
 ModelJob = AnnotateJob | CalibrateJob
+STAGES = ("list", "read", "decode", "score", "write")
+"""The stages whose seconds the run manifest reports (worker seconds summed over shards; list: wall)."""
+
+
+class NoProgressError(UserError, RuntimeError):
+    """No shard finished within the no-progress timeout (e.g. a node was lost and none replaced it)."""
 
 
 @dataclass
 class PreparedJob:
-    """Everything checked on the driver before Ray work starts."""
+    """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts)."""
 
     cfg: ModelJob
-    listing: pd.DataFrame
     model: LoadedModel
-    input_digest: str
     config_digest: str
+    state: RunState
+    inputs: InputsPlan
+    ranges: list[InputRange]
     shards: list[Shard]
+    pending: list[Shard]
+    list_seconds: float = 0.0
     identity_extra: dict[str, Any] = field(default_factory=dict)
-    inputs: InputListing | None = None
-    """What the listing saw and skipped (None for listings built by a job, e.g. self-training)."""
+
+    @property
+    def input_digest(self) -> str:
+        return self.inputs.digest
 
 
-def load_job_inputs(cfg: ModelJob) -> tuple[InputListing, LoadedModel]:
-    """List the inputs and load the model on the driver: a missing input or model file fails here.
-    The listing's ``table`` is the (path, identity) DataFrame; skips were logged by ``list_inputs``."""
+def load_job_model(cfg: ModelJob) -> LoadedModel:
+    """Check the input is reachable and load the model on the driver: a missing input location, model file
+    or unreachable endpoint fails here, before Ray starts."""
     check_reachable(cfg.input.uri, cfg.input.storage_options)
-    inputs = list_inputs(cfg.input)
-    log.info("inputs: %d images from %s (%s)", len(inputs.table), cfg.input.uri, inputs.skipped_line())
     model = load_scoring_model(scoring_stage_config(cfg, cfg.scoring.mode))
     log.info("model: %s (weights sha256 %s)", model.model_id, model.weights_sha256)
-    return inputs, model
+    return model
 
 
-def digests_and_shards(
-    cfg: ModelJob, listing: pd.DataFrame, extra: dict[str, Any]
-) -> tuple[str, str, list[Shard]]:
-    return (
-        input_digest(listing),
-        config_digest(cfg, extra=extra),
-        plan_shards(len(listing), cfg.output.shard_size),
-    )
-
-
-def shard_digest(listing: pd.DataFrame, shard: Shard) -> str:
-    return input_digest(listing.iloc[shard.start : shard.stop])
-
-
-def open_output(job: PreparedJob, force: bool) -> tuple[RunState, list[Shard]]:
-    out = job.cfg.output
+def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool) -> PreparedJob:
+    """Check the output against ``output.mode``, list the inputs into it (or reuse the listing of the run being
+    resumed), cut the shards and find the pending ones."""
+    out = cfg.output
+    digest = config_digest(cfg, extra=extra)
     check_writable(out.uri, out.storage_options)
     state = prepare_output(
-        out.uri, out.storage_options, out.mode, job.config_digest, job.input_digest, force,
-        config=digest_payload(job.cfg, job.identity_extra), listing=job.listing,
+        out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
     )
-    pending = [s for s in job.shards if not state.is_done(s.index, shard_digest(job.listing, s))]
-    return state, pending
+    reuse = out.mode == "resume" and plan_exists(state.fs, state.path)
+    if not reuse:
+        ensure_ray(cfg.resources)
+    started = time.perf_counter()
+    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse)
+    list_seconds = 0.0 if reuse else time.perf_counter() - started
+    record_input_digest(state, inputs.digest, force)
+    log.info(
+        "inputs: %d images in %d part(s) (%s)", inputs.total_rows, len(inputs.parts),
+        "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
+    )
+    return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+
+
+def prepare_table_job(
+    cfg: Any, model: LoadedModel, out_uri: str, digest: str, settings: dict[str, Any], table: pd.DataFrame,
+    force: bool,
+) -> PreparedJob:
+    """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
+    ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
+    state = prepare_output(
+        out_uri, cfg.output.storage_options, "resume", digest, input_digest(table), force,
+        config=settings, listing=table,
+    )
+    ensure_ray(cfg.resources)
+    inputs = inputs_from_table(table, state.fs, state.path, reuse=state.resumed and plan_exists(state.fs, state.path))
+    return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
+
+
+def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> PreparedJob:
+    shard_size = cfg.output.shard_size
+    ranges = inputs.ranges(shard_size)
+    shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
+    pending = [s for s in shards if not _done(state, s)]
+    log.info("%d shard(s) of up to %d rows, %d already complete", len(shards), shard_size, len(shards) - len(pending))
+    return PreparedJob(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))
+
+
+def _done(state: RunState, shard: Shard) -> bool:
+    marker = state.markers.get(shard.index)
+    return marker is not None and (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
 
 
 def scoring_stage_config(
@@ -112,7 +161,7 @@ def scoring_stage_config(
         candidate_layers=candidate_layers,
         num_gpus=r.num_gpus_per_actor,
         num_cpus=r.num_cpus_per_actor,
-        actors=r.actors,
+        actors=r.actor_range,
     )
 
 
@@ -123,60 +172,69 @@ class RunResult:
     shards_written: int
     seconds: float
     quality: np.ndarray
+    """A sample of this run's qualities (evenly spaced order statistics of every shard), for the summary."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_shards(
     job: PreparedJob,
-    state: RunState,
-    pending: list[Shard],
     stage: ScoringStageConfig,
     schema: pa.Schema,
     constants: dict[str, str | None],
     calibration_id: str | None,
     decode: DecodeStageConfig | None = None,
     between: Sequence[MapStage] = (),
+    no_progress_timeout_s: float = 600.0,
 ) -> RunResult:
-    """Stream ``pending`` shards through decode and scoring; write each shard when it is complete.
+    """Score and write the pending shards of ``job`` on the workers; the driver only counts what they report.
 
-    ``decode`` defaults to reading with ``input.storage_options``; ``between``: CPU stages (e.g. the
-    distill job's degradation) applied to the decoded rows before scoring."""
+    ``decode`` defaults to reading with ``input.storage_options``; ``between``: CPU stages (e.g. the distill
+    job's degradation) applied to the decoded rows before scoring. ``no_progress_timeout_s`` applies unless
+    ``resources.no_progress_timeout_s`` is set. Raises :class:`NoProgressError` when no shard finishes for that
+    long (re-running resumes)."""
     cfg = job.cfg
-    metadata = schema_metadata(job.config_digest, job.model.model_id, calibration_id)
-    wanted = [f.name for f in schema]
-
-    def sink(shard: Shard, columns: dict[str, np.ndarray]) -> None:
-        n = shard.rows
-        cols = {k: columns[k] for k in wanted if k in columns}
-        for name, value in constants.items():
-            cols[name] = [value] * n
-        for f in schema:  # result columns a shard never produced (e.g. every row failed to decode)
-            if f.name not in cols:
-                cols[f.name] = [None] * n
-        table = to_table(cols, schema, metadata)
-        write_shard(state.fs, state.path, shard, table, shard_digest(job.listing, shard))
-
-    rows = rows_for_shards(job.listing, pending)
-    ensure_ray(cfg.resources)
+    r = cfg.resources
     if decode is None:
-        decode = DecodeStageConfig(
-            storage_options=dict(cfg.input.storage_options), num_cpus=cfg.resources.decode_num_cpus
-        )
-    ds = build_dataset(rows, decode, stage, cfg.resources.ray_batch_size, between)
-    assembler = ShardAssembler(pending, sink)
-    progress = ProgressReporter(len(rows), cfg.output.progress_interval_s)
-    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-        batch = arrow_to_columns(table)
-        assembler.consume(batch)
-        progress.update(batch["status"])
-    assembler.finish()
+        decode = DecodeStageConfig(storage_options=dict(cfg.input.storage_options), num_cpus=r.decode_num_cpus)
+    metadata = schema_metadata(job.config_digest, job.model.model_id, calibration_id)
+    out_uri = job.state.out_uri
+    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema.with_metadata(metadata), constants)
+    read = ReadStageConfig(out_uri, dict(cfg.output.storage_options), decode)
+    items = [
+        {"shard": s.index, "part": job.ranges[s.index].part, "start": job.ranges[s.index].start,
+         "stop": job.ranges[s.index].stop, "row0": s.start}
+        for s in job.pending
+    ]
+    ensure_ray(r)
+    timeout = r.no_progress_timeout_s or no_progress_timeout_s
+    progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
+    counts: Counter[str] = Counter()
+    seconds = dict.fromkeys(STAGES, 0.0)
+    samples, written = [], 0
+    with scoring_context(timeout, r.headroom_cpus):
+        ds = scoring_dataset(items, read, stage, write, between, r.max_tasks_in_flight_per_actor)
+        try:
+            for record in ds.iter_rows():
+                shard_counts = json.loads(record["counts"])
+                counts.update(shard_counts)
+                progress.add(shard_counts)
+                for name in STAGES[1:]:
+                    seconds[name] += float(record[f"seconds_{name}"])
+                samples.extend(json.loads(record["quality_sample"]))
+                written += 1
+        except Exception as exc:
+            error = no_progress_error(exc, timeout)
+            if error is None:
+                raise
+            raise NoProgressError(
+                f"{error}; {written} of {len(job.pending)} pending shard(s) were written and are kept: "
+                f"re-run the same command to resume from them"
+            ) from None
     log.info(progress.line())
-    counts: dict[str, int] = {}
-    for r in assembler.results:
-        for k, v in r.counts.items():
-            counts[k] = counts.get(k, 0) + v
-    quality = np.concatenate([r.quality for r in assembler.results]) if assembler.results else np.empty(0)
+    seconds["list"] = job.list_seconds
     return RunResult(
-        dict(sorted(counts.items())), len(rows), len(assembler.results), progress.elapsed(), quality
+        dict(sorted(counts.items())), progress.done, written, progress.elapsed(), np.asarray(samples),
+        {k: round(v, 3) for k, v in seconds.items()},
     )
 
 
@@ -196,7 +254,8 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def base_manifest(job: PreparedJob, state: RunState, result: RunResult, total_counts: dict[str, int]) -> dict:
+def base_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> dict:
+    """The run manifest's common part: config, versions, model, inputs, shards, counts, stage seconds."""
     rate = result.rows_written / result.seconds if result.seconds > 0 else 0.0
     return {
         "job": job.cfg.job,
@@ -211,14 +270,14 @@ def base_manifest(job: PreparedJob, state: RunState, result: RunResult, total_co
         },
         "input": {
             "uri": job.cfg.input.uri,
-            "images": len(job.listing),
+            "images": job.inputs.total_rows,
             "digest": job.input_digest,
-            **(job.inputs.summary() if job.inputs is not None else {}),
+            **job.inputs.summary,
         },
         "shards": {
             "total": len(job.shards),
             "written_this_run": result.shards_written,
-            "resumed_from_earlier_runs": len(job.shards) - result.shards_written,
+            "resumed_from_earlier_runs": len(job.shards) - len(job.pending),
         },
         "counts_by_status": total_counts,
         "this_run": {
@@ -226,21 +285,32 @@ def base_manifest(job: PreparedJob, state: RunState, result: RunResult, total_co
             "seconds": round(result.seconds, 3),
             "images_per_second": round(rate, 2),
             "counts_by_status": result.counts,
+            "stage_seconds": result.stage_seconds,
         },
-        "resumed": state.resumed,
-        "forced": state.forced,
+        "resumed": job.state.resumed,
+        "forced": job.state.forced,
     }
 
 
-def total_counts(state: RunState, result: RunResult, written: list[Shard]) -> dict[str, int]:
-    """Counts over every shard of the output: earlier runs' markers plus this run's shards."""
-    counts = dict(result.counts)
-    fresh = {s.index for s in written}
-    for index, marker in state.markers.items():
-        if index not in fresh:
-            for k, v in marker.get("counts", {}).items():
-                counts[k] = counts.get(k, 0) + int(v)
+def total_counts(job: PreparedJob, result: RunResult) -> dict[str, int]:
+    """Counts over every shard of the output: the markers of shards completed by earlier runs plus this run's."""
+    counts = Counter(result.counts)
+    pending = {s.index for s in job.pending}
+    for shard in job.shards:
+        if shard.index not in pending:
+            counts.update({k: int(v) for k, v in job.state.markers[shard.index].get("counts", {}).items()})
     return dict(sorted(counts.items()))
+
+
+def nothing_to_do(job: PreparedJob) -> bool:
+    """True (and says so) when every shard of the output is complete: a re-run changes nothing."""
+    if job.pending:
+        return False
+    log.info(
+        "all %d shard(s) in %s are complete: nothing to do (output.mode=overwrite recomputes)",
+        len(job.shards), job.cfg.output.uri,
+    )
+    return True
 
 
 def summary_lines(manifest: dict, quality: np.ndarray) -> list[str]:
@@ -251,12 +321,14 @@ def summary_lines(manifest: dict, quality: np.ndarray) -> list[str]:
             f"this run wrote {run['rows']:,} rows in {manifest['shards']['written_this_run']} shard(s) "
             f"at {run['images_per_second']:,.1f} images/s"
         ),
+        "summary: worker seconds by stage (this run): "
+        + ", ".join(f"{k}={v:,.1f}" for k, v in run.get("stage_seconds", {}).items()),
         "summary: counts by status: "
         + ", ".join(f"{k}={v:,}" for k, v in manifest["counts_by_status"].items()),
     ]
     q = quality_quantiles(np.asarray(quality, dtype=np.float64))
     if q:
         lines.append(
-            "summary: quality quantiles (this run): " + ", ".join(f"{k}={v:.4g}" for k, v in q.items())
+            "summary: quality quantiles (this run, from per-shard order statistics): " + ", ".join(f"{k}={v:.4g}" for k, v in q.items())
         )
     return lines

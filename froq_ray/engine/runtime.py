@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -28,10 +29,57 @@ def ensure_ray(resources: ResourcesConfig) -> None:
     # Ray Data's progress bars on an interactive terminal only; froq_ray's own progress lines always (they read
     # well in `ray job logs`), and no "progress bars disabled" warning where the bars are off
     configure_ray_data_progress(ctx, interactive_terminal())
-    ctx.execution_options.preserve_order = True  # shards complete one after another: flat memory, fixed files
-    # Ray Data aborts a dataset after 30 min without a finished block; a batch of the 76-pass perturbation modes
-    # can legitimately take that long on a CPU. froq_ray logs its own progress instead.
-    ctx.execution_no_progress_timeout_s = -1
+
+
+@contextlib.contextmanager
+def scoring_context(no_progress_timeout_s: float, headroom_cpus: float):
+    """Ray Data settings of a scoring run, restored afterwards:
+
+    - ``execution_no_progress_timeout_s``: finite, so a cluster that cannot make progress (a node lost with no
+      replacement) fails the run instead of hanging; a re-run resumes from the written shards;
+    - ``exclude_resources``: ``headroom_cpus`` CPUs Ray Data does not schedule its own tasks on, so Ray core can
+      rebuild blocks lost with a node;
+    - ``preserve_order`` off: shards are committed by the task that writes them, in any order;
+    - ``target_max_block_size`` unlimited: a shard stays one block from its read task to its write task."""
+    import ray.data
+    from ray.data._internal.execution.interfaces import ExecutionResources
+
+    ctx = ray.data.DataContext.get_current()
+    before = (
+        ctx.execution_no_progress_timeout_s,
+        ctx.execution_options.exclude_resources,
+        ctx.execution_options.preserve_order,
+        ctx.target_max_block_size,
+    )
+    ctx.execution_no_progress_timeout_s = float(no_progress_timeout_s)
+    ctx.execution_options.exclude_resources = ExecutionResources(cpu=float(headroom_cpus))
+    ctx.execution_options.preserve_order = False
+    ctx.target_max_block_size = None
+    try:
+        yield ctx
+    finally:
+        (
+            ctx.execution_no_progress_timeout_s,
+            ctx.execution_options.exclude_resources,
+            ctx.execution_options.preserve_order,
+            ctx.target_max_block_size,
+        ) = before
+
+
+def no_progress_error(exc: BaseException, timeout_s: float) -> str | None:
+    """A one-line description when ``exc`` is Ray Data's no-progress timeout (possibly wrapped), else None."""
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ExecutionTimeoutError):
+            return (
+                f"no shard finished for {timeout_s:g} s (resources.no_progress_timeout_s): the cluster could not "
+                "make progress (a lost node with no replacement, or no CPU/GPU left for a stage)"
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def object_store_bytes() -> float:

@@ -8,6 +8,7 @@ applied in one place (``engine.dataset``).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import status as st
 log = logging.getLogger(__name__)
 
 PIXELS = "pixels"
-PASSTHROUGH = ("row", "shard", "path", "identity")
+PASSTHROUGH = ("row", "shard", "shard_start", "shard_stop", "path", "identity")
 TEXT_COLUMNS = ("path", "identity", "status", "error", "source_path", "degradation")
 """Text columns that travel between stages. Ray Data turns an all-null object column (``identity`` without an
 identity source, ``error`` in a batch where every row decoded) into a float NaN column between stages, so
@@ -61,6 +62,48 @@ def read_and_decode(batch: dict[str, np.ndarray], cfg: DecodeStageConfig) -> dic
 
 
 @dataclass(frozen=True)
+class ReadStageConfig:
+    """CPU task per shard: the shard's (path, identity) rows from the run's input parts (``_froq/inputs/`` in
+    the output location), then :func:`read_and_decode`."""
+
+    out_uri: str
+    out_storage_options: dict[str, Any]
+    decode: DecodeStageConfig
+
+
+def read_shard(batch: dict[str, np.ndarray], cfg: ReadStageConfig) -> dict[str, np.ndarray]:
+    """One shard descriptor (``shard``, ``part``, ``start``, ``stop``, ``row0``: see
+    :class:`froq_ray.engine.inputs.InputRange`) -> its decoded rows with global ``row`` indices, the shard's
+    bounds on every row, and per-row shares of the read and decode seconds (``_t_read``, ``_t_decode``)."""
+    import time
+
+    from ..storage.fs import open_fs
+    from .inputs import InputRange, read_range
+
+    if len(batch["shard"]) != 1:
+        raise ValueError(f"read_shard takes one shard per batch, got {len(batch['shard'])}")
+    r = InputRange(str(batch["part"][0]), int(batch["start"][0]), int(batch["stop"][0]), int(batch["row0"][0]))
+    started = time.perf_counter()
+    fs, path = open_fs(cfg.out_uri, cfg.out_storage_options)
+    rows = read_range(fs, path, r)
+    n = rows.num_rows
+    row0, shard = r.row0, int(batch["shard"][0])
+    listed = {
+        "row": np.arange(row0, row0 + n, dtype=np.int64),
+        "shard": np.full(n, shard, dtype=np.int64),
+        "shard_start": np.full(n, row0, dtype=np.int64),
+        "shard_stop": np.full(n, row0 + n, dtype=np.int64),
+        "path": np.asarray(rows.column("path").to_pylist(), dtype=object),
+        "identity": np.asarray(rows.column("identity").to_pylist(), dtype=object),
+    }
+    read_s = time.perf_counter() - started
+    out = read_and_decode(listed, cfg.decode)
+    out["_t_read"] = np.full(n, read_s / max(n, 1))
+    out["_t_decode"] = np.full(n, (time.perf_counter() - started - read_s) / max(n, 1))
+    return out
+
+
+@dataclass(frozen=True)
 class ScoringStageConfig:
     """GPU/CPU actor stage. ``mode``: froq (quality + embedding), pseudo_label (perturbation FIQA),
     calibrate (pseudo-labels + every candidate layer's norm), or student (a distilled student's quality)."""
@@ -86,7 +129,8 @@ class ScoringStageConfig:
     candidate_layers: tuple[str, ...] | None = None
     num_gpus: float = 0.0
     num_cpus: float = 1.0
-    actors: int = 1
+    actors: tuple[int, int] = (1, 1)
+    """Scoring actors (min, max): Ray Data autoscales the pool between them."""
 
 
 def expected_actor_device(cfg: ScoringStageConfig) -> str:
@@ -227,6 +271,7 @@ class ScoringStage:
         return compiled_or_eager(network, sample, self.cfg.precision) if self.cfg.compile else network
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
         pixels = batch.pop(PIXELS)
         status = np.asarray(batch["status"], dtype=object)
         error = np.asarray(batch["error"], dtype=object)
@@ -242,6 +287,7 @@ class ScoringStage:
                     status[i], error[i] = st.MODEL_ERROR, msg
         batch["status"], batch["error"] = status, error
         batch.update(_scatter(columns, ok, len(status)))
+        batch["_t_score"] = np.full(len(status), (time.perf_counter() - started) / max(len(status), 1))
         return columns_to_arrow(batch)
 
     def _score(self, pixels: np.ndarray) -> dict[str, np.ndarray]:

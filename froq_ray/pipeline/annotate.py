@@ -6,11 +6,10 @@ import logging
 
 from ..config import AnnotateJob
 from ..engine.runner import (
-    PreparedJob,
     base_manifest,
-    digests_and_shards,
-    load_job_inputs,
-    open_output,
+    load_job_model,
+    nothing_to_do,
+    prepare_job,
     run_shards,
     scoring_stage_config,
     summary_lines,
@@ -26,23 +25,15 @@ log = logging.getLogger("froq_ray")
 
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     """Run (or resume) an annotation; returns the run manifest."""
-    inputs, model = load_job_inputs(cfg)
-    listing = inputs.table
+    model = load_job_model(cfg)
     froq_mode = cfg.scoring.mode == "froq"
     artifact = (
         read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options) if froq_mode else None
     )
     calibration_id = artifact.calibration_id if artifact else None
     extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
-    in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
-    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra, inputs)
-    state, pending = open_output(job, force)
-    if not pending:
-        log.info(
-            "all %d shard(s) in %s are complete: nothing to do (output.mode=overwrite recomputes)",
-            len(shards),
-            cfg.output.uri,
-        )
+    job = prepare_job(cfg, model, extra, force)
+    if nothing_to_do(job):
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
     if froq_mode:
         dim = model.embedding_size if cfg.scoring.write_embedding else None
@@ -56,15 +47,16 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         stage = scoring_stage_config(cfg, "pseudo_label")
     log.info(
         "annotating %d of %d shard(s) (%d already complete) with %s; output %s",
-        len(pending),
-        len(shards),
-        len(shards) - len(pending),
+        len(job.pending),
+        len(job.shards),
+        len(job.shards) - len(job.pending),
         model.model_id,
         cfg.output.uri,
     )
     constants = {"model_id": model.model_id, "calibration_id": calibration_id}
-    result = run_shards(job, state, pending, stage, schema, constants, calibration_id)
-    manifest = base_manifest(job, state, result, total_counts(state, result, pending))
+    timeout = 600.0 if cfg.scoring.mode in ("froq", "student") else 7200.0
+    result = run_shards(job, stage, schema, constants, calibration_id, no_progress_timeout_s=timeout)
+    manifest = base_manifest(job, result, total_counts(job, result))
     manifest["calibration_id"] = calibration_id
     manifest["scoring"] = {
         "mode": cfg.scoring.mode,

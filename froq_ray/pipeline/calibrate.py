@@ -13,12 +13,10 @@ import pyarrow as pa
 from .. import status as st
 from ..config import CalibrateJob
 from ..engine.runner import (
-    PreparedJob,
     RunResult,
     base_manifest,
-    digests_and_shards,
-    load_job_inputs,
-    open_output,
+    load_job_model,
+    prepare_job,
     run_shards,
     scoring_stage_config,
     summary_lines,
@@ -73,29 +71,25 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
 
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
-    inputs, model = load_job_inputs(cfg)
-    listing = inputs.table
+    model = load_job_model(cfg)
     layers, calls = calibration_layers(model)
     layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
     extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
-    in_digest, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
-    job = PreparedJob(cfg, listing, model, in_digest, cfg_digest, shards, extra, inputs)
-    state, pending = open_output(job, force)
+    job = prepare_job(cfg, model, extra, force)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,
-        len(listing),
+        job.inputs.total_rows,
         len(layers),
-        len(pending),
-        len(shards),
+        len(job.pending),
+        len(job.shards),
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
-    if pending:
+    if job.pending:
         schema = calibration_schema(len(layers))
         stage = scoring_stage_config(cfg, "calibrate", candidate_layers=tuple(layers))
-        result = run_shards(
-            job, state, pending, stage, schema, {"model_id": model.model_id, "calibration_id": None}, None
-        )
+        constants = {"model_id": model.model_id, "calibration_id": None}
+        result = run_shards(job, stage, schema, constants, None, no_progress_timeout_s=7200.0)
     paths, observations = read_observations(cfg, len(layers))
     digest = CalibrationSetDigest()
     digest.add_ids(paths)
@@ -120,7 +114,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         artifact_uri,
         artifact.calibration_id,
     )
-    manifest = base_manifest(job, state, result, total_counts(state, result, pending))
+    manifest = base_manifest(job, result, total_counts(job, result))
     manifest["calibration"] = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-from ..config import AnnotateJob, CalibrateJob, resolved_dict
-from ..engine.runner import digests_and_shards, load_job_inputs, shard_digest
+from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
+from ..engine.runner import load_job_model
 from ..storage.fs import open_fs
+from ..storage.listing import list_inputs
 from ..storage.run_state import check_writable
 from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
 from ..storage.shards import read_markers
@@ -15,7 +16,8 @@ from .artifacts import read_artifact
 
 
 def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
-    inputs, model = load_job_inputs(cfg)
+    model = load_job_model(cfg)
+    inputs = list_inputs(cfg.input)  # a dry run lists on the driver; a run lists in Ray tasks (engine.inputs)
     listing = inputs.table
     artifact = None
     if cfg.job == "annotate" and cfg.scoring.mode == "froq":
@@ -24,11 +26,11 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         "weights_sha256": model.weights_sha256,
         "calibration_id": artifact.calibration_id if artifact else None,
     }
-    _, cfg_digest, shards = digests_and_shards(cfg, listing, extra)
+    cfg_digest = config_digest(cfg, extra=extra)
     check_writable(cfg.output.uri, cfg.output.storage_options)
     fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
-    markers = read_markers(fs, path) if fs.exists(path) else {}
-    done = [s for s in shards if markers.get(s.index, {}).get("input_digest") == shard_digest(listing, s)]
+    n_shards = -(-len(listing) // cfg.output.shard_size)
+    done = len(read_markers(fs, path)) if fs.exists(path) else 0
     r = cfg.resources
     if cfg.job == "annotate" and cfg.scoring.mode == "froq":
         schema = annotation_schema(model.embedding_size if cfg.scoring.write_embedding else None)
@@ -55,8 +57,8 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         ),
         f"output: {cfg.output.uri} (mode {cfg.output.mode}; writable)",
         (
-            f"shards: {len(shards)} of up to {cfg.output.shard_size:,} rows; {len(done)} already complete, "
-            f"{len(shards) - len(done)} to run"
+            f"shards: about {n_shards} of up to {cfg.output.shard_size:,} rows (an s3:// prefix is listed per "
+            f"top-level prefix, each cut on its own); {done} completion marker(s) in the output"
         ),
         (
             f"resources: ray {'local (started by the job)' if not r.ray_address else r.ray_address}; "

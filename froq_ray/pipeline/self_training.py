@@ -31,14 +31,11 @@ from PIL import Image
 from .. import status as st
 from ..config import DistillJob
 from ..engine.dataset import MapStage
-from ..engine.runner import PreparedJob, RunResult, run_shards, shard_digest, total_counts
+from ..engine.runner import RunResult, prepare_table_job, run_shards, total_counts
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
-from ..storage.listing import input_digest
-from ..storage.run_state import prepare_output
 from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
-from ..storage.shards import plan_shards
 from .distill_inputs import Teacher
 
 log = logging.getLogger("froq_ray")
@@ -138,7 +135,7 @@ def teacher_stage(cfg: DistillJob, teacher: Teacher) -> ScoringStageConfig:
         perturbation=s.perturbation.model_dump(),
         num_gpus=r.num_gpus_per_actor,
         num_cpus=r.num_cpus_per_actor,
-        actors=r.actors,
+        actors=r.actor_range,
     )
 
 
@@ -177,16 +174,11 @@ def run_self_training(
     uri = join_uri(out.uri, FOLDER)
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
-    shards = plan_shards(len(listing), out.shard_size)
-    job = PreparedJob(cfg, listing, teacher.model, input_digest(listing), digest, shards)
-    state = prepare_output(
-        uri, out.storage_options, "resume", digest, job.input_digest, force,
-        config=self_training_settings(cfg, teacher), listing=listing,
-    )
-    pending = [sh for sh in shards if not state.is_done(sh.index, shard_digest(listing, sh))]
+    job = prepare_table_job(cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force)
+    pending = job.pending
     log.info(
         "self-training: %d degraded copies of %d images (%d of %d shard(s) to run), teacher %s (%s)",
-        len(listing), len(listing) // s.copies, len(pending), len(shards), teacher.model.model_id, teacher.mode,
+        len(listing), len(listing) // s.copies, len(pending), len(job.shards), teacher.model.model_id, teacher.mode,
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
     if pending:
@@ -202,9 +194,10 @@ def run_self_training(
             storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
         )
         constants = {"model_id": teacher.model.model_id, "calibration_id": teacher.calibration_id}
+        timeout = 600.0 if teacher.mode == "froq" else 7200.0
         result = run_shards(
-            job, state, pending, teacher_stage(cfg, teacher), self_training_schema(teacher), constants,
-            teacher.calibration_id, decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),),
+            job, teacher_stage(cfg, teacher), self_training_schema(teacher), constants, teacher.calibration_id,
+            decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),), no_progress_timeout_s=timeout,
         )
-    counts = total_counts(state, result, pending)
-    return SelfTrainingResult(uri, len(listing), counts, result.shards_written, len(shards))
+    counts = total_counts(job, result)
+    return SelfTrainingResult(uri, len(listing), counts, result.shards_written, len(job.shards))

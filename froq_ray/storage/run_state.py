@@ -107,7 +107,7 @@ def prepare_output(
     storage_options: Mapping[str, Any] | None,
     mode: Mode,
     config_digest: str,
-    input_digest: str,
+    input_digest: str | None,
     force: bool = False,
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
@@ -117,8 +117,9 @@ def prepare_output(
     ``config``: the JSON-able settings ``config_digest`` was computed from (recorded with every
     ``storage_options`` mapping redacted, so a refusal can name the keys that changed); ``listing``: the input
     listing ``input_digest`` was computed from (``path``, ``identity``; recorded as ``_froq/inputs.parquet``
-    so a refusal can name the first differing input). Raises :class:`OutputStateError` (module doc) and
-    ``ValueError`` for an unknown ``mode``.
+    so a refusal can name the first differing input). ``input_digest=None``: the inputs are listed into the
+    output after this call; :func:`record_input_digest` then checks and records their digest. Raises
+    :class:`OutputStateError` (module doc) and ``ValueError`` for an unknown ``mode``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -213,7 +214,7 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
                 f"the config differs (stored digest {str(stored.get('config_digest'))[:12]}, "
                 f"now {now['config_digest'][:12]})"
             )
-    if stored.get("input_digest") != now["input_digest"]:
+    if now["input_digest"] is not None and stored.get("input_digest") != now["input_digest"]:
         detail = _input_change(state, stored, listing)
         problems.append(
             "the input listing differs" + (f"\n  inputs: {detail}" if detail else
@@ -224,6 +225,26 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
             f"the output schema version differs (stored {stored.get('schema_version')}, now {now['schema_version']})"
         )
     return problems
+
+
+def record_input_digest(state: RunState, input_digest: str, force: bool = False) -> None:
+    """Check the digest of the inputs listed for this run against the run record, then record it.
+
+    A resumed run normally reuses the listing of the run it continues (same digest). The inputs are listed
+    again only when that listing never finished; if the input changed meanwhile the resume is refused, as
+    :func:`prepare_output` refuses a changed config, unless ``force``. Raises :class:`OutputStateError`."""
+    stored = state.run_info.get("input_digest")
+    if stored == input_digest:
+        return
+    if stored is not None and state.resumed and not force:
+        raise OutputStateError(
+            f"cannot resume into {state.out_uri}: the input listing differs (stored digest {stored[:12]}, now "
+            f"{input_digest[:12]}; the earlier run's listing did not finish and the input changed since). Use "
+            "output.mode=overwrite to start again, another output location, or --force to resume anyway"
+        )
+    state.forced = state.forced or stored is not None
+    state.run_info = {**state.run_info, "input_digest": input_digest}
+    write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
 
 
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -88,6 +88,6 @@ def test_a_batch_whose_every_image_fails_has_no_result_columns(stage):
     out = arrow_to_columns(stage(decoded_batch(pixels, [st.OK] * 3)))
     assert list(out["status"]) == [st.MODEL_ERROR] * 3
     assert all(e == "RuntimeError: poisoned input at batch rows [0]" for e in out["error"])
-    # no row was scored: the writer fills the result columns with nulls (ShardAssembler / run_shards)
+    # no row was scored: the write stage fills the result columns with nulls (engine.write)
     assert "quality" not in out and "embedding" not in out
     assert list(out["path"]) == ["id/0.jpg", "id/1.jpg", "id/2.jpg"]
