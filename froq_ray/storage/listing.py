@@ -74,11 +74,9 @@ class InputListingError(UserError, ValueError):
 
 
 @dataclass
-class InputListing:
-    """The result of :func:`list_inputs`.
+class ListingCounts:
+    """What a listing saw and left out (everything of :class:`InputListing` but the rows):
 
-    - ``table``: DataFrame with columns ``path`` (str) and ``identity`` (str or None), sorted by path,
-      unique paths, ``limit`` applied;
     - ``source``: ``"folder"``, ``"glob"`` or ``"manifest"``;
     - ``files_seen``: entries looked at: images listed (before ``limit``) + skipped (folders, globs), or
       manifest data rows;
@@ -88,7 +86,6 @@ class InputListing:
     - ``duplicates``: manifest rows naming a path listed earlier (merged);
     - ``beyond_limit``: rows dropped by ``input.limit``."""
 
-    table: pd.DataFrame
     source: str
     files_seen: int = 0
     skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,6 +119,29 @@ class InputListing:
             parts.append(f"{reason}={group['count']} ({detail})")
         return f"skipped {self.skipped_total} file(s): " + ("; ".join(parts) if parts else "none")
 
+    def log(self, cfg: InputConfig) -> None:
+        """One log line each for what was skipped (warning), followed, merged (warning) or cut by the limit."""
+        if self.skipped:
+            log.warning("inputs from %s: %s", cfg.uri, self.skipped_line())
+        if self.followed_links:
+            log.info("inputs from %s: followed %d symlinked folder(s): %s", cfg.uri, len(self.followed_links),
+                     ", ".join(self.followed_links))
+        if self.duplicates:
+            log.warning("input manifest %s: %d duplicate row(s) name a path listed earlier; each path kept once",
+                        cfg.uri, self.duplicates)
+        if self.beyond_limit:
+            log.info("inputs from %s: input.limit=%d keeps %d of %d", cfg.uri, cfg.limit, cfg.limit,
+                     cfg.limit + self.beyond_limit)
+
+
+@dataclass
+class InputListing(ListingCounts):
+    """The result of :func:`list_inputs`: the counts of :class:`ListingCounts` plus ``table``, a DataFrame
+    with columns ``path`` (str) and ``identity`` (str or None), sorted by path, unique paths, ``limit``
+    applied."""
+
+    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"path": [], "identity": []}, dtype=object))
+
 
 class _Skips:
     """Collects skipped paths by reason."""
@@ -142,8 +162,31 @@ class _Skips:
             paths = sorted(self.paths[reason])
             out[reason] = {"count": len(paths), "examples": paths[:EXAMPLES]}
             if reason == "extension":
-                out[reason]["by_extension"] = dict(sorted(self.extensions.items(), key=lambda kv: (-kv[1], kv[0])))
+                out[reason]["by_extension"] = _by_extension(self.extensions)
         return out
+
+
+def _by_extension(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def merge_skipped(results: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Several :attr:`ListingCounts.skipped` dicts (listings of disjoint parts of one input) as one: counts
+    added, the first :data:`EXAMPLES` paths of the union (sorted), extension counts added."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    extensions: Counter[str] = Counter()
+    for result in results:
+        for reason, group in result.items():
+            counts[reason] += group["count"]
+            examples.setdefault(reason, []).extend(group["examples"])
+            extensions.update(group.get("by_extension", {}))
+    out: dict[str, dict[str, Any]] = {}
+    for reason in sorted(counts):
+        out[reason] = {"count": counts[reason], "examples": sorted(examples[reason])[:EXAMPLES]}
+        if reason == "extension":
+            out[reason]["by_extension"] = _by_extension(extensions)
+    return out
 
 
 def list_inputs(cfg: InputConfig) -> InputListing:
@@ -151,12 +194,21 @@ def list_inputs(cfg: InputConfig) -> InputListing:
 
     Raises :class:`InputListingError` for a missing input, an input with no image files, a malformed
     manifest (naming the line or row), a blank/null path or a path with two identities."""
+    listing = list_all_inputs(cfg)
+    kept, listing.beyond_limit = apply_limit(len(listing.table), cfg.limit)
+    listing.table = listing.table.head(kept)
+    listing.log(cfg)
+    return listing
+
+
+def list_all_inputs(cfg: InputConfig) -> InputListing:
+    """:func:`list_inputs` without ``input.limit`` and without logging (same errors)."""
     fs, root = open_fs(cfg.uri, cfg.storage_options)
     fs.invalidate_cache()
     skips = _Skips()
     followed: list[str] = []
     duplicates = 0
-    kind = _source_kind(cfg, fs, root)
+    kind = source_kind(cfg, fs, root)
     if kind == "manifest":
         table, duplicates = _from_manifest(cfg, fs, root)
         seen = len(table) + duplicates
@@ -165,44 +217,72 @@ def list_inputs(cfg: InputConfig) -> InputListing:
             found = _walk_local(root, skips, followed) if is_local_fs(fs) else _find_remote(fs, root)
         else:
             found = _glob(fs, root, skips)
-        paths = []
-        for path in found:
-            if _keep(path, cfg.extensions):
-                paths.append(path)
-            else:
-                skips.add("extension", path)
+        paths = filter_extensions(found, cfg.extensions, skips)
         seen = len(paths) + sum(len(v) for v in skips.paths.values())
         if not paths:
-            what = f"no image files among {len(found)} file(s)" if kind == "folder" else (
-                f"glob matched no image files ({len(found)} file(s) matched)"
-            )
-            raise InputListingError(f"input {cfg.uri}: {what} (extensions: {', '.join(cfg.extensions)})")
+            raise no_images_error(cfg, kind, len(found))
         table = pd.DataFrame({"path": paths, "identity": [None] * len(paths)}, dtype=object)
     if cfg.identity_from_folder:
         table["identity"] = [folder_name(p) for p in table["path"]]
     table = table.sort_values("path", kind="mergesort").reset_index(drop=True)
-    beyond = 0
-    if cfg.limit is not None and len(table) > cfg.limit:
-        beyond = len(table) - cfg.limit
-        table = table.head(cfg.limit)
-    listing = InputListing(table, kind, seen, skips.result(), sorted(followed), duplicates, beyond)
-    if listing.skipped:
-        log.warning("inputs from %s: %s", cfg.uri, listing.skipped_line())
-    if followed:
-        log.info("inputs from %s: followed %d symlinked folder(s): %s", cfg.uri, len(followed), ", ".join(followed))
-    if duplicates:
-        log.warning("input manifest %s: %d duplicate row(s) name a path listed earlier; each path kept once",
-                    cfg.uri, duplicates)
-    if beyond:
-        log.info("inputs from %s: input.limit=%d keeps %d of %d", cfg.uri, cfg.limit, cfg.limit, cfg.limit + beyond)
-    return listing
+    return InputListing(kind, seen, skips.result(), sorted(followed), duplicates, 0, table)
+
+
+def list_remote_files(fs, root: str, extensions: list[str]) -> tuple[list[str], dict[str, dict[str, Any]], int]:
+    """(image URIs under the remote folder ``root``, sorted; skipped as in :attr:`ListingCounts.skipped`;
+    files found) for one remote folder or prefix, listed recursively (``fs.find``) and filtered by extension
+    like :func:`list_inputs` does. The folder's cached listing is dropped before and after."""
+    fs.invalidate_cache(root)
+    found = _find_remote(fs, root)
+    fs.invalidate_cache(root)
+    paths, skipped = split_by_extension(found, extensions)
+    return paths, skipped, len(found)
+
+
+def split_by_extension(found: list[str], extensions: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """(the paths of ``found`` that end with one of ``extensions``, sorted; the others as
+    :attr:`ListingCounts.skipped`)."""
+    skips = _Skips()
+    paths = sorted(filter_extensions(found, extensions, skips))
+    return paths, skips.result()
+
+
+def filter_extensions(found: list[str], extensions: list[str], skips: _Skips) -> list[str]:
+    """The paths of ``found`` that end with one of ``extensions``; the others are counted in ``skips``."""
+    paths = []
+    for path in found:
+        if _keep(path, extensions):
+            paths.append(path)
+        else:
+            skips.add("extension", path)
+    return paths
+
+
+def no_images_error(cfg: InputConfig, kind: str, files_found: int) -> InputListingError:
+    """The error for a folder or glob that lists no image file among ``files_found`` files."""
+    what = f"no image files among {files_found} file(s)" if kind == "folder" else (
+        f"glob matched no image files ({files_found} file(s) matched)"
+    )
+    return InputListingError(f"input {cfg.uri}: {what} (extensions: {', '.join(cfg.extensions)})")
+
+
+def apply_limit(rows: int, limit: int | None) -> tuple[int, int]:
+    """(rows kept, rows beyond ``limit``) of a listing of ``rows`` rows (``limit=None``: keep all)."""
+    kept = rows if limit is None else min(rows, limit)
+    return kept, rows - kept
 
 
 def input_digest(listing: pd.DataFrame) -> str:
     """sha256 (hex) of the listing rows in order (path and identity): changes when any input changes.
     Text is hashed as UTF-8 (undecodable names as their original bytes), so any path digests stably."""
+    return rows_digest(listing["path"], listing["identity"])
+
+
+def rows_digest(paths, identities) -> str:
+    """sha256 (hex) over ``f"{path}\\t{identity or ''}\\n"`` per row, in order, UTF-8 with surrogate escapes
+    (see :func:`input_digest`); ``identities`` may hold None or NaN for a missing identity."""
     h = hashlib.sha256()
-    for path, identity in zip(listing["path"], listing["identity"]):
+    for path, identity in zip(paths, identities):
         ident = (
             "" if identity is None or (isinstance(identity, float) and pd.isna(identity)) else str(identity)
         )
@@ -210,7 +290,7 @@ def input_digest(listing: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _source_kind(cfg: InputConfig, fs, root: str) -> str:
+def source_kind(cfg: InputConfig, fs, root: str) -> str:
     """``manifest``, ``folder`` or ``glob`` from what exists at ``root`` (see the module docstring)."""
     local = is_local_fs(fs)
     if os.path.isfile(root) if local else fs.isfile(root):
