@@ -33,6 +33,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -209,6 +210,8 @@ def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False
         )
+        # the driver's node may reserve no CPU for tasks (a head with num_cpus=0): the lister only waits on I/O
+        options["num_cpus"] = 0
     if not is_local_fs(in_fs):
         in_fs.invalidate_cache()
     parallel = not is_local_fs(in_fs) and source_kind(cfg, in_fs, root) == "folder"
@@ -343,6 +346,35 @@ def _write_parts(unit: int, paths: list[str], identities: list[str | None], fs, 
         write_bytes_atomic(fs, posixpath.join(inputs_dir, name), sink.getvalue().to_pybytes())
         out.append({"name": name, "rows": table.num_rows, "digest": table_digest(table)})
     return out
+
+
+def plan_exists(fs, out_path: str) -> bool:
+    """True when the output holds a finished input listing (:data:`PLAN_FILE`), so a resume reuses it."""
+    path = posixpath.join(out_path, PLAN_FILE)
+    fs.invalidate_cache(posixpath.dirname(path))
+    return fs.exists(path)
+
+
+def inputs_from_table(table: pd.DataFrame, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000) -> InputsPlan:
+    """Write inputs a job derived on the driver (a ``path``/``identity`` DataFrame, e.g. the distill job's
+    self-training copies) as the run's input parts and return their plan; ``reuse=True`` with an existing
+    :data:`PLAN_FILE` returns the stored plan. The rows keep the table's order."""
+    inputs_dir = posixpath.join(out_path, INPUTS_DIR)
+    plan_path = posixpath.join(out_path, PLAN_FILE)
+    if reuse and plan_exists(fs, out_path):
+        plan = InputsPlan.from_json(read_json(fs, plan_path))
+        plan.reused = True
+        return plan
+    if fs.exists(inputs_dir):
+        fs.rm(inputs_dir, recursive=True)
+    paths = [str(p) for p in table["path"]]
+    identities = [None if pd.isna(v) else str(v) for v in table["identity"]]
+    parts = [InputPart(**p) for p in _write_parts(0, paths, identities, fs, inputs_dir, part_rows)]
+    total = sum(p.rows for p in parts)
+    summary = {**ListingCounts("table", total, {}).summary(), "parts": len(parts)}
+    plan = InputsPlan(parts, total, plan_digest(parts, total), summary, "(derived by the job)", part_rows)
+    write_json_atomic(fs, plan_path, plan.to_json())
+    return plan
 
 
 # ------------------------------------------------------------------------------------------------ readers

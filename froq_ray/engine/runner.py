@@ -39,7 +39,7 @@ from ..storage.run_state import RunState, check_writable, prepare_output, record
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard
 from .dataset import MapStage, scoring_dataset
-from .inputs import InputRange, InputsPlan, materialize_inputs, plan_exists
+from .inputs import InputRange, InputsPlan, inputs_from_table, materialize_inputs, plan_exists
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray, no_progress_error, scoring_context
 from .stages import DecodeStageConfig, ReadStageConfig, ScoringStageConfig, load_scoring_model

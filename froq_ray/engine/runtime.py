@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 
 from ..config import ResourcesConfig
 from .progress import configure_ray_data_progress, interactive_terminal
@@ -52,7 +53,10 @@ def scoring_context(no_progress_timeout_s: float, headroom_cpus: float):
         ctx.target_max_block_size,
     )
     ctx.execution_no_progress_timeout_s = float(no_progress_timeout_s)
-    ctx.execution_options.exclude_resources = ExecutionResources(cpu=float(headroom_cpus))
+    if headroom_cpus:  # (Ray 2.58 marks the option deprecated in favour of node labels; it still applies)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx.execution_options.exclude_resources = ExecutionResources(cpu=float(headroom_cpus))
     ctx.execution_options.preserve_order = False
     ctx.target_max_block_size = None
     try:
