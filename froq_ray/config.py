@@ -216,13 +216,17 @@ class ResourcesConfig(Section):
     model_batch_size: int = Field(default=128, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    @field_validator("actors")
+    @field_validator("actors", mode="before")
     @classmethod
-    def _actor_range(cls, value: int | tuple[int, int]) -> int | tuple[int, int]:
-        low, high = (value, value) if isinstance(value, int) else value
-        if low < 1 or high < low:
+    def _actor_range(cls, value: Any) -> int | tuple[int, int]:
+        """A count, or ``[min, max]``: anything else is one clear error (not pydantic's per-union-member lines)."""
+        pair = isinstance(value, (list, tuple)) and len(value) == 2
+        items = list(value) if pair else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items) or min(items) < 1 or (
+            pair and items[1] < items[0]
+        ):
             raise ValueError(f"must be a count >= 1 or a range [min, max] with 1 <= min <= max (got {value!r})")
-        return value
+        return tuple(items) if pair else value
 
     @property
     def actor_range(self) -> tuple[int, int]:

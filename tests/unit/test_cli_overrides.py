@@ -143,4 +143,6 @@ def test_unknown_keys_still_name_the_dotted_key():
     assert info.value.problems == ["output.mod: unknown key (did you mean 'mode'?)"]
     with pytest.raises(ConfigError) as info:
         annotate("--input", "/i", "--output", "/o", "--set", "resources.actors=four")
-    assert info.value.problems == ["resources.actors: must be an integer (got 'four')"]
+    assert info.value.problems == [
+        "resources.actors: must be a count >= 1 or a range [min, max] with 1 <= min <= max (got 'four')"
+    ]

@@ -52,7 +52,7 @@ def test_defaults_are_the_documented_ones():
     r = cfg.resources
     assert r.ray_address is None and r.actors == 1 and r.num_gpus_per_actor == 0 and r.num_cpus_per_actor == 1
     assert (r.ray_batch_size, r.model_batch_size, r.device) == (256, 128, "auto")
-    assert (cfg.output.mode, cfg.output.shard_size) == ("resume", 10_000)
+    assert (cfg.output.mode, cfg.output.shard_size) == ("resume", 2_048)
 
 
 def test_unknown_key_names_the_dotted_key_and_suggests():
@@ -70,7 +70,7 @@ def test_unknown_nested_key_and_unknown_section():
 def test_out_of_range_and_wrong_type_and_enum():
     data = annotate_data(resources={"actors": 0, "ray_batch_size": "many"}, scoring={"precision": "fp8"})
     problems = problems_of(data)
-    assert "resources.actors: must be >= 1 (got 0)" in problems
+    assert "resources.actors: must be a count >= 1 or a range [min, max] with 1 <= min <= max (got 0)" in problems
     assert "resources.ray_batch_size: must be an integer (got 'many')" in problems
     assert any(p.startswith("scoring.precision: must be one of 'fp32', 'bf16' or 'fp16'") for p in problems)
     assert len(problems) == 3
@@ -296,3 +296,22 @@ def test_override_text_is_read_by_the_field_type():
         "output": {"mode": "resume"},
         "x": {"y": " 1"},
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("4", (4, 4)), ("[1, 8]", (1, 8)), ("[2, 2]", (2, 2))],
+)
+def test_actors_is_a_count_or_an_autoscaling_range(value, expected):
+    cfg = config_from_dict({"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}},
+                           [f"resources.actors={value}"])
+    assert cfg.resources.actor_range == expected
+
+
+@pytest.mark.parametrize("value", ["0", "[8, 1]", "[0, 2]", "[1, 2, 3]", "true", "[1.5, 2]"])
+def test_a_bad_actor_count_or_range_is_one_error_naming_the_key(value):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}},
+                         [f"resources.actors={value}"])
+    (problem,) = info.value.problems
+    assert problem.startswith("resources.actors: must be a count >= 1 or a range [min, max]")
