@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import AnnotateJob
+from ..engine.modes import job_scoring_mode
 from ..engine.runner import (
     PreparedJob,
     base_manifest,
@@ -18,7 +19,7 @@ from ..engine.runner import (
 )
 from ..engine.stages import scoring_settings
 from ..storage.manifest import read_manifest, write_manifest
-from ..storage.schema import EMBEDDING, PSEUDO_LABEL_COLUMNS, annotation_schema
+from ..storage.schema import EMBEDDING
 from .artifacts import read_artifact
 
 log = logging.getLogger("froq_ray")
@@ -28,9 +29,11 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     """Run (or resume) an annotation; returns the run manifest."""
     inputs, model = load_job_inputs(cfg)
     listing = inputs.table
-    froq_mode = cfg.scoring.mode == "froq"
+    mode = job_scoring_mode(cfg)
     artifact = (
-        read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options) if froq_mode else None
+        read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options)
+        if mode.needs_calibration
+        else None
     )
     calibration_id = artifact.calibration_id if artifact else None
     extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
@@ -44,16 +47,8 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
             cfg.output.uri,
         )
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
-    if froq_mode:
-        dim = model.embedding_size if cfg.scoring.write_embedding else None
-        schema = annotation_schema(dim)
-        stage = scoring_stage_config(cfg, "froq", artifact_json=artifact.to_json())
-    elif cfg.scoring.mode == "student":
-        schema = annotation_schema(None)
-        stage = scoring_stage_config(cfg, "student")
-    else:
-        schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
-        stage = scoring_stage_config(cfg, "pseudo_label")
+    stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
+    schema = mode.output_schema(model, stage)
     log.info(
         "annotating %d of %d shard(s) (%d already complete) with %s; output %s",
         len(pending),
@@ -62,12 +57,13 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         model.model_id,
         cfg.output.uri,
     )
-    constants = {"model_id": model.model_id, "calibration_id": calibration_id}
+    constants = mode.constants(model, calibration_id)
     result = run_shards(job, state, pending, stage, schema, constants, calibration_id)
     manifest = base_manifest(job, state, result, total_counts(state, result, pending))
     manifest["calibration_id"] = calibration_id
     manifest["scoring"] = {
-        "mode": cfg.scoring.mode,
+        "mode": mode.name,
+        "score_kind": mode.score_kind,
         "precision": cfg.scoring.precision,
         "quality_only": cfg.scoring.quality_only,
         "columns": [f.name for f in schema],
