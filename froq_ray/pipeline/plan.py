@@ -12,6 +12,7 @@ from ..engine.modes import job_scoring_mode
 from ..engine.runner import digests_and_shards, load_job_inputs, scoring_stage_config, shard_digest
 from ..storage.fs import open_fs
 from ..storage.run_state import check_writable
+from ..storage.schema import written_schema
 from ..storage.shards import read_markers
 from .artifacts import read_artifact
 
@@ -19,7 +20,8 @@ SCHEMA_PREFIX = "output schema: "
 
 
 def schema_text(schema: pa.Schema) -> str:
-    """``name: type[ not null]`` per field, in order, joined by ``", "`` (pyarrow's spelling of each type)."""
+    """``name: type[ not null]`` per field, in order, joined by ``", "`` (pyarrow's spelling of each type, as
+    ``pq.read_schema`` of a written part gives it: :func:`~froq_ray.storage.schema.written_schema`)."""
     return ", ".join(f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in schema)
 
 
@@ -49,7 +51,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         artifact_json=artifact.to_json() if artifact else None,
         candidate_layers=mode.candidate_layers(model),
     )
-    schema = mode.output_schema(model, stage)
+    schema = written_schema(mode.output_schema(model, stage))
     identities = listing["identity"].dropna().nunique()
     lines = [
         f"job: {cfg.job} (config digest {cfg_digest[:16]})",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "1"
 
@@ -90,6 +91,15 @@ def with_score_kind(schema: pa.Schema, score_kind: str) -> pa.Schema:
     """``schema`` with ``froq_ray.score_kind`` added to its key-value metadata (kept by :func:`to_table`, so every
     part written with this schema says what its ``quality`` means)."""
     return schema.with_metadata({**(schema.metadata or {}), **score_kind_metadata(score_kind)})
+
+
+def written_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a Parquet reader (``pq.read_schema``) sees in a part written with ``schema``: an empty table
+    round-tripped through ``pq.write_table`` with its defaults (as ``storage.shards.write_shard`` writes). It
+    differs from ``schema`` in the item name of list columns (Parquet's ``element`` for Arrow's ``item``)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    return pq.read_schema(pa.BufferReader(sink.getvalue()))
 
 
 def to_table(
