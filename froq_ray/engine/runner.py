@@ -40,6 +40,7 @@ from ..storage.schema import schema_metadata
 from ..storage.shards import Shard
 from .dataset import MapStage, scoring_dataset
 from .inputs import InputRange, InputsPlan, inputs_from_table, materialize_inputs, plan_exists
+from .modes import job_scoring_mode
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray, no_progress_error, scoring_context
 from .stages import DecodeStageConfig, ReadStageConfig, ScoringStageConfig, load_scoring_model
@@ -80,7 +81,7 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     """Check the input is reachable and load the model on the driver: a missing input location, model file
     or unreachable endpoint fails here, before Ray starts."""
     check_reachable(cfg.input.uri, cfg.input.storage_options)
-    model = load_scoring_model(scoring_stage_config(cfg, cfg.scoring.mode))
+    model = load_scoring_model(scoring_stage_config(cfg, job_scoring_mode(cfg).name))
     log.info("model: %s (weights sha256 %s)", model.model_id, model.weights_sha256)
     return model
 

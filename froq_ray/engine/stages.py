@@ -105,8 +105,9 @@ def read_shard(batch: dict[str, np.ndarray], cfg: ReadStageConfig) -> dict[str, 
 
 @dataclass(frozen=True)
 class ScoringStageConfig:
-    """GPU/CPU actor stage. ``mode``: froq (quality + embedding), pseudo_label (perturbation FIQA),
-    calibrate (pseudo-labels + every candidate layer's norm), or student (a distilled student's quality)."""
+    """GPU/CPU actor stage. ``mode``: a name in :data:`froq_ray.engine.modes.MODES` (froq: quality + embedding,
+    pseudo_label: perturbation FIQA, calibrate: pseudo-labels + every candidate layer's norm, student: a
+    distilled student's quality); the mode builds the actor's model and per-batch runner."""
 
     mode: str
     model_name: str
@@ -158,14 +159,11 @@ def scoring_settings(cfg: ScoringStageConfig) -> dict[str, Any]:
 
 
 def load_scoring_model(cfg: ScoringStageConfig):
-    """The network a scoring stage runs: a registry FR model, or a student artifact (``mode: student``)."""
-    if cfg.mode == "student":
-        from ..distill.serving import student_as_model
+    """The network a scoring stage runs, as its mode loads it (:meth:`~froq_ray.engine.modes.ScoringMode.load_model`:
+    a registry FR model, or a student artifact in ``mode: student``)."""
+    from .modes import scoring_mode
 
-        return student_as_model(cfg.student_artifact, cfg.storage_options)
-    from ..models import load_model
-
-    return load_model(cfg.model_name, cfg.model_weights, cfg.model_options)
+    return scoring_mode(cfg.mode).load_model(cfg)
 
 
 def resolve_device(requested: str) -> str:
@@ -190,85 +188,11 @@ class ScoringStage:
         log.info("scoring stage ready: %s on %s (%s)", self.model.model_id, self.device, cfg.mode)
 
     def _build_runner(self):
-        """A callable: uint8 crops (N, H, W, 3) -> dict of float32 result columns."""
-        from ..quality.observer import autocast_dtype, network_input
-        from ..quality.perturbations import PerturbationSettings, PseudoLabeler
+        """A callable: uint8 crops (N, H, W, 3) -> dict of float32 result columns, built by the stage's mode
+        (:meth:`~froq_ray.engine.modes.ScoringMode.build_runner`)."""
+        from .modes import scoring_mode
 
-        cfg = self.cfg
-        if cfg.mode == "student":
-            from ..distill.serving import student_quality
-
-            return student_quality(self.model, self.device, cfg.model_batch_size, cfg.memory_format)
-        if cfg.mode == "froq":
-            from ..quality.artifact import CalibrationArtifact
-            from ..quality.scorer import FroqScorer
-
-            scorer = FroqScorer(
-                self.model,
-                CalibrationArtifact.from_json(cfg.artifact_json, source="calibration artifact"),
-                device=self.device,
-                precision=cfg.precision,
-                quality_only=cfg.quality_only,
-                model_batch_size=cfg.model_batch_size,
-                memory_format=cfg.memory_format,
-                compile=cfg.compile,
-            )
-            log.info(
-                "scorer: %s, %s, %s%s",
-                self.device,
-                cfg.precision,
-                scorer.memory_format,
-                ", compiled" if scorer.compiled else "",
-            )
-
-            def froq(pixels: np.ndarray) -> dict[str, np.ndarray]:
-                result = scorer.score(pixels)
-                cols = {"quality": result.quality}
-                if cfg.write_embedding and result.embedding is not None:
-                    cols["embedding"] = result.embedding
-                return cols
-
-            return froq
-        labeler = PseudoLabeler(
-            self._perturbation_network(),
-            self.model.contract,
-            PerturbationSettings.from_dict(dict(cfg.perturbation)),
-            self.device,
-            autocast_dtype(cfg.precision),
-        )
-        if cfg.mode == "pseudo_label":
-            transform = self.model.input_transform().to(self.device)
-            return lambda pixels: _with_quality(labeler(network_input(pixels, transform, labeler.device)))
-        if cfg.mode == "calibrate":
-            from ..quality.calibration import observe_calibration_batch
-
-            layers = list(cfg.candidate_layers or ())
-            return lambda pixels: _with_quality(
-                observe_calibration_batch(self.model, pixels, labeler, layers, self.device)
-            )
-        raise ValueError(f"unknown scoring mode {cfg.mode!r}")
-
-    def _perturbation_network(self):
-        """The network for the perturbed copies (no hooks needed): a frozen copy on the CPU, where it is
-        2-3x faster; elsewhere the original in the configured memory format, compiled when asked (each
-        checked against the plain network on a batch, with a fallback)."""
-        from ..quality.scorer import (
-            apply_memory_format,
-            check_batch,
-            compiled_or_eager,
-            resolve_memory_format,
-        )
-
-        sample = check_batch(self.model.contract.size, self.device)
-        if self.device == "cpu":
-            from ..quality.accelerate import frozen_copy
-
-            return frozen_copy(self.model.network, sample)
-
-        network = self.model.network
-        fmt = apply_memory_format(network, resolve_memory_format(self.cfg.memory_format, self.device), sample)
-        log.info("perturbation network: %s, %s, %s", self.device, self.cfg.precision, fmt)
-        return compiled_or_eager(network, sample, self.cfg.precision) if self.cfg.compile else network
+        return scoring_mode(self.cfg.mode).build_runner(self)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -363,12 +287,6 @@ def arrow_to_columns(table) -> dict[str, np.ndarray]:
         else:
             out[name] = column.to_numpy(zero_copy_only=False)
     return out
-
-
-def _with_quality(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Without a calibration the row's ``quality`` is the perturbation pseudo-label (FROQ's teacher score)."""
-    columns["quality"] = columns["pseudo_label"]
-    return columns
 
 
 def _scatter(columns: dict[str, np.ndarray], rows: np.ndarray, n: int) -> dict[str, np.ndarray]:

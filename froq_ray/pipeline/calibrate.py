@@ -8,10 +8,10 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from .. import status as st
 from ..config import CalibrateJob
+from ..engine.modes import MODES
 from ..engine.runner import (
     RunResult,
     base_manifest,
@@ -28,7 +28,6 @@ from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, c
 from ..quality.perturbations import PerturbationSettings
 from ..storage.fs import join_uri, open_fs
 from ..storage.manifest import write_manifest
-from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
 from ..storage.shards import PART_RE, STATE_DIR
 from .artifacts import write_artifact
 
@@ -39,11 +38,9 @@ ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
 reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
 
-def calibration_schema(n_layers: int) -> pa.Schema:
-    """Per-image output of calibrate: pseudo-label components + a fixed-size list of every layer's norm,
-    in the order of the artifact's candidate layers (``utilities`` keys)."""
-    schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
-    return schema.append(pa.field(NORMS_KEY, pa.list_(pa.float32(), n_layers)))
+MODE = MODES["calibrate"]
+"""The calibrate job's scoring mode: pseudo-label components + a fixed-size list of every candidate layer's norm
+per image (:meth:`~froq_ray.engine.modes.ScoringMode.output_schema` decides the per-image Parquet's schema)."""
 
 
 class CalibrationInputError(UserError, ValueError):
@@ -86,10 +83,12 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
     if job.pending:
-        schema = calibration_schema(len(layers))
-        stage = scoring_stage_config(cfg, "calibrate", candidate_layers=tuple(layers))
-        constants = {"model_id": model.model_id, "calibration_id": None}
-        result = run_shards(job, stage, schema, constants, None, no_progress_timeout_s=7200.0)
+        stage = scoring_stage_config(cfg, MODE.name, candidate_layers=tuple(layers))
+        schema = MODE.output_schema(model, stage, candidate_layers=layers)
+        result = run_shards(
+            job, stage, schema, MODE.constants(model, None), None,
+            no_progress_timeout_s=MODE.default_no_progress_timeout_s,
+        )
     paths, observations = read_observations(cfg, len(layers))
     digest = CalibrationSetDigest()
     digest.add_ids(paths)

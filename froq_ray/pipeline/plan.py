@@ -5,22 +5,37 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
-from ..engine.runner import load_job_model
+from ..engine.modes import job_scoring_mode
+from ..engine.runner import load_job_model, scoring_stage_config
 from ..storage.fs import open_fs
 from ..storage.listing import list_inputs
 from ..storage.run_state import check_writable
-from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
+from ..storage.schema import written_schema
 from ..storage.shards import read_markers
 from .artifacts import read_artifact
 
+SCHEMA_PREFIX = "output schema: "
+
+
+def schema_text(schema: pa.Schema) -> str:
+    """``name: type[ not null]`` per field, in order, joined by ``", "`` (pyarrow's spelling of each type, as
+    ``pq.read_schema`` of a written part gives it: :func:`~froq_ray.storage.schema.written_schema`)."""
+    return ", ".join(f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in schema)
+
 
 def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
+    """The plan of ``cfg`` as text lines; its ``output schema:`` line is exactly the schema the run's Parquet
+    parts get (the job's :class:`~froq_ray.engine.modes.ScoringMode` decides both). Raises what the job raises
+    before its Ray work (``UserError`` subclasses for inputs, model, calibration, credentials, output)."""
     model = load_job_model(cfg)
     inputs = list_inputs(cfg.input)  # a dry run lists on the driver; a run lists in Ray tasks (engine.inputs)
     listing = inputs.table
+    mode = job_scoring_mode(cfg)
     artifact = None
-    if cfg.job == "annotate" and cfg.scoring.mode == "froq":
+    if mode.needs_calibration:
         artifact = read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options)
     extra = {
         "weights_sha256": model.weights_sha256,
@@ -32,10 +47,13 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
     n_shards = -(-len(listing) // cfg.output.shard_size)
     done = len(read_markers(fs, path)) if fs.exists(path) else 0
     r = cfg.resources
-    if cfg.job == "annotate" and cfg.scoring.mode == "froq":
-        schema = annotation_schema(model.embedding_size if cfg.scoring.write_embedding else None)
-    else:
-        schema = annotation_schema(None, PSEUDO_LABEL_COLUMNS)
+    stage = scoring_stage_config(
+        cfg,
+        mode.name,
+        artifact_json=artifact.to_json() if artifact else None,
+        candidate_layers=mode.candidate_layers(model),
+    )
+    schema = written_schema(mode.output_schema(model, stage))
     identities = listing["identity"].dropna().nunique()
     lines = [
         f"job: {cfg.job} (config digest {cfg_digest[:16]})",
@@ -53,7 +71,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         else (
             "calibration: written by this job (_froq/calibration.json in the output)"
             if cfg.job == "calibrate"
-            else f"calibration: none needed (scoring mode {cfg.scoring.mode})"
+            else f"calibration: none needed (scoring mode {mode.name})"
         ),
         f"output: {cfg.output.uri} (mode {cfg.output.mode}; writable)",
         (
@@ -66,7 +84,8 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
             f"decode tasks num_cpus={r.decode_num_cpus:g}; ray batch {r.ray_batch_size}, model batch "
             f"{r.model_batch_size}; device {r.device}"
         ),
-        "output schema: " + ", ".join(f"{f.name}: {f.type}" for f in schema),
+        SCHEMA_PREFIX + schema_text(schema),
+        f"output quality: {mode.score_kind} (Parquet metadata froq_ray.score_kind)",
         "resolved config: " + json.dumps(resolved_dict(cfg), sort_keys=True),
     ]
     return lines

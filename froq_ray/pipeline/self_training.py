@@ -31,11 +31,11 @@ from PIL import Image
 from .. import status as st
 from ..config import DistillJob
 from ..engine.dataset import MapStage
+from ..engine.modes import ScoringMode, scoring_mode
 from ..engine.runner import RunResult, prepare_table_job, run_shards, total_counts
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
-from ..storage.schema import PSEUDO_LABEL_COLUMNS, annotation_schema
 from .distill_inputs import Teacher
 
 log = logging.getLogger("froq_ray")
@@ -110,26 +110,34 @@ def self_training_listing(rows: pd.DataFrame, cfg: DistillJob) -> pd.DataFrame:
     )
 
 
-def self_training_schema(teacher: Teacher) -> pa.Schema:
-    extra = PSEUDO_LABEL_COLUMNS if teacher.mode == "pseudo_label" else ()
-    schema = annotation_schema(None, extra)
+def teacher_mode(teacher: Teacher) -> ScoringMode:
+    """The scoring mode that recomputes the teacher's target (``teacher.mode``)."""
+    return scoring_mode(teacher.mode)
+
+
+def self_training_schema(cfg: DistillJob, teacher: Teacher) -> pa.Schema:
+    """The teacher mode's output schema (:meth:`~froq_ray.engine.modes.ScoringMode.output_schema` of
+    :func:`teacher_stage`: no embedding) + ``source_path`` and ``degradation`` (strings)."""
+    schema = teacher_mode(teacher).output_schema(teacher.model, teacher_stage(cfg, teacher))
     for name in ("source_path", "degradation"):
         schema = schema.append(pa.field(name, pa.string()))
     return schema
 
 
 def teacher_stage(cfg: DistillJob, teacher: Teacher) -> ScoringStageConfig:
-    """The annotate scoring stage with the teacher: quality only (no embedding) in froq mode."""
+    """The annotate scoring stage with the teacher: no embedding (the forward pass stops after the deepest
+    selected layer where the mode would compute one)."""
     r, s = cfg.resources, cfg.self_training
+    mode = teacher_mode(teacher)
     return ScoringStageConfig(
-        mode=teacher.mode,
+        mode=mode.name,
         model_name=cfg.model.name,
         model_weights=cfg.model.weights,
         model_options=dict(cfg.model.options),
         artifact_json=teacher.artifact.to_json() if teacher.artifact else None,
         device=r.device,
         precision=s.precision,
-        quality_only=teacher.mode == "froq",
+        quality_only=mode.computes_embedding,
         write_embedding=False,
         model_batch_size=r.model_batch_size,
         perturbation=s.perturbation.model_dump(),
@@ -193,11 +201,12 @@ def run_self_training(
         decode = DecodeStageConfig(
             storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
         )
-        constants = {"model_id": teacher.model.model_id, "calibration_id": teacher.calibration_id}
-        timeout = 600.0 if teacher.mode == "froq" else 7200.0
+        mode = teacher_mode(teacher)
+        constants = mode.constants(teacher.model, teacher.calibration_id)
         result = run_shards(
-            job, teacher_stage(cfg, teacher), self_training_schema(teacher), constants, teacher.calibration_id,
-            decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),), no_progress_timeout_s=timeout,
+            job, teacher_stage(cfg, teacher), self_training_schema(cfg, teacher), constants, teacher.calibration_id,
+            decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),),
+            no_progress_timeout_s=mode.default_no_progress_timeout_s,
         )
     counts = total_counts(job, result)
     return SelfTrainingResult(uri, len(listing), counts, result.shards_written, len(job.shards))

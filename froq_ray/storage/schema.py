@@ -3,7 +3,8 @@
 Columns: ``path``, ``identity``, ``status``, ``error``, ``quality``, optional ``embedding``
 (``fixed_size_list<float32, D>``; pandas reads each as a float32 numpy array), ``width``, ``height``,
 ``model_id``, ``calibration_id``, then any extra float32 columns (the pseudo-label columns where computed).
-The Parquet key-value metadata carries the schema version, config digest, model id and calibration id.
+The Parquet key-value metadata carries the schema version, config digest, model id, calibration id and the
+score kind (what ``quality`` means: :data:`SCORE_KINDS`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "1"
 
@@ -21,6 +23,12 @@ META_SCHEMA_VERSION = b"froq_ray.schema_version"
 META_CONFIG_DIGEST = b"froq_ray.config_digest"
 META_MODEL_ID = b"froq_ray.model_id"
 META_CALIBRATION_ID = b"froq_ray.calibration_id"
+META_SCORE_KIND = b"froq_ray.score_kind"
+
+SCORE_KINDS = ("froq_quality", "pseudo_label", "student_prediction", "calibration_pseudo_label")
+"""What a part's ``quality`` column holds, by scoring mode (``froq_ray.engine.modes``): FROQ quality with a
+calibration; the perturbation pseudo-label; a distilled student's prediction (in its teacher's units); the
+pseudo-label a calibrate job observes."""
 
 PSEUDO_LABEL_COLUMNS = ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")
 """Perturbation components and their mean, written when the job computed them."""
@@ -56,14 +64,42 @@ def annotation_schema(embedding_dim: int | None, extra_float_columns: Sequence[s
     return pa.schema(fields)
 
 
-def schema_metadata(config_digest: str, model_id: str, calibration_id: str | None) -> dict[bytes, bytes]:
-    """The Parquet key-value metadata every shard carries."""
-    return {
+def schema_metadata(
+    config_digest: str, model_id: str, calibration_id: str | None, score_kind: str | None = None
+) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata every shard carries; ``score_kind`` (one of :data:`SCORE_KINDS`) is left
+    out when None (a schema from :func:`with_score_kind` carries it itself). ``ValueError`` for another kind."""
+    meta = {
         META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
         META_CONFIG_DIGEST: config_digest.encode(),
         META_MODEL_ID: model_id.encode(),
         META_CALIBRATION_ID: (calibration_id or "").encode(),
     }
+    if score_kind is not None:
+        meta.update(score_kind_metadata(score_kind))
+    return meta
+
+
+def score_kind_metadata(score_kind: str) -> dict[bytes, bytes]:
+    """``{froq_ray.score_kind: score_kind}``; ``ValueError`` unless ``score_kind`` is one of :data:`SCORE_KINDS`."""
+    if score_kind not in SCORE_KINDS:
+        raise ValueError(f"score kind must be one of {', '.join(SCORE_KINDS)}, got {score_kind!r}")
+    return {META_SCORE_KIND: score_kind.encode()}
+
+
+def with_score_kind(schema: pa.Schema, score_kind: str) -> pa.Schema:
+    """``schema`` with ``froq_ray.score_kind`` added to its key-value metadata (kept by :func:`to_table`, so every
+    part written with this schema says what its ``quality`` means)."""
+    return schema.with_metadata({**(schema.metadata or {}), **score_kind_metadata(score_kind)})
+
+
+def written_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a Parquet reader (``pq.read_schema``) sees in a part written with ``schema``: an empty table
+    round-tripped through ``pq.write_table`` with its defaults (as ``storage.shards.write_shard`` writes). It
+    differs from ``schema`` in the item name of list columns (Parquet's ``element`` for Arrow's ``item``)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    return pq.read_schema(pa.BufferReader(sink.getvalue()))
 
 
 def to_table(
@@ -78,6 +114,8 @@ def to_table(
     as given (a person named ``"nan"`` stays ``"nan"``). ``embedding`` is an (N, D) float array (a row with any
     NaN becomes null) or a list of length-D vectors / None.
 
+    The table's metadata is the schema's own (e.g. :func:`with_score_kind`) updated with ``metadata``.
+
     Raises ``ValueError`` when the columns do not match the schema or differ in length, ``TypeError`` naming
     the column and row when a string column holds something that is neither text nor null.
     """
@@ -89,7 +127,7 @@ def to_table(
     if len(set(lengths.values())) > 1:
         raise ValueError(f"columns have different lengths: {lengths}")
     arrays = [_column(columns[f.name], f) for f in schema]
-    meta = {_bytes(k): _bytes(v) for k, v in (metadata or {}).items()}
+    meta = {**(schema.metadata or {}), **{_bytes(k): _bytes(v) for k, v in (metadata or {}).items()}}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta) if meta else schema)
 
 

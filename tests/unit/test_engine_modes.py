@@ -1,0 +1,191 @@
+"""Scoring modes as objects (no Ray): each mode's schema, calibration need, constants, score kind, timeout; the
+registry's error; and each mode's runner, run by a real ScoringStage, fills exactly the columns its schema adds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from froq_ray import status as st
+from froq_ray.config import config_from_dict
+from froq_ray.distill.artifact import save_student_artifact
+from froq_ray.distill.students import build_student
+from froq_ray.engine import stages
+from froq_ray.engine.modes import MODES, UnknownScoringModeError, job_scoring_mode, scoring_mode
+from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
+from froq_ray.errors import UserError
+from froq_ray.quality.calibration import calibration_layers
+from froq_ray.storage.schema import read_metadata, schema_metadata, to_table
+from tests.tiny_models import hand_artifact, random_crops, tiny_fr_model
+
+SIZE, DIM = 16, 8
+FAST = {"noise_masks": 2, "noise_alphas": [0.001], "occlusion_cell": 8}
+
+# The schemas written out by hand (name, type, nullable), independent of storage.schema.annotation_schema.
+HEAD = [("path", pa.string(), False), ("identity", pa.string(), True), ("status", pa.string(), False),
+        ("error", pa.string(), True), ("quality", pa.float32(), True)]
+TAIL = [("width", pa.int32(), True), ("height", pa.int32(), True), ("model_id", pa.string(), True),
+        ("calibration_id", pa.string(), True)]
+PSEUDO = [(n, pa.float32(), True) for n in ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")]
+
+
+def fields(schema: pa.Schema) -> list[tuple[str, pa.DataType, bool]]:
+    return [(f.name, f.type, f.nullable) for f in schema]
+
+
+def stage_config(mode: str, **kw) -> ScoringStageConfig:
+    return ScoringStageConfig(mode=mode, model_name="tiny-fr", model_weights=None, model_options={},
+                              device="cpu", model_batch_size=4, perturbation=FAST, **kw)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_fr_model(size=SIZE, embedding_size=DIM)
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    network = build_student("tiny_cnn", 64, {"width": 8})
+    out = tmp_path_factory.mktemp("student") / "student"
+    save_student_artifact(str(out), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ declarations
+def test_the_registry_holds_the_four_modes():
+    assert list(MODES) == ["froq", "pseudo_label", "student", "calibrate"]
+    assert all(scoring_mode(name) is MODES[name] and MODES[name].name == name for name in MODES)
+
+
+def test_an_unknown_mode_is_a_user_error_naming_the_allowed_ones():
+    with pytest.raises(UnknownScoringModeError) as info:
+        scoring_mode("froqq")
+    assert isinstance(info.value, UserError)
+    assert str(info.value) == "unknown scoring mode 'froqq': allowed are froq, pseudo_label, student, calibrate"
+
+
+def test_declarations_per_mode():
+    assert {n: m.needs_calibration for n, m in MODES.items()} == {
+        "froq": True, "pseudo_label": False, "student": False, "calibrate": False}
+    assert {n: m.score_kind for n, m in MODES.items()} == {
+        "froq": "froq_quality", "pseudo_label": "pseudo_label", "student": "student_prediction",
+        "calibrate": "calibration_pseudo_label"}
+    assert {n: m.default_no_progress_timeout_s for n, m in MODES.items()} == {
+        "froq": 600.0, "pseudo_label": 7200.0, "student": 600.0, "calibrate": 7200.0}
+
+
+def test_froq_schema_with_and_without_the_embedding(model):
+    froq = MODES["froq"]
+    with_embedding = froq.output_schema(model, stage_config("froq"))
+    assert fields(with_embedding) == HEAD + [("embedding", pa.list_(pa.float32(), DIM), True)] + TAIL
+    assert froq.writes_embedding(stage_config("froq"))
+    for cfg in (stage_config("froq", write_embedding=False),
+                stage_config("froq", write_embedding=False, quality_only=True)):
+        assert not froq.writes_embedding(cfg)
+        assert fields(froq.output_schema(model, cfg)) == HEAD + TAIL
+
+
+def test_pseudo_label_and_student_schemas(model):
+    # write_embedding=True in the stage config does not add an embedding where the mode computes none
+    assert fields(MODES["pseudo_label"].output_schema(model, stage_config("pseudo_label"))) == HEAD + TAIL + PSEUDO
+    assert fields(MODES["student"].output_schema(model, stage_config("student"))) == HEAD + TAIL
+
+
+def test_calibrate_schema_sizes_the_norms_by_the_candidate_layers(model):
+    calibrate = MODES["calibrate"]
+    layers = calibrate.candidate_layers(model)
+    assert list(layers) == calibration_layers(model)[0] and len(layers) > 3
+    norms = [("layer_norms", pa.list_(pa.float32(), len(layers)), True)]
+    assert fields(calibrate.output_schema(model, stage_config("calibrate"), candidate_layers=layers)) == (
+        HEAD + TAIL + PSEUDO + norms)
+    # the stage config's layers are the default
+    cfg = stage_config("calibrate", candidate_layers=layers[:3])
+    assert fields(calibrate.output_schema(model, cfg))[-1] == ("layer_norms", pa.list_(pa.float32(), 3), True)
+    with pytest.raises(ValueError, match="candidate layers"):
+        calibrate.output_schema(model, stage_config("calibrate"))
+    assert all(MODES[n].candidate_layers(model) is None for n in ("froq", "pseudo_label", "student"))
+
+
+def test_the_schema_metadata_names_the_score_kind_and_survives_to_table(model):
+    for name, mode in MODES.items():
+        cfg = stage_config(name, candidate_layers=("stem", "block"))
+        schema = mode.output_schema(model, cfg)
+        assert read_metadata(schema) == {"froq_ray.score_kind": mode.score_kind}
+        empty = {f.name: [] for f in schema}
+        table = to_table(empty, schema, schema_metadata("d" * 64, "m@1", None))
+        meta = read_metadata(table.schema)
+        assert meta["froq_ray.score_kind"] == mode.score_kind and meta["froq_ray.model_id"] == "m@1"
+    assert schema_metadata("d", "m", None, "student_prediction")[b"froq_ray.score_kind"] == b"student_prediction"
+    with pytest.raises(ValueError, match="score kind must be one of"):
+        schema_metadata("d", "m", None, "quality")
+
+
+def test_constants(model):
+    assert MODES["froq"].constants(model, "cal-1") == {"model_id": model.model_id, "calibration_id": "cal-1"}
+    for name in ("pseudo_label", "student", "calibrate"):
+        assert MODES[name].constants(model, None) == {"model_id": model.model_id, "calibration_id": None}
+        with pytest.raises(ValueError, match="uses no calibration"):
+            MODES[name].constants(model, "cal-1")
+    with pytest.raises(ValueError, match="needs a calibration_id"):
+        MODES["froq"].constants(model, None)
+
+
+def test_the_job_picks_its_mode():
+    base = {"input": {"uri": "/in"}, "output": {"uri": "/out"}}
+    assert job_scoring_mode(config_from_dict({**base, "job": "calibrate"})) is MODES["calibrate"]
+    for name in ("froq", "pseudo_label"):
+        cfg = config_from_dict({**base, "job": "annotate", "scoring": {"mode": name}})
+        assert job_scoring_mode(cfg) is MODES[name]
+    cfg = config_from_dict({**base, "job": "annotate", "scoring": {"mode": "student", "student_artifact": "/s"}})
+    assert job_scoring_mode(cfg) is MODES["student"]
+
+
+# ------------------------------------------------------------------------------------------ runners
+def decoded(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """What the decode stage hands the scoring stage (pass-through columns, pixels, status, error, size)."""
+    n = len(pixels)
+    statuses = [st.CORRUPT] + [st.OK] * (n - 1)  # row 0 failed to decode: never scored, NaN results
+    return {
+        "row": np.arange(n, dtype=np.int64),
+        "shard": np.zeros(n, dtype=np.int64),
+        "path": np.asarray([f"id/{i}.jpg" for i in range(n)], dtype=object),
+        "identity": np.asarray(["id"] * n, dtype=object),
+        PIXELS: pixels,
+        "status": np.asarray(statuses, dtype=object),
+        "error": np.asarray(["corrupt input"] + [None] * (n - 1), dtype=object),
+        "width": np.full(n, pixels.shape[2], dtype=np.int32),
+        "height": np.full(n, pixels.shape[1], dtype=np.int32),
+    }
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, student_dir, monkeypatch,
+                                                               one_torch_thread):
+    mode = MODES[name]
+    kw = {}
+    if name == "froq":
+        kw["artifact_json"] = hand_artifact(model, ["block.act", "stem"]).to_json()
+    elif name == "calibrate":
+        kw["candidate_layers"] = mode.candidate_layers(model)
+    elif name == "student":
+        kw["student_artifact"] = str(student_dir)
+    cfg = stage_config(name, **kw)
+    if name != "student":  # the student is loaded by its mode from the artifact; the FR modes get the tiny model
+        monkeypatch.setattr(stages, "load_scoring_model", lambda c: model)
+    stage = ScoringStage(cfg)
+    size = stage.model.contract.size
+    out = arrow_to_columns(stage(decoded(random_crops(5, size, seed=3))))
+
+    schema = mode.output_schema(stage.model, cfg)
+    constants = mode.constants(stage.model, "cal-1" if mode.needs_calibration else None)
+    produced = set(out) - {"row", "shard"}
+    assert produced | set(constants) == set(schema.names)  # nothing missing, nothing extra
+    assert np.isnan(out["quality"][0]) and np.isfinite(out["quality"][1:]).all()
+    if name in ("pseudo_label", "calibrate"):
+        np.testing.assert_array_equal(out["quality"], out["pseudo_label"])
+    n = len(out["path"])
+    table = to_table({**{k: out[k] for k in produced}, **{k: [v] * n for k, v in constants.items()}}, schema)
+    assert table.schema.equals(schema)
