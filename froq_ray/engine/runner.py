@@ -33,8 +33,8 @@ from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, digest_payload, resolved_dict
 from ..errors import UserError
 from ..models import LoadedModel
-from ..storage.fs import check_reachable
-from ..storage.listing import input_digest
+from ..storage.fs import check_reachable, open_fs
+from ..storage.listing import input_digest, source_kind
 from ..storage.run_state import RunState, check_writable, prepare_output, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard
@@ -78,9 +78,10 @@ class PreparedJob:
 
 
 def load_job_model(cfg: ModelJob) -> LoadedModel:
-    """Check the input is reachable and load the model on the driver: a missing input location, model file
-    or unreachable endpoint fails here, before Ray starts."""
+    """Check the input exists (one metadata call, no listing) and load the model on the driver: a missing
+    input, model file or unreachable endpoint fails here, before Ray starts."""
     check_reachable(cfg.input.uri, cfg.input.storage_options)
+    source_kind(cfg.input, *open_fs(cfg.input.uri, cfg.input.storage_options))  # a missing input fails here
     model = load_scoring_model(scoring_stage_config(cfg, job_scoring_mode(cfg).name))
     log.info("model: %s (weights sha256 %s)", model.model_id, model.weights_sha256)
     return model
