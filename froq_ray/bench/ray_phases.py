@@ -78,7 +78,11 @@ def annotate_config(
             "write_embedding": not quality_only,
         },
         "resources": resources.config(),
-        "output": {"uri": str(output_dir), "mode": "overwrite", "progress_interval_s": 10.0},
+        # one shard = one Ray block from read to write: the benchmark's block size is its shard size
+        "output": {
+            "uri": str(output_dir), "mode": "overwrite", "progress_interval_s": 10.0,
+            "shard_size": resources.ray_batch_size,
+        },
     }
     return config_from_dict(data, expected_job="annotate")
 

@@ -45,6 +45,11 @@ def test_rayjob_manifest():
     assert not re.search(r"AKIA[0-9A-Z]{12,}|aws_secret_access_key\s*[:=]", text, re.IGNORECASE)
     pods = [spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]] + [w["template"]["spec"] for w in workers]
     assert all(p.get("serviceAccountName") for p in pods)
+    # the autoscaling actor pool can use every GPU worker the group may grow to
+    assert spec["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+    _, configs = referenced(spec["entrypoint"])
+    low, high = load_config(ROOT / configs[0]).resources.actor_range
+    assert low < high == max(w["maxReplicas"] for w in workers)
 
 
 def test_cluster_launcher_config():
@@ -52,9 +57,12 @@ def test_cluster_launcher_config():
     types = doc["available_node_types"]
     assert doc["head_node_type"] in types
     assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
+    gpu_workers = max(t.get("max_workers", 0) for t in types.values() if t["resources"].get("GPU", 0) >= 1)
     header = "\n".join(l.lstrip("# ") for l in (ROOT / "infra/cluster-gpu-aws.yaml").read_text().splitlines()
                        if l.startswith("#"))
-    check_command(header[header.index("python jobs/"):].split("\n")[0])
+    command = header[header.index("python jobs/"):].split("\n")[0]
+    check_command(command)
+    assert load_config(ROOT / referenced(command)[1][0]).resources.actor_range[1] == gpu_workers
 
 
 def test_dockerfile_installs_the_package_without_torchvision():
