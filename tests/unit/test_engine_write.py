@@ -55,7 +55,7 @@ def cfg(tmp_path):
 
 def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):
     # two shards in one batch, rows shuffled: each is written sorted, under its own deterministic name
-    batch = concat(scored(range(5, 8), 1, 5, 8, bad={6}), scored(range(0, 5), 0, 0, 5))
+    batch = concat(scored(range(5, 8), 1, 5, 8, bad={6}), scored(range(5), 0, 0, 5))
     order = np.random.default_rng(0).permutation(8)
     records = write_shards(columns_to_arrow({k: v[order] for k, v in batch.items()}), cfg).to_pylist()
 
@@ -85,7 +85,7 @@ def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):
 
 
 def test_a_retried_task_rewrites_the_same_files(cfg, tmp_path):
-    batch = columns_to_arrow(scored(range(0, 4), 0, 0, 4))
+    batch = columns_to_arrow(scored(range(4), 0, 0, 4))
     write_shards(batch, cfg)
     first = (tmp_path / "out" / "part-00000.parquet").read_bytes()
     write_shards(batch, cfg)
@@ -93,7 +93,7 @@ def test_a_retried_task_rewrites_the_same_files(cfg, tmp_path):
     assert (tmp_path / "out" / "part-00000.parquet").read_bytes() == first
 
 
-@pytest.mark.parametrize("rows", [range(0, 3), range(1, 4)])
+@pytest.mark.parametrize("rows", [range(3), range(1, 4)])
 def test_a_shard_in_pieces_is_refused_not_written(cfg, tmp_path, rows):
     with pytest.raises(ShardAssemblyError, match="must travel as one block"):
         write_shards(columns_to_arrow(scored(rows, 0, 0, 4)), cfg)

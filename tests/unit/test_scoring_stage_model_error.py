@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from froq_ray import status as st
-from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
 from froq_ray.engine import stages
+from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
 from froq_ray.quality.scorer import FroqScorer
 from tests.tiny_models import PoisonedTinyFR, hand_artifact, random_crops, tiny_fr_model
 
