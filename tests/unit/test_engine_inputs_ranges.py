@@ -70,3 +70,34 @@ def test_plan_json_round_trip_and_digest_depends_on_total():
     assert back == plan and back.ranges(5) == plan.ranges(5)
     assert plan_digest(plan.parts, 20) != plan_digest(plan.parts, 21)
     assert plan_digest(plan.parts, 20) != plan_digest(list(reversed(plan.parts)), 20)
+
+
+def test_read_range_reads_only_the_row_groups_it_touches(tmp_path, monkeypatch):
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from froq_ray.engine.inputs import INPUTS_DIR, SCHEMA, read_range
+
+    rows = [(f"/d/{i:03d}.jpg", None if i % 3 else f"id{i}") for i in range(23)]
+    folder = tmp_path / INPUTS_DIR
+    folder.mkdir(parents=True)
+    table = pa.Table.from_pylist([{"path": p, "identity": i} for p, i in rows], schema=SCHEMA)
+    pq.write_table(table, folder / "part-00000-00000.parquet", row_group_size=5)  # groups of 5: 0-4, 5-9, ...
+    read_groups: list[list[int]] = []
+    original = pq.ParquetFile.read_row_groups
+
+    def recording(self, groups, *args, **kwargs):
+        read_groups.append(list(groups))
+        return original(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", recording)
+    fs = fsspec.filesystem("file")
+    for start, stop, groups in ((0, 5, [0]), (3, 12, [0, 1, 2]), (5, 10, [1]), (9, 11, [1, 2]), (20, 23, [4]),
+                                (0, 23, [0, 1, 2, 3, 4])):
+        got = read_range(fs, str(tmp_path), InputRange("part-00000-00000.parquet", start, stop, 100))
+        assert got.schema == SCHEMA
+        assert list(zip(got.column("path").to_pylist(), got.column("identity").to_pylist())) == rows[start:stop]
+        assert read_groups[-1] == groups
+    with pytest.raises(ValueError, match="has 23 rows"):
+        read_range(fs, str(tmp_path), InputRange("part-00000-00000.parquet", 20, 24, 0))
