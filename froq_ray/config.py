@@ -74,8 +74,12 @@ class ConfigError(UserError, ValueError):
     def __init__(self, problems: list[str], source: str | None = None) -> None:
         self.problems = list(problems)
         self.source = source
-        body = "\n".join(self.problems)
-        super().__init__(f"invalid config {source}:\n{body}" if source else body)
+        where = f" ({source})" if source else ""
+        if len(self.problems) == 1:  # the common case reads as one line
+            super().__init__(f"{self.problems[0]}{where}")
+        else:
+            body = "\n".join(self.problems)
+            super().__init__(f"invalid config{where}: {len(self.problems)} problems:\n{body}")
 
 
 def resolve_local_path(value: str) -> str:
@@ -540,6 +544,22 @@ JOB_CLASSES: dict[str, type[JobBase]] = {
 # --------------------------------------------------------------------------------------------- loading
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}; "
+                    f"first on line {seen[key] + 1})", key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(
     path: str | Path,
     overrides: Iterable[str] = (),
@@ -559,9 +579,9 @@ def load_config(
     except OSError as exc:
         raise ConfigError([f"cannot read config file: {exc}"], source=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], source=str(path)) from None
+        raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -667,7 +687,7 @@ def _override_value(key: str, raw: str, job_class: type[BaseModel] | None) -> An
     try:
         return yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {' '.join(str(exc).split())}"]) from None
 
 
 def _field_kind(cls: type[BaseModel], parts: list[str]) -> str:

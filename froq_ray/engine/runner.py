@@ -35,7 +35,13 @@ from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
-from ..storage.run_state import RunState, check_writable, prepare_output, record_input_digest
+from ..storage.run_state import (
+    RunState,
+    check_writable,
+    discard_stale_shards,
+    prepare_output,
+    record_input_digest,
+)
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard
 from .dataset import MapStage, scoring_dataset
@@ -129,6 +135,9 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> Prep
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
+    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards})
+    if deleted:
+        log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
     pending = [s for s in shards if not _done(state, s)]
     log.info("%d shard(s) of up to %d rows, %d already complete", len(shards), shard_size, len(shards) - len(pending))
     return PreparedJob(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))

@@ -25,7 +25,9 @@ def ensure_ray(resources: ResourcesConfig) -> None:
             ray.init(address=address, log_to_driver=True)
         else:
             log.info("starting a local Ray (num_cpus=%s)", resources.num_cpus or "all")
-            ray.init(num_cpus=resources.num_cpus, include_dashboard=False)
+            # address="local": always a private Ray; without it ray.init joins any cluster already running on
+            # this machine (another user's `ray start`, with other code on its workers)
+            ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     # Ray Data's progress bars on an interactive terminal only; froq_ray's own progress lines always (they read
     # well in `ray job logs`), and no "progress bars disabled" warning where the bars are off

@@ -47,6 +47,7 @@ from ..storage.listing import has_magic
 from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
 from ..storage.run_state import OutputStateError, check_writable
 from ..storage.schema import EMBEDDING, frame_to_table
+from ..storage.shards import PART_RE
 
 log = logging.getLogger("froq_ray")
 
@@ -92,16 +93,19 @@ class AnnotationFile:
 
 # ------------------------------------------------------------------------------------------------ reading
 def annotation_files(uris: list[str], storage_options: dict[str, Any]) -> list[AnnotationFile]:
-    """Each URI: a folder (its ``part-*.parquet``), a glob, or one Parquet file; in the order given."""
+    """Each URI: a folder (its ``part-*.parquet``), one Parquet file, or a glob; in the order given. An existing
+    folder or file is read as itself even when its name holds ``*``, ``?`` or ``[``; only a path that does not
+    exist is taken as a glob (as for ``input.uri``)."""
     files: list[AnnotationFile] = []
     for uri in uris:
         fs, path = open_fs(uri, storage_options)
-        if has_magic(uri):
-            found = sorted(fs.glob(path))
-        elif fs.isdir(path):
-            found = sorted(p for p in fs.ls(path, detail=False) if posixpath.basename(p).startswith("part-"))
-        elif fs.exists(path):
+        fs.invalidate_cache()
+        if fs.isdir(path):
+            found = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(posixpath.basename(p)))
+        elif fs.isfile(path):
             found = [path]
+        elif has_magic(uri):
+            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
         else:
             raise FilterInputError(f"annotations not found: {uri}")
         if not found:
@@ -189,7 +193,10 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
     try:
         sums = accumulator.result()
     except ValueError:
-        raise FilterInputError("no ok rows with an identity and an embedding in the annotations") from None
+        raise FilterInputError(
+            "no ok rows with an identity and an embedding in the annotations: annotate identity folders with "
+            "--set input.identity_from_folder=true, or filter them with --set filter.identity_source=folder"
+        ) from None
     return table, sums
 
 

@@ -291,7 +291,20 @@ def rows_digest(paths, identities) -> str:
 
 
 def source_kind(cfg: InputConfig, fs, root: str) -> str:
-    """``manifest``, ``folder`` or ``glob`` from what exists at ``root`` (see the module docstring)."""
+    """``manifest``, ``folder`` or ``glob`` from what exists at ``root`` (see the module docstring).
+
+    Raises :class:`InputListingError` when the input does not exist, is a file that is no manifest, or when
+    ``input.identity_column`` is set for a folder or glob (only a manifest has columns: it would be ignored)."""
+    kind = _source_kind(cfg, fs, root)
+    if kind != "manifest" and cfg.identity_column:
+        raise InputListingError(
+            f"input {cfg.uri}: input.identity_column={cfg.identity_column!r} names a manifest column, but the input "
+            f"is a {kind}; use --set input.identity_from_folder=true for identity folders"
+        )
+    return kind
+
+
+def _source_kind(cfg: InputConfig, fs, root: str) -> str:
     local = is_local_fs(fs)
     if os.path.isfile(root) if local else fs.isfile(root):
         if root.lower().endswith(MANIFEST_SUFFIXES):

@@ -50,7 +50,16 @@ from .fs import (
 )
 from .manifest import LEGACY_MANIFEST_FILE, redact_storage_options
 from .schema import SCHEMA_VERSION, text_values
-from .shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, list_names, read_markers
+from .shards import (
+    LEGACY_MARKER_RE,
+    MARKER_RE,
+    PART_RE,
+    STATE_DIR,
+    list_names,
+    marker_name,
+    part_name,
+    read_markers,
+)
 
 RUN_FILE = f"{STATE_DIR}/run.json"
 """The run record, relative to the output folder."""
@@ -245,6 +254,28 @@ def record_input_digest(state: RunState, input_digest: str, force: bool = False)
     state.forced = state.forced or stored is not None
     state.run_info = {**state.run_info, "input_digest": input_digest}
     write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
+
+
+def discard_stale_shards(state: RunState, bounds: Mapping[int, tuple[int, int]]) -> int:
+    """Delete every part and marker that does not belong to this run's shard plan, before it writes.
+
+    ``bounds``: shard index -> ``(start, stop)`` rows of the plan. A marker of an index outside the plan or with
+    other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``) or whose part is
+    missing, and a part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
+    ``state.markers``. Returns how many files were deleted. Without this, a forced resume under a new shard
+    layout would keep old parts beside new ones, and rows would appear twice."""
+    fs, path = state.fs, state.path
+    fs.invalidate_cache(path)
+    parts = [n for n in list_names(fs, path) if PART_RE.match(n)]
+    keep = {
+        i: m for i, m in state.markers.items()
+        if (m.get("start"), m.get("stop")) == bounds.get(i) and part_name(i) in parts
+    }
+    stale_markers = [marker_name(i) for i in state.markers if i not in keep]
+    stale_parts = [n for n in parts if int(PART_RE.match(n).group(1)) not in keep]
+    _delete(fs, path, stale_parts, stale_markers)
+    state.markers = keep
+    return len(stale_markers) + len(stale_parts)
 
 
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -79,7 +79,8 @@ def test_plan_prints_without_starting_ray(capsys, tmp_path, one_image_dir, mobil
                  "--set", f"model.weights={mobilefacenet_pt}"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "inputs: 1 images" in out and "shards: 1 of up to 10,000 rows; 0 already complete, 1 to run" in out
+    assert "inputs: 1 images" in out and "shards: about 1 of up to 2,048 rows" in out
+    assert "0 completion marker(s) in the output" in out
     assert "pl_occlusion: float" in out
     assert not (tmp_path / "o" / "_froq" / "run.json").exists()
 
@@ -141,3 +142,37 @@ def test_a_calibration_made_for_another_model_is_refused(capsys, tmp_path, one_i
     assert f"made for model {artifact_for!r} and cannot be applied to model {model_name!r}" in message
     assert json.loads(artifact.read_text())["calibration_id"] in message
     assert not (tmp_path / "o").exists()
+
+
+def test_one_problem_is_one_line_and_a_repeated_yaml_key_is_refused(capsys, tmp_path, one_image_dir):
+    code, err = run(capsys, "plan", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    "--set", "input.limit=abc")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "froq plan: error: input.limit: must be an integer (got 'abc') (command line)"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"job: annotate\ninput: {{uri: {one_image_dir}, uri: {tmp_path}}}\noutput: {{uri: {tmp_path}/o}}\n")
+    code, err = run(capsys, "annotate", "--config", str(cfg))
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "key 'uri' appears twice in one mapping" in line and str(cfg) in line
+
+
+def test_identity_column_on_a_folder_is_refused_not_ignored(capsys, tmp_path, one_image_dir):
+    code, err = run(capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
+                    "--set", "input.identity_column=identity")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "input.identity_column='identity' names a manifest column" in line
+    assert "identity_from_folder" in line
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(capsys, monkeypatch):
+    import froq_ray.cli as cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "froq models: interrupted; completed shards are kept: run the same command again to resume"
+    )

@@ -174,3 +174,18 @@ def test_shipped_filter_config_is_valid():
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "filter.yaml", expected_job="filter")
     assert isinstance(cfg, FilterJob) and cfg.filter.policies.label_noise.ccs_floor == 0.2
+
+
+def test_an_existing_annotations_path_with_glob_characters_is_read_as_itself(tmp_path):
+    from froq_ray.pipeline.filter import annotation_files
+
+    for name in ("o?", "o1", "o #[2019] ?*"):
+        (tmp_path / name / "_froq").mkdir(parents=True)
+        (tmp_path / name / "part-00000.parquet").write_bytes(b"x")
+        (tmp_path / name / "_froq" / "part-00000.done.json").write_text("{}")
+    for name in ("o?", "o #[2019] ?*"):
+        files = annotation_files([str(tmp_path / name)], {})
+        assert [f.path for f in files] == [str(tmp_path / name / "part-00000.parquet")]
+    # a path that does not exist is a glob: o[1] matches only the folder o1
+    files = annotation_files([str(tmp_path / "o[1]" / "*.parquet")], {})
+    assert [f.path for f in files] == [str(tmp_path / "o1" / "part-00000.parquet")]

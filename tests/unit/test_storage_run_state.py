@@ -299,3 +299,22 @@ def test_old_layout_resume_is_refused_and_overwrite_cleans_it(out):
     fresh = prepare_output(uri, options, "overwrite", CFG, INP)
     assert list_names(fresh.fs, fresh.path) == ["notes.txt"]
     assert prepare_output(uri, options, "resume", CFG, INP).resumed
+
+
+def test_shards_outside_the_plan_are_discarded_before_a_run(out):
+    """A forced resume under another shard layout must not keep old parts beside new ones (rows twice)."""
+    from froq_ray.storage.run_state import discard_stale_shards
+
+    uri, options = out
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    write_shards(state, [0, 1, 2, 3])  # old layout: shard i = rows [i, i + 1)
+    put(state, "part-00005.parquet")  # a part whose marker was never written (an interrupted write)
+    state.fs.rm_file(f"{state.path}/part-00003.parquet")  # a marker whose part is gone
+    again = prepare_output(uri, options, "resume", CFG, INP)
+    # the new plan: shard 0 unchanged, shard 1 = rows [1, 3), shards 2 and 3 gone
+    deleted = discard_stale_shards(again, {0: (0, 1), 1: (1, 3)})
+    assert deleted == 6  # markers 1, 2, 3 (3: its part is gone) and parts 1, 2 and the orphan part 5
+    names = list_names(again.fs, again.path)
+    assert [n for n in names if n.startswith("part-")] == ["part-00000.parquet"]
+    assert list_names(again.fs, f"{again.path}/_froq") == ["part-00000.done.json", "run.json"]
+    assert set(again.markers) == {0}
