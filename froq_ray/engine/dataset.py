@@ -23,14 +23,19 @@ from .stages import (
 )
 from .write import WriteStageConfig, write_shards
 
-SCORING_ACTOR_MAX_RESTARTS = 0
-"""Scoring actors are not restarted by Ray. Ray Data (2.58) hands every pool actor its context and transformer
-as object-store references, and Ray core logs an error-level line (``core_worker.cc ... has constructor
-arguments in the object store and max_restarts > 0``, ray-project/ray#57733) for any restartable actor created
-that way, whatever froq_ray passes. Ray Data's default (endless restarts with endless task retries) would also
-retry a batch that crashes its actor process forever. Without restarts an actor that dies (a crash, an
-out-of-memory kill) ends the run with Ray's error; the run then resumes from its completed shards. An actor
-that fails while starting is still replaced by Ray Data (``DataContext.max_consecutive_actor_init_deaths``)."""
+SCORING_ACTOR_MAX_RESTARTS = -1
+"""Scoring actors are restarted by Ray without limit (Ray Data's default; its actor tasks then retry without
+limit too), so a run survives losing the node that hosts a scoring actor: the actor is recreated on another
+node and its queued blocks are re-run there (tests/integration/test_multinode.py). Measured on Ray 2.58 with a
+local multi-node cluster: with ``max_restarts=0`` the same node loss ended the run with
+``ActorUnavailableError`` even though a replacement node had been added.
+
+Costs of this choice: Ray core logs one error-level line per scoring actor (``core_worker.cc ... has
+constructor arguments in the object store and max_restarts > 0``, ray-project/ray#57733), because Ray Data hands
+every pool actor its context and transformer as object-store references; it is noise, not a failure. A block
+that crashes its actor process every time (a segfault, an out-of-memory kill) is retried without limit; the run
+then ends only when no shard has finished for ``resources.no_progress_timeout_s`` (not measured here), and a
+re-run resumes from its completed shards. A block whose scoring raises a Python exception is not retried (a user error)."""
 
 
 @dataclass(frozen=True)

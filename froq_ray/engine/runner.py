@@ -43,7 +43,7 @@ from ..storage.run_state import (
     record_input_digest,
 )
 from ..storage.schema import schema_metadata
-from ..storage.shards import Shard
+from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
 from .inputs import InputRange, InputsPlan, inputs_from_table, materialize_inputs, plan_exists
 from .modes import job_scoring_mode
@@ -138,14 +138,21 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> Prep
     deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards})
     if deleted:
         log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
-    pending = [s for s in shards if not _done(state, s)]
+    pending = [s for s in shards if not _done(state.markers, s)]
     log.info("%d shard(s) of up to %d rows, %d already complete", len(shards), shard_size, len(shards) - len(pending))
     return PreparedJob(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))
 
 
-def _done(state: RunState, shard: Shard) -> bool:
-    marker = state.markers.get(shard.index)
+def _done(markers: dict[int, dict[str, Any]], shard: Shard) -> bool:
+    marker = markers.get(shard.index)
     return marker is not None and (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
+
+
+def _committed(job: PreparedJob) -> int:
+    """How many of ``job``'s pending shards have a completion marker now (one listing of ``_froq``): write
+    tasks commit shards before the driver receives their records, so the driver's own count can lag."""
+    markers = read_markers(job.state.fs, job.state.path)
+    return sum(1 for s in job.pending if _done(markers, s))
 
 
 def scoring_stage_config(
@@ -238,7 +245,7 @@ def run_shards(
             if error is None:
                 raise
             raise NoProgressError(
-                f"{error}; {written} of {len(job.pending)} pending shard(s) were written and are kept: "
+                f"{error}; {_committed(job)} of {len(job.pending)} pending shard(s) were written and are kept: "
                 f"re-run the same command to resume from them"
             ) from None
     log.info(progress.line())

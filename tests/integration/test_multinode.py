@@ -1,0 +1,287 @@
+"""Scale-out runs on a real local multi-node Ray cluster (issue 14): a head with 0 CPUs and two 1-CPU worker
+nodes (``ray.cluster_utils.Cluster``, its own temp dir, always shut down). Each job runs in a subprocess driver
+that joins the cluster (``resources.ray_address``), scoring a few hundred real LFW-dev crops (copied under
+distinct names) with a small student network (MobileFaceNet-sized, 112 px) in shards of :data:`SHARD_SIZE`
+rows.
+
+1. a plain run: every input exactly once;
+2. the worker node that hosts the scoring actor is removed once >= 1 shard (not all) is complete, and a
+   replacement node is added: the run completes, every row exactly once, no duplicate file;
+3. the worker node that runs the read/decode and write tasks is removed with no replacement (the remaining node
+   holds the scoring actor, so no block can be decoded): the job fails within the no-progress timeout with one
+   clear line (exit 2); a node is added and the re-run completes every row once without rewriting the shards
+   the first run completed.
+
+Node removal is triggered by a count of completion markers, never by a sleep. Resources: the scoring actor and
+every read/decode task need a whole CPU (one per node), so the stages are placed on different nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileSystem
+
+from froq_ray import status as st
+from froq_ray.distill.artifact import save_student_artifact
+from froq_ray.distill.students import build_student
+from froq_ray.storage.shards import read_markers
+from tests.integration.jobfiles import env_with_repo_on_path, lfw_sample, write_config
+
+pytestmark = pytest.mark.integration
+
+SHARD_SIZE = 8
+COPIES = 8  # each real crop is written under this many distinct names
+NO_PROGRESS_TIMEOUT_S = 20.0
+JOB_TIMEOUT_S = 420
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node with 0 CPUs (nothing but the driver runs there) plus two 1-CPU worker nodes."""
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="froq-mn-")  # short: Ray's socket paths live under it
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp_dir})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def with_two_workers(cluster) -> None:
+    """Top the cluster up to two alive worker nodes (earlier tests remove nodes)."""
+    while len(cluster.worker_nodes) < 2:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("multinode")
+
+
+@pytest.fixture(scope="module")
+def inputs(work, lfw_dev_dir) -> list[str]:
+    """A folder of ``COPIES`` x 32 real crops, each copy under its own name (``<Identity>/<k>_<file>``)."""
+    folder = work / "in"
+    paths = []
+    for image in lfw_sample(lfw_dev_dir, identities=16, per_identity=2):
+        data = image.read_bytes()
+        (folder / image.parent.name).mkdir(parents=True, exist_ok=True)
+        for k in range(COPIES):
+            target = folder / image.parent.name / f"{k}_{image.name}"
+            target.write_bytes(data)
+            paths.append(str(target))
+    return sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def student(work) -> Path:
+    """A MobileFaceNet-sized student at 112 px (small, but slower than decoding): scoring is the bottleneck, so
+    when a node is removed after the first shard, the scoring actor still holds queued blocks (tasks in flight)
+    and most shards are not yet scored."""
+    torch.manual_seed(0)
+    network = build_student("mobilefacenet_student", 112)
+    save_student_artifact(str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}})
+    return work / "student"
+
+
+def job_config(work: Path, name: str, inputs: list[str], student: Path, address: str) -> tuple[Path, Path]:
+    """(config file, output folder) of an annotate run of ``work/in`` into ``work/<name>``."""
+    out = work / name
+    cfg = {
+        "job": "annotate",
+        "input": {"uri": str(Path(inputs[0]).parents[1]), "identity_from_folder": True},
+        "scoring": {"mode": "student", "student_artifact": str(student)},
+        "resources": {
+            "ray_address": address, "actors": 1, "num_cpus_per_actor": 1, "decode_num_cpus": 1,
+            "model_batch_size": SHARD_SIZE, "no_progress_timeout_s": NO_PROGRESS_TIMEOUT_S,
+        },
+        "output": {"uri": str(out), "shard_size": SHARD_SIZE, "progress_interval_s": 1},
+    }
+    return write_config(work, name, cfg), out
+
+
+def start_job(config: Path, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--config", str(config)]
+    with log.open("w") as sink:
+        return subprocess.Popen(cmd, env=env_with_repo_on_path(), stdout=sink, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the job did not end within {JOB_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+    return code, log.read_text()
+
+
+def markers(out: Path) -> dict[int, dict]:
+    try:
+        return read_markers(LocalFileSystem(), str(out))
+    except FileNotFoundError:
+        return {}
+
+
+def wait_for_markers(proc: subprocess.Popen, out: Path, count: int, log: Path) -> int:
+    """Poll the output until ``count`` shards are complete (a row count, not a time); returns how many are."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = len(markers(out))
+        if done >= count:
+            return done
+        time.sleep(0.02)
+    pytest.fail(f"the job ended (or stalled) before {count} shard(s) were complete:\n{log.read_text()[-4000:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, stack = [], list(children.get(pid, []))
+    while stack:
+        out.append(stack.pop())
+        stack.extend(children.get(out[-1], []))
+    return out
+
+
+def node_running(cluster, title: str):
+    """The worker node whose raylet has a descendant process whose command line contains ``title``."""
+    from ray._private import ray_constants
+
+    for node in cluster.worker_nodes:
+        raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+        for pid in descendants(raylet):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title in cmdline:
+                return node
+    return None
+
+
+def wait_for_actor_node(cluster, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        node = node_running(cluster, "MapWorker")
+        if node is not None:
+            return node
+        time.sleep(0.02)
+    pytest.fail(f"no scoring actor was found on a worker node:\n{log.read_text()[-4000:]}")
+
+
+def part_digests(out: Path) -> dict[str, tuple[int, str]]:
+    """Parquet part name -> (mtime ns, sha256) of every part in ``out``."""
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(out.glob("part-*.parquet"))}
+
+
+def assert_every_input_once(out: Path, inputs: list[str]) -> pd.DataFrame:
+    """The parts hold every input exactly once; one part per shard, each with its marker and vice versa."""
+    n_shards = -(-len(inputs) // SHARD_SIZE)
+    parts = sorted(out.glob("part-*.parquet"))
+    done = markers(out)
+    assert len(parts) == n_shards
+    assert sorted(done) == list(range(n_shards))
+    assert sorted(m["file"] for m in done.values()) == [p.name for p in parts], "a part without marker or vice versa"
+    frames = [pd.read_parquet(p) for p in parts]
+    for part, frame in zip(parts, frames, strict=True):
+        marker = next(m for m in done.values() if m["file"] == part.name)
+        assert len(frame) == marker["rows"] == marker["stop"] - marker["start"], part.name
+    df = pd.concat(frames, ignore_index=True)
+    assert not df["path"].duplicated().any(), "an input was written twice"
+    assert sorted(df["path"]) == inputs
+    assert (df["status"] == st.OK).all()
+    assert (out / "_froq" / "manifest.json").is_file()
+    return df
+
+
+@pytest.mark.timeout(600)
+def test_a_run_on_two_worker_nodes_writes_every_input_once(cluster, work, inputs, student):
+    with_two_workers(cluster)
+    config, out = job_config(work, "plain", inputs, student, cluster.address)
+    log = work / "plain.log"
+    code, text = finish(start_job(config, log), log)
+    assert code == 0, text[-4000:]
+    assert_every_input_once(out, inputs)
+
+
+@pytest.mark.timeout(600)
+def test_the_scoring_node_removed_and_replaced_mid_run(cluster, work, inputs, student):
+    with_two_workers(cluster)
+    n_shards = -(-len(inputs) // SHARD_SIZE)
+    config, out = job_config(work, "replaced", inputs, student, cluster.address)
+    log = work / "replaced.log"
+    proc = start_job(config, log)
+    try:
+        actor_node = wait_for_actor_node(cluster, proc, log)
+        done_at_kill = wait_for_markers(proc, out, 1, log)
+        cluster.remove_node(actor_node, allow_graceful=False)
+        assert done_at_kill < n_shards, "the node was removed after the run finished"
+        cluster.add_node(num_cpus=1)
+        code, text = finish(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, text[-4000:]
+    assert len(markers(out)) == n_shards
+    assert_every_input_once(out, inputs)
+
+
+@pytest.mark.timeout(600)
+def test_a_node_lost_without_replacement_fails_in_time_and_a_rerun_completes(cluster, work, inputs, student):
+    with_two_workers(cluster)
+    n_shards = -(-len(inputs) // SHARD_SIZE)
+    config, out = job_config(work, "lost", inputs, student, cluster.address)
+    log = work / "lost.log"
+    proc = start_job(config, log)
+    try:
+        actor_node = wait_for_actor_node(cluster, proc, log)
+        done_at_kill = wait_for_markers(proc, out, 1, log)
+        (decode_node,) = [n for n in cluster.worker_nodes if n is not actor_node]
+        cluster.remove_node(decode_node, allow_graceful=False)
+        removed_at = time.monotonic()
+        code, text = finish(proc, log)
+        elapsed = time.monotonic() - removed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert done_at_kill < n_shards, "the node was removed after the run finished"
+    assert code == 2, text[-4000:]
+    errors = [line for line in text.splitlines() if line.startswith("froq annotate: error:")]
+    assert len(errors) == 1 and "resources.no_progress_timeout_s" in errors[0], text[-4000:]
+    assert "Traceback" not in text
+    assert elapsed < NO_PROGRESS_TIMEOUT_S + 60, f"failed {elapsed:.0f} s after the node was removed"
+
+    kept = {marker["file"] for marker in markers(out).values()}
+    assert 0 < len(kept) < n_shards
+    assert f"; {len(kept)} of {n_shards} pending shard(s) were written and are kept" in errors[0]
+    before = {name: value for name, value in part_digests(out).items() if name in kept}
+
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    log = work / "lost-rerun.log"
+    code, text = finish(start_job(config, log), log)
+    assert code == 0, text[-4000:]
+    assert f"{len(kept)} already complete" in text
+    assert_every_input_once(out, inputs)
+    after = part_digests(out)
+    assert {name: after[name] for name in kept} == before, "a shard completed by the first run was rewritten"
