@@ -91,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         from froq_ray.engine.inputs import materialize_inputs
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
         def call() -> int:
             return materialize_inputs(cfg, warm, f"{BUCKET}/out", reuse=False).total_rows
