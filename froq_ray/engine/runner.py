@@ -216,7 +216,9 @@ def run_shards(
         decode = DecodeStageConfig(storage_options=dict(cfg.input.storage_options), num_cpus=r.decode_num_cpus)
     metadata = schema_metadata(job.config_digest, job.model.model_id, calibration_id)
     out_uri = job.state.out_uri
-    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema.with_metadata(metadata), constants)
+    # the run's metadata beside what the schema carries already (the mode's score kind)
+    schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema, constants)
     read = ReadStageConfig(out_uri, dict(cfg.output.storage_options), decode)
     items = [
         {"shard": s.index, "part": job.ranges[s.index].part, "start": job.ranges[s.index].start,

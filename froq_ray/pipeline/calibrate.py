@@ -50,6 +50,7 @@ class CalibrationInputError(UserError, ValueError):
 def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
     """The ok rows of every shard of the output, sorted by path."""
     fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+    fs.invalidate_cache(path)  # the parts were written by worker tasks, not through this (caching) client
     parts = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(p.rsplit("/", 1)[-1]))
     frames = []
     for part in parts:

@@ -62,6 +62,7 @@ def distill_files(uris: list[str], storage_options: dict[str, Any]) -> list[Anno
     files: list[AnnotationFile] = []
     for uri in uris:
         fs, path = open_fs(uri, storage_options)
+        fs.invalidate_cache(path)  # parts written by worker tasks, maybe in this process's run
         keep_list = f"{path.rstrip('/')}/{KEEP_LIST}"
         if fs.isdir(path) and fs.exists(keep_list):
             has_parts = any(posixpath.basename(p).startswith("part-") for p in fs.ls(path, detail=False))

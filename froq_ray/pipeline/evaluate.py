@@ -98,6 +98,7 @@ def _annotation_files(cfg: EvaluateJob) -> tuple[object, list[str]]:
     ev = cfg.evaluate
     check_reachable(ev.annotations, ev.storage_options)
     fs, path = open_fs(ev.annotations, ev.storage_options)
+    fs.invalidate_cache(path)  # parts written by worker tasks, maybe in this process's run
     if not fs.exists(path):
         raise EvaluationInputError(f"annotations not found: {ev.annotations}")
     files = (
