@@ -56,4 +56,4 @@ def ray_cluster():
         ray.shutdown()
 
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.preflight"]

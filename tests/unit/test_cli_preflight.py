@@ -8,24 +8,7 @@ import pytest
 
 from froq_ray.cli import main
 
-
-@pytest.fixture
-def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
-    src = next((lfw_dev_dir / "images" / "Aaron_Sorkin").glob("*.jpg"))
-    (tmp_path / "in" / "Aaron_Sorkin").mkdir(parents=True)
-    (tmp_path / "in" / "Aaron_Sorkin" / src.name).write_bytes(src.read_bytes())
-    return tmp_path / "in"
-
-
-@pytest.fixture(autouse=True)
-def no_ray_started(monkeypatch):
-    """A preflight failure must come before Ray is started or joined."""
-    import froq_ray.engine.runner as runner
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("Ray was started although the job should have failed its preflight checks")
-
-    monkeypatch.setattr(runner, "ensure_ray", refuse)
+pytestmark = pytest.mark.usefixtures("no_ray_started")
 
 
 def run(capsys, *args: str) -> tuple[int, str]:
@@ -108,7 +91,7 @@ def test_every_user_facing_error_shares_one_base(capsys, monkeypatch):
     class NewError(UserError):
         pass
 
-    import froq_ray.cli as cli
+    from froq_ray import cli
 
     def fail(_args):
         raise NewError("something to fix")
@@ -166,7 +149,7 @@ def test_identity_column_on_a_folder_is_refused_not_ignored(capsys, tmp_path, on
 
 
 def test_ctrl_c_is_one_line_saying_how_to_resume(capsys, monkeypatch):
-    import froq_ray.cli as cli
+    from froq_ray import cli
 
     def interrupted(_args):
         raise KeyboardInterrupt

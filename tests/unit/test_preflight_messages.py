@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,8 @@ from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 
 SECRET = "froq-test-secret-7f3a"
 FAST_S = 15.0  # an unreachable endpoint used to take 19-22 s of retries; the check makes one attempt
+
+pytestmark = pytest.mark.usefixtures("no_ray_started")
 
 
 @pytest.fixture
@@ -34,24 +35,6 @@ def closed_endpoint(monkeypatch) -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@pytest.fixture
-def one_image_dir(tmp_path, lfw_dev_dir) -> Path:
-    src = next((lfw_dev_dir / "images" / "Aaron_Sorkin").glob("*.jpg"))
-    (tmp_path / "in" / "Aaron_Sorkin").mkdir(parents=True)
-    (tmp_path / "in" / "Aaron_Sorkin" / src.name).write_bytes(src.read_bytes())
-    return tmp_path / "in"
-
-
-@pytest.fixture(autouse=True)
-def no_ray_started(monkeypatch):
-    from froq_ray.engine import runner
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("Ray was started although the job should have failed its preflight checks")
-
-    monkeypatch.setattr(runner, "ensure_ray", refuse)
 
 
 def one_line_failure(capsys, *args: str) -> str:
