@@ -579,7 +579,7 @@ def load_config(
     except OSError as exc:
         raise ConfigError([f"cannot read config file: {exc}"], source=str(path)) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {' '.join(str(exc).split())}"], source=str(path)) from None
     if data is None:

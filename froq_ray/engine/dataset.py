@@ -102,7 +102,12 @@ def scoring_dataset(
             stage.fn, fn_kwargs={"cfg": stage.cfg}, batch_size=None, batch_format="numpy", num_cpus=stage.num_cpus
         )
     low, high = scoring.actors
-    ds = ds.map_batches(
+    # Whole blocks (a shard each) on the actors too. Ray's public map_batches refuses batch_size=None with GPUs
+    # (a block could exceed GPU memory); here a block is a shard whose size the user sets, and the actor splits
+    # it into model_batch_size forwards, so the unvalidated entry point Ray Data itself uses for the same reason
+    # (map_groups) is taken. A batch size would cut shards into pieces across blocks.
+    map_whole_blocks = ds.map_batches_internal if scoring.num_gpus else ds.map_batches
+    ds = map_whole_blocks(
         ScoringStage,
         fn_constructor_kwargs={"cfg": scoring},
         batch_size=None,

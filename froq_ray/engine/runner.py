@@ -102,7 +102,8 @@ def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force:
     state = prepare_output(
         out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
     )
-    reuse = out.mode == "resume" and plan_exists(state.fs, state.path)
+    # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
+    reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
     if not reuse:
         ensure_ray(cfg.resources)
     started = time.perf_counter()
@@ -135,7 +136,7 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> Prep
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
-    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards})
+    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards}, inputs.digest)
     if deleted:
         log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
     pending = [s for s in shards if not _done(state.markers, s)]
@@ -153,6 +154,22 @@ def _committed(job: PreparedJob) -> int:
     tasks commit shards before the driver receives their records, so the driver's own count can lag."""
     markers = read_markers(job.state.fs, job.state.path)
     return sum(1 for s in job.pending if _done(markers, s))
+
+
+def _check_headroom(headroom_cpus: float) -> None:
+    """Warn when the CPU headroom leaves Ray Data no CPU on the cluster as it is now (an autoscaling cluster may
+    still grow, so this is a warning, not a refusal)."""
+    if not headroom_cpus:
+        return
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if headroom_cpus >= cpus:
+        log.warning(
+            "resources.headroom_cpus=%g leaves no CPU for the run on the cluster as it is now (%g CPU(s)): it runs "
+            "only once the cluster grows (headroom is what Ray Data leaves free for rebuilding lost blocks)",
+            headroom_cpus, cpus,
+        )
 
 
 def scoring_stage_config(
@@ -218,7 +235,7 @@ def run_shards(
     out_uri = job.state.out_uri
     # the run's metadata beside what the schema carries already (the mode's score kind)
     schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
-    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema, constants)
+    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema, constants, job.inputs.digest)
     read = ReadStageConfig(out_uri, dict(cfg.output.storage_options), decode)
     items = [
         {"shard": s.index, "part": job.ranges[s.index].part, "start": job.ranges[s.index].start,
@@ -226,6 +243,7 @@ def run_shards(
         for s in job.pending
     ]
     ensure_ray(r)
+    _check_headroom(r.headroom_cpus)
     timeout = r.no_progress_timeout_s or no_progress_timeout_s
     progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
     counts: Counter[str] = Counter()

@@ -43,11 +43,16 @@ class WriteStageConfig:
     storage_options: dict[str, Any]
     schema_ipc: bytes
     constants: dict[str, str | None] = field(default_factory=dict)
+    inputs_digest: str = ""
+    """The digest of the run's input listing (:class:`~froq_ray.engine.inputs.InputsPlan`), recorded in every
+    marker: a shard counts as done only for the listing it was made from."""
     num_cpus: float = 0.5
 
     @classmethod
-    def create(cls, out_uri, storage_options, schema: pa.Schema, constants, num_cpus: float = 0.5):
-        return cls(out_uri, dict(storage_options), schema.serialize().to_pybytes(), dict(constants), num_cpus)
+    def create(cls, out_uri, storage_options, schema: pa.Schema, constants, inputs_digest: str, num_cpus=0.5):
+        return cls(
+            out_uri, dict(storage_options), schema.serialize().to_pybytes(), dict(constants), inputs_digest, num_cpus
+        )
 
     @property
     def schema(self) -> pa.Schema:
@@ -79,7 +84,9 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
         started = time.perf_counter()
         shard = Shard(int(sid), start, stop)
         digest = input_digest(pd.DataFrame({"path": part["path"], "identity": part["identity"]}))
-        marker = write_shard(fs, path, shard, _shard_table(part, schema, cfg.constants), digest)
+        marker = write_shard(
+            fs, path, shard, _shard_table(part, schema, cfg.constants), digest, {"inputs_digest": cfg.inputs_digest}
+        )
         seconds = {name: float(np.sum(part[name])) if name in part else 0.0 for name in TIMING_COLUMNS}
         records.append(
             {

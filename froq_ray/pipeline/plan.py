@@ -80,7 +80,10 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
         ),
         (
             f"resources: ray {'local (started by the job)' if not r.ray_address else r.ray_address}; "
-            f"{r.actors} scoring actor(s) x (num_gpus={r.num_gpus_per_actor:g}, num_cpus={r.num_cpus_per_actor:g}); "
+            f"{'..'.join(map(str, sorted(set(r.actor_range))))} scoring actor(s) x "
+            f"(num_gpus={r.num_gpus_per_actor:g}, num_cpus={r.num_cpus_per_actor:g}); "
+            f"headroom_cpus={r.headroom_cpus:g}; no_progress_timeout_s="
+            f"{r.no_progress_timeout_s or mode.default_no_progress_timeout_s:g}; "
             f"decode tasks num_cpus={r.decode_num_cpus:g}; ray batch {r.ray_batch_size}, model batch "
             f"{r.model_batch_size}; device {r.device}"
         ),

@@ -160,6 +160,10 @@ def prepare_output(
             )
     if mode == "overwrite":
         _delete(fs, path, [n for n in names if _owned(n)], [n for n in state_names if _owned_state(n)])
+        inputs_dir = f"{state_dir}/inputs"  # the listing of the run being replaced (engine.inputs.INPUTS_DIR)
+        if fs.exists(inputs_dir):
+            fs.rm(inputs_dir, recursive=True)
+            fs.invalidate_cache(state_dir)
     else:  # leftovers of interrupted writes
         _delete(fs, path, [n for n in names if _TEMP_RE.match(n)], [n for n in state_names if _TEMP_RE.match(n)])
     if mode == "resume":
@@ -256,12 +260,14 @@ def record_input_digest(state: RunState, input_digest: str, force: bool = False)
     write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
 
 
-def discard_stale_shards(state: RunState, bounds: Mapping[int, tuple[int, int]]) -> int:
+def discard_stale_shards(
+    state: RunState, bounds: Mapping[int, tuple[int, int]], inputs_digest: str | None = None
+) -> int:
     """Delete every part and marker that does not belong to this run's shard plan, before it writes.
 
     ``bounds``: shard index -> ``(start, stop)`` rows of the plan. A marker of an index outside the plan or with
-    other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``) or whose part is
-    missing, and a part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
+    other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``), made from another
+    input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
     ``state.markers``. Returns how many files were deleted. Without this, a forced resume under a new shard
     layout would keep old parts beside new ones, and rows would appear twice."""
     fs, path = state.fs, state.path
@@ -270,6 +276,7 @@ def discard_stale_shards(state: RunState, bounds: Mapping[int, tuple[int, int]])
     keep = {
         i: m for i, m in state.markers.items()
         if (m.get("start"), m.get("stop")) == bounds.get(i) and part_name(i) in parts
+        and (inputs_digest is None or m.get("inputs_digest") == inputs_digest)
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
     stale_parts = [n for n in parts if int(PART_RE.match(n).group(1)) not in keep]

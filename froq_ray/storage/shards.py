@@ -89,7 +89,12 @@ def status_counts(table: pa.Table) -> dict[str, int]:
 
 
 def write_shard(
-    fs: fsspec.AbstractFileSystem, out_dir: str, shard: Shard, table: pa.Table, shard_input_digest: str
+    fs: fsspec.AbstractFileSystem,
+    out_dir: str,
+    shard: Shard,
+    table: pa.Table,
+    shard_input_digest: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the shard's Parquet (atomically on local disks), then its marker; returns the marker.
 
@@ -111,6 +116,7 @@ def write_shard(
         "schema_version": SCHEMA_VERSION,
         "file": shard.part_name,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
     }
     write_json_atomic(fs, f"{out_dir}/{shard.marker_path}", marker)
     return marker

@@ -50,7 +50,8 @@ def concat(*batches: dict) -> dict:
 @pytest.fixture
 def cfg(tmp_path):
     schema = annotation_schema(DIM).with_metadata(schema_metadata("d" * 64, "model-x", None))
-    return WriteStageConfig.create(str(tmp_path / "out"), {}, schema, {"model_id": "model-x", "calibration_id": None})
+    constants = {"model_id": "model-x", "calibration_id": None}
+    return WriteStageConfig.create(str(tmp_path / "out"), {}, schema, constants, "p" * 64)
 
 
 def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):
@@ -82,6 +83,7 @@ def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):
     assert (marker["start"], marker["stop"], marker["rows"]) == (5, 8, 3)
     assert marker["input_digest"] == expected_digest
     assert marker["counts"] == {st.CORRUPT: 1, st.OK: 2}
+    assert marker["inputs_digest"] == "p" * 64  # the listing the shard was made from
 
 
 def test_a_retried_task_rewrites_the_same_files(cfg, tmp_path):

@@ -318,3 +318,27 @@ def test_shards_outside_the_plan_are_discarded_before_a_run(out):
     assert [n for n in names if n.startswith("part-")] == ["part-00000.parquet"]
     assert list_names(again.fs, f"{again.path}/_froq") == ["part-00000.done.json", "run.json"]
     assert set(again.markers) == {0}
+
+
+def test_shards_of_another_input_listing_are_discarded(out):
+    """A forced resume lists the input again: shards made from another listing are redone, not kept."""
+    from froq_ray.storage.run_state import discard_stale_shards
+    from froq_ray.storage.shards import Shard, write_shard
+
+    uri, options = out
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    for i, listing in ((0, "old"), (1, "new")):
+        write_shard(state.fs, state.path, Shard(i, i, i + 1), one_row_table(), "d", {"inputs_digest": listing})
+    again = prepare_output(uri, options, "resume", CFG, INP)
+    assert discard_stale_shards(again, {0: (0, 1), 1: (1, 2)}, "new") == 2  # marker and part of shard 0
+    assert set(again.markers) == {1}
+
+
+def test_overwrite_removes_the_earlier_input_listing(out):
+    uri, options = out
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    put(state, "_froq/inputs/plan.json", b"{}")
+    put(state, "_froq/inputs/part-00000-00000.parquet")
+    prepare_output(uri, options, "overwrite", CFG, INP)
+    state.fs.invalidate_cache()
+    assert not state.fs.exists(f"{state.path}/_froq/inputs/plan.json")
