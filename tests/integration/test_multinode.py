@@ -1,7 +1,7 @@
 """Scale-out runs on a real local multi-node Ray cluster (issue 14): a head with 0 CPUs and two 1-CPU worker
 nodes (``ray.cluster_utils.Cluster``, its own temp dir, always shut down). Each job runs in a subprocess driver
 that joins the cluster (``resources.ray_address``), scoring a few hundred real LFW-dev crops (copied under
-distinct names) with a small student network (MobileFaceNet-sized, 112 px) in shards of :data:`SHARD_SIZE`
+distinct names) with a small student network (MobileFaceNet-sized, 224 px) in shards of :data:`SHARD_SIZE`
 rows.
 
 1. a plain run: every input exactly once;
@@ -88,11 +88,12 @@ def inputs(work, lfw_dev_dir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def student(work) -> Path:
-    """A MobileFaceNet-sized student at 112 px (small, but slower than decoding): scoring is the bottleneck, so
-    when a node is removed after the first shard, the scoring actor still holds queued blocks (tasks in flight)
-    and most shards are not yet scored."""
+    """A MobileFaceNet-sized student at 224 px (small, but much slower than decoding and writing): scoring is
+    the bottleneck, so when a node is removed after the first shard, the scoring actor still holds queued
+    blocks (tasks in flight) and most shards are not yet scored. (At 112 px, scoring sometimes finished every
+    shard before the removal; the pool then released its CPU and the run completed instead of stalling.)"""
     torch.manual_seed(0)
-    network = build_student("mobilefacenet_student", 112)
+    network = build_student("mobilefacenet_student", 224)
     save_student_artifact(str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}})
     return work / "student"
 
@@ -235,7 +236,7 @@ def test_the_scoring_node_removed_and_replaced_mid_run(cluster, work, inputs, st
         actor_node = wait_for_actor_node(cluster, proc, log)
         done_at_kill = wait_for_markers(proc, out, 1, log)
         cluster.remove_node(actor_node, allow_graceful=False)
-        assert done_at_kill < n_shards, "the node was removed after the run finished"
+        assert 1 <= done_at_kill <= len(markers(out)) < n_shards, "the node was not removed mid-run"
         cluster.add_node(num_cpus=1)
         code, text = finish(proc, log)
     finally:
@@ -259,12 +260,12 @@ def test_a_node_lost_without_replacement_fails_in_time_and_a_rerun_completes(clu
         (decode_node,) = [n for n in cluster.worker_nodes if n is not actor_node]
         cluster.remove_node(decode_node, allow_graceful=False)
         removed_at = time.monotonic()
+        assert 1 <= done_at_kill <= len(markers(out)) < n_shards, "the node was not removed mid-run"
         code, text = finish(proc, log)
         elapsed = time.monotonic() - removed_at
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert done_at_kill < n_shards, "the node was removed after the run finished"
     assert code == 2, text[-4000:]
     errors = [line for line in text.splitlines() if line.startswith("froq annotate: error:")]
     assert len(errors) == 1 and "resources.no_progress_timeout_s" in errors[0], text[-4000:]
