@@ -64,12 +64,14 @@ def scoring_context(no_progress_timeout_s: float, headroom_cpus: float):
     try:
         yield ctx
     finally:
-        (
-            ctx.execution_no_progress_timeout_s,
-            ctx.execution_options.exclude_resources,
-            ctx.execution_options.preserve_order,
-            ctx.target_max_block_size,
-        ) = before
+        with warnings.catch_warnings():  # restoring exclude_resources warns like setting it
+            warnings.simplefilter("ignore")
+            (
+                ctx.execution_no_progress_timeout_s,
+                ctx.execution_options.exclude_resources,
+                ctx.execution_options.preserve_order,
+                ctx.target_max_block_size,
+            ) = before
 
 
 def no_progress_error(exc: BaseException, timeout_s: float) -> str | None:
