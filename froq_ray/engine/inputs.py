@@ -193,8 +193,7 @@ def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part
     plan_path = posixpath.join(out_path, PLAN_FILE)
     fs.invalidate_cache(inputs_dir)
     if reuse and fs.exists(plan_path):
-        plan = InputsPlan.from_json(read_json(fs, plan_path))
-        plan.reused = True
+        plan = _stored_plan(fs, out_path)
         log.info("inputs: reusing the listing in %s (%d rows in %d part(s), listed from %s)",
                  to_uri(fs, inputs_dir), plan.total_rows, len(plan.parts), plan.uri)
         return plan
@@ -355,6 +354,13 @@ def plan_exists(fs, out_path: str) -> bool:
     return fs.exists(path)
 
 
+def _stored_plan(fs, out_path: str) -> InputsPlan:
+    """The finished listing of an earlier run of this output (:data:`PLAN_FILE`), marked as reused."""
+    plan = InputsPlan.from_json(read_json(fs, posixpath.join(out_path, PLAN_FILE)))
+    plan.reused = True
+    return plan
+
+
 def inputs_from_table(table: pd.DataFrame, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000) -> InputsPlan:
     """Write inputs a job derived on the driver (a ``path``/``identity`` DataFrame, e.g. the distill job's
     self-training copies) as the run's input parts and return their plan; ``reuse=True`` with an existing
@@ -362,9 +368,7 @@ def inputs_from_table(table: pd.DataFrame, fs, out_path: str, *, reuse: bool, pa
     inputs_dir = posixpath.join(out_path, INPUTS_DIR)
     plan_path = posixpath.join(out_path, PLAN_FILE)
     if reuse and plan_exists(fs, out_path):
-        plan = InputsPlan.from_json(read_json(fs, plan_path))
-        plan.reused = True
-        return plan
+        return _stored_plan(fs, out_path)
     if fs.exists(inputs_dir):
         fs.rm(inputs_dir, recursive=True)
     paths = [str(p) for p in table["path"]]
