@@ -1,4 +1,4 @@
-"""Deterministic output shards: the sorted input listing is cut into fixed row ranges, shard ``i`` is written
+"""Deterministic output shards: the run's input parts are cut into row ranges (``engine.inputs``), shard ``i`` is written
 as ``part-{i:05d}.parquet`` and then its completion marker ``_froq/part-{i:05d}.done.json`` (rows, counts by
 status, the shard's input digest). A shard counts as done only when its marker exists; the marker is written
 last.
@@ -70,16 +70,6 @@ def part_name(index: int) -> str:
 def marker_name(index: int) -> str:
     """The marker's name inside :data:`STATE_DIR`."""
     return f"part-{index:05d}.done.json"
-
-
-def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
-    """Consecutive shards of ``shard_size`` rows (the last may be shorter); none for an empty input."""
-    if n_rows < 0 or shard_size < 1:
-        raise ValueError(f"need n_rows >= 0 and shard_size >= 1, got {n_rows}, {shard_size}")
-    return [
-        Shard(index, start, min(start + shard_size, n_rows))
-        for index, start in enumerate(range(0, n_rows, shard_size))
-    ]
 
 
 def status_counts(table: pa.Table) -> dict[str, int]:

@@ -9,24 +9,16 @@ import pytest
 
 from froq_ray.storage.fs import open_fs
 from froq_ray.storage.schema import annotation_schema, to_table
-from froq_ray.storage.shards import Shard, list_names, plan_shards, read_markers, write_shard
+from froq_ray.storage.shards import Shard, list_names, read_markers, write_shard
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 
 
-def test_plan_shards_covers_rows_once():
-    assert plan_shards(0, 10) == []
-    assert plan_shards(10, 10) == [Shard(0, 0, 10)]
-    shards = plan_shards(25, 10)
-    assert shards == [Shard(0, 0, 10), Shard(1, 10, 20), Shard(2, 20, 25)]
-    assert [s.rows for s in shards] == [10, 10, 5]
-    for n, size in [(1, 1), (7, 3), (10_001, 10_000), (99, 1000)]:
-        covered = [i for s in plan_shards(n, size) for i in range(s.start, s.stop)]
-        assert covered == list(range(n))
+def test_shard_file_names_come_from_the_index():
+    # (how rows are cut into shards: tests/unit/test_engine_inputs_ranges.py)
     assert Shard(3, 0, 1).part_name == "part-00003.parquet"
     assert Shard(123456, 0, 1).marker_name == "part-123456.done.json"
     assert Shard(7, 0, 1).marker_path == "_froq/part-00007.done.json"
-    with pytest.raises(ValueError):
-        plan_shards(5, 0)
+    assert Shard(2, 20, 25).rows == 5
 
 
 def small_table(statuses: list[str]):
