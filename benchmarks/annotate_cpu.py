@@ -36,8 +36,19 @@ def symlink_copies(src: Path, dst: Path, copies: int) -> int:
 
 
 def run_once(input_dir: Path, out_dir: Path, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--input", str(input_dir), "--output", str(out_dir),
-           "--mode", "overwrite", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "froq_ray.cli",
+        "annotate",
+        "--input",
+        str(input_dir),
+        "--output",
+        str(out_dir),
+        "--mode",
+        "overwrite",
+        *extra,
+    ]
     started = time.monotonic()
     with open(out_dir.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -74,10 +85,14 @@ def main() -> None:
         n = symlink_copies(Path(args.input), tree, k)
         print(f"x{k}: {n} images ...", flush=True)
         rows.append({"copies": k, **run_once(tree, work / f"out-x{k}", extra)})
-    print(f"\n{'copies':>6} {'images':>8} {'wall s':>8} {'images/s':>9} {'driver MiB':>11} {'job tree MiB':>13}")
+    print(
+        f"\n{'copies':>6} {'images':>8} {'wall s':>8} {'images/s':>9} {'driver MiB':>11} {'job tree MiB':>13}"
+    )
     for r in rows:
-        print(f"{r['copies']:>6} {r['images']:>8} {r['wall_seconds']:>8} {r['images_per_second_streaming']:>9} "
-              f"{r['peak_rss_driver_mib']:>11} {r['peak_rss_job_tree_mib']:>13}")
+        print(
+            f"{r['copies']:>6} {r['images']:>8} {r['wall_seconds']:>8} {r['images_per_second_streaming']:>9} "
+            f"{r['peak_rss_driver_mib']:>11} {r['peak_rss_job_tree_mib']:>13}"
+        )
     info = {"cpu_count": os.cpu_count(), "command": " ".join(sys.argv), "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2) + "\n")

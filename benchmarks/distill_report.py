@@ -51,7 +51,9 @@ def split_frame(teacher: Path, students: dict[str, Path], keep_ids: set[str] | N
         q = ok_rows(folder, ["quality"])["quality"].rename(name)
         missing = df.index.difference(q.index)
         if len(missing):
-            raise SystemExit(f"{folder}: no ok student row for {len(missing)} teacher images, e.g. {missing[0]}")
+            raise SystemExit(
+                f"{folder}: no ok student row for {len(missing)} teacher images, e.g. {missing[0]}"
+            )
         df = df.join(q)
     return df
 
@@ -75,10 +77,14 @@ def student_info(folder: Path) -> dict:
     keep = ("arch", "input_size", "arch_options", "params", "flops", "target", "teacher", "validation")
     info = {k: card[k] for k in keep if k in card}
     data, training = card.get("data", {}), card.get("training", {})
-    info["summary"] = {"train_rows": data.get("train_rows"), "validation_rows": data.get("validation_rows"),
-                       "epochs": training.get("epochs_completed"), "lr": training.get("lr"),
-                       "loss": training.get("loss"),
-                       "validation_spearman": round(card.get("validation", {}).get("spearman", float("nan")), 4)}
+    info["summary"] = {
+        "train_rows": data.get("train_rows"),
+        "validation_rows": data.get("validation_rows"),
+        "epochs": training.get("epochs_completed"),
+        "lr": training.get("lr"),
+        "loss": training.get("loss"),
+        "validation_spearman": round(card.get("validation", {}).get("spearman", float("nan")), 4),
+    }
     return info
 
 
@@ -86,7 +92,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lfw", default="../shared/data/lfw-dev")
     ap.add_argument("--root", default=".bench/distill", help="distill_lfw.sh output root")
-    ap.add_argument("--students", default="tiny_cnn-64,mobilefacenet_student-64,mobilefacenet_student-64-energy,mobilefacenet_student-112-energy")
+    ap.add_argument(
+        "--students",
+        default="tiny_cnn-64,mobilefacenet_student-64,mobilefacenet_student-64-energy,mobilefacenet_student-112-energy",
+    )
     ap.add_argument("--docs", default="docs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -97,16 +106,24 @@ def main() -> None:
     tables = {}
     for split in SPLITS:
         teacher = root / f"teacher-{split}"
-        df = split_frame(teacher, {n: root / n / f"ann-{split}" for n in names},
-                         eval_ids if split == "clean" else None)
+        df = split_frame(
+            teacher, {n: root / n / f"ann-{split}" for n in names}, eval_ids if split == "clean" else None
+        )
         png = docs / f"edc-distill-lfw45-{split}.png"
-        table = evaluate(df, names, png, f"EDC, LFW-dev folds 4-5 ({split}), MobileFaceNet, FMR 1e-3", args.seed)
+        table = evaluate(
+            df, names, png, f"EDC, LFW-dev folds 4-5 ({split}), MobileFaceNet, FMR 1e-3", args.seed
+        )
         tables[split] = table
-        report["splits"][split] = {"images": len(df), "identities": int(df["identity"].nunique()),
-                                   "table": json.loads(table.to_json(orient="records"))}
+        report["splits"][split] = {
+            "images": len(df),
+            "identities": int(df["identity"].nunique()),
+            "table": json.loads(table.to_json(orient="records")),
+        }
         print(f"\n{split}: {len(df)} images\n{edc_markdown_table(table, columns=COLUMNS)}")
     (docs / "results").mkdir(parents=True, exist_ok=True)
-    (docs / "results" / "accuracy_distill.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (docs / "results" / "accuracy_distill.json").write_text(
+        json.dumps(report, indent=2, default=float) + "\n"
+    )
     write_markdown(docs / "accuracy-distill.md", report, tables)
 
 
@@ -125,9 +142,11 @@ def meets_accuracy_target(table: pd.DataFrame, name: str) -> bool:
 def targets(table: pd.DataFrame, name: str) -> str:
     spearman = table.set_index("method").loc[name, "spearman"]
     gap = pauc_gaps(table, name)
-    return (f"`{name}`: Spearman {spearman:.3f} (target >= 0.90), pAUC gap to the teacher "
-            f"{gap[0]:+.3f} @0.2 / {gap[1]:+.3f} @0.3 (target within 0.02): "
-            f"{'met' if meets_accuracy_target(table, name) else 'NOT met'}")
+    return (
+        f"`{name}`: Spearman {spearman:.3f} (target >= 0.90), pAUC gap to the teacher "
+        f"{gap[0]:+.3f} @0.2 / {gap[1]:+.3f} @0.3 (target within 0.02): "
+        f"{'met' if meets_accuracy_target(table, name) else 'NOT met'}"
+    )
 
 
 def read_cost(cost_json: Path) -> dict | None:
@@ -144,37 +163,64 @@ def both_targets(table: pd.DataFrame, students: dict, cost: dict | None) -> list
         for name in students:
             if row["model"].endswith(f"({name})"):
                 speed[name] = row["speedup_vs_teacher_froq"]
-    lines = ["Accuracy and cost together (speed from the cost table below, target >= 10x the teacher FROQ for the "
-             "smallest student):", ""]
+    lines = [
+        "Accuracy and cost together (speed from the cost table below, target >= 10x the teacher FROQ for the "
+        "smallest student):",
+        "",
+    ]
     for name in students:
         accurate = meets_accuracy_target(table, name)
         fast = speed.get(name)
-        lines.append(f"- `{name}`: accuracy target {'met' if accurate else 'not met'}; CPU speed "
-                     f"{'not measured' if fast is None else f'{fast}x the teacher FROQ'}")
+        lines.append(
+            f"- `{name}`: accuracy target {'met' if accurate else 'not met'}; CPU speed "
+            f"{'not measured' if fast is None else f'{fast}x the teacher FROQ'}"
+        )
     return [*lines, ""]
 
 
 def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> None:
     cost = read_cost(path.parent / "results" / "student_cost.json")
-    lines = ["# Distilled students on LFW-dev (teacher: FROQ, MobileFaceNet)", "",
-             "Generated by `benchmarks/distill_report.py` from the outputs of `benchmarks/distill_lfw.sh`.", "",
-             ("Teacher: FROQ with MobileFaceNet and `docs/results/mobilefacenet-lfw-folds123-sample300.calibration.json` "
-             "(300 images of the folds 1-3 identities). Students trained on the folds 1-3 images (2,320) plus one "
-             "teacher-labelled degraded copy of each (self-training, all six kinds), identity-disjoint 80/20 split; "
-             "evaluated on folds 4-5 (never seen), clean and the degraded copy of the FROQ core report."), ""]
+    lines = [
+        "# Distilled students on LFW-dev (teacher: FROQ, MobileFaceNet)",
+        "",
+        "Generated by `benchmarks/distill_report.py` from the outputs of `benchmarks/distill_lfw.sh`.",
+        "",
+        (
+            "Teacher: FROQ with MobileFaceNet and `docs/results/mobilefacenet-lfw-folds123-sample300.calibration.json` "
+            "(300 images of the folds 1-3 identities). Students trained on the folds 1-3 images (2,320) plus one "
+            "teacher-labelled degraded copy of each (self-training, all six kinds), identity-disjoint 80/20 split; "
+            "evaluated on folds 4-5 (never seen), clean and the degraded copy of the FROQ core report."
+        ),
+        "",
+    ]
     for name, info in report["students"].items():
-        options = {k: (Path(v).name if k == "init_weights" else v) for k, v in info.get("arch_options", {}).items()}
-        lines.append(f"- `{name}`: {info.get('arch')} at {info.get('input_size')} px, options `{json.dumps(options)}`, "
-                     f"{info.get('params', 0):,} "
-                     f"params, {info.get('flops', 0) / 1e6:,.1f} MFLOPs/image; card: "
-                     f"`{json.dumps(info['summary'])}`")
-    lines += ["", ("Spearman / Pearson: with the teacher's quality on the same images. FNMR(0) at FMR 1e-3 (threshold "
-              "fixed before discarding), pAUC normalised (1.0 = random, lower is better), recognition by the "
-              "teacher's MobileFaceNet embeddings."), ""]
+        options = {
+            k: (Path(v).name if k == "init_weights" else v) for k, v in info.get("arch_options", {}).items()
+        }
+        lines.append(
+            f"- `{name}`: {info.get('arch')} at {info.get('input_size')} px, options `{json.dumps(options)}`, "
+            f"{info.get('params', 0):,} "
+            f"params, {info.get('flops', 0) / 1e6:,.1f} MFLOPs/image; card: "
+            f"`{json.dumps(info['summary'])}`"
+        )
+    lines += [
+        "",
+        (
+            "Spearman / Pearson: with the teacher's quality on the same images. FNMR(0) at FMR 1e-3 (threshold "
+            "fixed before discarding), pAUC normalised (1.0 = random, lower is better), recognition by the "
+            "teacher's MobileFaceNet embeddings."
+        ),
+        "",
+    ]
     for split, table in tables.items():
         info = report["splits"][split]
-        lines += [f"## Folds 4-5, {split} ({info['images']} images, {info['identities']} identities)", "",
-                  edc_markdown_table(table, columns=COLUMNS), f"EDC: `edc-distill-lfw45-{split}.png`.", ""]
+        lines += [
+            f"## Folds 4-5, {split} ({info['images']} images, {info['identities']} identities)",
+            "",
+            edc_markdown_table(table, columns=COLUMNS),
+            f"EDC: `edc-distill-lfw45-{split}.png`.",
+            "",
+        ]
         if split == "degraded":
             lines += [f"- {targets(table, n)}" for n in report["students"]] + [""]
             lines += both_targets(table, report["students"], cost)
@@ -186,14 +232,23 @@ def cost_lines(cost: dict | None) -> list[str]:
     """The cost table of benchmarks/student_cost.py, when it has been run."""
     if cost is None:
         return ["Cost table: not measured (run `benchmarks/student_cost.py`).", ""]
-    lines = ["## Cost (CPU)", "",
-             (f"`benchmarks/student_cost.py` ({cost['threads']} torch threads, batch {cost['batch']}, best of "
-             f"{cost['rounds']} round-robin rounds, uint8 112 px crops in; load average at the end "
-             f"{cost['machine']['loadavg_at_end'][0]:.2f}):"), "",
-             "| model | params | MFLOPs/image | CPU images/s | x teacher FROQ | x pseudo-label teacher |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['model']} | {r['params']:,} | {r['mflops_per_image']:,} | {r['cpu_images_per_s']:,} | "
-              f"{r['speedup_vs_teacher_froq']} | {r['speedup_vs_pseudo_label']} |" for r in cost["rows"]]
+    lines = [
+        "## Cost (CPU)",
+        "",
+        (
+            f"`benchmarks/student_cost.py` ({cost['threads']} torch threads, batch {cost['batch']}, best of "
+            f"{cost['rounds']} round-robin rounds, uint8 112 px crops in; load average at the end "
+            f"{cost['machine']['loadavg_at_end'][0]:.2f}):"
+        ),
+        "",
+        "| model | params | MFLOPs/image | CPU images/s | x teacher FROQ | x pseudo-label teacher |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['model']} | {r['params']:,} | {r['mflops_per_image']:,} | {r['cpu_images_per_s']:,} | "
+        f"{r['speedup_vs_teacher_froq']} | {r['speedup_vs_pseudo_label']} |"
+        for r in cost["rows"]
+    ]
     return [*lines, "", "GPU: not measured (no GPU was lent to this task).", ""]
 
 

@@ -53,13 +53,23 @@ TARGET_GROWTH = 0.20
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
-                        help="input rows per run (default: 10000 100000 1000000)")
-    parser.add_argument("--crops", type=int, default=8,
-                        help="real LFW-dev crops the inputs link to (default 8; raised to keep each crop under "
-                             f"{LINKS_PER_CROP:,} links)")
-    parser.add_argument("--shard-size", type=int, default=None,
-                        help="output.shard_size (default: the config default)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000, 1_000_000],
+        help="input rows per run (default: 10000 100000 1000000)",
+    )
+    parser.add_argument(
+        "--crops",
+        type=int,
+        default=8,
+        help="real LFW-dev crops the inputs link to (default 8; raised to keep each crop under "
+        f"{LINKS_PER_CROP:,} links)",
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=None, help="output.shard_size (default: the config default)"
+    )
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (default 2)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
     parser.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "driver_cost.json")
@@ -108,7 +118,9 @@ def make_student(folder: Path) -> Path:
 
     torch.manual_seed(0)
     network = build_student("tiny_cnn", 32, {"width": 4})
-    save_student_artifact(str(folder), network, {"target_column": "quality", "teacher": {"model_id": "bench@0"}})
+    save_student_artifact(
+        str(folder), network, {"target_column": "quality", "teacher": {"model_id": "bench@0"}}
+    )
     return folder
 
 
@@ -120,8 +132,13 @@ def job_config(manifest: Path, out: Path, student: Path, address: str, shard_siz
         "job": "annotate",
         "input": {"uri": str(manifest)},
         "scoring": {"mode": "student", "student_artifact": str(student)},
-        "resources": {"ray_address": address, "actors": 1, "num_cpus_per_actor": 1, "decode_num_cpus": 0.5,
-                      "model_batch_size": 512},
+        "resources": {
+            "ray_address": address,
+            "actors": 1,
+            "num_cpus_per_actor": 1,
+            "decode_num_cpus": 0.5,
+            "model_batch_size": 512,
+        },
         "output": output,
     }
 
@@ -205,17 +222,25 @@ def main(argv: list[str] | None = None) -> int:
             prep_s = time.perf_counter() - made
             out = work / f"out-{size}"
             config = work / f"job-{size}.yaml"
-            config.write_text(yaml.safe_dump(job_config(manifest, out, student, cluster.address, args.shard_size)))
+            config.write_text(
+                yaml.safe_dump(job_config(manifest, out, student, cluster.address, args.shard_size))
+            )
             print(f"{size:>9,} rows: inputs ready in {prep_s:.1f} s; running the driver ...", flush=True)
             row = {"rows": size, **run_driver(config, work / f"driver-{size}.log")}
             row["rows_written"], row["rows_in_parts"] = output_rows(out)
             row["shards"] = len(list(out.glob("part-*.parquet")))
             row["rows_per_s"] = round(size / row["wall_s"], 1)
             results.append(row)
-            print(f"{size:>9,} rows: exit {row['exit_code']}, driver peak RSS {row['driver_peak_rss_mib']} MiB, "
-                  f"driver CPU {row['driver_cpu_s']} s, wall {row['wall_s']} s", flush=True)
+            print(
+                f"{size:>9,} rows: exit {row['exit_code']}, driver peak RSS {row['driver_peak_rss_mib']} MiB, "
+                f"driver CPU {row['driver_cpu_s']} s, wall {row['wall_s']} s",
+                flush=True,
+            )
             if row["exit_code"] != 0 or row["rows_written"] != size or row["rows_in_parts"] != size:
-                print(f"run of {size} rows failed or is incomplete; see {work / f'driver-{size}.log'}", flush=True)
+                print(
+                    f"run of {size} rows failed or is incomplete; see {work / f'driver-{size}.log'}",
+                    flush=True,
+                )
                 break
             shutil.rmtree(out)
     finally:
@@ -225,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     report = summary(results, args, n_crops)
     print(table(results))
     if report["peak_rss_growth"] is not None:
-        print(f"driver peak RSS growth {report['smallest_rows']:,} -> {report['largest_rows']:,} rows: "
-              f"{100 * report['peak_rss_growth']:+.1f}% (target < {100 * TARGET_GROWTH:.0f}%)")
+        print(
+            f"driver peak RSS growth {report['smallest_rows']:,} -> {report['largest_rows']:,} rows: "
+            f"{100 * report['peak_rss_growth']:+.1f}% (target < {100 * TARGET_GROWTH:.0f}%)"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
@@ -240,7 +267,9 @@ def summary(results: list[dict], args: argparse.Namespace, n_crops: int) -> dict
         growth = round(ok[-1]["driver_peak_rss_mib"] / ok[0]["driver_peak_rss_mib"] - 1.0, 4)
     return {
         "benchmark": "driver_cost",
-        "what": ("peak RSS (VmHWM) and CPU seconds (rusage) of the froq annotate driver process, per input size"),
+        "what": (
+            "peak RSS (VmHWM) and CPU seconds (rusage) of the froq annotate driver process, per input size"
+        ),
         "target": f"driver peak RSS grows < {100 * TARGET_GROWTH:.0f}% from the smallest to the largest size",
         "smallest_rows": ok[0]["rows"] if ok else None,
         "largest_rows": ok[-1]["rows"] if ok else None,
@@ -250,9 +279,18 @@ def summary(results: list[dict], args: argparse.Namespace, n_crops: int) -> dict
             "inputs": f"Parquet manifest of N distinct hard links to {n_crops} real LFW-dev crops (112 px JPEG)",
             "model": "student tiny_cnn, 32 px, width 4 (scoring.mode=student)",
             "cluster": f"local ray.cluster_utils.Cluster, one node with {args.cpus} CPUs, joined by the driver",
-            "resources": {"actors": 1, "num_cpus_per_actor": 1, "decode_num_cpus": 0.5, "model_batch_size": 512},
+            "resources": {
+                "actors": 1,
+                "num_cpus_per_actor": 1,
+                "decode_num_cpus": 0.5,
+                "model_batch_size": 512,
+            },
             "shard_size": args.shard_size or "config default",
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
         },
         "runs": results,
     }

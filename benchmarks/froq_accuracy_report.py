@@ -35,7 +35,15 @@ from froq_ray.quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_arti
 from froq_ray.quality.perturbations import PerturbationSettings
 from froq_ray.quality.scorer import FroqScorer
 
-METHODS = ("FROQ", "pseudo-label (teacher)", "pl_flip", "pl_noise", "pl_occlusion", "embedding norm", "random")
+METHODS = (
+    "FROQ",
+    "pseudo-label (teacher)",
+    "pl_flip",
+    "pl_noise",
+    "pl_occlusion",
+    "embedding norm",
+    "random",
+)
 MODEL = ("mobilefacenet", "../shared/models/mobilefacenet/mobilefacenet.pt")
 
 
@@ -56,18 +64,29 @@ def select_layers(model, full_artifact, calib: pd.DataFrame, layers: list[str], 
     """Re-select on ``calib``; ``layers``/``calls`` from ``calibration_layers(model)``: the layer_norms columns are
     in network order (what `froq calibrate` observed), the artifact's keys sorted."""
     assert set(layers) == set(full_artifact.candidate_layers), "the calibrate run observed other layers"
-    observations = {NORMS_KEY: np.stack(calib[NORMS_KEY].to_numpy()).astype(np.float32),
-                    PSEUDO_LABEL_KEY: calib[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
+    observations = {
+        NORMS_KEY: np.stack(calib[NORMS_KEY].to_numpy()).astype(np.float32),
+        PSEUDO_LABEL_KEY: calib[PSEUDO_LABEL_KEY].to_numpy(np.float32),
+    }
     digest = CalibrationSetDigest()
     digest.add_ids(calib["path"])
     settings = PerturbationSettings.from_dict(full_artifact.settings["perturbations"])
-    return build_artifact(model, layers, observations, settings, full_artifact.settings["top_n"], digest.result(),
-                          full_artifact.precision, calls)
+    return build_artifact(
+        model,
+        layers,
+        observations,
+        settings,
+        full_artifact.settings["top_n"],
+        digest.result(),
+        full_artifact.precision,
+        calls,
+    )
 
 
 def degraded_split(clean_eval: pd.DataFrame, degraded: pd.DataFrame) -> pd.DataFrame:
     """The folds 4-5 images of the degraded copy: the degraded ones from their own run, the untouched half (byte-
     identical to the clean originals, so the same observations) from the clean run."""
+
     def relpath(paths: pd.Series) -> pd.Series:
         return paths.map(lambda p: f"{Path(p).parent.name}/{Path(p).name}")
 
@@ -75,7 +94,9 @@ def degraded_split(clean_eval: pd.DataFrame, degraded: pd.DataFrame) -> pd.DataF
     untouched = clean_eval[~relpath(clean_eval["path"]).isin(changed)]
     both = pd.concat([untouched, degraded], ignore_index=True)
     both["_rel"] = relpath(both["path"])
-    assert len(both) == len(clean_eval) and both["_rel"].is_unique, "degraded run does not match the clean split"
+    assert len(both) == len(clean_eval) and both["_rel"].is_unique, (
+        "degraded run does not match the clean split"
+    )
     return both.sort_values("_rel", kind="mergesort").drop(columns="_rel").reset_index(drop=True)
 
 
@@ -86,8 +107,9 @@ def froq_from_norms(df: pd.DataFrame, artifact, layers: list[str]) -> np.ndarray
     return norms[:, index].mean(axis=1)
 
 
-def evaluate_split(name: str, df: pd.DataFrame, model, artifact, layers: list[str], out_png: Path, seed: int
-                   ) -> tuple[pd.DataFrame, dict]:
+def evaluate_split(
+    name: str, df: pd.DataFrame, model, artifact, layers: list[str], out_png: Path, seed: int
+) -> tuple[pd.DataFrame, dict]:
     crops = load_crops_strict(list(df["path"]))
     emb = embed_crops(model, crops)
     froq = froq_from_norms(df, artifact, layers)
@@ -106,8 +128,11 @@ def evaluate_split(name: str, df: pd.DataFrame, model, artifact, layers: list[st
     plot_edc(curves, out_png, title=f"EDC, MobileFaceNet, LFW-dev folds 4-5 ({name}), FMR 1e-3")
     table = results_table(curves)
     spearman_teacher = pd.Series(froq).corr(pd.Series(qualities["pseudo-label (teacher)"]), method="spearman")
-    return table, {"images": len(df), "identities": int(df["identity"].nunique()),
-                   "spearman_froq_vs_teacher": float(spearman_teacher)}
+    return table, {
+        "images": len(df),
+        "identities": int(df["identity"].nunique()),
+        "spearman_froq_vs_teacher": float(spearman_teacher),
+    }
 
 
 def main() -> None:
@@ -115,8 +140,11 @@ def main() -> None:
     ap.add_argument("--lfw", default="../shared/data/lfw-dev")
     ap.add_argument("--clean", default=".bench/cal-mfn-lfw-all", help="froq calibrate output on all LFW-dev")
     ap.add_argument("--degraded", default=".bench/cal-mfn-lfw45-degraded", help="... on degraded folds 4-5")
-    ap.add_argument("--time-file", default=".bench/cal-mfn-lfw-all.time",
-                    help="/usr/bin/time -v output of the full LFW-dev calibration run")
+    ap.add_argument(
+        "--time-file",
+        default=".bench/cal-mfn-lfw-all.time",
+        help="/usr/bin/time -v output of the full LFW-dev calibration run",
+    )
     ap.add_argument("--docs", default="docs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -132,22 +160,34 @@ def main() -> None:
     (docs / "results").mkdir(parents=True, exist_ok=True)
     artifact.save(docs / "results" / "mobilefacenet-lfw-folds123.calibration.json")
     clean_eval = clean[clean["identity"].isin(eval_ids)].reset_index(drop=True)
-    splits = {"clean": clean_eval, "degraded": degraded_split(clean_eval, read_observations(Path(args.degraded)))}
+    splits = {
+        "clean": clean_eval,
+        "degraded": degraded_split(clean_eval, read_observations(Path(args.degraded))),
+    }
     results, tables = {}, {}
     for name, df in splits.items():
-        table, info = evaluate_split(name, df, model, artifact, layers, docs / f"edc-froq-lfw45-{name}.png",
-                                     args.seed)
+        table, info = evaluate_split(
+            name, df, model, artifact, layers, docs / f"edc-froq-lfw45-{name}.png", args.seed
+        )
         tables[name] = table
         results[name] = {**info, "table": json.loads(table.to_json(orient="records"))}
         print(f"\n{name}: {info}\n{edc_markdown_table(table)}")
     report = {
         "model": model.model_id,
-        "calibration": {"images": len(calib), "identities": int(calib["identity"].nunique()),
-                        "selected_layers": artifact.selected_layers, "best_rho": artifact.best_rho,
-                        "calibration_id": artifact.calibration_id,
-                        "greedy_curve": artifact.greedy_curve},
-        "full_lfw_calibration": {"images": full.calibration_set.size, "selected_layers": full.selected_layers,
-                                 "best_rho": full.best_rho, "calibration_id": full.calibration_id},
+        "calibration": {
+            "images": len(calib),
+            "identities": int(calib["identity"].nunique()),
+            "selected_layers": artifact.selected_layers,
+            "best_rho": artifact.best_rho,
+            "calibration_id": artifact.calibration_id,
+            "greedy_curve": artifact.greedy_curve,
+        },
+        "full_lfw_calibration": {
+            "images": full.calibration_set.size,
+            "selected_layers": full.selected_layers,
+            "best_rho": full.best_rho,
+            "calibration_id": full.calibration_id,
+        },
         "full_lfw_calibration_run": read_time_file(Path(args.time_file)),
         "splits": results,
         "seconds": round(time.time() - started, 1),
@@ -158,8 +198,11 @@ def main() -> None:
 
 def read_time_file(path: Path) -> dict:
     """Wall time and peak RSS of the `froq calibrate` driver from GNU time's -v report."""
-    fields = {"Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall", "Maximum resident set size (kbytes)": "rss_kb",
-              "Exit status": "exit_status"}
+    fields = {
+        "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
+        "Maximum resident set size (kbytes)": "rss_kb",
+        "Exit status": "exit_status",
+    }
     out = {}
     for line in path.read_text().splitlines():
         key, _, value = line.strip().rpartition(": ")
@@ -176,34 +219,51 @@ def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) ->
         "",
         "Generated by `benchmarks/froq_accuracy_report.py` from the outputs of `benchmarks/calibrate_lfw.sh`.",
         "",
-        (f"- Model: `{report['model']}`. Calibration: {cal['images']} images of the {cal['identities']} identities of "
-        f"LFW-dev folds 1-3 (reference perturbation settings: flip, K=10 noise masks at alpha 1e-3, 14 px occlusion "
-        f"grid; top-n 10). Selected layers: `{'`, `'.join(cal['selected_layers'])}`, Spearman "
-        f"{cal['best_rho']:.4f} with the pseudo-labels (calibration id `{cal['calibration_id']}`)."),
-        ("- Evaluation: all images of the folds 4-5 identities; every same-identity pair genuine, every "
-        "cross-identity pair impostor; FMR 1e-3 threshold fixed on all pairs before discarding; pAUC normalised by "
-        "L x FNMR(0), step integration on the 0.05 grid (1.0 = no better than random; lower is better)."),
-        ("- Degraded split: the same images after `benchmarks/make_degraded.py --seed 0 --fraction 0.5` (downscale, "
-        "blur, JPEG, noise, exposure on a seeded half; the untouched half is byte-identical to the clean images, so "
-        "their observations come from the clean run)."),
+        (
+            f"- Model: `{report['model']}`. Calibration: {cal['images']} images of the {cal['identities']} identities of "
+            f"LFW-dev folds 1-3 (reference perturbation settings: flip, K=10 noise masks at alpha 1e-3, 14 px occlusion "
+            f"grid; top-n 10). Selected layers: `{'`, `'.join(cal['selected_layers'])}`, Spearman "
+            f"{cal['best_rho']:.4f} with the pseudo-labels (calibration id `{cal['calibration_id']}`)."
+        ),
+        (
+            "- Evaluation: all images of the folds 4-5 identities; every same-identity pair genuine, every "
+            "cross-identity pair impostor; FMR 1e-3 threshold fixed on all pairs before discarding; pAUC normalised by "
+            "L x FNMR(0), step integration on the 0.05 grid (1.0 = no better than random; lower is better)."
+        ),
+        (
+            "- Degraded split: the same images after `benchmarks/make_degraded.py --seed 0 --fraction 0.5` (downscale, "
+            "blur, JPEG, noise, exposure on a seeded half; the untouched half is byte-identical to the clean images, so "
+            "their observations come from the clean run)."
+        ),
         "",
     ]
     run, full = report["full_lfw_calibration_run"], report["full_lfw_calibration"]
     lines += [
-        (f"- Calibration on all {full['images']:,} LFW-dev images (`benchmarks/calibrate_lfw.sh mobilefacenet`, "
-         f"76 forward passes per image, on the 2-core box while other jobs shared it): **{run.get('wall', '?')} wall**, exit status "
-         f"{run.get('exit_status', '?')}, driver peak RSS {int(run.get('rss_kb', 0)) / 1024:.0f} MiB; selected "
-         f"`{'`, `'.join(full['selected_layers'])}` (Spearman {full['best_rho']:.4f}). The per-image observations of "
-         "that run are what this report re-selects on (folds 1-3 rows) and evaluates (folds 4-5 rows)."),
+        (
+            f"- Calibration on all {full['images']:,} LFW-dev images (`benchmarks/calibrate_lfw.sh mobilefacenet`, "
+            f"76 forward passes per image, on the 2-core box while other jobs shared it): **{run.get('wall', '?')} wall**, exit status "
+            f"{run.get('exit_status', '?')}, driver peak RSS {int(run.get('rss_kb', 0)) / 1024:.0f} MiB; selected "
+            f"`{'`, `'.join(full['selected_layers'])}` (Spearman {full['best_rho']:.4f}). The per-image observations of "
+            "that run are what this report re-selects on (folds 1-3 rows) and evaluates (folds 4-5 rows)."
+        ),
         "",
     ]
     for name, table in tables.items():
         info = report["splits"][name]
-        lines += [(f"## Folds 4-5, {name} ({info['images']} images, {info['identities']} identities; "
-                  f"FNMR at FMR 1e-3 before discarding: {table['fnmr0'].iloc[0]:.4f})"), "",
-                  edc_markdown_table(table, columns=[c for c in cols if c in table.columns]), "",
-                  (f"Spearman(FROQ, teacher) = {info['spearman_froq_vs_teacher']:.4f}. "
-                  f"EDC: `edc-froq-lfw45-{name}.png`."), ""]
+        lines += [
+            (
+                f"## Folds 4-5, {name} ({info['images']} images, {info['identities']} identities; "
+                f"FNMR at FMR 1e-3 before discarding: {table['fnmr0'].iloc[0]:.4f})"
+            ),
+            "",
+            edc_markdown_table(table, columns=[c for c in cols if c in table.columns]),
+            "",
+            (
+                f"Spearman(FROQ, teacher) = {info['spearman_froq_vs_teacher']:.4f}. "
+                f"EDC: `edc-froq-lfw45-{name}.png`."
+            ),
+            "",
+        ]
     lines += ["## Findings", ""] + [f"- {line}" for line in findings(tables, cal)] + [""]
     path.write_text("\n".join(lines) + "\n")
 
@@ -213,24 +273,43 @@ def findings(tables: dict[str, pd.DataFrame], cal: dict) -> list[str]:
     out = []
     for name, table in tables.items():
         t = table.set_index("method")
-        froq, teacher, rand, norm = (t.loc[m] for m in ("FROQ", "pseudo-label (teacher)", "random", "embedding norm"))
+        froq, teacher, rand, norm = (
+            t.loc[m] for m in ("FROQ", "pseudo-label (teacher)", "random", "embedding norm")
+        )
         cols = ("pauc@0.2", "pauc@0.3")
         pair = " / ".join(f"{froq[c]:.3f}" for c in cols)
-        out.append(f"{name}: FROQ pAUC {pair} vs random " + " / ".join(f"{rand[c]:.3f}" for c in cols)
-                   + " and vs its pseudo-label teacher " + " / ".join(f"{teacher[c]:.3f}" for c in cols)
-                   + (": at least as good as the teacher at both limits." if all(froq[c] <= teacher[c] for c in cols)
-                      else ": WORSE than the teacher at some limit."))
+        out.append(
+            f"{name}: FROQ pAUC {pair} vs random "
+            + " / ".join(f"{rand[c]:.3f}" for c in cols)
+            + " and vs its pseudo-label teacher "
+            + " / ".join(f"{teacher[c]:.3f}" for c in cols)
+            + (
+                ": at least as good as the teacher at both limits."
+                if all(froq[c] <= teacher[c] for c in cols)
+                else ": WORSE than the teacher at some limit."
+            )
+        )
         if any(norm[c] < froq[c] for c in cols):
-            out.append(f"{name}: the raw embedding norm (" + " / ".join(f"{norm[c]:.3f}" for c in cols)
-                       + ") beats FROQ at " + " and ".join(c for c in cols if norm[c] < froq[c]) + ".")
-    if any(t.set_index("method").loc["embedding norm", "pauc@0.2"] < t.set_index("method").loc["FROQ", "pauc@0.2"]
-           for t in tables.values()):
-        out.append("Why the embedding norm can beat FROQ here: the calibration picks the layer set whose mean norm best "
-                   f"ranks images like the pseudo-labels (Spearman {cal['best_rho']:.3f} on folds 1-3), so FROQ "
-                   "inherits its teacher's target and sits near it. For this MobileFaceNet the embedding norm (the "
-                   "`bn` output, one of the selected layers) is itself a better verification-utility ranking than the "
-                   "pseudo-label on LFW-dev, and averaging it with earlier layers' norms moves FROQ towards the teacher. "
-                   "FROQ is built to approximate the perturbation teacher at 1/76 of its cost, which it does.")
+            out.append(
+                f"{name}: the raw embedding norm ("
+                + " / ".join(f"{norm[c]:.3f}" for c in cols)
+                + ") beats FROQ at "
+                + " and ".join(c for c in cols if norm[c] < froq[c])
+                + "."
+            )
+    if any(
+        t.set_index("method").loc["embedding norm", "pauc@0.2"]
+        < t.set_index("method").loc["FROQ", "pauc@0.2"]
+        for t in tables.values()
+    ):
+        out.append(
+            "Why the embedding norm can beat FROQ here: the calibration picks the layer set whose mean norm best "
+            f"ranks images like the pseudo-labels (Spearman {cal['best_rho']:.3f} on folds 1-3), so FROQ "
+            "inherits its teacher's target and sits near it. For this MobileFaceNet the embedding norm (the "
+            "`bn` output, one of the selected layers) is itself a better verification-utility ranking than the "
+            "pseudo-label on LFW-dev, and averaging it with earlier layers' norms moves FROQ towards the teacher. "
+            "FROQ is built to approximate the perturbation teacher at 1/76 of its cost, which it does."
+        )
     return out
 
 

@@ -32,7 +32,10 @@ from froq_ray.models.inference import embed_crops
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 DEFAULT_DATA = SHARED / "data" / "lfw-dev"
-DEFAULT_MODELS = ["dlib_resnet_v1", f"mobilefacenet={SHARED / 'models' / 'mobilefacenet' / 'mobilefacenet.pt'}"]
+DEFAULT_MODELS = [
+    "dlib_resnet_v1",
+    f"mobilefacenet={SHARED / 'models' / 'mobilefacenet' / 'mobilefacenet.pt'}",
+]
 DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "lfw_verification.json"
 DLIB_MODEL = "dlib_resnet_v1"
 DLIB_DISTANCE_THRESHOLD = 0.6
@@ -41,8 +44,13 @@ TARGETS = {"dlib_resnet_v1": 0.985, "mobilefacenet": 0.992}  # issue 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", dest="models", metavar="NAME[=WEIGHTS]",
-                   help="a zoo model, repeatable (default: dlib_resnet_v1 and MobileFaceNet)")
+    p.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME[=WEIGHTS]",
+        help="a zoo model, repeatable (default: dlib_resnet_v1 and MobileFaceNet)",
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with pairs.txt and images/")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--batch-size", type=int, default=64)
@@ -70,7 +78,12 @@ def cosine_per_pair(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def evaluate_model(
-    spec: str, crops: np.ndarray, a: np.ndarray, b: np.ndarray, genuine: np.ndarray, folds: np.ndarray,
+    spec: str,
+    crops: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    genuine: np.ndarray,
+    folds: np.ndarray,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     name, weights = split_model_spec(spec)
@@ -91,8 +104,11 @@ def evaluate_model(
     if name == DLIB_MODEL:
         distance = np.linalg.norm(emb[a].astype(np.float64) - emb[b].astype(np.float64), axis=1)
         fixed = fixed_threshold_accuracy(-distance, genuine, folds, -DLIB_DISTANCE_THRESHOLD)
-        result["euclidean_fixed_0.6"] = {**fixed.to_dict(), "per_fold_threshold": None,
-                                         "rule": "raw descriptors, distance <= 0.6 is the same person"}
+        result["euclidean_fixed_0.6"] = {
+            **fixed.to_dict(),
+            "per_fold_threshold": None,
+            "rule": "raw descriptors, distance <= 0.6 is the same person",
+        }
     if name in TARGETS:
         result["target_mean_acc"] = TARGETS[name]
         result["meets_target"] = result["cosine_kfold"]["mean_acc"] >= TARGETS[name]
@@ -100,8 +116,9 @@ def evaluate_model(
 
 
 def _fmt(res: dict[str, Any]) -> str:
-    return (f"{100 * res['mean_acc']:.2f}% | {100 * res['std_acc']:.2f}% | "
-            + " ".join(f"{100 * x:.2f}" for x in res["per_fold_acc"]))
+    return f"{100 * res['mean_acc']:.2f}% | {100 * res['std_acc']:.2f}% | " + " ".join(
+        f"{100 * x:.2f}" for x in res["per_fold_acc"]
+    )
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -121,12 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     genuine, folds = pairs["genuine"].to_numpy(), pairs["fold"].to_numpy()
     start = time.perf_counter()
     crops = load_crops_strict(paths)
-    print(f"{len(pairs)} pairs, {len(paths)} images decoded in {time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"{len(pairs)} pairs, {len(paths)} images decoded in {time.perf_counter() - start:.1f} s", flush=True
+    )
     results = []
     for spec in args.models or DEFAULT_MODELS:
         results.append(evaluate_model(spec, crops, a, b, genuine, folds, args))
-        print(f"{results[-1]['model']}: {results[-1]['cosine_kfold']['mean_acc']:.4f} "
-              f"({results[-1]['embed_seconds']} s to embed)", flush=True)
+        print(
+            f"{results[-1]['model']}: {results[-1]['cosine_kfold']['mean_acc']:.4f} "
+            f"({results[-1]['embed_seconds']} s to embed)",
+            flush=True,
+        )
     print(format_table(results))
     report = {
         "benchmark": "lfw_verification",
@@ -135,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         "n_images": len(paths),
         "n_folds": int(np.unique(folds).size),
         "protocol": "cosine similarity; per fold, the threshold maximising accuracy on the other folds "
-                    "(midpoints between distinct scores); std is the population std over folds",
-        "environment": {"torch": torch.__version__, "threads": args.threads, "device": args.device,
-                        "python": platform.python_version()},
+        "(midpoints between distinct scores); std is the population std over folds",
+        "environment": {
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "device": args.device,
+            "python": platform.python_version(),
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "listing_scale.json"
 BUCKET = "listing-bench"
 METHODS = ("list_inputs", "materialize_inputs")
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def storage_options(endpoint: str) -> dict[str, Any]:
-    return {"endpoint_url": endpoint, "key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "secret": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "endpoint_url": endpoint,
+        "key": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "secret": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 def rss_bytes() -> int:
@@ -91,10 +98,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         from froq_ray.engine.inputs import materialize_inputs
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
 
         def call() -> int:
             return materialize_inputs(cfg, warm, f"{BUCKET}/out", reuse=False).total_rows
+
     rss0 = rss_bytes()
     if args.trace:
         tracemalloc.start()
@@ -106,8 +116,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["heap_peak_bytes"] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     else:
-        result.update(wall_s=wall, driver_cpu_s=cpu,
-                      peak_rss_delta_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0)
+        result.update(
+            wall_s=wall,
+            driver_cpu_s=cpu,
+            peak_rss_delta_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0,
+        )
     return result
 
 
@@ -149,10 +162,25 @@ def object_keys(n: int, prefixes: int) -> list[str]:
 
 def start_moto(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen, float]:
     """The populated moto server process and the seconds it took to populate."""
-    cmd = [sys.executable, "-m", "benchmarks.listing_scale", "--serve", str(port), "--n", str(args.n),
-           "--prefixes", str(args.prefixes)]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.listing_scale",
+        "--serve",
+        str(port),
+        "--n",
+        str(args.n),
+        "--prefixes",
+        str(args.prefixes),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line.startswith("ready"):
         proc.kill()
@@ -162,9 +190,19 @@ def start_moto(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen, f
 
 def run_child(method: str, endpoint: str, trace: bool) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.listing_scale", "--method", method, "--endpoint", endpoint]
-    env = {**os.environ, **CREDENTIALS, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run(cmd + (["--trace"] if trace else []), cwd=REPO_ROOT, env=env, check=True,
-                          stdout=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    done = subprocess.run(
+        cmd + (["--trace"] if trace else []),
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -217,14 +255,20 @@ def main(argv: list[str] | None = None) -> int:
         "populate_s": put_s,
         "results": results,
         "summary": summary,
-        "machine": {"cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0], "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_1m_at_end": os.getloadavg()[0],
+            "python": platform.python_version(),
+        },
         "notes": "moto server in its own process on 127.0.0.1; each method in a fresh child process; heap = "
-                 "tracemalloc peak in a second run (times from the untraced run); materialize_inputs on a local "
-                 "Ray with num_cpus=2 writing parts to s3://listing-bench/out/_froq/inputs.",
+        "tracemalloc peak in a second run (times from the untraced run); materialize_inputs on a local "
+        "Ray with num_cpus=2 writing parts to s3://listing-bench/out/_froq/inputs.",
     }
     print(table(results, args.n))
-    print(f"new/today: wall {summary['wall_ratio_new_over_today']:.2f}x, "
-          f"driver heap {summary['heap_ratio_new_over_today']:.1%}")
+    print(
+        f"new/today: wall {summary['wall_ratio_new_over_today']:.2f}x, "
+        f"driver heap {summary['heap_ratio_new_over_today']:.1%}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

@@ -65,15 +65,22 @@ def students(specs: list[str], artifacts: list[str], crops: torch.Tensor) -> lis
     for uri in artifacts:
         student = load_student_artifact(uri)
         folder = Path(uri.rstrip("/"))
-        label = folder.parent.name if folder.name == "artifact" else folder.name  # distill_lfw.sh: <run>/artifact
-        rows.append(student_row(f"student {student.arch}@{student.network.input_size} ({label})",
-                                student.network, crops))
+        label = (
+            folder.parent.name if folder.name == "artifact" else folder.name
+        )  # distill_lfw.sh: <run>/artifact
+        rows.append(
+            student_row(
+                f"student {student.arch}@{student.network.input_size} ({label})", student.network, crops
+            )
+        )
     for spec in specs:
         arch, size, *opts = spec.split(":")
         options = dict(o.split("=", 1) for o in opts)
         options = {k: int(v) if v.isdigit() else v for k, v in options.items()}
         torch.manual_seed(0)
-        rows.append(student_row(f"student {arch}@{size} (untrained)", build_student(arch, int(size), options), crops))
+        rows.append(
+            student_row(f"student {arch}@{size} (untrained)", build_student(arch, int(size), options), crops)
+        )
     return rows
 
 
@@ -89,17 +96,28 @@ def teacher_rows(crops: torch.Tensor, pl_images: int) -> list[Row]:
     copies = labeler.copies_per_image((3, 112, 112))
     pl_batch = crops[:pl_images]
     return [
-        Row("teacher FROQ (MobileFaceNet, quality + embedding)", sum(p.numel() for p in model.network.parameters()),
-            mfn_flops, lambda b: scorer.score(b.numpy()), crops),
-        Row(f"pseudo-label teacher ({copies} perturbed passes + 1)",
-            sum(p.numel() for p in model.network.parameters()), mfn_flops * (copies + 1),
-            lambda b: labeler(network_input(b, transform, torch.device("cpu"))), pl_batch),
+        Row(
+            "teacher FROQ (MobileFaceNet, quality + embedding)",
+            sum(p.numel() for p in model.network.parameters()),
+            mfn_flops,
+            lambda b: scorer.score(b.numpy()),
+            crops,
+        ),
+        Row(
+            f"pseudo-label teacher ({copies} perturbed passes + 1)",
+            sum(p.numel() for p in model.network.parameters()),
+            mfn_flops * (copies + 1),
+            lambda b: labeler(network_input(b, transform, torch.device("cpu"))),
+            pl_batch,
+        ),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", action="append", default=[], help="arch:input_size[:opt=value...], untrained")
+    ap.add_argument(
+        "--student", action="append", default=[], help="arch:input_size[:opt=value...], untrained"
+    )
     ap.add_argument("--artifact", action="append", default=[], help="a trained student artifact folder")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--pl-images", type=int, default=4, help="images per pseudo-label timing call")
@@ -109,25 +127,46 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results/student_cost.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (args.batch, 112, 112, 3), dtype=np.uint8))
+    crops = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (args.batch, 112, 112, 3), dtype=np.uint8)
+    )
     rows = students(args.student, args.artifact, crops) + teacher_rows(crops, args.pl_images)
     for _ in range(args.rounds):
         for row in rows:
             row.best = max(row.best, cpu_images_per_second(row.run, row.batch, min_seconds=args.seconds))
     froq = next(r for r in rows if r.name.startswith("teacher FROQ"))
     pl = next(r for r in rows if r.name.startswith("pseudo-label"))
-    table = [{"model": r.name, "params": r.params, "mflops_per_image": round(r.flops / 1e6, 1),
-              "cpu_images_per_s": round(r.best, 1), "speedup_vs_teacher_froq": round(r.best / froq.best, 2),
-              "speedup_vs_pseudo_label": round(r.best / pl.best, 1)} for r in rows]
+    table = [
+        {
+            "model": r.name,
+            "params": r.params,
+            "mflops_per_image": round(r.flops / 1e6, 1),
+            "cpu_images_per_s": round(r.best, 1),
+            "speedup_vs_teacher_froq": round(r.best / froq.best, 2),
+            "speedup_vs_pseudo_label": round(r.best / pl.best, 1),
+        }
+        for r in rows
+    ]
     print("| model | params | MFLOPs/image | CPU images/s | x teacher FROQ | x pseudo-label teacher |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for t in table:
-        print(f"| {t['model']} | {t['params']:,} | {t['mflops_per_image']:,} | {t['cpu_images_per_s']:,} | "
-              f"{t['speedup_vs_teacher_froq']} | {t['speedup_vs_pseudo_label']} |")
-    report = {"rows": table, "batch": args.batch, "threads": args.threads, "rounds": args.rounds,
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                          "loadavg_at_end": list(os.getloadavg())},
-              "torch": torch.__version__, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        print(
+            f"| {t['model']} | {t['params']:,} | {t['mflops_per_image']:,} | {t['cpu_images_per_s']:,} | "
+            f"{t['speedup_vs_teacher_froq']} | {t['speedup_vs_pseudo_label']} |"
+        )
+    report = {
+        "rows": table,
+        "batch": args.batch,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor(),
+            "loadavg_at_end": list(os.getloadavg()),
+        },
+        "torch": torch.__version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

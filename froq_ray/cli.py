@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--annotations", dest="filter_annotations", help="filter.annotations: an annotate output folder"
     )
-    p = sub.add_parser("distill", help="train a small student on annotations (+ self-training) -> student artifact")
+    p = sub.add_parser(
+        "distill", help="train a small student on annotations (+ self-training) -> student artifact"
+    )
     _add_job_args(p, with_input=False)
     p.add_argument(
         "--annotations", dest="distill_annotations", help="distill.annotations: an annotate output folder"

@@ -50,9 +50,38 @@ BUILTIN = "builtin"
 # .psd (layered), which Pillow opens too but which are not face images. .heic/.heif need the pillow-heif
 # plugin: kept only where Pillow registers them.
 IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif",
-    ".avif", ".avifs", ".heic", ".heif", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi", ".pcx", ".sgi", ".rgb", ".ras",
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".apng",
+    ".webp",
+    ".bmp",
+    ".dib",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".avif",
+    ".avifs",
+    ".heic",
+    ".heif",
+    ".jp2",
+    ".j2k",
+    ".j2c",
+    ".jpc",
+    ".jpf",
+    ".jpx",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+    ".tga",
+    ".qoi",
+    ".pcx",
+    ".sgi",
+    ".rgb",
+    ".ras",
 )
 
 
@@ -226,10 +255,14 @@ class ResourcesConfig(Section):
         """A count, or ``[min, max]``: anything else is one clear error (not pydantic's per-union-member lines)."""
         pair = isinstance(value, (list, tuple)) and len(value) == 2
         items = list(value) if pair else [value]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items) or min(items) < 1 or (
-            pair and items[1] < items[0]
+        if (
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in items)
+            or min(items) < 1
+            or (pair and items[1] < items[0])
         ):
-            raise ValueError(f"must be a count >= 1 or a range [min, max] with 1 <= min <= max (got {value!r})")
+            raise ValueError(
+                f"must be a count >= 1 or a range [min, max] with 1 <= min <= max (got {value!r})"
+            )
         return tuple(items) if pair else value
 
     @property
@@ -423,7 +456,9 @@ class SelfTrainingConfig(Section):
     @model_validator(mode="after")
     def _enough_kinds(self) -> SelfTrainingConfig:
         if self.kinds_per_copy > len(self.kinds):
-            raise ValueError(f"kinds_per_copy={self.kinds_per_copy} exceeds the {len(self.kinds)} kind(s) listed")
+            raise ValueError(
+                f"kinds_per_copy={self.kinds_per_copy} exceeds the {len(self.kinds)} kind(s) listed"
+            )
         return self
 
 
@@ -483,7 +518,9 @@ class CalibrateJob(ModelJobBase):
     @model_validator(mode="after")
     def _calibrates_an_fr_model(self) -> CalibrateJob:
         if self.scoring.mode == "student":
-            raise ValueError("scoring.mode=student: calibration observes a face-recognition model, not a student")
+            raise ValueError(
+                "scoring.mode=student: calibration observes a face-recognition model, not a student"
+            )
         return self
 
 
@@ -553,8 +590,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}; "
-                    f"first on line {seen[key] + 1})", key_node.start_mark,
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1}; "
+                    f"first on line {seen[key] + 1})",
+                    key_node.start_mark,
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -687,7 +727,9 @@ def _override_value(key: str, raw: str, job_class: type[BaseModel] | None) -> An
     try:
         return yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{key}: override value {raw!r} is not valid YAML: {' '.join(str(exc).split())}"]) from None
+        raise ConfigError(
+            [f"{key}: override value {raw!r} is not valid YAML: {' '.join(str(exc).split())}"]
+        ) from None
 
 
 def _field_kind(cls: type[BaseModel], parts: list[str]) -> str:
@@ -841,7 +883,9 @@ def config_digest(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> str
     in what the config only names, e.g. ``{"weights_sha256": ..., "calibration_id": ...}``, so that new
     weights or a new built-in artifact behind the same config also refuse a resume.
     """
-    canonical = json.dumps(digest_payload(cfg, extra), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    canonical = json.dumps(
+        digest_payload(cfg, extra), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -4,7 +4,9 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir, when froq_ray is not installed
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # the working dir, when froq_ray is not installed
 
 from froq_ray.bench.command import main
 

@@ -49,7 +49,9 @@ def ray_cluster():
     """A real local Ray cluster (not local_mode) with a fixed CPU count, shared by the integration tests."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     try:
         yield ray
     finally:

@@ -53,7 +53,9 @@ class TinyFR(nn.Module):
         self.block = TinyBlock(width)
         self.down = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(2)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * 4, embedding_size), nn.BatchNorm1d(embedding_size))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(width * 4, embedding_size), nn.BatchNorm1d(embedding_size)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.down(self.block(self.stem(x)))))
@@ -126,8 +128,16 @@ def random_crops(count: int, size: int = 16, seed: int = 0) -> np.ndarray:
     """(count, size, size, 3) uint8 crops with some structure (a per-image gradient plus noise)."""
     generator = torch.Generator().manual_seed(seed)
     ramp = torch.linspace(0, 1, size)
-    base = (ramp[None, :, None, None] * ramp[None, None, :, None]) * 255 * torch.rand(count, 1, 1, 3, generator=generator)
-    noise = torch.rand(count, size, size, 3, generator=generator) * 255 * torch.rand(count, 1, 1, 1, generator=generator)
+    base = (
+        (ramp[None, :, None, None] * ramp[None, None, :, None])
+        * 255
+        * torch.rand(count, 1, 1, 3, generator=generator)
+    )
+    noise = (
+        torch.rand(count, size, size, 3, generator=generator)
+        * 255
+        * torch.rand(count, 1, 1, 1, generator=generator)
+    )
     return (0.5 * base + 0.5 * noise).clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -144,8 +154,15 @@ def manual_activations(network: TinyFR, x: torch.Tensor) -> dict[str, list[torch
         return value
 
     def bn(module: nn.Module, value: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(value, module.running_mean, module.running_var, module.weight, module.bias,
-                            training=False, eps=module.eps)
+        return F.batch_norm(
+            value,
+            module.running_mean,
+            module.running_var,
+            module.weight,
+            module.bias,
+            training=False,
+            eps=module.eps,
+        )
 
     with torch.no_grad():
         stem, block, down, head = network.stem, network.block, network.down, network.head

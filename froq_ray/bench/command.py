@@ -28,16 +28,28 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--arch", default="adaface_ir101", help="registry model name (default adaface_ir101)")
-    ap.add_argument("--weights", help="weights file; default: seeded random weights when the model needs a file")
+    ap.add_argument(
+        "--weights", help="weights file; default: seeded random weights when the model needs a file"
+    )
     ap.add_argument("--n", type=int, default=2000, help="JPEG crops to generate and score")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                    help="froq_ray path precision; auto = bf16 on CUDA, fp32 on CPU (the reference loop is fp32)")
-    ap.add_argument("--reference-workers", type=_ints, help="comma list of DataLoader workers (default 0,<cores>)")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="froq_ray path precision; auto = bf16 on CUDA, fp32 on CPU (the reference loop is fp32)",
+    )
+    ap.add_argument(
+        "--reference-workers", type=_ints, help="comma list of DataLoader workers (default 0,<cores>)"
+    )
     ap.add_argument("--ray-batch-size", type=int)
-    ap.add_argument("--model-batch-size", type=int, help="images per forward (default 512 on CUDA, 64 on CPU)")
+    ap.add_argument(
+        "--model-batch-size", type=int, help="images per forward (default 512 on CUDA, 64 on CPU)"
+    )
     ap.add_argument("--pl-n", type=int, help="images for the pseudo-label phase (default n/8, 16..4096)")
-    ap.add_argument("--artifact", help="calibration artifact for the model (default: built-in or a quick one)")
+    ap.add_argument(
+        "--artifact", help="calibration artifact for the model (default: built-in or a quick one)"
+    )
     ap.add_argument("--source-dir", help="re-encode real crops from this folder instead of synthetic faces")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="add a torch.compile scorer variant")

@@ -79,7 +79,9 @@ def synthetic_face(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
         image[_ellipse(y, x, eye_y - 0.065, ex, 0.012, 0.08)] = rng.uniform(20, 80, size=3)  # brow
     nose = (np.abs(x - cx) < 0.025) & (y > eye_y) & (y < cy + 0.12)
     image[nose] *= 0.85
-    image[_ellipse(y, x, cy + 0.22, cx, 0.03, rng.uniform(0.08, 0.13))] = rng.uniform([120, 30, 30], [190, 80, 80])
+    image[_ellipse(y, x, cy + 0.22, cx, 0.03, rng.uniform(0.08, 0.13))] = rng.uniform(
+        [120, 30, 30], [190, 80, 80]
+    )
     image += rng.normal(0, rng.uniform(3, 6), size=(size, size, 3))  # sensor noise and skin texture
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
@@ -104,7 +106,9 @@ def crop_path(root: Path, index: int) -> Path:
 
 def list_sources(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in SOURCE_EXTENSIONS and p.is_file())
+    files = sorted(
+        p for p in Path(folder).rglob("*") if p.suffix.lower() in SOURCE_EXTENSIONS and p.is_file()
+    )
     if not files:
         raise FileNotFoundError(f"no source images (*{', *'.join(SOURCE_EXTENSIONS)}) under {folder}")
     return files

@@ -80,7 +80,9 @@ def annotate_config(
         "resources": resources.config(),
         # one shard = one Ray block from read to write: the benchmark's block size is its shard size
         "output": {
-            "uri": str(output_dir), "mode": "overwrite", "progress_interval_s": 10.0,
+            "uri": str(output_dir),
+            "mode": "overwrite",
+            "progress_interval_s": 10.0,
             "shard_size": resources.ray_batch_size,
         },
     }

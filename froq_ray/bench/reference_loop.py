@@ -75,7 +75,8 @@ class CloningHooks:
         self.layers = list(layers)
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = [
-            module.register_forward_hook(self._hook(name)) for name, module in resolve_layers(network, layers).items()
+            module.register_forward_hook(self._hook(name))
+            for name, module in resolve_layers(network, layers).items()
         ]
 
     def _hook(self, name: str):

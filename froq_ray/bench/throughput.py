@@ -99,7 +99,9 @@ def hardware() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+        info.update(
+            gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda
+        )
     return info
 
 
@@ -136,7 +138,9 @@ def prepare_artifact(
     started = time.perf_counter()
     artifact = quick_artifact(model, crops[:QUICK_CALIBRATION_IMAGES], device)
     path = artifact.save(work / "calibration.json")
-    log.info("quick calibration in %.1f s: layers %s", time.perf_counter() - started, artifact.selected_layers)
+    log.info(
+        "quick calibration in %.1f s: layers %s", time.perf_counter() - started, artifact.selected_layers
+    )
     return artifact, str(path), f"quick calibration on {QUICK_CALIBRATION_IMAGES} crops (timing only)"
 
 
@@ -151,7 +155,9 @@ def run_reference_phases(
 ) -> list[dict[str, Any]]:
     rows = []
     for workers in s.reference_workers or [0, s.num_cpus]:
-        run_reference_loop(crop_set.paths[:REFERENCE_BATCH_SIZE], model.network, model.contract, layers, device)
+        run_reference_loop(
+            crop_set.paths[:REFERENCE_BATCH_SIZE], model.network, model.contract, layers, device
+        )
         with ResourceMonitor() as monitor:
             result: LoopResult = run_reference_loop(
                 crop_set.paths, model.network, model.contract, layers, device, num_workers=workers
@@ -189,24 +195,41 @@ def run_scorer_phases(
 
 
 def run_ray_phases(
-    s: BenchSettings, crop_set: CropSet, weights: str | None, artifact_path: str, resources: RayResources, work: Path
+    s: BenchSettings,
+    crop_set: CropSet,
+    weights: str | None,
+    artifact_path: str,
+    resources: RayResources,
+    work: Path,
 ) -> list[AnnotatePhase]:
     if all(p in s.skip for p in ("annotate", "quality_only", "pseudo_label")):
         return []
     start_ray(resources)
     precision = s.resolved_precision()
     phases = []
-    common: dict[str, Any] = {"model_name": s.arch, "weights": weights, "artifact": artifact_path, "resources": resources}
+    common: dict[str, Any] = {
+        "model_name": s.arch,
+        "weights": weights,
+        "artifact": artifact_path,
+        "resources": resources,
+    }
     if "annotate" not in s.skip:
         cfg = annotate_config(crop_set.root, work / "out-froq", precision=precision, **common)
         phases.append(run_phase("annotate", cfg))
     if "quality_only" not in s.skip:
-        cfg = annotate_config(crop_set.root, work / "out-quality-only", precision=precision, quality_only=True, **common)
+        cfg = annotate_config(
+            crop_set.root, work / "out-quality-only", precision=precision, quality_only=True, **common
+        )
         phases.append(run_phase("quality_only", cfg))
     if "pseudo_label" not in s.skip:
         pl_n = s.pl_n or int(min(4096, max(16, s.n // 8)))
         cfg = annotate_config(
-            crop_set.root, work / "out-pseudo-label", mode="pseudo_label", precision=precision, limit=pl_n, **common
+            crop_set.root,
+            work / "out-pseudo-label",
+            mode="pseudo_label",
+            precision=precision,
+            limit=pl_n,
+            **common,
         )
         phases.append(run_phase("pseudo_label", cfg))
     for phase in phases:
@@ -226,7 +249,9 @@ def headline(reference: list[dict[str, Any]], phases: list[AnnotatePhase]) -> di
             out[f"ratio_annotate_vs_reference_{r['num_workers']}_workers"] = round(ratio, 3)
     quality_only = by_name.get("quality_only")
     if annotate and quality_only:
-        out["quality_only_gain_end_to_end"] = round(quality_only.images_per_second / annotate.images_per_second, 3)
+        out["quality_only_gain_end_to_end"] = round(
+            quality_only.images_per_second / annotate.images_per_second, 3
+        )
     return out
 
 
@@ -244,14 +269,19 @@ def table(result: dict[str, Any]) -> str:
             f"{('n/a' if device_mib is None else f'{device_mib:.0f}'):>11}"
         )
 
-    lines.append(f"{'decode (read + PIL decode, 1 core)':<56} {result['decode']['images']:>7} "
-                 f"{result['decode']['images_per_second']:>10.1f}")
+    lines.append(
+        f"{'decode (read + PIL decode, 1 core)':<56} {result['decode']['images']:>7} "
+        f"{result['decode']['images_per_second']:>10.1f}"
+    )
     for r in result["reference"]:
         row(f"(a) reference loop, {r['num_workers']} workers, fp32", r["images"], r["images_per_second"], r)
     for r in result["scorer"]:
         row(f"scorer only (no Ray) {r['variant']}", r["images"], r["images_per_second"], r)
-    labels = {"annotate": "(b) Ray annotate -> Parquet", "quality_only": "(d) Ray quality-only -> Parquet",
-              "pseudo_label": "(c) Ray pseudo-label -> Parquet"}
+    labels = {
+        "annotate": "(b) Ray annotate -> Parquet",
+        "quality_only": "(d) Ray quality-only -> Parquet",
+        "pseudo_label": "(c) Ray pseudo-label -> Parquet",
+    }
     for p in result["ray"]:
         row(f"{labels[p['phase']]}, {p['scoring']['precision']}", p["images"], p["images_per_second"], p)
     for key, value in result["headline"].items():
@@ -279,24 +309,36 @@ def run_benchmark(s: BenchSettings) -> dict[str, Any]:
         resources = replace(resources, ray_batch_size=default_ray_batch_size(s.n, resources.decode_slots))
     work = Path(s.work_dir) if s.work_dir else Path(tempfile.mkdtemp(prefix="froq-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"settings": {**asdict(s), "device": device, "precision": s.resolved_precision()},
-                              "hardware": hardware(), "ray_resources": resources.config()}
+    result: dict[str, Any] = {
+        "settings": {**asdict(s), "device": device, "precision": s.resolved_precision()},
+        "hardware": hardware(),
+        "ray_resources": resources.config(),
+    }
     try:
         started = time.perf_counter()
         crop_set = write_crops(work / "crops", s.n, s.seed, s.source_dir, workers=s.num_cpus)
         result["crops"] = {**crop_set.summary(), "write_seconds": round(time.perf_counter() - started, 2)}
         model, weights = prepare_model(s, work)
         crops, decode = decode_files(crop_set.paths, 112)
-        result["decode"] = {"images": decode.images, "seconds": round(decode.seconds, 3),
-                            "images_per_second": round(decode.images_per_second, 1)}
+        result["decode"] = {
+            "images": decode.images,
+            "seconds": round(decode.seconds, 3),
+            "images_per_second": round(decode.images_per_second, 1),
+        }
         artifact, artifact_path, artifact_source = prepare_artifact(s, model, crops, work, device)
         result["model"] = {"model_id": model.model_id, "weights": weights or "built-in"}
         result["calibration"] = {"source": artifact_source, "selected_layers": artifact.selected_layers}
-        reference = [] if "reference" in s.skip else run_reference_phases(
-            s, crop_set, model, artifact.selected_layers, device)
+        reference = (
+            []
+            if "reference" in s.skip
+            else run_reference_phases(s, crop_set, model, artifact.selected_layers, device)
+        )
         result["reference"] = reference
-        scorer, agreement = ([], {}) if "scorer" in s.skip else run_scorer_phases(
-            s, model, artifact, crops, device, model_batch_size)
+        scorer, agreement = (
+            ([], {})
+            if "scorer" in s.skip
+            else run_scorer_phases(s, model, artifact, crops, device, model_batch_size)
+        )
         result["scorer"] = [r.to_dict() for r in scorer]
         result["spearman_vs_fp32"] = {k: round(v, 6) for k, v in agreement.items()}
         release_device_memory(model)

@@ -84,7 +84,6 @@ class CentreSums:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.sums / norms).astype(dtype)
 
-
     def table(self) -> CentreTable:
         """What scoring needs, in half the memory of the float64 sums: float32 unit directions, |sum|, n."""
         norms = np.linalg.norm(self.sums, axis=1)

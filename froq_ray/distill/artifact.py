@@ -46,7 +46,14 @@ ONNX_FILE = "student.onnx"
 SOURCE_SIZE = 112
 OUTPUT = {"name": "quality", "direction": "higher_is_better", "units": "teacher"}
 REQUIRED_CARD_KEYS = (
-    "format", "schema_version", "arch", "input_size", "arch_options", "input_contract", "output", "weights",
+    "format",
+    "schema_version",
+    "arch",
+    "input_size",
+    "arch_options",
+    "input_contract",
+    "output",
+    "weights",
 )
 CHECK_SEED = 0
 CHECK_BATCH = 4
@@ -84,7 +91,9 @@ def _check_samples(network: StudentNetwork, samples: torch.Tensor | None) -> tor
     return torch.randn(CHECK_BATCH, 3, size, size, generator=generator)
 
 
-def _write_files(folder: str, network: StudentNetwork, samples: torch.Tensor, tolerance: float) -> dict[str, Any]:
+def _write_files(
+    folder: str, network: StudentNetwork, samples: torch.Tensor, tolerance: float
+) -> dict[str, Any]:
     """Write weights and ONNX into the local ``folder``; return the card's file entries."""
     state = {name: t.detach().cpu().contiguous() for name, t in network.state_dict().items()}
     weights_path = os.path.join(folder, WEIGHTS_FILE)
@@ -98,8 +107,12 @@ def _write_files(folder: str, network: StudentNetwork, samples: torch.Tensor, to
         )
     return {
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(weights_path)},
-        "onnx": {"file": ONNX_FILE, "sha256": sha256_file(onnx_path), "opset": ONNX_OPSET,
-                 "max_abs_diff_vs_pytorch": diff},
+        "onnx": {
+            "file": ONNX_FILE,
+            "sha256": sha256_file(onnx_path),
+            "opset": ONNX_OPSET,
+            "max_abs_diff_vs_pytorch": diff,
+        },
     }
 
 
@@ -112,7 +125,11 @@ def build_card(network: StudentNetwork, card: dict[str, Any], files: dict[str, A
         "arch": network.arch,
         "input_size": network.input_size,
         "arch_options": dict(network.options),
-        "input_contract": {**contract, "source_size": SOURCE_SIZE, "input": "uint8 RGB ArcFace-aligned crops"},
+        "input_contract": {
+            **contract,
+            "source_size": SOURCE_SIZE,
+            "input": "uint8 RGB ArcFace-aligned crops",
+        },
         "output": dict(OUTPUT),
         "params": count_params(network),
         "flops": count_flops(network, network.input_size, batch=1),
@@ -209,7 +226,9 @@ def _read_card(fs: Any, card_path: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StudentArtifactError(f"{where}: the student card is not valid JSON: {exc}") from exc
     if not isinstance(card, dict):
-        raise StudentArtifactError(f"{where}: a student card must be a JSON object, got {type(card).__name__}")
+        raise StudentArtifactError(
+            f"{where}: a student card must be a JSON object, got {type(card).__name__}"
+        )
     if card.get("format") != FORMAT:
         hint = " (this is a FROQ calibration artifact)" if card.get("schema") == "froq-calibration" else ""
         raise StudentArtifactError(
@@ -224,10 +243,16 @@ def _read_card(fs: Any, card_path: str) -> dict[str, Any]:
     if missing:
         raise StudentArtifactError(f"{where}: student card lacks {', '.join(missing)}")
     weights = card["weights"]
-    if not (isinstance(weights, dict) and isinstance(weights.get("file"), str) and isinstance(weights.get("sha256"), str)):
+    if not (
+        isinstance(weights, dict)
+        and isinstance(weights.get("file"), str)
+        and isinstance(weights.get("sha256"), str)
+    ):
         raise StudentArtifactError(f"{where}: card field 'weights' must hold 'file' and 'sha256' strings")
     if posixpath.basename(weights["file"]) != weights["file"] or weights["file"] in ("", ".", ".."):
-        raise StudentArtifactError(f"{where}: weights file must be a plain name inside the artifact, got {weights['file']!r}")
+        raise StudentArtifactError(
+            f"{where}: weights file must be a plain name inside the artifact, got {weights['file']!r}"
+        )
     if not isinstance(card["arch_options"], dict):
         raise StudentArtifactError(f"{where}: card field 'arch_options' must be an object")
     return card
@@ -241,7 +266,11 @@ def _build_network(card: dict[str, Any], where: str) -> StudentNetwork:
         raise StudentArtifactError(f"{where}: cannot rebuild the student: {exc}") from exc
     network.options = dict(card["arch_options"])
     expected = network.contract.to_dict()
-    recorded = {k: card["input_contract"].get(k) for k in expected} if isinstance(card["input_contract"], dict) else None
+    recorded = (
+        {k: card["input_contract"].get(k) for k in expected}
+        if isinstance(card["input_contract"], dict)
+        else None
+    )
     if recorded != json.loads(json.dumps(expected)):
         raise StudentArtifactError(
             f"{where}: the card's input_contract {card['input_contract']!r} is not the contract of a "

@@ -32,11 +32,18 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.regression not in REGRESSION_KINDS:
-            raise ValueError(f"loss.regression must be one of {list(REGRESSION_KINDS)}, got {self.regression!r}")
+            raise ValueError(
+                f"loss.regression must be one of {list(REGRESSION_KINDS)}, got {self.regression!r}"
+            )
         if self.rank not in RANK_KINDS:
             raise ValueError(f"loss.rank must be one of {list(RANK_KINDS)}, got {self.rank!r}")
         weight = self.rank_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
             raise ValueError(f"loss.rank_weight must be a finite number >= 0, got {weight!r}")
 
     @classmethod

@@ -44,8 +44,13 @@ def student_quality(model: LoadedModel, device: str, batch_size: int, memory_for
     return student_runner(model.network, model.input_transform(), device, batch_size, memory_format)
 
 
-def student_runner(network: torch.nn.Module, transform: torch.nn.Module, device: str, batch_size: int,
-                   memory_format: str = "auto"):
+def student_runner(
+    network: torch.nn.Module,
+    transform: torch.nn.Module,
+    device: str,
+    batch_size: int,
+    memory_format: str = "auto",
+):
     """:func:`student_quality` for a bare network and its input transform (the cost benchmark's entry).
 
     ``memory_format`` as for the teacher (``scoring.memory_format``): ``auto`` runs channels_last when a check

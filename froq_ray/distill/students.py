@@ -52,7 +52,11 @@ DOWNSAMPLINGS = 4  # both archs halve the resolution four times: 112 -> 7, 64 ->
 def student_contract(input_size: int) -> InputContract:
     """How crops enter a student: RGB, ImageNet mean/std, ArcFace alignment, ``input_size`` square."""
     return InputContract(
-        size=int(input_size), channel_order="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, alignment="arcface112"
+        size=int(input_size),
+        channel_order="RGB",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        alignment="arcface112",
     )
 
 
@@ -89,7 +93,9 @@ class StudentNetwork(nn.Module):
         """Set the de-standardisation: ``forward = forward_standardised * std + mean``."""
         mean, std = float(mean), float(std)
         if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
-            raise ValueError(f"target scale needs a finite mean and a finite std > 0, got mean={mean}, std={std}")
+            raise ValueError(
+                f"target scale needs a finite mean and a finite std > 0, got mean={mean}, std={std}"
+            )
         with torch.no_grad():
             self.target_mean.fill_(mean)
             self.target_std.fill_(std)
@@ -146,7 +152,9 @@ class MobileFaceNetStudent(StudentNetwork):
         if self.energy:
             inputs += len(features) + 4  # conv1, dw_conv, every block, conv2, the pooled vector
             self.energy_norm = nn.BatchNorm1d(inputs)
-        self.head = nn.Sequential(nn.Linear(inputs, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(inputs, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, 1)
+        )
 
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
         if not self.energy:
@@ -187,7 +195,9 @@ MAX_WIDTH = 256
 
 def _positive_int(arch: str, name: str, value: Any, upper: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
-        raise ValueError(f"student {arch!r}: option {name!r} must be an integer in [1, {upper}], got {value!r}")
+        raise ValueError(
+            f"student {arch!r}: option {name!r} must be an integer in [1, {upper}], got {value!r}"
+        )
     return value
 
 
@@ -207,9 +217,7 @@ def _merged_options(arch: str, options: dict[str, Any] | None) -> dict[str, Any]
     given = dict(options or {})
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"student {arch!r}: unknown option(s) {unknown}; allowed options: {sorted(allowed)}"
-        )
+        raise ValueError(f"student {arch!r}: unknown option(s) {unknown}; allowed options: {sorted(allowed)}")
     return {**allowed, **given}
 
 
@@ -228,8 +236,10 @@ def build_student(arch: str, input_size: int, options: dict[str, Any] | None = N
         return TinyCNN(input_size, recorded, width=width)
     head_hidden = _positive_int(arch, "head_hidden", merged["head_hidden"], 4096)
     if merged["head"] not in MOBILEFACENET_HEADS:
-        raise ValueError(f"student {arch!r}: option 'head' must be one of {list(MOBILEFACENET_HEADS)}, "
-                         f"got {merged['head']!r}")
+        raise ValueError(
+            f"student {arch!r}: option 'head' must be one of {list(MOBILEFACENET_HEADS)}, "
+            f"got {merged['head']!r}"
+        )
     network = MobileFaceNetStudent(input_size, recorded, head_hidden=head_hidden, head=merged["head"])
     init_weights = merged["init_weights"]
     if init_weights is not None:
@@ -264,7 +274,9 @@ def initialise_from_checkpoint(network: nn.Module, path: str) -> dict[str, Any]:
         else:
             skipped.append(f"{name}: checkpoint {tuple(source.shape)} vs student {tuple(tensor.shape)}")
     if not loaded:
-        raise ValueError(f"student option 'init_weights': no tensor of {path} matches the student by name and shape")
+        raise ValueError(
+            f"student option 'init_weights': no tensor of {path} matches the student by name and shape"
+        )
     network.load_state_dict({name: checkpoint[name] for name in loaded}, strict=False)
     report = {
         "source": path,
@@ -275,6 +287,10 @@ def initialise_from_checkpoint(network: nn.Module, path: str) -> dict[str, Any]:
     }
     logger.info(
         "student init from %s: %d tensors loaded, %d skipped (shape), %d not in checkpoint, %d unused",
-        path, len(loaded), len(skipped), len(report["not_in_checkpoint"]), len(report["unused"]),
+        path,
+        len(loaded),
+        len(skipped),
+        len(report["not_in_checkpoint"]),
+        len(report["unused"]),
     )
     return report

@@ -99,7 +99,11 @@ def scoring_dataset(
     )
     for stage in between:
         ds = ds.map_batches(
-            stage.fn, fn_kwargs={"cfg": stage.cfg}, batch_size=None, batch_format="numpy", num_cpus=stage.num_cpus
+            stage.fn,
+            fn_kwargs={"cfg": stage.cfg},
+            batch_size=None,
+            batch_format="numpy",
+            num_cpus=stage.num_cpus,
         )
     low, high = scoring.actors
     # Whole blocks (a shard each) on the actors too. Ray's public map_batches refuses batch_size=None with GPUs
@@ -120,5 +124,9 @@ def scoring_dataset(
         max_restarts=SCORING_ACTOR_MAX_RESTARTS,
     )
     return ds.map_batches(
-        write_shards, fn_kwargs={"cfg": write}, batch_size=None, batch_format="pyarrow", num_cpus=write.num_cpus
+        write_shards,
+        fn_kwargs={"cfg": write},
+        batch_size=None,
+        batch_format="pyarrow",
+        num_cpus=write.num_cpus,
     )

@@ -151,8 +151,14 @@ class InputsPlan:
         if data.get("version") != PLAN_VERSION:
             raise ValueError(f"input plan version {data.get('version')!r}, expected {PLAN_VERSION}")
         parts = [InputPart(p["name"], int(p["rows"]), p["digest"]) for p in data["parts"]]
-        return cls(parts, int(data["total_rows"]), data["digest"], data["summary"], data.get("uri", ""),
-                   int(data.get("part_rows", 0)))
+        return cls(
+            parts,
+            int(data["total_rows"]),
+            data["digest"],
+            data["summary"],
+            data.get("uri", ""),
+            int(data.get("part_rows", 0)),
+        )
 
 
 def plan_digest(parts: list[InputPart], total_rows: int) -> str:
@@ -173,7 +179,9 @@ def table_digest(table: pa.Table) -> str:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000) -> InputsPlan:
+def materialize_inputs(
+    cfg: InputConfig, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000
+) -> InputsPlan:
     """List ``cfg`` into Parquet parts under ``out_path/_froq/inputs`` with Ray tasks; returns the plan.
 
     Runs on the driver with Ray already started (:func:`froq_ray.engine.runtime.ensure_ray`). ``fs`` is the
@@ -194,8 +202,13 @@ def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part
     fs.invalidate_cache(inputs_dir)
     if reuse and fs.exists(plan_path):
         plan = _stored_plan(fs, out_path)
-        log.info("inputs: reusing the listing in %s (%d rows in %d part(s), listed from %s)",
-                 to_uri(fs, inputs_dir), plan.total_rows, len(plan.parts), plan.uri)
+        log.info(
+            "inputs: reusing the listing in %s (%d rows in %d part(s), listed from %s)",
+            to_uri(fs, inputs_dir),
+            plan.total_rows,
+            len(plan.parts),
+            plan.uri,
+        )
         return plan
     if fs.exists(inputs_dir):
         fs.rm(inputs_dir, recursive=True)
@@ -219,7 +232,9 @@ def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part
         listers = ray.remote(_list_prefix).options(**options)
         refs = [listers.remote(cfg, unit, prefix, fs, inputs_dir, part_rows) for unit, prefix in units]
         if top_files:
-            refs.append(ray.remote(_list_files).options(**options).remote(cfg, top_files, fs, inputs_dir, part_rows))
+            refs.append(
+                ray.remote(_list_files).options(**options).remote(cfg, top_files, fs, inputs_dir, part_rows)
+            )
         del top_files
     else:
         refs = [ray.remote(_list_whole).options(**options).remote(cfg, fs, inputs_dir, part_rows)]
@@ -241,8 +256,13 @@ def materialize_inputs(cfg: InputConfig, fs, out_path: str, *, reuse: bool, part
     summary = {**counts.summary(), "parts": len(parts)}
     plan = InputsPlan(parts, total_rows, plan_digest(parts, total_rows), summary, cfg.uri, part_rows)
     write_json_atomic(fs, plan_path, plan.to_json())
-    log.info("inputs: listed %d row(s) of %s into %d part(s) in %s", total_rows, cfg.uri, len(parts),
-             to_uri(fs, inputs_dir))
+    log.info(
+        "inputs: listed %d row(s) of %s into %d part(s) in %s",
+        total_rows,
+        cfg.uri,
+        len(parts),
+        to_uri(fs, inputs_dir),
+    )
     return plan
 
 
@@ -292,7 +312,9 @@ def _get_unwrapped(refs: list) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ tasks
 
 
-def _list_prefix(cfg: InputConfig, unit: int, prefix: str, fs, inputs_dir: str, part_rows: int) -> dict[str, Any]:
+def _list_prefix(
+    cfg: InputConfig, unit: int, prefix: str, fs, inputs_dir: str, part_rows: int
+) -> dict[str, Any]:
     """Task: list one remote prefix recursively and write its parts."""
     in_fs, _ = open_fs(cfg.uri, cfg.storage_options)
     paths, skipped, found = list_remote_files(in_fs, prefix, cfg.extensions)
@@ -300,8 +322,9 @@ def _list_prefix(cfg: InputConfig, unit: int, prefix: str, fs, inputs_dir: str, 
     return {"parts": parts, "skipped": skipped, "found": found}
 
 
-def _list_files(cfg: InputConfig, runs: list[tuple[int, list[str]]], fs, inputs_dir: str,
-                part_rows: int) -> dict[str, Any]:
+def _list_files(
+    cfg: InputConfig, runs: list[tuple[int, list[str]]], fs, inputs_dir: str, part_rows: int
+) -> dict[str, Any]:
     """Task: the top-level files of a remote folder (runs between prefixes), filtered and written per run."""
     in_fs, _ = open_fs(cfg.uri, cfg.storage_options)
     parts: list[dict[str, Any]] = []
@@ -320,7 +343,9 @@ def _list_whole(cfg: InputConfig, fs, inputs_dir: str, part_rows: int) -> dict[s
     listing = list_all_inputs(cfg)
     table = listing.table
     parts = _write_parts(0, table["path"].tolist(), table["identity"].tolist(), fs, inputs_dir, part_rows)
-    counts = {k: getattr(listing, k) for k in ("source", "files_seen", "skipped", "followed_links", "duplicates")}
+    counts = {
+        k: getattr(listing, k) for k in ("source", "files_seen", "skipped", "followed_links", "duplicates")
+    }
     return {"parts": parts, "counts": counts}
 
 
@@ -329,8 +354,9 @@ def _identities(cfg: InputConfig, paths: list[str]) -> list[str | None]:
     return [folder_name(p) for p in paths] if cfg.identity_from_folder else [None] * len(paths)
 
 
-def _write_parts(unit: int, paths: list[str], identities: list[str | None], fs, inputs_dir: str,
-                 part_rows: int) -> list[dict[str, Any]]:
+def _write_parts(
+    unit: int, paths: list[str], identities: list[str | None], fs, inputs_dir: str, part_rows: int
+) -> list[dict[str, Any]]:
     """Write the sorted rows (``paths``, ``identities``: str or None) as parts of at most ``part_rows`` rows
     named ``part-<unit>-<k>.parquet``; returns [{name, rows, digest}]."""
     out = []
@@ -361,7 +387,9 @@ def _stored_plan(fs, out_path: str) -> InputsPlan:
     return plan
 
 
-def inputs_from_table(table: pd.DataFrame, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000) -> InputsPlan:
+def inputs_from_table(
+    table: pd.DataFrame, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000
+) -> InputsPlan:
     """Write inputs a job derived on the driver (a ``path``/``identity`` DataFrame, e.g. the distill job's
     self-training copies) as the run's input parts and return their plan; ``reuse=True`` with an existing
     :data:`PLAN_FILE` returns the stored plan. The rows keep the table's order."""
@@ -393,7 +421,9 @@ def read_range(fs, out_path: str, r: InputRange) -> pa.Table:
         parquet = pq.ParquetFile(f)
         meta = parquet.metadata
         if r.stop > meta.num_rows or r.start < 0 or r.start > r.stop:
-            raise ValueError(f"input part {r.part} has {meta.num_rows} rows; range [{r.start}, {r.stop}) is outside")
+            raise ValueError(
+                f"input part {r.part} has {meta.num_rows} rows; range [{r.start}, {r.stop}) is outside"
+            )
         offsets = [0]
         for i in range(meta.num_row_groups):
             offsets.append(offsets[-1] + meta.row_group(i).num_rows)

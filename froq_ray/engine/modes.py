@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 """uint8 crops (N, H, W, 3) -> dict of float32 result columns, (N,) or (N, D)."""
 
+
 class UnknownScoringModeError(UserError, ValueError):
     """A scoring mode name that is not one of :data:`MODES`; the message lists the allowed names."""
 
@@ -93,7 +94,9 @@ class ScoringMode:
             schema = schema.append(field)
         return with_score_kind(schema, self.score_kind)
 
-    def _extra_fields(self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None) -> list[pa.Field]:
+    def _extra_fields(
+        self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
+    ) -> list[pa.Field]:
         return []
 
     def candidate_layers(self, model: LoadedModel) -> tuple[str, ...] | None:
@@ -107,7 +110,9 @@ class ScoringMode:
         if self.needs_calibration and not calibration_id:
             raise ValueError(f"scoring mode {self.name!r} needs a calibration_id")
         if not self.needs_calibration and calibration_id is not None:
-            raise ValueError(f"scoring mode {self.name!r} uses no calibration, got calibration_id {calibration_id!r}")
+            raise ValueError(
+                f"scoring mode {self.name!r} uses no calibration, got calibration_id {calibration_id!r}"
+            )
         return {"model_id": model.model_id, "calibration_id": calibration_id}
 
     def load_model(self, cfg: ScoringStageConfig) -> LoadedModel:
@@ -177,7 +182,9 @@ class PseudoLabelMode(ScoringMode):
 class CalibrateMode(PseudoLabelMode):
     """The calibrate job's observation: the pseudo-label columns + every candidate layer's norm, one pass."""
 
-    def _extra_fields(self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None) -> list[pa.Field]:
+    def _extra_fields(
+        self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
+    ) -> list[pa.Field]:
         layers = candidate_layers if candidate_layers is not None else cfg.candidate_layers
         if not layers:
             raise ValueError("the calibrate schema needs the candidate layers (calibration_layers(model))")
@@ -222,12 +229,16 @@ MODES: dict[str, ScoringMode] = {
     for m in (
         FroqMode("froq", "froq_quality", needs_calibration=True, computes_embedding=True),
         PseudoLabelMode(
-            "pseudo_label", "pseudo_label", extra_float_columns=PSEUDO_LABEL_COLUMNS,
+            "pseudo_label",
+            "pseudo_label",
+            extra_float_columns=PSEUDO_LABEL_COLUMNS,
             default_no_progress_timeout_s=7200.0,
         ),
         StudentMode("student", "student_prediction"),
         CalibrateMode(
-            "calibrate", "calibration_pseudo_label", extra_float_columns=PSEUDO_LABEL_COLUMNS,
+            "calibrate",
+            "calibration_pseudo_label",
+            extra_float_columns=PSEUDO_LABEL_COLUMNS,
             default_no_progress_timeout_s=7200.0,
         ),
     )

@@ -111,24 +111,39 @@ def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force:
     list_seconds = 0.0 if reuse else time.perf_counter() - started
     record_input_digest(state, inputs.digest, force)
     log.info(
-        "inputs: %d images in %d part(s) (%s)", inputs.total_rows, len(inputs.parts),
+        "inputs: %d images in %d part(s) (%s)",
+        inputs.total_rows,
+        len(inputs.parts),
         "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
     )
     return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
 
 
 def prepare_table_job(
-    cfg: Any, model: LoadedModel, out_uri: str, digest: str, settings: dict[str, Any], table: pd.DataFrame,
+    cfg: Any,
+    model: LoadedModel,
+    out_uri: str,
+    digest: str,
+    settings: dict[str, Any],
+    table: pd.DataFrame,
     force: bool,
 ) -> PreparedJob:
     """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
     state = prepare_output(
-        out_uri, cfg.output.storage_options, "resume", digest, input_digest(table), force,
-        config=settings, listing=table,
+        out_uri,
+        cfg.output.storage_options,
+        "resume",
+        digest,
+        input_digest(table),
+        force,
+        config=settings,
+        listing=table,
     )
     ensure_ray(cfg.resources)
-    inputs = inputs_from_table(table, state.fs, state.path, reuse=state.resumed and plan_exists(state.fs, state.path))
+    inputs = inputs_from_table(
+        table, state.fs, state.path, reuse=state.resumed and plan_exists(state.fs, state.path)
+    )
     return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
 
 
@@ -140,7 +155,12 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> Prep
     if deleted:
         log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
     pending = [s for s in shards if not _done(state.markers, s)]
-    log.info("%d shard(s) of up to %d rows, %d already complete", len(shards), shard_size, len(shards) - len(pending))
+    log.info(
+        "%d shard(s) of up to %d rows, %d already complete",
+        len(shards),
+        shard_size,
+        len(shards) - len(pending),
+    )
     return PreparedJob(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))
 
 
@@ -168,7 +188,8 @@ def _check_headroom(headroom_cpus: float) -> None:
         log.warning(
             "resources.headroom_cpus=%g leaves no CPU for the run on the cluster as it is now (%g CPU(s)): it runs "
             "only once the cluster grows (headroom is what Ray Data leaves free for rebuilding lost blocks)",
-            headroom_cpus, cpus,
+            headroom_cpus,
+            cpus,
         )
 
 
@@ -230,7 +251,9 @@ def run_shards(
     cfg = job.cfg
     r = cfg.resources
     if decode is None:
-        decode = DecodeStageConfig(storage_options=dict(cfg.input.storage_options), num_cpus=r.decode_num_cpus)
+        decode = DecodeStageConfig(
+            storage_options=dict(cfg.input.storage_options), num_cpus=r.decode_num_cpus
+        )
     metadata = schema_metadata(job.config_digest, job.model.model_id, calibration_id)
     out_uri = job.state.out_uri
     # the run's metadata beside what the schema carries already (the mode's score kind)
@@ -238,8 +261,13 @@ def run_shards(
     write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema, constants, job.inputs.digest)
     read = ReadStageConfig(out_uri, dict(cfg.output.storage_options), decode)
     items = [
-        {"shard": s.index, "part": job.ranges[s.index].part, "start": job.ranges[s.index].start,
-         "stop": job.ranges[s.index].stop, "row0": s.start}
+        {
+            "shard": s.index,
+            "part": job.ranges[s.index].part,
+            "start": job.ranges[s.index].start,
+            "stop": job.ranges[s.index].stop,
+            "row0": s.start,
+        }
         for s in job.pending
     ]
     ensure_ray(r)
@@ -271,7 +299,11 @@ def run_shards(
     log.info(progress.line())
     seconds["list"] = job.list_seconds
     return RunResult(
-        dict(sorted(counts.items())), progress.done, written, progress.elapsed(), np.asarray(samples),
+        dict(sorted(counts.items())),
+        progress.done,
+        written,
+        progress.elapsed(),
+        np.asarray(samples),
         {k: round(v, 3) for k, v in seconds.items()},
     )
 
@@ -346,7 +378,8 @@ def nothing_to_do(job: PreparedJob) -> bool:
         return False
     log.info(
         "all %d shard(s) in %s are complete: nothing to do (output.mode=overwrite recomputes)",
-        len(job.shards), job.cfg.output.uri,
+        len(job.shards),
+        job.cfg.output.uri,
     )
     return True
 
@@ -367,6 +400,7 @@ def summary_lines(manifest: dict, quality: np.ndarray) -> list[str]:
     q = quality_quantiles(np.asarray(quality, dtype=np.float64))
     if q:
         lines.append(
-            "summary: quality quantiles (this run, from per-shard order statistics): " + ", ".join(f"{k}={v:.4g}" for k, v in q.items())
+            "summary: quality quantiles (this run, from per-shard order statistics): "
+            + ", ".join(f"{k}={v:.4g}" for k, v in q.items())
         )
     return lines

@@ -82,7 +82,9 @@ def read_shard(batch: dict[str, np.ndarray], cfg: ReadStageConfig) -> dict[str, 
 
     if len(batch["shard"]) != 1:
         raise ValueError(f"read_shard takes one shard per batch, got {len(batch['shard'])}")
-    r = InputRange(str(batch["part"][0]), int(batch["start"][0]), int(batch["stop"][0]), int(batch["row0"][0]))
+    r = InputRange(
+        str(batch["part"][0]), int(batch["start"][0]), int(batch["stop"][0]), int(batch["row0"][0])
+    )
     started = time.perf_counter()
     fs, path = open_fs(cfg.out_uri, cfg.out_storage_options)
     rows = read_range(fs, path, r)

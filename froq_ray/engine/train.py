@@ -205,8 +205,15 @@ def train_epoch(
     """One pass over this worker's shard; returns (metrics summed over workers, the next step)."""
     loss_cfg = LossConfig.from_dict(settings.loss)
     model.train()
-    sums = {"loss_total": 0.0, "loss_regression": 0.0, "loss_rank": 0.0, "rows": 0.0, "steps": 0.0,
-            "rows_failed_decode": 0.0, "rows_in_skipped_steps": 0.0}
+    sums = {
+        "loss_total": 0.0,
+        "loss_regression": 0.0,
+        "loss_rank": 0.0,
+        "rows": 0.0,
+        "steps": 0.0,
+        "rows_failed_decode": 0.0,
+        "rows_in_skipped_steps": 0.0,
+    }
     batches = shard.iter_batches(
         batch_size=settings.batch_size,
         batch_format="numpy",
@@ -237,7 +244,9 @@ def train_epoch(
     sums = _summed(sums, world_size, device)
     rows = max(sums["rows"], 1.0)
     metrics = {f"train_{k}": sums[k] / rows for k in ("loss_total", "loss_regression", "loss_rank")}
-    metrics.update({f"train_{k}": int(sums[k]) for k in ("rows", "rows_failed_decode", "rows_in_skipped_steps")})
+    metrics.update(
+        {f"train_{k}": int(sums[k]) for k in ("rows", "rows_failed_decode", "rows_in_skipped_steps")}
+    )
     metrics["train_steps_per_worker"] = int(sums["steps"] / world_size)
     return metrics, step
 
@@ -272,7 +281,8 @@ def validate(
                 predicted.append(student(x).float().cpu().numpy())
                 target.append(t.cpu().numpy())
     metrics = validation_metrics(
-        np.concatenate(predicted) if predicted else np.empty(0), np.concatenate(target) if target else np.empty(0)
+        np.concatenate(predicted) if predicted else np.empty(0),
+        np.concatenate(target) if target else np.empty(0),
     )
     metrics["validation_rows_failed_decode"] = failed
     return metrics
@@ -315,8 +325,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics, step = train_epoch(
             model, optimizer, train_shard, settings, epoch, step, scaler, transform, device, world_size
         )
-        metrics = {"epoch": epoch, "step": step, "lr_next": cosine_lr(step, settings.total_steps, settings.lr),
-                   **metrics}
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            "lr_next": cosine_lr(step, settings.total_steps, settings.lr),
+            **metrics,
+        }
         if rank == 0:
             metrics.update(validate(student, validation_shard, transform, device, settings.batch_size))
         history = [*history, metrics]
@@ -395,8 +409,9 @@ def fit_student(
         raise RuntimeError(f"the training run in {storage_uri} ended without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         state, meta = read_checkpoint_state(folder)
-    return TrainedStudent(state, meta["history"], meta["epoch"], meta["step"], result.checkpoint.path,
-                          resumed_from_epoch)
+    return TrainedStudent(
+        state, meta["history"], meta["epoch"], meta["step"], result.checkpoint.path, resumed_from_epoch
+    )
 
 
 def latest_checkpoint_epoch(storage_uri: str, storage_options: dict[str, Any] | None) -> int | None:

@@ -51,7 +51,12 @@ class WriteStageConfig:
     @classmethod
     def create(cls, out_uri, storage_options, schema: pa.Schema, constants, inputs_digest: str, num_cpus=0.5):
         return cls(
-            out_uri, dict(storage_options), schema.serialize().to_pybytes(), dict(constants), inputs_digest, num_cpus
+            out_uri,
+            dict(storage_options),
+            schema.serialize().to_pybytes(),
+            dict(constants),
+            inputs_digest,
+            num_cpus,
         )
 
     @property
@@ -85,7 +90,12 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
         shard = Shard(int(sid), start, stop)
         digest = input_digest(pd.DataFrame({"path": part["path"], "identity": part["identity"]}))
         marker = write_shard(
-            fs, path, shard, _shard_table(part, schema, cfg.constants), digest, {"inputs_digest": cfg.inputs_digest}
+            fs,
+            path,
+            shard,
+            _shard_table(part, schema, cfg.constants),
+            digest,
+            {"inputs_digest": cfg.inputs_digest},
         )
         seconds = {name: float(np.sum(part[name])) if name in part else 0.0 for name in TIMING_COLUMNS}
         records.append(
@@ -105,7 +115,9 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
     return pa.Table.from_pylist(records)
 
 
-def _shard_table(part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]) -> pa.Table:
+def _shard_table(
+    part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]
+) -> pa.Table:
     n = len(part["row"])
     cols: dict[str, Any] = {f.name: part[f.name] for f in schema if f.name in part}
     for name, value in constants.items():

@@ -175,7 +175,7 @@ def _candidate_impostors(
     n = imp_s.size
     r = min(n, 2 * (k0 + 1) + 1024)
     while True:
-        top = np.argpartition(imp_s, n - r)[n - r:] if r < n else np.arange(n)
+        top = np.argpartition(imp_s, n - r)[n - r :] if r < n else np.arange(n)
         if r == n or r - np.count_nonzero(imp_pos[top] < top_cut) >= k0 + 1:
             break
         r = min(n, 2 * r)
@@ -222,7 +222,7 @@ def _genuine_below_before(
         first = np.searchsorted(chunk_of_query, c0 // _QUERY_CHUNK, side="right")
         if first == cuts.size:
             break
-        block = s_sorted[c0:c0 + _QUERY_CHUNK][g_sorted[c0:c0 + _QUERY_CHUNK]]
+        block = s_sorted[c0 : c0 + _QUERY_CHUNK][g_sorted[c0 : c0 + _QUERY_CHUNK]]
         counts[first:] += np.searchsorted(np.sort(block), taus[first:], side="left")
     for k, (cut, tau) in enumerate(zip(cuts.tolist(), taus.tolist())):
         c0 = (cut // _QUERY_CHUNK) * _QUERY_CHUNK
@@ -268,7 +268,13 @@ def _dropped_on_grid(q: np.ndarray, cut_value, m: int, ties: str) -> np.ndarray:
 
 
 def _fnmr_on_grid(
-    s: np.ndarray, g: np.ndarray, q: np.ndarray, cuts: np.ndarray, fmr: float, tau0: float, recompute: bool,
+    s: np.ndarray,
+    g: np.ndarray,
+    q: np.ndarray,
+    cuts: np.ndarray,
+    fmr: float,
+    tau0: float,
+    recompute: bool,
     ties: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FNMR and tau at a few cuts, each evaluated directly in O(N) (one multi-k partition, no sort)."""
@@ -283,7 +289,9 @@ def _fnmr_on_grid(
             kept_impostor = s[kept & ~g]
             taus[k] = _threshold_in_place(kept_impostor, fmr) if kept_impostor.size else -np.inf
         kept_genuine = s[kept & g]
-        fnmr[k] = np.count_nonzero(kept_genuine < taus[k]) / kept_genuine.size if kept_genuine.size else np.nan
+        fnmr[k] = (
+            np.count_nonzero(kept_genuine < taus[k]) / kept_genuine.size if kept_genuine.size else np.nan
+        )
     return fnmr, taus
 
 
@@ -296,7 +304,13 @@ def _tie_group_cuts(q_sorted: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 
 
 def _fnmr_exact(
-    s: np.ndarray, g: np.ndarray, q: np.ndarray, cuts: np.ndarray, fmr: float, tau0: float, recompute: bool,
+    s: np.ndarray,
+    g: np.ndarray,
+    q: np.ndarray,
+    cuts: np.ndarray,
+    fmr: float,
+    tau0: float,
+    recompute: bool,
     ties: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FNMR and tau at every cut 0 .. max(cuts) from one stable sort and cumulative counts."""

@@ -63,7 +63,9 @@ def _parse_header(line: str, pairs_file: str) -> tuple[int, int]:
     return n_folds, per_side
 
 
-def _parse_pair_line(fields: list[str], genuine: bool, pairs_file: str, line_no: int) -> tuple[str, int, str, int]:
+def _parse_pair_line(
+    fields: list[str], genuine: bool, pairs_file: str, line_no: int
+) -> tuple[str, int, str, int]:
     if genuine:
         if len(fields) != 3:
             raise PairsFormatError(
@@ -300,11 +302,11 @@ def _sampled_impostor_blocks(
     keys = _sample_impostor_keys(codes, n_wanted, population, np.random.default_rng(seed))
     chunk = 16384  # rows gathered at once for the row-wise dot products: 2 x chunk x D float64
     for k0 in range(0, keys.size, block * block):
-        part = keys[k0:k0 + block * block]
+        part = keys[k0 : k0 + block * block]
         i, j = part // n, part % n
         sim = np.empty(part.size, dtype=np.float64)
         for s in range(0, part.size, chunk):
-            sim[s:s + chunk] = np.einsum("ij,ij->i", unit[i[s:s + chunk]], unit[j[s:s + chunk]])
+            sim[s : s + chunk] = np.einsum("ij,ij->i", unit[i[s : s + chunk]], unit[j[s : s + chunk]])
         yield PairBlock(sim, np.zeros(part.size, dtype=bool), i.astype(dt), j.astype(dt))
 
 

@@ -17,7 +17,9 @@ from .edc import EdcResult
 
 
 def _label(name: str, result: EdcResult) -> str:
-    areas = ", ".join(f"pAUC@{limit:g} {value.normalised:.3f}" for limit, value in sorted(result.pauc.items()))
+    areas = ", ".join(
+        f"pAUC@{limit:g} {value.normalised:.3f}" for limit, value in sorted(result.pauc.items())
+    )
     return f"{name} ({areas})" if areas else name
 
 
@@ -35,8 +37,15 @@ def plot_edc(
     for name, result in curves.items():
         style = "steps-post" if result.integration == "step" else "default"
         marker = "o" if result.discard.size <= 50 else None  # mark the points of a coarse grid
-        ax.plot(result.discard, result.fnmr, drawstyle=style, linewidth=1.6, marker=marker, markersize=3.5,
-                label=_label(name, result))
+        ax.plot(
+            result.discard,
+            result.fnmr,
+            drawstyle=style,
+            linewidth=1.6,
+            marker=marker,
+            markersize=3.5,
+            label=_label(name, result),
+        )
     first = next(iter(curves.values()))
     ax.set_xlabel("fraction of pairs discarded (lowest pair quality first)")
     ax.set_ylabel(f"FNMR at FMR = {first.fmr_target:g} ({first.threshold_mode} threshold)")

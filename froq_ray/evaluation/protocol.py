@@ -97,13 +97,27 @@ def compute_edc_curves(
 ) -> dict[str, EdcResult]:
     """One :class:`EdcResult` per quality method, all over the same pairs (see ``edc`` for the options)."""
     pairs = collect_pairs(
-        embeddings, identities, qualities, block=block, impostors=impostors, n_impostors=n_impostors, seed=seed
+        embeddings,
+        identities,
+        qualities,
+        block=block,
+        impostors=impostors,
+        n_impostors=n_impostors,
+        seed=seed,
     )
     results = {}
     for name in qualities:
         results[name] = edc(
-            pairs.similarity, pairs.genuine, pairs.pair_rank.pop(name), fmr=fmr, threshold=threshold,
-            sampling=sampling, step=step, limits=limits, ties=ties, integration=integration,
+            pairs.similarity,
+            pairs.genuine,
+            pairs.pair_rank.pop(name),
+            fmr=fmr,
+            threshold=threshold,
+            sampling=sampling,
+            step=step,
+            limits=limits,
+            ties=ties,
+            integration=integration,
         )
         results[name].settings["impostors_sampled"] = pairs.plan.impostors_sampled
     return results
@@ -172,7 +186,9 @@ def _cell(value, digits: int) -> str:
 
 def edc_markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
     """A GitHub markdown table of ``results_table`` output (all columns but the above-ideal areas by default)."""
-    cols = list(columns) if columns is not None else [c for c in df.columns if not c.startswith("above_ideal@")]
+    cols = (
+        list(columns) if columns is not None else [c for c in df.columns if not c.startswith("above_ideal@")]
+    )
     lines = [
         "| " + " | ".join(_header(c) for c in cols) + " |",
         "|" + "|".join("---" if c == "method" else "---:" for c in cols) + "|",

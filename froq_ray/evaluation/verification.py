@@ -61,8 +61,9 @@ def best_threshold(similarity: np.ndarray, genuine: np.ndarray) -> tuple[float, 
     rejected_genuine = np.r_[0.0, np.cumsum(genuine_per_value)]
     rejected_impostor = np.r_[0.0, np.cumsum(impostor_per_value)]
     accuracy = (g.sum() - rejected_genuine + rejected_impostor) / s.size
-    candidates = np.r_[np.nextafter(values[0], -np.inf), (values[:-1] + values[1:]) / 2.0,
-                       np.nextafter(values[-1], np.inf)]
+    candidates = np.r_[
+        np.nextafter(values[0], -np.inf), (values[:-1] + values[1:]) / 2.0, np.nextafter(values[-1], np.inf)
+    ]
     best = np.flatnonzero(accuracy == accuracy.max())
     k = int(best[(best.size - 1) // 2])
     return float(candidates[k]), float(accuracy[k])

@@ -86,11 +86,15 @@ def load_crops(
     statuses: list[str] = []
     errors: list[str | None] = []
     for start in range(0, n, chunk):
-        blobs, read_errors = _read_files(paths[start:start + chunk])
+        blobs, read_errors = _read_files(paths[start : start + chunk])
         prior = [None if e is None else st.READ_ERROR for e in read_errors]
         batch = decode_batch(blobs, size, prior_statuses=prior, prior_errors=read_errors)
         stop = start + len(batch)
-        pixels[start:stop], widths[start:stop], heights[start:stop] = batch.pixels, batch.widths, batch.heights
+        pixels[start:stop], widths[start:stop], heights[start:stop] = (
+            batch.pixels,
+            batch.widths,
+            batch.heights,
+        )
         statuses.extend(batch.statuses)
         errors.extend(batch.errors)
     return DecodedBatch(pixels=pixels, statuses=statuses, errors=errors, widths=widths, heights=heights)

@@ -36,7 +36,9 @@ class ModelInputTransform(nn.Module):
 
             return warp_arcface_to_dlib_chip(x, c.size)
         if x.shape[-1] != c.size or x.shape[-2] != c.size:
-            return F.interpolate(x, size=(c.size, c.size), mode="bilinear", align_corners=False, antialias=True)
+            return F.interpolate(
+                x, size=(c.size, c.size), mode="bilinear", align_corners=False, antialias=True
+            )
         return x
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Drop ``prefix`` from keys that carry it (e.g. ``module.`` from DataParallel checkpoints)."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def load_state_strict(network: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -95,7 +95,11 @@ def load_state_strict(network: nn.Module, state: dict[str, torch.Tensor], what: 
     )
     if missing or unexpected or mismatched:
         parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"{label}: {shown}")

@@ -26,12 +26,12 @@ def embed_crops(
     out = np.empty((crops.shape[0], model.embedding_size), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, crops.shape[0], batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(crops[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size])).to(device)
             emb = network(transform(batch))
             emb = emb.reshape(emb.shape[0], -1)
             if emb.shape[1] != model.embedding_size:
                 raise ValueError(
                     f"{model.name} returned embeddings of width {emb.shape[1]}, expected {model.embedding_size}"
                 )
-            out[start:start + emb.shape[0]] = emb.float().cpu().numpy()
+            out[start : start + emb.shape[0]] = emb.float().cpu().numpy()
     return out

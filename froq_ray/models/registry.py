@@ -24,7 +24,9 @@ class RegistryEntry:
 _REGISTRY: dict[str, RegistryEntry] = {}
 
 
-def register_model(name: str, family: str, needs_weights: bool, description: str) -> Callable[[Factory], Factory]:
+def register_model(
+    name: str, family: str, needs_weights: bool, description: str
+) -> Callable[[Factory], Factory]:
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")

@@ -50,7 +50,12 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     )
     constants = mode.constants(model, calibration_id)
     result = run_shards(
-        job, stage, schema, constants, calibration_id, no_progress_timeout_s=mode.default_no_progress_timeout_s
+        job,
+        stage,
+        schema,
+        constants,
+        calibration_id,
+        no_progress_timeout_s=mode.default_no_progress_timeout_s,
     )
     manifest = base_manifest(job, result, total_counts(job, result))
     manifest["calibration_id"] = calibration_id
@@ -66,6 +71,9 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
     for line in summary_lines(manifest, result.quality):
         log.info(line)
-    log.info("read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
-             "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"", cfg.output.uri)
+    log.info(
+        "read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
+        "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"",
+        cfg.output.uri,
+    )
     return manifest

@@ -87,7 +87,11 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         stage = scoring_stage_config(cfg, MODE.name, candidate_layers=tuple(layers))
         schema = MODE.output_schema(model, stage, candidate_layers=layers)
         result = run_shards(
-            job, stage, schema, MODE.constants(model, None), None,
+            job,
+            stage,
+            schema,
+            MODE.constants(model, None),
+            None,
             no_progress_timeout_s=MODE.default_no_progress_timeout_s,
         )
     paths, observations = read_observations(cfg, len(layers))

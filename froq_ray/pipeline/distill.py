@@ -69,15 +69,28 @@ log = logging.getLogger("froq_ray")
 
 SPLIT_FILE = "split.parquet"
 TRAIN_FOLDER = "_train"
-OUTPUTS = (CARD_FILE, WEIGHTS_FILE, ONNX_FILE, SPLIT_FILE, STATE_DIR, TRAIN_FOLDER, SELF_TRAINING_FOLDER,
-           LEGACY_RUN_FILE, LEGACY_MANIFEST_FILE)
+OUTPUTS = (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ONNX_FILE,
+    SPLIT_FILE,
+    STATE_DIR,
+    TRAIN_FOLDER,
+    SELF_TRAINING_FOLDER,
+    LEGACY_RUN_FILE,
+    LEGACY_MANIFEST_FILE,
+)
 """What this job writes in its output folder (the last two: where versions before ``_froq/`` kept them)."""
 SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity")
 
 
 # ------------------------------------------------------------------------------------------------ output
 def open_distill_output(
-    cfg: DistillJob, cfg_digest: str, data_digest: str, force: bool, inputs: tuple[str, ...] = (),
+    cfg: DistillJob,
+    cfg_digest: str,
+    data_digest: str,
+    force: bool,
+    inputs: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
 ) -> RunState:
     """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_froq/run.json``.
@@ -87,7 +100,9 @@ def open_distill_output(
     check_writable(out.uri, out.storage_options)
     fs, root = open_fs(out.uri, out.storage_options)
     if any(parent_uri(uri).rstrip("/") == out.uri.rstrip("/") for uri in inputs):
-        raise OutputStateError(f"output {out.uri} holds annotation files being distilled: choose another output")
+        raise OutputStateError(
+            f"output {out.uri} holds annotation files being distilled: choose another output"
+        )
     fs.invalidate_cache(root)
     present = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
     if out.mode == "error_if_exists" and present:
@@ -99,7 +114,9 @@ def open_distill_output(
         for name in present:
             fs.rm(f"{root}/{name}", recursive=True)
         fs.invalidate_cache(root)
-    state = prepare_output(out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force, config=config)
+    state = prepare_output(
+        out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force, config=config
+    )
     if state.forced and fs.exists(f"{root}/{TRAIN_FOLDER}"):
         log.warning("--force with a changed config or data: the training checkpoints are discarded")
         fs.rm(f"{root}/{TRAIN_FOLDER}", recursive=True)
@@ -142,7 +159,9 @@ class TrainingData:
         return self.split[self.split["side"] == "validation"]
 
 
-def gather_training_data(cfg: DistillJob, rows: AnnotationRows, teacher: Teacher, force: bool) -> TrainingData:
+def gather_training_data(
+    cfg: DistillJob, rows: AnnotationRows, teacher: Teacher, force: bool
+) -> TrainingData:
     """Annotation rows (+ self-training copies), split and written to ``split.parquet``."""
     table = rows.table
     result = copies = None
@@ -161,12 +180,18 @@ def gather_training_data(cfg: DistillJob, rows: AnnotationRows, teacher: Teacher
     data = TrainingData(split, rows, result, copies)
     log.info(
         "split: %d training rows (%d keys), %d validation rows (%d keys); written to %s",
-        len(data.train), data.train["split_key"].nunique(), len(data.validation),
-        data.validation["split_key"].nunique(), join_uri(cfg.output.uri, SPLIT_FILE),
+        len(data.train),
+        data.train["split_key"].nunique(),
+        len(data.validation),
+        data.validation["split_key"].nunique(),
+        join_uri(cfg.output.uri, SPLIT_FILE),
     )
     if len(data.validation) == 0:
-        log.warning("no validation rows (distill.validation_fraction=%s of %d keys): validation metrics are NaN",
-                    cfg.distill.validation_fraction, split["split_key"].nunique())
+        log.warning(
+            "no validation rows (distill.validation_fraction=%s of %d keys): validation metrics are NaN",
+            cfg.distill.validation_fraction,
+            split["split_key"].nunique(),
+        )
     return data
 
 
@@ -197,19 +222,34 @@ def training_datasets(cfg: DistillJob, data: TrainingData) -> dict[str, Any]:
     order = np.random.default_rng(cfg.training.seed).permutation(len(data.train))
     out = {}
     for name, frame in (("train", data.train.iloc[order]), ("validation", data.validation)):
-        rows = pd.DataFrame({"row": np.arange(len(frame)), "path": frame["path"].to_numpy(dtype=object),
-                             "target": frame["target"].to_numpy(dtype=np.float64)})
+        rows = pd.DataFrame(
+            {
+                "row": np.arange(len(frame)),
+                "path": frame["path"].to_numpy(dtype=object),
+                "target": frame["target"].to_numpy(dtype=np.float64),
+            }
+        )
         out[name] = decoded_dataset(rows, decode, cfg.resources.ray_batch_size, keep=("target",))
     crop_bytes = decoded_bytes(len(data.train) + len(data.validation), decode.crop_size)
     store = object_store_bytes()
     if should_cache_decoded(cfg.training.cache_decoded, crop_bytes, store):
         started = time.perf_counter()
         out = {name: dataset.materialize() for name, dataset in out.items()}
-        log.info("decoded %d training + %d validation crops once (%.0f MiB in the object store) in %.1f s",
-                 len(data.train), len(data.validation), crop_bytes / 2**20, time.perf_counter() - started)
+        log.info(
+            "decoded %d training + %d validation crops once (%.0f MiB in the object store) in %.1f s",
+            len(data.train),
+            len(data.validation),
+            crop_bytes / 2**20,
+            time.perf_counter() - started,
+        )
     else:
-        log.info("training crops are decoded every epoch (cache_decoded=%s; %.0f MiB decoded, object store "
-                 "%.0f MiB)", cfg.training.cache_decoded, crop_bytes / 2**20, store / 2**20)
+        log.info(
+            "training crops are decoded every epoch (cache_decoded=%s; %.0f MiB decoded, object store "
+            "%.0f MiB)",
+            cfg.training.cache_decoded,
+            crop_bytes / 2**20,
+            store / 2**20,
+        )
     return out
 
 
@@ -261,7 +301,9 @@ def student_card(
             "annotation_rows_read": rows.rows_read,
             "annotation_rows_used": len(rows.table),
             "annotation_rows_dropped": rows.dropped,
-            "self_training": None if data.self_training is None else {
+            "self_training": None
+            if data.self_training is None
+            else {
                 "uri": data.self_training.uri,
                 "copies": data.self_training.copies,
                 "rows_used": 0 if data.copies is None else len(data.copies.table),
@@ -290,7 +332,9 @@ def student_card(
             "optimizer": "AdamW",
             "schedule": "cosine per step to 0",
         },
-        "validation": {k.removeprefix("validation_"): v for k, v in final.items() if k.startswith("validation_")},
+        "validation": {
+            k.removeprefix("validation_"): v for k, v in final.items() if k.startswith("validation_")
+        },
         "history": trained.history,
         "config": resolved_dict(cfg),
         "config_digest": cfg_digest,
@@ -306,13 +350,21 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     rows = read_annotation_rows(cfg.distill.annotations, cfg.distill.storage_options, choice)
     log.info(
         "annotations: %d rows in %d file(s); %d usable (status ok, finite %s); dropped by reason: %s",
-        rows.rows_read, len(rows.files), len(rows.table), choice.target, rows.dropped or "none",
+        rows.rows_read,
+        len(rows.files),
+        len(rows.table),
+        choice.target,
+        rows.dropped or "none",
     )
     if len(rows.table) < 2:
-        raise DistillInputError(f"only {len(rows.table)} usable row(s) in {', '.join(cfg.distill.annotations)}")
+        raise DistillInputError(
+            f"only {len(rows.table)} usable row(s) in {', '.join(cfg.distill.annotations)}"
+        )
     teacher = load_teacher(cfg)
     teacher_check = check_teacher(rows, teacher, cfg.self_training.enabled)
-    student = build_student(cfg.student.arch, cfg.student.input_size, cfg.student.options)  # bad options fail here
+    student = build_student(
+        cfg.student.arch, cfg.student.input_size, cfg.student.options
+    )  # bad options fail here
     extra = {
         "weights_sha256": teacher.model.weights_sha256 if teacher.model else None,
         "calibration_id": teacher.calibration_id,
@@ -324,8 +376,11 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     )
     done = finished_card(cfg, state, cfg_digest)
     if done is not None:
-        log.info("the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",
-                 cfg.output.uri, done.get("weights", {}).get("sha256", "")[:12])
+        log.info(
+            "the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",
+            cfg.output.uri,
+            done.get("weights", {}).get("sha256", "")[:12],
+        )
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
 
     ensure_ray(cfg.resources)
@@ -338,19 +393,36 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         log.info("resuming training after epoch %d (checkpoint in %s)", resumed_from, train_uri)
     log.info(
         "training %s@%d on %d rows (%d validation): %d epoch(s) x %d step(s), %d worker(s)%s",
-        cfg.student.arch, cfg.student.input_size, len(data.train), len(data.validation), settings.epochs,
-        settings.steps_per_epoch, cfg.training.num_workers, " with GPUs" if cfg.training.use_gpu else "",
+        cfg.student.arch,
+        cfg.student.input_size,
+        len(data.train),
+        len(data.validation),
+        settings.epochs,
+        settings.steps_per_epoch,
+        cfg.training.num_workers,
+        " with GPUs" if cfg.training.use_gpu else "",
     )
     trained = fit_student(
-        settings, training_datasets(cfg, data), train_uri, cfg.output.storage_options,
-        cfg.training.num_workers, cfg.training.use_gpu, cfg.training.keep_checkpoints, resumed_from,
+        settings,
+        training_datasets(cfg, data),
+        train_uri,
+        cfg.output.storage_options,
+        cfg.training.num_workers,
+        cfg.training.use_gpu,
+        cfg.training.keep_checkpoints,
+        resumed_from,
         cfg.training.cpus_per_worker,
     )
     last = trained.history[-1] if trained.history else {}
-    unreadable = int(last.get("train_rows_failed_decode", 0)) + int(last.get("validation_rows_failed_decode", 0))
+    unreadable = int(last.get("train_rows_failed_decode", 0)) + int(
+        last.get("validation_rows_failed_decode", 0)
+    )
     if unreadable:
-        log.warning("%d row(s) could not be read or decoded in the last epoch and were left out of it "
-                    "(counted in the manifest)", unreadable)
+        log.warning(
+            "%d row(s) could not be read or decoded in the last epoch and were left out of it "
+            "(counted in the manifest)",
+            unreadable,
+        )
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
     student.set_target_scale(scaler.mean, scaler.std)
     student.eval()
@@ -384,8 +456,12 @@ def distill_manifest(
         "config_digest": cfg_digest,
         "versions": software_versions(),
         "student_id": f"student-{card['arch']}@{card['weights']['sha256'][:12]}",
-        "artifact": {"uri": cfg.output.uri, "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
-                     "params": card["params"], "flops": card["flops"]},
+        "artifact": {
+            "uri": cfg.output.uri,
+            "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
+            "params": card["params"],
+            "flops": card["flops"],
+        },
         "counts_by_status": {
             "annotations": dict(sorted(annotations.items())),
             "self_training": data.self_training.counts if data.self_training else {},
@@ -404,7 +480,9 @@ def distill_manifest(
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
     v = manifest["validation"]
-    metrics = ", ".join(f"{k}={v[k]:.4g}" for k in ("spearman", "pearson", "mse") if isinstance(v.get(k), float))
+    metrics = ", ".join(
+        f"{k}={v[k]:.4g}" for k in ("spearman", "pearson", "mse") if isinstance(v.get(k), float)
+    )
     a, r = manifest["artifact"], manifest["rows"]
     return [
         f"summary: {manifest['student_id']} ({a['params']:,} params, {a['flops']:,} FLOPs) written to {a['uri']}",

@@ -104,7 +104,9 @@ def _read_file(file: AnnotationFile, choice: ColumnChoice) -> pd.DataFrame:
         table = parquet.read(columns=list(dict.fromkeys(required + optional)))
     target_type = table.schema.field(choice.target).type
     if not (pa.types.is_floating(target_type) or pa.types.is_integer(target_type)):
-        raise DistillInputError(f"{file.uri}: distill.target_column {choice.target!r} is {target_type}, not numeric")
+        raise DistillInputError(
+            f"{file.uri}: distill.target_column {choice.target!r} is {target_type}, not numeric"
+        )
     frame = table.to_pandas()
     out = pd.DataFrame({"path": frame["path"].astype(str), "status": frame["status"].astype(object)})
     if choice.identity_source == "column":
@@ -201,7 +203,9 @@ def check_teacher(rows: AnnotationRows, teacher: Teacher, self_training: bool) -
                 "the annotations have no model_id column, so their target cannot be checked against the teacher "
                 "that labels the self-training copies: use annotate outputs (not a keep-list) as distill.annotations"
             )
-        log.warning("the annotations carry no model_id: the target is assumed to come from %s", teacher.model.model_id)
+        log.warning(
+            "the annotations carry no model_id: the target is assumed to come from %s", teacher.model.model_id
+        )
         return {"annotation_model_ids": [], "verified": False}
     if found["model_id"] != [teacher.model.model_id]:
         raise DistillInputError(
@@ -243,6 +247,10 @@ def rows_digest(frame: pd.DataFrame, columns: list[str]) -> str:
     """sha256 (hex) of the given columns, row by row in order (floats by their exact repr)."""
     h = hashlib.sha256()
     for values in zip(*(frame[c].tolist() for c in columns)):
-        h.update(("\t".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values) + "\n")
-                 .encode())
+        h.update(
+            (
+                "\t".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values)
+                + "\n"
+            ).encode()
+        )
     return h.hexdigest()

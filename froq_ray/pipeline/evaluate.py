@@ -65,7 +65,9 @@ def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
     fs.invalidate_cache(path)
     state = [f"{STATE_DIR}/{n}" for n in list_names(fs, f"{path}/{STATE_DIR}")]
     names = list_names(fs, path) + state
-    foreign = [n for n in names if n in (RUN_FILE, LEGACY_RUN_FILE) or PART_RE.match(n) or LEGACY_MARKER_RE.match(n)]
+    foreign = [
+        n for n in names if n in (RUN_FILE, LEGACY_RUN_FILE) or PART_RE.match(n) or LEGACY_MARKER_RE.match(n)
+    ]
     foreign += [n for n in state if MARKER_RE.match(posixpath.basename(n))]
     for manifest in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
         if manifest in names and not foreign:

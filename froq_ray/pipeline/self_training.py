@@ -182,11 +182,18 @@ def run_self_training(
     uri = join_uri(out.uri, FOLDER)
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
-    job = prepare_table_job(cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force)
+    job = prepare_table_job(
+        cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force
+    )
     pending = job.pending
     log.info(
         "self-training: %d degraded copies of %d images (%d of %d shard(s) to run), teacher %s (%s)",
-        len(listing), len(listing) // s.copies, len(pending), len(job.shards), teacher.model.model_id, teacher.mode,
+        len(listing),
+        len(listing) // s.copies,
+        len(pending),
+        len(job.shards),
+        teacher.model.model_id,
+        teacher.mode,
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
     if pending:
@@ -204,8 +211,13 @@ def run_self_training(
         mode = teacher_mode(teacher)
         constants = mode.constants(teacher.model, teacher.calibration_id)
         result = run_shards(
-            job, teacher_stage(cfg, teacher), self_training_schema(cfg, teacher), constants, teacher.calibration_id,
-            decode=decode, between=(MapStage(degrade_and_store, degrade_cfg),),
+            job,
+            teacher_stage(cfg, teacher),
+            self_training_schema(cfg, teacher),
+            constants,
+            teacher.calibration_id,
+            decode=decode,
+            between=(MapStage(degrade_and_store, degrade_cfg),),
             no_progress_timeout_s=mode.default_no_progress_timeout_s,
         )
     counts = total_counts(job, result)

@@ -26,7 +26,9 @@ def frozen_copy(network: nn.Module, sample: torch.Tensor) -> nn.Module:
     network = network.eval().to(sample.device)
     try:
         with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # fixed input size: shape checks are constant
+            warnings.simplefilter(
+                "ignore", torch.jit.TracerWarning
+            )  # fixed input size: shape checks are constant
             reference = network(sample)
             traced = torch.jit.trace(network, sample, check_trace=False)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced) if traced.training else traced)

@@ -103,7 +103,12 @@ def software_versions() -> dict[str, str]:
         froq = metadata.version("froq_ray")
     except metadata.PackageNotFoundError:
         froq = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "froq_ray": froq}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "froq_ray": froq,
+    }
 
 
 def _json_float(value: float) -> float | None:
@@ -183,7 +188,9 @@ class CalibrationArtifact:
             utilities={k: (math.nan if v is None else float(v)) for k, v in data["utilities"].items()},
             layer_calls={k: int(v) for k, v in data["layer_calls"].items()},
             top_layers=list(data["top_layers"]),
-            greedy_curve=[(name, math.nan if rho is None else float(rho)) for name, rho in data["greedy_curve"]],
+            greedy_curve=[
+                (name, math.nan if rho is None else float(rho)) for name, rho in data["greedy_curve"]
+            ],
             selected_layers=list(data["selected_layers"]),
             settings=data["settings"],
             calibration_set=CalibrationSet(**data["calibration_set"]),
@@ -246,7 +253,9 @@ def _validate(data: Any, source: str) -> None:
         if not isinstance(data[key], kind):
             fail(f"field {key!r} must be {getattr(kind, '__name__', kind)}, got {type(data[key]).__name__}")
     if data["schema"] != SCHEMA or data["schema_version"] != SCHEMA_VERSION:
-        fail(f"unsupported schema {data['schema']!r} v{data['schema_version']} (expected {SCHEMA!r} v{SCHEMA_VERSION})")
+        fail(
+            f"unsupported schema {data['schema']!r} v{data['schema_version']} (expected {SCHEMA!r} v{SCHEMA_VERSION})"
+        )
     missing_identity = [k for k in IDENTITY_KEYS if k not in data["model"]]
     if missing_identity:
         fail(f"model identity lacks {', '.join(missing_identity)}")
@@ -254,8 +263,12 @@ def _validate(data: Any, source: str) -> None:
         if value is not None and not isinstance(value, (int, float)):
             fail(f"utility of layer {name!r} must be a number or null")
     for entry in data["greedy_curve"]:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                and (entry[1] is None or isinstance(entry[1], (int, float)))):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and (entry[1] is None or isinstance(entry[1], (int, float)))
+        ):
             fail(f"greedy_curve entries must be [layer, rho], got {entry!r}")
     known = set(data["utilities"])
     for key in ("top_layers", "selected_layers"):

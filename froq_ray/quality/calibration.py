@@ -180,7 +180,9 @@ def concat_observations(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def probe_call_counts(model: LoadedModel, layer_names: Sequence[str], device: torch.device | str = "cpu") -> dict[str, int]:
+def probe_call_counts(
+    model: LoadedModel, layer_names: Sequence[str], device: torch.device | str = "cpu"
+) -> dict[str, int]:
     """How many times each layer is called in one forward pass (layers not called: 0)."""
     size = model.contract.size
     sample = torch.zeros(1, 3, size, size, device=device)

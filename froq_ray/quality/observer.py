@@ -56,7 +56,9 @@ def precision_name(dtype: torch.dtype | None) -> str:
     raise ValueError(f"unsupported autocast dtype {dtype}")
 
 
-def autocast_context(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device: torch.device | str, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device``'s type, or a no-op context for fp32 (``dtype=None``)."""
     if dtype is None:
         return contextlib.nullcontext()
@@ -70,7 +72,9 @@ def as_batch_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(batch)
 
 
-def network_input(batch: np.ndarray | torch.Tensor, transform: nn.Module, device: torch.device) -> torch.Tensor:
+def network_input(
+    batch: np.ndarray | torch.Tensor, transform: nn.Module, device: torch.device
+) -> torch.Tensor:
     """A batch -> float32 NCHW network input on ``device``.
 
     uint8 batches are crops (N, H, W, 3) and go through ``transform`` (a ``ModelInputTransform`` already on
@@ -148,7 +152,9 @@ class NormObserver:
     ...     norms = obs.norms()           # {"block1": (N,), "block2.relu": (N,)}
     """
 
-    def __init__(self, network: nn.Module, layer_names: Sequence[str], stop_at: StopPoint | None = None) -> None:
+    def __init__(
+        self, network: nn.Module, layer_names: Sequence[str], stop_at: StopPoint | None = None
+    ) -> None:
         self.network = network
         self.layer_names = list(layer_names)
         self._modules = resolve_layers(network, self.layer_names)

@@ -135,7 +135,9 @@ class PseudoLabeler:
         self._cache: dict[tuple[int, int, int], tuple[torch.Tensor | None, torch.Tensor | None, _Layout]] = {}
 
     # -------------------------------------------------------------------------------------------- setup
-    def _prepared(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None, _Layout]:
+    def _prepared(
+        self, shape: tuple[int, int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, _Layout]:
         """Noise masks, occlusion masks and copy layout for one input shape (built once, cached)."""
         if shape not in self._cache:
             s = self.settings
@@ -191,7 +193,9 @@ class PseudoLabeler:
         """Unperturbed (N, D) float32 embeddings, in chunks of ``max_forward_batch``."""
         x = x.to(self.device, torch.float32)
         with torch.inference_mode():
-            return torch.cat([self._embed(x[c]) for c in iter_chunks(x.shape[0], self.settings.max_forward_batch)])
+            return torch.cat(
+                [self._embed(x[c]) for c in iter_chunks(x.shape[0], self.settings.max_forward_batch)]
+            )
 
     def similarities(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(N, P) cosine similarities between each image's reference embedding and its P copies."""
@@ -204,7 +208,9 @@ class PseudoLabeler:
                 sims[rows] = F.cosine_similarity(emb, reference[owner[rows]], dim=1)
         return sims.view(n, per_image)
 
-    def __call__(self, x: torch.Tensor, reference_embedding: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    def __call__(
+        self, x: torch.Tensor, reference_embedding: torch.Tensor | None = None
+    ) -> dict[str, np.ndarray]:
         """Pseudo-label components and their mean for float NCHW network input ``x``.
 
         ``reference_embedding`` (N, D): the unperturbed embeddings if already computed (e.g. by the
@@ -217,7 +223,9 @@ class PseudoLabeler:
         if reference_embedding is None:
             reference = self.embed(x)
         else:
-            reference = torch.as_tensor(reference_embedding).to(self.device, torch.float32).reshape(x.shape[0], -1)
+            reference = (
+                torch.as_tensor(reference_embedding).to(self.device, torch.float32).reshape(x.shape[0], -1)
+            )
         sims = self.similarities(x, reference)
         _, _, layout = self._prepared(tuple(x.shape[1:]))
         components = {
@@ -226,5 +234,7 @@ class PseudoLabeler:
             if part is not None
         }
         result = {name: value.cpu().numpy().astype(np.float32) for name, value in components.items()}
-        result["pseudo_label"] = torch.stack(list(components.values())).mean(dim=0).cpu().numpy().astype(np.float32)
+        result["pseudo_label"] = (
+            torch.stack(list(components.values())).mean(dim=0).cpu().numpy().astype(np.float32)
+        )
         return result

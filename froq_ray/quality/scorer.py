@@ -222,7 +222,9 @@ class FroqScorer:
         norms = observer.norms()
         missing = [name for name in self.layers if name not in norms]
         if missing:
-            raise RuntimeError(f"selected layers produced no output in this forward pass: {', '.join(missing)}")
+            raise RuntimeError(
+                f"selected layers produced no output in this forward pass: {', '.join(missing)}"
+            )
         quality = torch.stack([norms[name] for name in self.layers]).mean(dim=0)
         embedding = None if output is None else as_embedding(output)
         return quality, embedding
@@ -262,7 +264,9 @@ class FroqScorer:
                 if embedding is not None:
                     embeddings.append(embedding)
         if not qualities:
-            empty_embedding = None if self.quality_only else np.zeros((0, self.model.embedding_size), np.float32)
+            empty_embedding = (
+                None if self.quality_only else np.zeros((0, self.model.embedding_size), np.float32)
+            )
             return ScoreResult(np.zeros(0, np.float32), empty_embedding, self.precision)
         quality = torch.cat(qualities).cpu().numpy().astype(np.float32)  # one device -> host copy per call
         embedding = None if self.quality_only else torch.cat(embeddings).cpu().numpy().astype(np.float32)

@@ -190,7 +190,11 @@ def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
 
 # ------------------------------------------------------------------------------------------- S3 preflight
 
-PREFLIGHT_CONFIG_KWARGS: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}
+PREFLIGHT_CONFIG_KWARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 10,
+    "retries": {"max_attempts": 1},
+}
 """botocore ``Config`` settings of the reachability check only: one attempt, a short connect timeout."""
 _S3_PROTOCOLS = ("s3", "s3a")
 
@@ -243,7 +247,9 @@ def check_reachable(uri: str, storage_options: Mapping[str, Any] | None = None, 
     except PermissionError as exc:
         if access == "write":
             return
-        raise StorageUnreachableError(f"access denied to {where}: {_one_line(exc)}; check the credentials") from None
+        raise StorageUnreachableError(
+            f"access denied to {where}: {_one_line(exc)}; check the credentials"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - whatever the client raises, the location cannot be used
         kind = type(exc).__name__
         if kind == "NoCredentialsError":

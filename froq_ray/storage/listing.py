@@ -115,7 +115,9 @@ class ListingCounts:
             if reason == "extension":
                 detail = ", ".join(f"{ext}={n}" for ext, n in group["by_extension"].items())
             else:
-                detail = ", ".join(group["examples"]) + (", ..." if group["count"] > len(group["examples"]) else "")
+                detail = ", ".join(group["examples"]) + (
+                    ", ..." if group["count"] > len(group["examples"]) else ""
+                )
             parts.append(f"{reason}={group['count']} ({detail})")
         return f"skipped {self.skipped_total} file(s): " + ("; ".join(parts) if parts else "none")
 
@@ -124,14 +126,26 @@ class ListingCounts:
         if self.skipped:
             log.warning("inputs from %s: %s", cfg.uri, self.skipped_line())
         if self.followed_links:
-            log.info("inputs from %s: followed %d symlinked folder(s): %s", cfg.uri, len(self.followed_links),
-                     ", ".join(self.followed_links))
+            log.info(
+                "inputs from %s: followed %d symlinked folder(s): %s",
+                cfg.uri,
+                len(self.followed_links),
+                ", ".join(self.followed_links),
+            )
         if self.duplicates:
-            log.warning("input manifest %s: %d duplicate row(s) name a path listed earlier; each path kept once",
-                        cfg.uri, self.duplicates)
+            log.warning(
+                "input manifest %s: %d duplicate row(s) name a path listed earlier; each path kept once",
+                cfg.uri,
+                self.duplicates,
+            )
         if self.beyond_limit:
-            log.info("inputs from %s: input.limit=%d keeps %d of %d", cfg.uri, cfg.limit, cfg.limit,
-                     cfg.limit + self.beyond_limit)
+            log.info(
+                "inputs from %s: input.limit=%d keeps %d of %d",
+                cfg.uri,
+                cfg.limit,
+                cfg.limit,
+                cfg.limit + self.beyond_limit,
+            )
 
 
 @dataclass
@@ -140,7 +154,9 @@ class InputListing(ListingCounts):
     with columns ``path`` (str) and ``identity`` (str or None), sorted by path, unique paths, ``limit``
     applied."""
 
-    table: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"path": [], "identity": []}, dtype=object))
+    table: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"path": [], "identity": []}, dtype=object)
+    )
 
 
 class _Skips:
@@ -228,7 +244,9 @@ def list_all_inputs(cfg: InputConfig) -> InputListing:
     return InputListing(kind, seen, skips.result(), sorted(followed), duplicates, 0, table)
 
 
-def list_remote_files(fs, root: str, extensions: list[str]) -> tuple[list[str], dict[str, dict[str, Any]], int]:
+def list_remote_files(
+    fs, root: str, extensions: list[str]
+) -> tuple[list[str], dict[str, dict[str, Any]], int]:
     """(image URIs under the remote folder ``root``, sorted; skipped as in :attr:`ListingCounts.skipped`;
     files found) for one remote folder or prefix, listed recursively (``fs.find``) and filtered by extension
     like :func:`list_inputs` does. The folder's cached listing is dropped before and after."""
@@ -239,7 +257,9 @@ def list_remote_files(fs, root: str, extensions: list[str]) -> tuple[list[str], 
     return paths, skipped, len(found)
 
 
-def split_by_extension(found: list[str], extensions: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def split_by_extension(
+    found: list[str], extensions: list[str]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """(the paths of ``found`` that end with one of ``extensions``, sorted; the others as
     :attr:`ListingCounts.skipped`)."""
     skips = _Skips()
@@ -260,8 +280,10 @@ def filter_extensions(found: list[str], extensions: list[str], skips: _Skips) ->
 
 def no_images_error(cfg: InputConfig, kind: str, files_found: int) -> InputListingError:
     """The error for a folder or glob that lists no image file among ``files_found`` files."""
-    what = f"no image files among {files_found} file(s)" if kind == "folder" else (
-        f"glob matched no image files ({files_found} file(s) matched)"
+    what = (
+        f"no image files among {files_found} file(s)"
+        if kind == "folder"
+        else (f"glob matched no image files ({files_found} file(s) matched)")
     )
     return InputListingError(f"input {cfg.uri}: {what} (extensions: {', '.join(cfg.extensions)})")
 
@@ -459,7 +481,9 @@ def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputListingError(f"input manifest {cfg.uri}: line {line} is not UTF-8 text ({exc.reason})") from None
+        raise InputListingError(
+            f"input manifest {cfg.uri}: line {line} is not UTF-8 text ({exc.reason})"
+        ) from None
     reader = csv.reader(io.StringIO(text.rstrip("\r\n"), newline=""), strict=True)
     rows: list[tuple[str, dict[str, Any]]] = []
     header: list[str] | None = None

@@ -165,7 +165,9 @@ def prepare_output(
             fs.rm(inputs_dir, recursive=True)
             fs.invalidate_cache(state_dir)
     else:  # leftovers of interrupted writes
-        _delete(fs, path, [n for n in names if _TEMP_RE.match(n)], [n for n in state_names if _TEMP_RE.match(n)])
+        _delete(
+            fs, path, [n for n in names if _TEMP_RE.match(n)], [n for n in state_names if _TEMP_RE.match(n)]
+        )
     if mode == "resume":
         _check_resumable(state, names, state_names, force, listing)
 
@@ -219,9 +221,10 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
             config_changes(stored["config"], now["config"]) if "config" in stored and "config" in now else []
         )
         if changes:
-            problems.append(f"the config differs in {len(changes)} key(s) (listed below)\n" + "\n".join(
-                f"  {line}" for line in _limited(changes, MAX_CHANGES)
-            ))
+            problems.append(
+                f"the config differs in {len(changes)} key(s) (listed below)\n"
+                + "\n".join(f"  {line}" for line in _limited(changes, MAX_CHANGES))
+            )
         else:
             problems.append(
                 f"the config differs (stored digest {str(stored.get('config_digest'))[:12]}, "
@@ -230,8 +233,12 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
     if now["input_digest"] is not None and stored.get("input_digest") != now["input_digest"]:
         detail = _input_change(state, stored, listing)
         problems.append(
-            "the input listing differs" + (f"\n  inputs: {detail}" if detail else
-            f" (stored digest {str(stored.get('input_digest'))[:12]}, now {now['input_digest'][:12]})")
+            "the input listing differs"
+            + (
+                f"\n  inputs: {detail}"
+                if detail
+                else f" (stored digest {str(stored.get('input_digest'))[:12]}, now {now['input_digest'][:12]})"
+            )
         )
     if stored.get("schema_version") != now["schema_version"]:
         problems.append(
@@ -274,8 +281,10 @@ def discard_stale_shards(
     fs.invalidate_cache(path)
     parts = [n for n in list_names(fs, path) if PART_RE.match(n)]
     keep = {
-        i: m for i, m in state.markers.items()
-        if (m.get("start"), m.get("stop")) == bounds.get(i) and part_name(i) in parts
+        i: m
+        for i, m in state.markers.items()
+        if (m.get("start"), m.get("stop")) == bounds.get(i)
+        and part_name(i) in parts
         and (inputs_digest is None or m.get("inputs_digest") == inputs_digest)
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
@@ -305,7 +314,9 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in node.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):  # an empty mapping has no leaves: {} -> {"x": 1} shows as x: (absent) -> 1
+        if isinstance(
+            value, Mapping
+        ):  # an empty mapping has no leaves: {} -> {"x": 1} shows as x: (absent) -> 1
             out.update(_flatten(value, f"{dotted}."))
         else:
             out[dotted] = value

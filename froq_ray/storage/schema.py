@@ -183,7 +183,9 @@ def text_values(values: np.ndarray | Sequence[Any], name: str = "column") -> lis
         elif is_null(value):
             out.append(None)
         else:
-            raise TypeError(f"column {name!r} row {i}: expected text or null, got {type(value).__name__} {value!r}")
+            raise TypeError(
+                f"column {name!r} row {i}: expected text or null, got {type(value).__name__} {value!r}"
+            )
     return out
 
 

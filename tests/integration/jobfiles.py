@@ -17,8 +17,11 @@ from tests.data_factory import bad_inputs
 # Cheap perturbations for tests (8 forward passes per image instead of 76); the method is the same.
 FAST_PERTURBATIONS = {"noise_masks": 2, "noise_alphas": [0.001], "occlusion_cell": 56}
 SMALL_RESOURCES = {"ray_batch_size": 16, "model_batch_size": 16, "progress_interval_s": 1}
-BAD_FILES = {"Bad_Inputs/corrupt.jpg": "corrupt", "Bad_Inputs/empty.jpg": "empty",
-             "Bad_Inputs/not_an_image.png": "not_an_image"}
+BAD_FILES = {
+    "Bad_Inputs/corrupt.jpg": "corrupt",
+    "Bad_Inputs/empty.jpg": "empty",
+    "Bad_Inputs/not_an_image.png": "not_an_image",
+}
 
 
 def lfw_sample(lfw_dev: Path, identities: int, per_identity: int = 2) -> list[Path]:

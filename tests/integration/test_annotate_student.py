@@ -40,7 +40,8 @@ def annotate_config(inputs, output, student) -> dict:
         "job": "annotate",
         "input": {"uri": str(inputs), "identity_from_folder": True},
         "scoring": {"mode": "student", "student_artifact": str(student)},
-        "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"} | {"num_cpus": 2},
+        "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"}
+        | {"num_cpus": 2},
         "output": {"uri": str(output), "shard_size": 8, "progress_interval_s": 1},
     }
 

@@ -32,11 +32,16 @@ def copy_images(images: list[Path], folder: Path) -> list[str]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_names_with_hash_are_used_as_typed_and_the_run_keeps_its_progress_lines(ray_cluster, lfw_dev_dir, tmp_path):
+def test_names_with_hash_are_used_as_typed_and_the_run_keeps_its_progress_lines(
+    ray_cluster, lfw_dev_dir, tmp_path
+):
     images = lfw_sample(lfw_dev_dir, identities=3, per_identity=2)
     earlier_inputs = copy_images(images[:4], tmp_path / "in")
     new_inputs = copy_images(images[4:], tmp_path / "in #2")
@@ -49,11 +54,32 @@ def test_names_with_hash_are_used_as_typed_and_the_run_keeps_its_progress_lines(
 
     # the reported command, typed with relative names in a fresh driver whose output is captured
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--input", "in #2", "--output", "out #2",
-           "--mode", "overwrite", "--set", f"resources.ray_address={address}", *small,
-           "--set", "output.progress_interval_s=0.001"]
-    run = subprocess.run(cmd, cwd=tmp_path, env=env_with_repo_on_path(), capture_output=True, text=True,
-                         timeout=600, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "froq_ray.cli",
+        "annotate",
+        "--input",
+        "in #2",
+        "--output",
+        "out #2",
+        "--mode",
+        "overwrite",
+        "--set",
+        f"resources.ray_address={address}",
+        *small,
+        "--set",
+        "output.progress_interval_s=0.001",
+    ]
+    run = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=env_with_repo_on_path(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
 

@@ -72,9 +72,14 @@ def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
     model_id, calibration_id = ann["model_id"].iloc[0], ann["calibration_id"].iloc[0]
     extra = {
         "path": [str(images / "Missing_Person" / "gone.jpg"), str(images / "No_Quality" / "x.jpg")],
-        "identity": ["Missing_Person", "No_Quality"], "status": [st.OK, st.OK], "error": [None, None],
-        "quality": [30.0, np.nan], "width": [250, 250], "height": [250, 250],
-        "model_id": [model_id] * 2, "calibration_id": [calibration_id] * 2,
+        "identity": ["Missing_Person", "No_Quality"],
+        "status": [st.OK, st.OK],
+        "error": [None, None],
+        "quality": [30.0, np.nan],
+        "width": [250, 250],
+        "height": [250, 250],
+        "model_id": [model_id] * 2,
+        "calibration_id": [calibration_id] * 2,
     }
     pq.write_table(to_table(extra, annotation_schema(None)), root / "extra.parquet")
     return root, ann
@@ -83,8 +88,12 @@ def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
 def distill_config(root: Path, mobilefacenet_pt, out: str, **sections) -> dict:
     cfg = {
         "job": "distill",
-        "distill": {"annotations": [str(root / "ann"), str(root / "extra.parquet")], "target_column": "quality",
-                    "validation_fraction": 0.25, "split_seed": 3},
+        "distill": {
+            "annotations": [str(root / "ann"), str(root / "extra.parquet")],
+            "target_column": "quality",
+            "validation_fraction": 0.25,
+            "split_seed": 3,
+        },
         "student": {"arch": "tiny_cnn", "input_size": 64, "options": {"width": 8}},
         "self_training": {"enabled": True, "copies": 1, "fraction": 0.08, "seed": 5},
         "training": {"epochs": 2, "batch_size": 16, "lr": 0.003, "seed": 7},
@@ -102,7 +111,9 @@ def snapshot_exists(out: Path) -> bool:
 
 
 @pytest.mark.timeout(1800)  # the module fixture annotates 100 faces; three distill runs follow
-def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(annotated, mobilefacenet_pt, capsys):
+def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
+    annotated, mobilefacenet_pt, capsys
+):
     root, ann = annotated
     n_ok = int((ann["status"] == st.OK).sum())
     assert n_ok == IDENTITIES * PER_IDENTITY
@@ -111,12 +122,21 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     # It decodes the crops every epoch (streaming); the uninterrupted run below decodes them once (cache_decoded:
     # auto caches this small set): the final weights must not depend on either.
     address = __import__("ray").get_runtime_context().gcs_address
-    killed_cfg = distill_config(root, mobilefacenet_pt, "killed", resources={"ray_address": address},
-                                training={"cache_decoded": False})
+    killed_cfg = distill_config(
+        root,
+        mobilefacenet_pt,
+        "killed",
+        resources={"ray_address": address},
+        training={"cache_decoded": False},
+    )
     config = write_config(root, "killed", killed_cfg)
-    proc = subprocess.Popen([sys.executable, "-m", "froq_ray.cli", "distill", "--config", str(config)],
-                            env=env_with_repo_on_path(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "froq_ray.cli", "distill", "--config", str(config)],
+        env=env_with_repo_on_path(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     try:
         while not snapshot_exists(root / "killed") and time.monotonic() < deadline and proc.poll() is None:
@@ -137,8 +157,13 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     manifest = json.loads((out / "_froq" / "manifest.json").read_text())
     counts = manifest["counts_by_status"]
     # annotation rows: 100 faces + the missing image are usable; 3 bad files and one row without quality are not
-    assert counts["annotations"] == {st.OK: n_ok + 1, "corrupt": 1, "empty": 1, "not_an_image": 1,
-                                     "target_not_finite": 1}
+    assert counts["annotations"] == {
+        st.OK: n_ok + 1,
+        "corrupt": 1,
+        "empty": 1,
+        "not_an_image": 1,
+        "target_not_finite": 1,
+    }
     failed = counts["training_read_failures_last_epoch"]
     assert failed["train"] + failed["validation"] == 1  # the missing image, counted (not silently dropped)
 
@@ -147,7 +172,9 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert len(copies) == round(0.08 * (n_ok + 1)) == sum(counts["self_training"].values())
     good = copies[copies["status"] == st.OK]
     assert len(good) >= len(copies) - 1 and np.isfinite(good["quality"]).all()
-    assert set(good["model_id"]) == set(ann["model_id"]) and set(good["calibration_id"]) == set(ann["calibration_id"])
+    assert set(good["model_id"]) == set(ann["model_id"]) and set(good["calibration_id"]) == set(
+        ann["calibration_id"]
+    )
     assert all(p.startswith(str(out / "self_training" / "_images")) for p in copies["path"])
     for row in good.itertuples():
         source = decode_batch([Path(row.source_path).read_bytes()], 112).pixels[0]
@@ -175,7 +202,9 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert card["teacher"]["calibration_id"] == ann["calibration_id"].iloc[0]
     assert len(card["teacher"]["weights_sha256"]) == 64
     data = card["data"]
-    assert data["train_rows"] + data["validation_rows"] == len(split) and len(data["training_data_digest"]) == 64
+    assert (
+        data["train_rows"] + data["validation_rows"] == len(split) and len(data["training_data_digest"]) == 64
+    )
     assert data["split"]["train_keys"] + data["split"]["validation_keys"] == split["split_key"].nunique()
     assert card["training"]["epochs_completed"] == 2 and card["training"]["seed"] == 7
     assert card["training"]["loss"] == {"regression": "mse", "rank": "pairwise", "rank_weight": 1.0}
@@ -220,10 +249,18 @@ def test_config_and_input_errors_name_what_to_fix(annotated, mobilefacenet_pt, c
     )
     err = error_of("e2", {**base, "distill": {**base["distill"], "target_column": "cr"}})
     assert "self_training.enabled: the teacher cannot label degraded copies with 'cr'" in err
-    err = error_of("e3", {**base, "distill": {**base["distill"], "target_column": "sharpness"},
-                          "self_training": {"enabled": False}})
+    err = error_of(
+        "e3",
+        {
+            **base,
+            "distill": {**base["distill"], "target_column": "sharpness"},
+            "self_training": {"enabled": False},
+        },
+    )
     assert "no column(s) ['sharpness']" in err
-    err = error_of("e4", {**base, "model": {"name": "dlib_resnet_v1"}, "calibration": {"artifact": "builtin"}})
+    err = error_of(
+        "e4", {**base, "model": {"name": "dlib_resnet_v1"}, "calibration": {"artifact": "builtin"}}
+    )
     assert "the annotations were made by mobilefacenet@" in err and "dlib_resnet_v1@" in err
     (root / "taken").mkdir()
     (root / "taken" / "split.parquet").write_bytes(b"x")

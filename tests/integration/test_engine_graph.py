@@ -16,7 +16,12 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("num_gpus", [0.0, 1.0])
 def test_the_graph_maps_whole_shards_with_and_without_gpus(ray_cluster, tmp_path, num_gpus):
     scoring = ScoringStageConfig(
-        mode="froq", model_name="m", model_weights=None, model_options={}, num_gpus=num_gpus, num_cpus=1,
+        mode="froq",
+        model_name="m",
+        model_weights=None,
+        model_options={},
+        num_gpus=num_gpus,
+        num_cpus=1,
         actors=(1, 4),
     )
     read = ReadStageConfig(str(tmp_path), {}, DecodeStageConfig(num_cpus=1))

@@ -20,11 +20,33 @@ pytestmark = pytest.mark.integration
 # Names chosen so that top-level files sort between prefixes ("a.jpg" < "a-b/" < "a/" < "b.jpg" < "c/"):
 # the parallel S3 lister must interleave its units to keep the global path order.
 S3_FILES = [
-    "a.jpg", "a-b/x.jpg", "a-b/y.png", "a/1.jpg", "a/2.jpg", "a/3.jpg", "a/4.jpg", "a/5.jpg", "a/deep/6.jpg",
-    "a/notes.txt", "b.jpg", "b.md", "c/z/9.webp", "c/readme", "d.JPG",
+    "a.jpg",
+    "a-b/x.jpg",
+    "a-b/y.png",
+    "a/1.jpg",
+    "a/2.jpg",
+    "a/3.jpg",
+    "a/4.jpg",
+    "a/5.jpg",
+    "a/deep/6.jpg",
+    "a/notes.txt",
+    "b.jpg",
+    "b.md",
+    "c/z/9.webp",
+    "c/readme",
+    "d.JPG",
 ]
-LOCAL_FILES = ["bob/b1.jpeg", "alice/a2.PNG", "alice/a1.jpg", "alice/sub/a3.webp", "notes.txt", "bob/readme.md",
-               "carol/c1.jpg", "carol/c2.jpg", "carol/c3.jpg"]
+LOCAL_FILES = [
+    "bob/b1.jpeg",
+    "alice/a2.PNG",
+    "alice/a1.jpg",
+    "alice/sub/a3.webp",
+    "notes.txt",
+    "bob/readme.md",
+    "carol/c1.jpg",
+    "carol/c2.jpg",
+    "carol/c3.jpg",
+]
 
 
 def independent_digest(rows: list[tuple[str, str | None]]) -> str:
@@ -72,7 +94,12 @@ def test_s3_prefix_listed_in_parallel_equals_list_inputs(ray_cluster, s3):  # no
         check_plan(plan, cfg, fs, out)
         assert len(plan.parts) > 5  # a/ alone is 6 images -> 3 parts of 2
     assert plan.summary["skipped"]["by_reason"]["extension"]["by_extension"] == {
-        "(none)": 1, ".md": 1, ".png": 1, ".txt": 1, ".webp": 1}
+        "(none)": 1,
+        ".md": 1,
+        ".png": 1,
+        ".txt": 1,
+        ".webp": 1,
+    }
     limited = InputConfig(uri=s3.uri("in"), storage_options=s3.storage_options, limit=7)
     plan = materialize_inputs(limited, fs, out, reuse=False, part_rows=2)
     assert plan.total_rows == 7 and plan.summary["beyond_limit"] == 5  # 12 images
@@ -84,7 +111,8 @@ def test_s3_prefix_listed_in_parallel_equals_list_inputs(ray_cluster, s3):  # no
     assert again == plan and again.reused
     fresh = materialize_inputs(limited, fs, out, reuse=False, part_rows=2)
     assert fresh.digest != plan.digest and s3.uri("in/new.jpg") in [
-        p for r in fresh.ranges(100) for p in read_range(fs, out, r).column("path").to_pylist()]
+        p for r in fresh.ranges(100) for p in read_range(fs, out, r).column("path").to_pylist()
+    ]
 
 
 @pytest.mark.timeout(300)
@@ -139,13 +167,19 @@ def test_csv_and_parquet_manifests(ray_cluster, tmp_path):
     out = str(tmp_path / "out")
     csv = tmp_path / "m.csv"
     csv.write_text("path,who\nz/9.jpg,zed\na/1.jpg,\ns3://b/k.png,2019\na/1.jpg,\n/abs/x.gif,amy\nm.jpg,mo\n")
-    pq.write_table(pa.table({"path": ["q.jpg", "b.jpg", "q.jpg", "c.jpg"], "who": [1, None, 1, 3]}),
-                   tmp_path / "m.parquet")
+    pq.write_table(
+        pa.table({"path": ["q.jpg", "b.jpg", "q.jpg", "c.jpg"], "who": [1, None, 1, 3]}),
+        tmp_path / "m.parquet",
+    )
     for uri, rows in ((csv, 5), (tmp_path / "m.parquet", 3)):
         cfg = InputConfig(uri=str(uri), identity_column="who")
         plan = materialize_inputs(cfg, fs, out, reuse=False, part_rows=2)
         check_plan(plan, cfg, fs, out)
-        assert plan.total_rows == rows and plan.summary["duplicates"] == 1 and plan.summary["source"] == "manifest"
+        assert (
+            plan.total_rows == rows
+            and plan.summary["duplicates"] == 1
+            and plan.summary["source"] == "manifest"
+        )
 
     csv.write_text("path,who\na.jpg,x\na.jpg,y\n")
     cfg = InputConfig(uri=str(csv), identity_column="who")

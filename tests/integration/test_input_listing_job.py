@@ -25,8 +25,9 @@ from tests.integration.jobfiles import (
 pytestmark = pytest.mark.integration
 
 
-def test_annotate_lists_every_image_once_and_reports_skips(ray_cluster, lfw_dev_dir, mobilefacenet_pt,
-                                                          tmp_path, capsys):
+def test_annotate_lists_every_image_once_and_reports_skips(
+    ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path, capsys
+):
     first, second, third = lfw_sample(lfw_dev_dir, identities=3, per_identity=1)
     root = tmp_path / "in"
     (root / "P").mkdir(parents=True)
@@ -45,19 +46,25 @@ def test_annotate_lists_every_image_once_and_reports_skips(ray_cluster, lfw_dev_
     (root / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
 
     out_uri = str(tmp_path / "out")
-    config = write_config(tmp_path, "ann", {
-        "job": "annotate",
-        "input": {"uri": str(root), "identity_from_folder": True},
-        "model": {"name": "mobilefacenet", "weights": str(mobilefacenet_pt)},
-        "scoring": {"mode": "pseudo_label", "perturbation": FAST_PERTURBATIONS},
-        "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"},
-        "output": {"uri": out_uri, "progress_interval_s": 1},
-    })
+    config = write_config(
+        tmp_path,
+        "ann",
+        {
+            "job": "annotate",
+            "input": {"uri": str(root), "identity_from_folder": True},
+            "model": {"name": "mobilefacenet", "weights": str(mobilefacenet_pt)},
+            "scoring": {"mode": "pseudo_label", "perturbation": FAST_PERTURBATIONS},
+            "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"},
+            "output": {"uri": out_uri, "progress_interval_s": 1},
+        },
+    )
     assert run_job("plan", config) == 0
     plan = capsys.readouterr().out
     assert "inputs: 4 images from" in plan
-    assert (f"inputs skipped 2 file(s): broken_symlink=1 ({root}/broken.jpg); extension=1 (.txt=1); "
-            "0 duplicate manifest row(s) merged; 1 symlinked folder(s) followed; 0 beyond input.limit") in plan
+    assert (
+        f"inputs skipped 2 file(s): broken_symlink=1 ({root}/broken.jpg); extension=1 (.txt=1); "
+        "0 duplicate manifest row(s) merged; 1 symlinked folder(s) followed; 0 beyond input.limit"
+    ) in plan
 
     assert run_job("annotate", config) == 0
     out = read_output(out_uri).sort_values("path").reset_index(drop=True)

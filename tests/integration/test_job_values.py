@@ -35,6 +35,7 @@ from tests.integration.jobfiles import (
 
 pytestmark = pytest.mark.integration
 
+
 def job_config(job: str, inputs: Path, out: Path, mobilefacenet_pt: Path, **sections) -> dict:
     cfg = {
         "job": job,
@@ -101,18 +102,22 @@ def test_calibrate_job_equals_the_plain_loop(calibrated, faces, model, crops):
     _, paths = faces
     settings = PerturbationSettings.from_dict(PerturbationConfig(**FAST_PERTURBATIONS).model_dump())
     layers, _ = calibration_layers(model)
-    expected = calibrate(model, [crops[:5], crops[5:]], settings, top_n=10, layer_names=layers,
-                         image_ids=paths)
+    expected = calibrate(
+        model, [crops[:5], crops[5:]], settings, top_n=10, layer_names=layers, image_ids=paths
+    )
     out, artifact = calibrated
     got = CalibrationArtifact.from_json(artifact.read_text(), source=str(artifact))
 
     assert got.selected_layers == expected.selected_layers and len(got.selected_layers) >= 1
     assert got.top_layers == expected.top_layers
     assert [name for name, _ in got.greedy_curve] == [name for name, _ in expected.greedy_curve]
-    np.testing.assert_allclose([r for _, r in got.greedy_curve], [r for _, r in expected.greedy_curve], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r for _, r in got.greedy_curve], [r for _, r in expected.greedy_curve], rtol=1e-6
+    )
     assert set(got.utilities) == set(expected.utilities) == set(layers)
-    np.testing.assert_allclose([got.utilities[n] for n in layers], [expected.utilities[n] for n in layers],
-                               rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(
+        [got.utilities[n] for n in layers], [expected.utilities[n] for n in layers], rtol=1e-6, equal_nan=True
+    )
     assert got.calibration_set == expected.calibration_set  # the same 12 images, by path
     assert got.settings == json.loads(json.dumps(expected.settings))
     assert got.model == expected.model
@@ -129,8 +134,9 @@ def test_calibrate_job_equals_the_plain_loop(calibrated, faces, model, crops):
 def test_annotate_job_equals_froq_scorer(calibrated, faces, model, crops, mobilefacenet_pt):
     root, paths = faces
     _, artifact = calibrated
-    cfg = job_config("annotate", root / "in", root / "ann", mobilefacenet_pt,
-                     calibration={"artifact": str(artifact)})
+    cfg = job_config(
+        "annotate", root / "in", root / "ann", mobilefacenet_pt, calibration={"artifact": str(artifact)}
+    )
     assert run_job("annotate", write_config(root, "ann", cfg)) == 0
     ok = ok_rows_by_path(read_output(str(root / "ann")), paths)
 

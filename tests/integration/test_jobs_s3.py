@@ -32,8 +32,12 @@ def s3_config(job: str, s3, mobilefacenet_pt, input_uri: str, output_uri: str, *
         "model": {"name": "mobilefacenet", "weights": str(mobilefacenet_pt)},
         "scoring": {"perturbation": FAST_PERTURBATIONS},
         "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"},
-        "output": {"uri": output_uri, "shard_size": 8, "storage_options": s3.storage_options,
-                   "progress_interval_s": 1},
+        "output": {
+            "uri": output_uri,
+            "shard_size": 8,
+            "storage_options": s3.storage_options,
+            "progress_interval_s": 1,
+        },
     }
     for name, value in sections.items():
         cfg.setdefault(name, {}).update(value)
@@ -49,7 +53,12 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     cal = s3_config("calibrate", s3, mobilefacenet_pt, s3.uri("in"), s3.uri("cal"))
     assert run_job("calibrate", write_config(tmp_path, "cal", cal)) == 0
     cal_manifest = read_json_uri(s3.uri("cal", "_froq/manifest.json"), s3.storage_options)
-    assert cal_manifest["counts_by_status"] == {st.OK: len(images), "corrupt": 1, "empty": 1, "not_an_image": 1}
+    assert cal_manifest["counts_by_status"] == {
+        st.OK: len(images),
+        "corrupt": 1,
+        "empty": 1,
+        "not_an_image": 1,
+    }
     artifact = read_json_uri(s3.uri("cal", "_froq/calibration.json"), s3.storage_options)
     assert artifact["selected_layers"] and artifact["calibration_set"]["size"] == len(images)
     assert artifact["model"]["weights_sha256"] == cal_manifest["model"]["weights_sha256"]
@@ -57,11 +66,18 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     assert len(per_image) == n_inputs
     ok = per_image[per_image["status"] == st.OK]
     assert ok[["pl_flip", "pl_noise", "pl_occlusion", "pseudo_label"]].notna().all().all()
-    np.testing.assert_allclose(ok["pseudo_label"], ok[["pl_flip", "pl_noise", "pl_occlusion"]].mean(axis=1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ok["pseudo_label"], ok[["pl_flip", "pl_noise", "pl_occlusion"]].mean(axis=1), rtol=1e-5
+    )
 
-    ann = s3_config("annotate", s3, mobilefacenet_pt, s3.uri("in"), s3.uri("ann"),
-                    calibration={"artifact": s3.uri("cal", "_froq/calibration.json")})
+    ann = s3_config(
+        "annotate",
+        s3,
+        mobilefacenet_pt,
+        s3.uri("in"),
+        s3.uri("ann"),
+        calibration={"artifact": s3.uri("cal", "_froq/calibration.json")},
+    )
     assert run_job("annotate", write_config(tmp_path, "ann", ann)) == 0
     out = read_output(s3.uri("ann"), s3.storage_options)
     assert len(out) == n_inputs and out["path"].is_unique
@@ -86,7 +102,11 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
 
     ev = {
         "job": "evaluate",
-        "evaluate": {"annotations": s3.uri("ann"), "identity_source": "column", "storage_options": s3.storage_options},
+        "evaluate": {
+            "annotations": s3.uri("ann"),
+            "identity_source": "column",
+            "storage_options": s3.storage_options,
+        },
         "output": {"uri": s3.uri("eval"), "storage_options": s3.storage_options},
     }
     assert run_job("evaluate", write_config(tmp_path, "ev", ev)) == 0

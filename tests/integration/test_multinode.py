@@ -94,7 +94,9 @@ def student(work) -> Path:
     shard before the removal; the pool then released its CPU and the run completed instead of stalling.)"""
     torch.manual_seed(0)
     network = build_student("mobilefacenet_student", 224)
-    save_student_artifact(str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}})
+    save_student_artifact(
+        str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}}
+    )
     return work / "student"
 
 
@@ -106,8 +108,12 @@ def job_config(work: Path, name: str, inputs: list[str], student: Path, address:
         "input": {"uri": str(Path(inputs[0]).parents[1]), "identity_from_folder": True},
         "scoring": {"mode": "student", "student_artifact": str(student)},
         "resources": {
-            "ray_address": address, "actors": 1, "num_cpus_per_actor": 1, "decode_num_cpus": 1,
-            "model_batch_size": SHARD_SIZE, "no_progress_timeout_s": NO_PROGRESS_TIMEOUT_S,
+            "ray_address": address,
+            "actors": 1,
+            "num_cpus_per_actor": 1,
+            "decode_num_cpus": 1,
+            "model_batch_size": SHARD_SIZE,
+            "no_progress_timeout_s": NO_PROGRESS_TIMEOUT_S,
         },
         "output": {"uri": str(out), "shard_size": SHARD_SIZE, "progress_interval_s": 1},
     }
@@ -145,7 +151,9 @@ def wait_for_markers(proc: subprocess.Popen, out: Path, count: int, log: Path) -
         if done >= count:
             return done
         time.sleep(0.02)
-    pytest.fail(f"the job ended (or stalled) before {count} shard(s) were complete:\n{log.read_text()[-4000:]}")
+    pytest.fail(
+        f"the job ended (or stalled) before {count} shard(s) were complete:\n{log.read_text()[-4000:]}"
+    )
 
 
 def descendants(pid: int) -> list[int]:
@@ -153,7 +161,9 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name)
+            )
         except (OSError, IndexError, ValueError):
             continue
     out, stack = [], list(children.get(pid, []))
@@ -171,7 +181,9 @@ def node_running(cluster, title: str):
         raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
         for pid in descendants(raylet):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cmdline = (
+                    Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
             except OSError:
                 continue
             if title in cmdline:
@@ -191,8 +203,10 @@ def wait_for_actor_node(cluster, proc: subprocess.Popen, log: Path):
 
 def part_digests(out: Path) -> dict[str, tuple[int, str]]:
     """Parquet part name -> (mtime ns, sha256) of every part in ``out``."""
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(out.glob("part-*.parquet"))}
+    return {
+        p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(out.glob("part-*.parquet"))
+    }
 
 
 def assert_every_input_once(out: Path, inputs: list[str]) -> pd.DataFrame:
@@ -202,7 +216,9 @@ def assert_every_input_once(out: Path, inputs: list[str]) -> pd.DataFrame:
     done = markers(out)
     assert len(parts) == n_shards
     assert sorted(done) == list(range(n_shards))
-    assert sorted(m["file"] for m in done.values()) == [p.name for p in parts], "a part without marker or vice versa"
+    assert sorted(m["file"] for m in done.values()) == [p.name for p in parts], (
+        "a part without marker or vice versa"
+    )
     frames = [pd.read_parquet(p) for p in parts]
     for part, frame in zip(parts, frames, strict=True):
         marker = next(m for m in done.values() if m["file"] == part.name)

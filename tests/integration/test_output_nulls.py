@@ -70,23 +70,49 @@ def outputs(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
 
     run("cal", "calibrate", model_job("calibrate", inputs, out["cal"], mobilefacenet_pt, address))
     artifact = {"artifact": str(out["cal"] / "_froq" / "calibration.json")}
-    run("ann_none", "annotate",
-        model_job("annotate", inputs, out["ann_none"], mobilefacenet_pt, address, calibration=artifact))
-    run("ann_folder", "annotate",
-        model_job("annotate", inputs, out["ann_folder"], mobilefacenet_pt, address, calibration=artifact,
-                  input={"identity_from_folder": True}))
-    run("pseudo", "annotate",
-        model_job("annotate", inputs, out["pseudo"], mobilefacenet_pt, address, scoring={"mode": "pseudo_label"}))
-    run("eval", "evaluate", {
-        "job": "evaluate",
-        "evaluate": {"annotations": str(out["ann_folder"]), "identity_source": "column"},
-        "output": {"uri": str(out["eval"])},
-    })
-    run("filter", "filter", {
-        "job": "filter",
-        "filter": {"annotations": [str(out["ann_folder"])], "classifiability": {"device": "cpu"}},
-        "output": {"uri": str(out["filter"])},
-    })
+    run(
+        "ann_none",
+        "annotate",
+        model_job("annotate", inputs, out["ann_none"], mobilefacenet_pt, address, calibration=artifact),
+    )
+    run(
+        "ann_folder",
+        "annotate",
+        model_job(
+            "annotate",
+            inputs,
+            out["ann_folder"],
+            mobilefacenet_pt,
+            address,
+            calibration=artifact,
+            input={"identity_from_folder": True},
+        ),
+    )
+    run(
+        "pseudo",
+        "annotate",
+        model_job(
+            "annotate", inputs, out["pseudo"], mobilefacenet_pt, address, scoring={"mode": "pseudo_label"}
+        ),
+    )
+    run(
+        "eval",
+        "evaluate",
+        {
+            "job": "evaluate",
+            "evaluate": {"annotations": str(out["ann_folder"]), "identity_source": "column"},
+            "output": {"uri": str(out["eval"])},
+        },
+    )
+    run(
+        "filter",
+        "filter",
+        {
+            "job": "filter",
+            "filter": {"annotations": [str(out["ann_folder"])], "classifiability": {"device": "cpu"}},
+            "output": {"uri": str(out["filter"])},
+        },
+    )
     return {"out": out, "n_inputs": n_inputs, "n_ok": len(images) + 2, "tmp": tmp}
 
 
@@ -121,7 +147,9 @@ def read_all(folder: Path) -> pd.DataFrame:
     frame = pd.read_parquet(folder)
     paths = frame["path"].tolist()
     assert pq.read_table(folder).column("path").to_pylist() == paths
-    assert [r[0] for r in duckdb.sql(f"select path from read_parquet('{folder}/*.parquet')").fetchall()] == paths
+    assert [
+        r[0] for r in duckdb.sql(f"select path from read_parquet('{folder}/*.parquet')").fetchall()
+    ] == paths
     assert pl.read_parquet(f"{folder}/*.parquet")["path"].to_list() == paths
     return frame
 
@@ -138,7 +166,9 @@ def test_scoring_outputs_keep_nulls(outputs, name, identities, calibrated):
         ok = columns["status"] == st.OK
         assert columns["error"].isna().tolist() == ok.tolist()  # error: null exactly on ok rows
         assert columns["path"].notna().all() and columns["model_id"].notna().all()
-        assert columns["calibration_id"].notna().all() if calibrated else columns["calibration_id"].isna().all()
+        assert (
+            columns["calibration_id"].notna().all() if calibrated else columns["calibration_id"].isna().all()
+        )
         if identities:
             assert columns["identity"].tolist() == [identity_of(p) for p in columns["path"]]
         else:

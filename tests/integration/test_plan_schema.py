@@ -24,8 +24,12 @@ from tests.integration.jobfiles import FAST_PERTURBATIONS, SMALL_RESOURCES, lfw_
 pytestmark = pytest.mark.integration
 
 MODES = ["froq", "pseudo_label", "student", "calibrate"]
-SCORE_KINDS = {"froq": "froq_quality", "pseudo_label": "pseudo_label", "student": "student_prediction",
-               "calibrate": "calibration_pseudo_label"}
+SCORE_KINDS = {
+    "froq": "froq_quality",
+    "pseudo_label": "pseudo_label",
+    "student": "student_prediction",
+    "calibrate": "calibration_pseudo_label",
+}
 FIELD = re.compile(r"^(?P<name>\w+): (?P<type>.+?)(?P<not_null> not null)?$")
 
 
@@ -47,11 +51,15 @@ def inputs(work, lfw_dev_dir) -> Path:
 def student_dir(work) -> Path:
     torch.manual_seed(0)
     network = build_student("tiny_cnn", 64, {"width": 8})
-    save_student_artifact(str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}})
+    save_student_artifact(
+        str(work / "student"), network, {"target_column": "quality", "teacher": {"model_id": "t@0"}}
+    )
     return work / "student"
 
 
-def job_config(work: Path, inputs: Path, mode: str, mobilefacenet_pt: Path, student: Path) -> tuple[str, Path, Path]:
+def job_config(
+    work: Path, inputs: Path, mode: str, mobilefacenet_pt: Path, student: Path
+) -> tuple[str, Path, Path]:
     """(command, config file, output folder) of a tiny run of ``mode``."""
     out = work / f"out-{mode}"
     cfg = {
@@ -59,7 +67,8 @@ def job_config(work: Path, inputs: Path, mode: str, mobilefacenet_pt: Path, stud
         "input": {"uri": str(inputs), "identity_from_folder": True},
         "model": {"name": "mobilefacenet", "weights": str(mobilefacenet_pt)},
         "scoring": {"perturbation": FAST_PERTURBATIONS},
-        "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"} | {"num_cpus": 2},
+        "resources": {k: v for k, v in SMALL_RESOURCES.items() if k != "progress_interval_s"}
+        | {"num_cpus": 2},
         "output": {"uri": str(out), "shard_size": 3, "progress_interval_s": 1},
     }
     if mode in ("pseudo_label", "student"):

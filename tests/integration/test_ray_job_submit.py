@@ -35,18 +35,36 @@ def start_head(env: dict[str, str]) -> tuple[subprocess.Popen | None, str, str, 
     """``ray start --head`` on fresh ports until its job server answers: (process, address, temp dir, log tail);
     the process is None when ray start exited (e.g. a port taken meanwhile by another Ray on a busy box)."""
     gcs, dashboard = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="froq-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-           "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    temp_dir = tempfile.mkdtemp(
+        prefix="froq-ray-", dir="/tmp"
+    )  # short: Ray's socket paths must fit 107 bytes
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        f"--port={gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
     with open(Path(temp_dir) / "ray-start.log", "w+") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         address = f"http://127.0.0.1:{dashboard}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], check=False, env=env,
-                                   capture_output=True, text=True)
+            probe = subprocess.run(
+                [str(BIN / "ray"), "job", "list", "--address", address],
+                check=False,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if probe.returncode == 0:
                 return proc, address, temp_dir, ""
             if proc.poll() is not None:
@@ -72,7 +90,9 @@ def stop_head(proc: subprocess.Popen, temp_dir: str) -> None:
 def ray_head():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = "180"  # dashboard modules start slowly on a busy box
+    env["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = (
+        "180"  # dashboard modules start slowly on a busy box
+    )
     failures = []
     for _ in range(2):  # a second try on fresh ports; both failures are reported
         proc, address, temp_dir, failure = start_head(env)
@@ -99,9 +119,24 @@ def test_ray_job_submit_annotate_on_defaults(ray_head, tmp_path, lfw_dev_dir):
         (inputs / name).parent.mkdir(parents=True, exist_ok=True)
         (inputs / name).write_bytes(data)
     out = tmp_path / "annotations"
-    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-              "python", "jobs/annotate.py", "--input", str(inputs), "--output", str(out),
-              "--set", "resources.ray_batch_size=4"]
+    submit = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "jobs/annotate.py",
+        "--input",
+        str(inputs),
+        "--output",
+        str(out),
+        "--set",
+        "resources.ray_batch_size=4",
+    ]
     transient = ("No available agent to submit job", "Server disconnected", "Connection aborted")
     for _ in range(30):  # the job agent comes up a little after the job server answers (slowly on a busy box)
         result = subprocess.run(submit, check=False, env=env, capture_output=True, text=True, timeout=600)

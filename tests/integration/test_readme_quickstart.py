@@ -26,7 +26,7 @@ def readme_commands() -> dict[str, list[str]]:
         tokens = shlex.split(line, comments=True)
         starts = [k for k, t in enumerate(tokens) if t.endswith("bin/froq")]
         if starts:
-            args = tokens[starts[0] + 1:]
+            args = tokens[starts[0] + 1 :]
             commands.setdefault(args[0], args)
     return commands
 

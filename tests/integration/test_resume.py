@@ -55,18 +55,25 @@ def pseudo_label_config(s3, mobilefacenet_pt, ray_address: str, seed: int = 0) -
         "model": {"name": "mobilefacenet", "weights": str(mobilefacenet_pt)},
         "scoring": {"mode": "pseudo_label", "perturbation": {"noise_seed": seed}},
         "resources": {"ray_address": ray_address, "ray_batch_size": SHARD_SIZE, "model_batch_size": 256},
-        "output": {"uri": s3.uri("out"), "shard_size": SHARD_SIZE, "storage_options": s3.storage_options,
-                   "progress_interval_s": 1},
+        "output": {
+            "uri": s3.uri("out"),
+            "shard_size": SHARD_SIZE,
+            "storage_options": s3.storage_options,
+            "progress_interval_s": 1,
+        },
     }
 
 
 @pytest.mark.timeout(900)  # ~70 s here; the kill waits up to 600 s for its row count, then two more runs
-def test_interrupted_run_resumes_to_exactly_one_row_per_input(ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt,
-                                                              tmp_path, capsys):
+def test_interrupted_run_resumes_to_exactly_one_row_per_input(
+    ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt, tmp_path, capsys
+):
     fs = s3.filesystem()
     out = f"{s3.bucket}/out"
-    n_inputs = put_inputs(lambda rel, data: fs.pipe(f"{s3.bucket}/in/{rel}", data),
-                          lfw_sample(lfw_dev_dir, identities=10, per_identity=2))
+    n_inputs = put_inputs(
+        lambda rel, data: fs.pipe(f"{s3.bucket}/in/{rel}", data),
+        lfw_sample(lfw_dev_dir, identities=10, per_identity=2),
+    )
     n_shards = -(-n_inputs // SHARD_SIZE)
     address = ray_cluster.get_runtime_context().gcs_address
     config = write_config(tmp_path, "pl", pseudo_label_config(s3, mobilefacenet_pt, address))
@@ -74,8 +81,13 @@ def test_interrupted_run_resumes_to_exactly_one_row_per_input(ray_cluster, s3, l
     # the driver is killed once KILL_AFTER_ROWS rows are complete (a row count, not a time); the deadline only
     # bounds a run that never gets there
     cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--config", str(config)]
-    proc = subprocess.Popen(cmd, env=env_with_repo_on_path(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env_with_repo_on_path(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     try:
         while rows_done(fs, out) < KILL_AFTER_ROWS and time.monotonic() < deadline and proc.poll() is None:

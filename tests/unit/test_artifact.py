@@ -43,8 +43,18 @@ def test_json_round_trip(tmp_path, artifact):
     assert math.isnan(loaded.utilities["head.2"])
     assert loaded.selected_layers == ["block.act", "stem"]
     assert loaded.best_rho == pytest.approx(0.901)
-    assert set(json.loads(text)) >= {"model", "utilities", "greedy_curve", "selected_layers", "settings",
-                                     "calibration_set", "precision", "software", "created_at", "calibration_id"}
+    assert set(json.loads(text)) >= {
+        "model",
+        "utilities",
+        "greedy_curve",
+        "selected_layers",
+        "settings",
+        "calibration_set",
+        "precision",
+        "software",
+        "created_at",
+        "calibration_id",
+    }
 
 
 def test_calibration_id_ignores_created_at_only(artifact):
@@ -107,7 +117,9 @@ def test_corrupt_and_invalid_files_give_clear_errors(tmp_path, artifact):
     with pytest.raises(ArtifactError, match="unsupported schema"):
         load_artifact(write({**data, "schema_version": 99}))
     with pytest.raises(ArtifactError, match="weights_sha256"):
-        load_artifact(write({**data, "model": {k: v for k, v in data["model"].items() if k != "weights_sha256"}}))
+        load_artifact(
+            write({**data, "model": {k: v for k, v in data["model"].items() if k != "weights_sha256"}})
+        )
     with pytest.raises(ArtifactError, match="prefix"):
         load_artifact(write({**data, "selected_layers": ["stem"]}))
     with pytest.raises(ArtifactError, match="does not match its content"):
@@ -122,7 +134,9 @@ def test_calibration_set_digest_is_order_independent_and_kind_specific():
     a.add_pixels(crops[:4])
     a.add_pixels(crops[4:])
     b.add_pixels(crops[::-1])
-    assert a.result() == b.result() and a.result().size == 6 and a.result().digest_kind == "sorted_pixel_sha256"
+    assert (
+        a.result() == b.result() and a.result().size == 6 and a.result().digest_kind == "sorted_pixel_sha256"
+    )
     changed = crops.copy()
     changed[0, 0, 0, 0] ^= 1
     c = CalibrationSetDigest()

@@ -52,7 +52,9 @@ def test_resolve_memory_format():
 
 def test_channels_last_scores_equal_nchw(model, crops):
     expected = _reference(model, crops)
-    scorer = FroqScorer(model, hand_artifact(model, SELECTED), memory_format="channels_last", model_batch_size=4)
+    scorer = FroqScorer(
+        model, hand_artifact(model, SELECTED), memory_format="channels_last", model_batch_size=4
+    )
     result = scorer.score(crops)
     assert scorer.memory_format == "channels_last" and _is_channels_last(model.network)
     np.testing.assert_allclose(result.quality, expected.quality, rtol=1e-5)
@@ -138,5 +140,9 @@ def test_scoring_settings_for_the_manifest():
     assert gpu["device"] == "cuda" and gpu["memory_format"] == "channels_last"
     assert gpu["compile_requested"] is True and gpu["model_batch_size"] == 512 and "pinned" in gpu["transfer"]
     cpu = scoring_settings(_stage())
-    assert cpu["device"] == "cpu" and cpu["memory_format"] == "channels_last" and cpu["compile_requested"] is False
+    assert (
+        cpu["device"] == "cpu"
+        and cpu["memory_format"] == "channels_last"
+        and cpu["compile_requested"] is False
+    )
     assert scoring_settings(_stage(memory_format="contiguous"))["memory_format"] == "contiguous"

@@ -26,7 +26,9 @@ def test_random_weights_load_strictly_and_depend_on_the_seed(tmp_path):
 
 
 def test_which_models_need_weights_and_unsupported_families(tmp_path):
-    assert needs_weights("adaface_ir101") and needs_weights("iresnet50") and not needs_weights("dlib_resnet_v1")
+    assert (
+        needs_weights("adaface_ir101") and needs_weights("iresnet50") and not needs_weights("dlib_resnet_v1")
+    )
     with pytest.raises(KeyError, match="unknown model"):
         needs_weights("no_such_model")
     with pytest.raises(ValueError, match="no random-weights builder"):

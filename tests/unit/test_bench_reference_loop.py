@@ -14,7 +14,11 @@ from froq_ray.imaging.folder import load_crops_strict
 from froq_ray.quality.scorer import FroqScorer
 from tests.tiny_models import hand_artifact, random_crops, tiny_fr_model
 
-SELECTED = ["block.act", "block.bn2", "stem"]  # in-place ops after two of them: the clones must be taken early
+SELECTED = [
+    "block.act",
+    "block.bn2",
+    "stem",
+]  # in-place ops after two of them: the clones must be taken early
 
 
 @pytest.mark.parametrize(

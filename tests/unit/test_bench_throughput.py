@@ -46,7 +46,12 @@ def test_annotate_config_per_phase(tmp_path):
     assert full.scoring.mode == "froq" and full.scoring.write_embedding and not full.scoring.quality_only
     r = full.resources
     assert (r.device, r.num_gpus_per_actor, r.ray_batch_size, r.model_batch_size, r.num_cpus) == (
-        "cuda", 1, 512, 1024, 16)
+        "cuda",
+        1,
+        512,
+        1024,
+        16,
+    )
     assert full.output.mode == "overwrite" and full.input.identity_from_folder
     fast = annotate_config(tmp_path, tmp_path / "o", quality_only=True, precision="bf16", **common)
     assert fast.scoring.quality_only and not fast.scoring.write_embedding and fast.scoring.precision == "bf16"
@@ -61,15 +66,26 @@ def test_annotate_config_per_phase(tmp_path):
 
 def test_variants_and_rank_agreement():
     names = [v.name for v in default_variants("cuda", with_bf16=True, with_compile=True)]
-    assert names == ["fp32+nchw", "fp32+channels_last", "bf16+nchw", "bf16+channels_last",
-                     "bf16+channels_last+quality_only", "bf16+channels_last+compiled"]
+    assert names == [
+        "fp32+nchw",
+        "fp32+channels_last",
+        "bf16+nchw",
+        "bf16+channels_last",
+        "bf16+channels_last+quality_only",
+        "bf16+channels_last+compiled",
+    ]
     assert [v.name for v in default_variants("cpu", False, False)] == [
-        "fp32+nchw", "fp32+channels_last", "fp32+channels_last+quality_only"]
+        "fp32+nchw",
+        "fp32+channels_last",
+        "fp32+channels_last+quality_only",
+    ]
     model = tiny_fr_model(size=16)
     artifact = hand_artifact(model, ["block.act", "stem"])
     crops = random_crops(10, 16, seed=3)
-    results = [time_variant(model, artifact, crops, v, "cpu", 4) for v in
-               (Variant(), Variant(memory_format="channels_last", quality_only=True))]
+    results = [
+        time_variant(model, artifact, crops, v, "cpu", 4)
+        for v in (Variant(), Variant(memory_format="channels_last", quality_only=True))
+    ]
     expected = FroqScorer(model, artifact).score(crops).quality
     for r in results:
         np.testing.assert_allclose(r.quality, expected, rtol=1e-5)
@@ -84,12 +100,21 @@ def test_variants_and_rank_agreement():
 def _phase(name: str, images: int, seconds: float) -> AnnotatePhase:
     resources = PhaseResources(1000.0, None, None, None, None)
     scoring = {"precision": "fp32"}
-    return AnnotatePhase(name, images, seconds, images / seconds, resources,
-                         {"counts_by_status": {"ok": images}, "scoring": scoring})
+    return AnnotatePhase(
+        name,
+        images,
+        seconds,
+        images / seconds,
+        resources,
+        {"counts_by_status": {"ok": images}, "scoring": scoring},
+    )
 
 
 def test_headline_ratios_come_from_the_same_run():
-    reference = [{"num_workers": 0, "images_per_second": 50.0}, {"num_workers": 16, "images_per_second": 200.0}]
+    reference = [
+        {"num_workers": 0, "images_per_second": 50.0},
+        {"num_workers": 16, "images_per_second": 200.0},
+    ]
     phases = [_phase("annotate", 1000, 2.0), _phase("quality_only", 1000, 1.0)]
     assert headline(reference, phases) == {
         "ratio_annotate_vs_reference_0_workers": 10.0,
@@ -101,14 +126,22 @@ def test_headline_ratios_come_from_the_same_run():
 
 def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
     settings = BenchSettings(
-        arch="mobilefacenet", weights=str(mobilefacenet_pt), n=20, device="cpu", reference_workers=[0],
-        skip=("annotate", "quality_only", "pseudo_label"), work_dir=str(tmp_path / "work"), num_cpus=1,
+        arch="mobilefacenet",
+        weights=str(mobilefacenet_pt),
+        n=20,
+        device="cpu",
+        reference_workers=[0],
+        skip=("annotate", "quality_only", "pseudo_label"),
+        work_dir=str(tmp_path / "work"),
+        num_cpus=1,
     )
     result = run_benchmark(settings)
     assert result["crops"]["images"] == 20 and result["decode"]["images_per_second"] > 0
     assert result["calibration"]["selected_layers"] and "quick calibration" in result["calibration"]["source"]
     (reference,) = result["reference"]
-    assert reference["images"] == 20 and reference["num_workers"] == 0 and reference["peak_host_rss_mib"] > 100
+    assert (
+        reference["images"] == 20 and reference["num_workers"] == 0 and reference["peak_host_rss_mib"] > 100
+    )
     assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants("cpu", False, False)]
     assert all(v == pytest.approx(1.0, abs=1e-6) for v in result["spearman_vs_fp32"].values())
     assert result["ray"] == [] and result["headline"] == {}

@@ -58,7 +58,10 @@ def test_spearman_undefined_cases_are_nan():
 def random_layers(seed: int, n_layers: int = 7, n: int = 40):
     rng = np.random.default_rng(seed)
     target = rng.normal(size=n)
-    norms = {f"l{i}": target * rng.uniform(-0.5, 1.5) + rng.normal(size=n) * rng.uniform(0.3, 2) for i in range(n_layers)}
+    norms = {
+        f"l{i}": target * rng.uniform(-0.5, 1.5) + rng.normal(size=n) * rng.uniform(0.3, 2)
+        for i in range(n_layers)
+    }
     norms["l3"] = np.round(norms["l3"])  # ties inside a layer
     return norms, target
 
@@ -109,8 +112,8 @@ def test_undefined_utilities_are_excluded_and_ties_keep_candidate_order():
     norms = {
         "constant": np.full(10, 3.0),
         "never_called": np.full(10, np.nan),
-        "twin_1": target ** 2,
-        "twin_2": target ** 2,
+        "twin_1": target**2,
+        "twin_2": target**2,
         "reverse": -target,
     }
     utilities = layer_utilities(norms, target)
@@ -169,7 +172,9 @@ def test_calibrate_end_to_end_on_tiny_model(model):
         assert artifact.utilities[name] == pytest.approx(
             scipy_rho(observed[NORMS_KEY][:, i], observed["pseudo_label"]), abs=1e-9
         )
-    assert artifact.calibration_set.digest_kind == "sorted_pixel_sha256" and artifact.calibration_set.size == 30
+    assert (
+        artifact.calibration_set.digest_kind == "sorted_pixel_sha256" and artifact.calibration_set.size == 30
+    )
     assert artifact.settings["top_n"] == 4 and artifact.settings["perturbations"]["noise_masks"] == 2
     assert artifact.precision == "fp32"
     # same images in another batching and order -> same content, same id

@@ -48,8 +48,16 @@ def test_input_and_output_flags_are_used_exactly_as_typed(typed):
 @pytest.mark.parametrize("typed", LOCAL_NAMES + REMOTE_NAMES)
 def test_set_of_a_string_key_is_used_exactly_as_typed(typed):
     cfg = annotate(
-        "--set", f"input.uri={typed}", "--set", f"output.uri={typed}", "--set", f"model.weights={typed}",
-        "--set", f"input.path_column={typed}", "--set", f"resources.ray_address={typed}",
+        "--set",
+        f"input.uri={typed}",
+        "--set",
+        f"output.uri={typed}",
+        "--set",
+        f"model.weights={typed}",
+        "--set",
+        f"input.path_column={typed}",
+        "--set",
+        f"resources.ray_address={typed}",
     )
     assert (cfg.input.uri, cfg.output.uri, cfg.model.weights) == (expected(typed),) * 3
     assert cfg.input.path_column == typed and cfg.resources.ray_address == typed
@@ -83,16 +91,28 @@ def test_literal_string_choices_are_checked_as_typed():
 
 def test_typed_keys_are_still_read_as_yaml():
     cfg = annotate(
-        "--input", "/i", "--output", "/o",
-        "--set", "resources.actors=4",
-        "--set", "input.extensions=[.jpg]",
-        "--set", "model.options.channel_permutation=reference",
-        "--set", "scoring.write_embedding=false",
-        "--set", "output.progress_interval_s=2.5",
-        "--set", "input.limit=null",
-        "--set", "input.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000",
-        "--set", "output.storage_options.anon=true",
-        "--set", "scoring.perturbation.noise_alphas=[0.001, 0.002]",
+        "--input",
+        "/i",
+        "--output",
+        "/o",
+        "--set",
+        "resources.actors=4",
+        "--set",
+        "input.extensions=[.jpg]",
+        "--set",
+        "model.options.channel_permutation=reference",
+        "--set",
+        "scoring.write_embedding=false",
+        "--set",
+        "output.progress_interval_s=2.5",
+        "--set",
+        "input.limit=null",
+        "--set",
+        "input.storage_options.client_kwargs.endpoint_url=http://127.0.0.1:9000",
+        "--set",
+        "output.storage_options.anon=true",
+        "--set",
+        "scoring.perturbation.noise_alphas=[0.001, 0.002]",
     )
     assert cfg.resources.actors == 4 and isinstance(cfg.resources.actors, int)
     assert cfg.input.extensions == [".jpg"]
@@ -106,7 +126,9 @@ def test_typed_keys_are_still_read_as_yaml():
 
 
 def test_an_empty_value_sets_an_optional_string_to_null():
-    cfg = annotate("--input", "/i", "--output", "/o", "--set", "model.weights=/w.pt", "--set", "model.weights=")
+    cfg = annotate(
+        "--input", "/i", "--output", "/o", "--set", "model.weights=/w.pt", "--set", "model.weights="
+    )
     assert cfg.model.weights is None
     with pytest.raises(ConfigError) as info:  # a required string stays the empty text, and is refused
         annotate("--input", "", "--output", "/o")
@@ -115,10 +137,13 @@ def test_an_empty_value_sets_an_optional_string_to_null():
 
 def test_annotations_shortcuts_and_string_lists():
     evaluate = job_config(
-        build_parser().parse_args(["evaluate", "--annotations", "/runs/run #2", "--output", "/o #3"]), "evaluate"
+        build_parser().parse_args(["evaluate", "--annotations", "/runs/run #2", "--output", "/o #3"]),
+        "evaluate",
     )
     assert evaluate.evaluate.annotations == "/runs/run #2" and evaluate.output.uri == "/o #3"
-    filt = job_config(build_parser().parse_args(["filter", "--annotations", "2019", "--output", "/o"]), "filter")
+    filt = job_config(
+        build_parser().parse_args(["filter", "--annotations", "2019", "--output", "/o"]), "filter"
+    )
     assert filt.filter.annotations == [os.path.abspath("2019")]
     distill = job_config(
         build_parser().parse_args(["distill", "--annotations", "/runs/run #2", "--output", "/o"]), "distill"
@@ -131,7 +156,9 @@ def test_annotations_shortcuts_and_string_lists():
     )
     assert distill.distill.annotations == ["/runs/run #2"]
     distill = job_config(
-        build_parser().parse_args(["distill", "--output", "/o", "--set", "distill.annotations=[/a, '/b #2']"]),
+        build_parser().parse_args(
+            ["distill", "--output", "/o", "--set", "distill.annotations=[/a, '/b #2']"]
+        ),
         "distill",
     )
     assert distill.distill.annotations == ["/a", "/b #2"]

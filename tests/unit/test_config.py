@@ -70,7 +70,10 @@ def test_unknown_nested_key_and_unknown_section():
 def test_out_of_range_and_wrong_type_and_enum():
     data = annotate_data(resources={"actors": 0, "ray_batch_size": "many"}, scoring={"precision": "fp8"})
     problems = problems_of(data)
-    assert "resources.actors: must be a count >= 1 or a range [min, max] with 1 <= min <= max (got 0)" in problems
+    assert (
+        "resources.actors: must be a count >= 1 or a range [min, max] with 1 <= min <= max (got 0)"
+        in problems
+    )
     assert "resources.ray_batch_size: must be an integer (got 'many')" in problems
     assert any(p.startswith("scoring.precision: must be one of 'fp32', 'bf16' or 'fp16'") for p in problems)
     assert len(problems) == 3
@@ -282,7 +285,13 @@ def test_shipped_configs_validate(job, monkeypatch):
 
 
 def test_override_text_is_read_by_the_field_type():
-    items = ["input.uri=/a #b", "model.weights=", "resources.actors=3", "model.options.x=[1, 2]", "job=annotate"]
+    items = [
+        "input.uri=/a #b",
+        "model.weights=",
+        "resources.actors=3",
+        "model.options.x=[1, 2]",
+        "job=annotate",
+    ]
     assert apply_overrides({}, items, job_class=AnnotateJob) == {
         "input": {"uri": "/a #b"},
         "model": {"weights": None, "options": {"x": [1, 2]}},
@@ -292,7 +301,9 @@ def test_override_text_is_read_by_the_field_type():
     # without a job class every text is YAML (the job is unknown, so no field types are)
     assert apply_overrides({}, ["input.uri=/a #b"]) == {"input": {"uri": "/a"}}
     # values are set as given, before the overrides
-    assert apply_overrides({}, ["output.mode=resume"], AnnotateJob, {"output.mode": "overwrite", "x.y": " 1"}) == {
+    assert apply_overrides(
+        {}, ["output.mode=resume"], AnnotateJob, {"output.mode": "overwrite", "x.y": " 1"}
+    ) == {
         "output": {"mode": "resume"},
         "x": {"y": " 1"},
     }
@@ -303,15 +314,18 @@ def test_override_text_is_read_by_the_field_type():
     [("4", (4, 4)), ("[1, 8]", (1, 8)), ("[2, 2]", (2, 2))],
 )
 def test_actors_is_a_count_or_an_autoscaling_range(value, expected):
-    cfg = config_from_dict({"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}},
-                           [f"resources.actors={value}"])
+    cfg = config_from_dict(
+        {"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}}, [f"resources.actors={value}"]
+    )
     assert cfg.resources.actor_range == expected
 
 
 @pytest.mark.parametrize("value", ["0", "[8, 1]", "[0, 2]", "[1, 2, 3]", "true", "[1.5, 2]"])
 def test_a_bad_actor_count_or_range_is_one_error_naming_the_key(value):
     with pytest.raises(ConfigError) as info:
-        config_from_dict({"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}},
-                         [f"resources.actors={value}"])
+        config_from_dict(
+            {"job": "annotate", "input": {"uri": "/i"}, "output": {"uri": "/o"}},
+            [f"resources.actors={value}"],
+        )
     (problem,) = info.value.problems
     assert problem.startswith("resources.actors: must be a count >= 1 or a range [min, max]")

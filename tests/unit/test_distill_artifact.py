@@ -33,8 +33,13 @@ from tests.tiny_models import hand_artifact, tiny_fr_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 OPTIONS = {"tiny_cnn": {"width": 4}, "mobilefacenet_student": {"head_hidden": 8}}
-CASES = [("tiny_cnn", 64), ("tiny_cnn", 112), ("mobilefacenet_student", 64), ("mobilefacenet_student", 112),
-         ("mobilefacenet_student", 112, "energy")]  # a third item: the mobilefacenet_student head
+CASES = [
+    ("tiny_cnn", 64),
+    ("tiny_cnn", 112),
+    ("mobilefacenet_student", 64),
+    ("mobilefacenet_student", 112),
+    ("mobilefacenet_student", 112, "energy"),
+]  # a third item: the mobilefacenet_student head
 
 
 def _student(arch: str, size: int, seed: int = 0, head: str | None = None):
@@ -61,9 +66,12 @@ def saved(tmp_path_factory, one_torch_thread):
         folder = tmp_path_factory.mktemp("-".join(map(str, case)))
         network = _student(*case[:2], head=case[2] if len(case) > 2 else None)
         samples = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(5))
-        card = save_student_artifact(str(folder), network, {"teacher": {"model_id": "mobilefacenet@abc"},
-                                                            "metrics": {"spearman": np.float32(0.5)}},
-                                     check_samples=samples)
+        card = save_student_artifact(
+            str(folder),
+            network,
+            {"teacher": {"model_id": "mobilefacenet@abc"}, "metrics": {"spearman": np.float32(0.5)}},
+            check_samples=samples,
+        )
         out[case] = (folder, network, card)
     return out
 
@@ -118,9 +126,16 @@ def test_round_trip_pytorch_and_onnx(saved, case):
 def test_card_describes_the_student(saved):
     _, network, card = saved[("mobilefacenet_student", 64)]
     assert card["format"] == "froq_ray.student" and card["schema_version"] == "1"
-    assert (card["arch"], card["input_size"], card["arch_options"]) == ("mobilefacenet_student", 64, {"head_hidden": 8})
-    assert card["input_contract"] == {**student_contract(64).to_dict(), "source_size": 112,
-                                      "input": "uint8 RGB ArcFace-aligned crops"}
+    assert (card["arch"], card["input_size"], card["arch_options"]) == (
+        "mobilefacenet_student",
+        64,
+        {"head_hidden": 8},
+    )
+    assert card["input_contract"] == {
+        **student_contract(64).to_dict(),
+        "source_size": 112,
+        "input": "uint8 RGB ArcFace-aligned crops",
+    }
     assert card["output"] == {"name": "quality", "direction": "higher_is_better", "units": "teacher"}
     assert card["params"] == count_params(network) and card["flops"] == count_flops(network, 64)
     assert card["flops"] < saved[("mobilefacenet_student", 112)][2]["flops"]
@@ -173,10 +188,14 @@ def test_failed_onnx_check_leaves_no_card(saved, tmp_path):
 def test_truncated_weights_are_reported_as_corrupt(small_artifact):
     weights = small_artifact / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(StudentArtifactError, match=r"weights\.safetensors: sha256 .* the weights are corrupt or replaced"):
+    with pytest.raises(
+        StudentArtifactError, match=r"weights\.safetensors: sha256 .* the weights are corrupt or replaced"
+    ):
         load_student_artifact(str(small_artifact))
     _edit_card(small_artifact, weights={"file": WEIGHTS_FILE, "sha256": _sha(weights)})
-    with pytest.raises(StudentArtifactError, match=r"weights\.safetensors: cannot read the safetensors weights"):
+    with pytest.raises(
+        StudentArtifactError, match=r"weights\.safetensors: cannot read the safetensors weights"
+    ):
         load_student_artifact(str(small_artifact))
 
 
@@ -194,26 +213,39 @@ def test_weights_of_another_network_do_not_fit(small_artifact):
     other = build_student("tiny_cnn", 64, {"width": 8})
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(weights))
     _edit_card(small_artifact, weights={"file": WEIGHTS_FILE, "sha256": _sha(weights)})
-    with pytest.raises(StudentArtifactError, match=r"checkpoint does not fit student 'tiny_cnn'.*shape mismatches"):
+    with pytest.raises(
+        StudentArtifactError, match=r"checkpoint does not fit student 'tiny_cnn'.*shape mismatches"
+    ):
         load_student_artifact(str(small_artifact))
 
 
 def test_card_with_unknown_arch(small_artifact):
     _edit_card(small_artifact, arch="resnet9000")
-    with pytest.raises(StudentArtifactError, match=r"card\.json: cannot rebuild the student: unknown student arch "
-                                                  r"'resnet9000'; allowed: \['tiny_cnn', 'mobilefacenet_student'\]"):
+    with pytest.raises(
+        StudentArtifactError,
+        match=r"card\.json: cannot rebuild the student: unknown student arch "
+        r"'resnet9000'; allowed: \['tiny_cnn', 'mobilefacenet_student'\]",
+    ):
         load_student_artifact(str(small_artifact))
 
 
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"schema_version": "2"}, r"unsupported student card schema_version '2' \(this version of froq_ray reads '1'\)"),
+        (
+            {"schema_version": "2"},
+            r"unsupported student card schema_version '2' \(this version of froq_ray reads '1'\)",
+        ),
         ({"format": "something.else"}, r"not a student artifact card: format is 'something\.else'"),
-        ({"input_contract": {**student_contract(64).to_dict(), "mean": [0.5, 0.5, 0.5]}},
-         r"input_contract .* is not the contract of a 'tiny_cnn' student at input_size 64"),
+        (
+            {"input_contract": {**student_contract(64).to_dict(), "mean": [0.5, 0.5, 0.5]}},
+            r"input_contract .* is not the contract of a 'tiny_cnn' student at input_size 64",
+        ),
         ({"weights": {"file": "../elsewhere.safetensors", "sha256": "0" * 64}}, "must be a plain name"),
-        ({"weights": {"file": "gone.safetensors", "sha256": "0" * 64}}, r"weights file .*gone\.safetensors is missing"),
+        (
+            {"weights": {"file": "gone.safetensors", "sha256": "0" * 64}},
+            r"weights file .*gone\.safetensors is missing",
+        ),
         ({"input_size": 8}, "cannot rebuild the student: .*unsupported input_size 8"),
     ],
 )
@@ -236,18 +268,25 @@ def test_card_missing_fields_or_not_json(small_artifact):
 
 def test_missing_card_missing_folder_and_not_a_folder(small_artifact, tmp_path):
     (small_artifact / CARD_FILE).unlink()
-    with pytest.raises(StudentArtifactError, match=r"is not a complete student artifact: no card\.json in it"):
+    with pytest.raises(
+        StudentArtifactError, match=r"is not a complete student artifact: no card\.json in it"
+    ):
         load_student_artifact(str(small_artifact))
     with pytest.raises(StudentArtifactError, match=r"student artifact not found: .*/nope"):
         load_student_artifact(str(tmp_path / "nope"))
-    with pytest.raises(StudentArtifactError, match=r"weights\.safetensors is a file, not a student artifact folder"):
+    with pytest.raises(
+        StudentArtifactError, match=r"weights\.safetensors is a file, not a student artifact folder"
+    ):
         load_student_artifact(str(small_artifact / WEIGHTS_FILE))
 
 
 def test_a_calibration_artifact_is_not_a_student(tmp_path):
     path = hand_artifact(tiny_fr_model(size=16), ["block.act"]).save(tmp_path / "calibration.json")
-    with pytest.raises(StudentArtifactError, match=r"calibration\.json: not a student artifact card: format is None, "
-                                                  r"expected 'froq_ray\.student' \(this is a FROQ calibration artifact\)"):
+    with pytest.raises(
+        StudentArtifactError,
+        match=r"calibration\.json: not a student artifact card: format is None, "
+        r"expected 'froq_ray\.student' \(this is a FROQ calibration artifact\)",
+    ):
         load_student_artifact(str(path))
 
 

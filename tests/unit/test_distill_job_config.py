@@ -58,8 +58,12 @@ def test_unknown_and_bad_keys_name_their_dotted_key():
     )
     assert "training.epoch: unknown key (did you mean 'epochs'?)" in found
     assert "training.batch_size: must be >= 2 (got 1)" in found
-    assert any(p.startswith("training.loss.rank: must be one of 'pairwise', 'correlation' or 'none'") for p in found)
-    assert any(p.startswith("student.arch: must be one of 'tiny_cnn' or 'mobilefacenet_student'") for p in found)
+    assert any(
+        p.startswith("training.loss.rank: must be one of 'pairwise', 'correlation' or 'none'") for p in found
+    )
+    assert any(
+        p.startswith("student.arch: must be one of 'tiny_cnn' or 'mobilefacenet_student'") for p in found
+    )
     assert "student.input_size: must be >= 32 (got 8)" in found
     assert any(p.startswith("self_training.kinds: unknown degradation kind(s) ['blurr']") for p in found)
     assert "distill.validation_fraction: must be < 1.0 (got 1.0)" in found
@@ -73,7 +77,9 @@ def test_self_training_needs_a_target_the_teacher_computes():
     assert "'cr'" in found[0]
     for target in ("quality", "pseudo_label", "pl_noise"):
         config_from_dict(distill_data(distill={"target_column": target}, self_training={"enabled": True}))
-    config_from_dict(distill_data(distill={"target_column": "cr"}))  # without self-training any column is fine
+    config_from_dict(
+        distill_data(distill={"target_column": "cr"})
+    )  # without self-training any column is fine
     assert problems(distill_data(self_training={"kinds": ["blur"], "kinds_per_copy": 2}))[0].startswith(
         "self_training: kinds_per_copy=2 exceeds the 1 kind(s)"
     )

@@ -42,8 +42,10 @@ def annotations(tmp_path, name: str, rows: list[tuple]) -> str:
     """A part file with (path, identity, status, quality, model_id, calibration_id) rows; returns its folder."""
     folder = tmp_path / name
     folder.mkdir()
-    cols = {k: [r[i] for r in rows] for i, k in
-            enumerate(("path", "identity", "status", "quality", "model_id", "calibration_id"))}
+    cols = {
+        k: [r[i] for r in rows]
+        for i, k in enumerate(("path", "identity", "status", "quality", "model_id", "calibration_id"))
+    }
     n = len(rows)
     cols.update({"error": [None] * n, "width": [112] * n, "height": [112] * n})
     pq.write_table(to_table(cols, annotation_schema(None)), folder / "part-00000.parquet")
@@ -58,12 +60,16 @@ def distill_cfg(tmp_path, **sections):
 
 
 def test_reading_keeps_ok_finite_rows_counts_the_rest_and_refuses_duplicates(tmp_path):
-    a = annotations(tmp_path, "a", [
-        ("/d/p2/b.jpg", "p2", st.OK, 3.0, "m@1", "c1"),
-        ("/d/p1/a.jpg", "p1", st.OK, 1.0, "m@1", "c1"),
-        ("/d/p1/bad.jpg", "p1", st.CORRUPT, np.nan, "m@1", "c1"),
-        ("/d/p3/n.jpg", None, st.OK, np.nan, "m@1", "c1"),
-    ])
+    a = annotations(
+        tmp_path,
+        "a",
+        [
+            ("/d/p2/b.jpg", "p2", st.OK, 3.0, "m@1", "c1"),
+            ("/d/p1/a.jpg", "p1", st.OK, 1.0, "m@1", "c1"),
+            ("/d/p1/bad.jpg", "p1", st.CORRUPT, np.nan, "m@1", "c1"),
+            ("/d/p3/n.jpg", None, st.OK, np.nan, "m@1", "c1"),
+        ],
+    )
     rows = read_annotation_rows([a], {}, ColumnChoice("quality"))
     assert list(rows.table["path"]) == ["/d/p1/a.jpg", "/d/p2/b.jpg"]  # sorted by path
     assert rows.rows_read == 4 and rows.dropped == {st.CORRUPT: 1, TARGET_MISSING: 1}
@@ -80,8 +86,15 @@ def test_reading_keeps_ok_finite_rows_counts_the_rest_and_refuses_duplicates(tmp
 def test_a_filter_output_folder_is_read_through_its_keep_list(tmp_path):
     folder = tmp_path / "filtered"
     folder.mkdir()
-    keep = pd.DataFrame({"path": ["/x/p/1.jpg", "/x/q/2.jpg"], "identity": ["p", "q"], "keep": [True, False],
-                         "status": [st.OK, st.OK], "cr": [0.5, np.float32(0.25)]})
+    keep = pd.DataFrame(
+        {
+            "path": ["/x/p/1.jpg", "/x/q/2.jpg"],
+            "identity": ["p", "q"],
+            "keep": [True, False],
+            "status": [st.OK, st.OK],
+            "cr": [0.5, np.float32(0.25)],
+        }
+    )
     keep.to_parquet(folder / "keep_list.parquet")
     (folder / "summary.json").write_text("{}")
     rows = read_annotation_rows([str(folder)], {}, ColumnChoice("cr"))
@@ -95,8 +108,16 @@ def teacher_with_calibration() -> Teacher:
 
 
 def rows_with(model_id, calibration_id) -> AnnotationRows:
-    table = pd.DataFrame({"path": ["/a.jpg"], "identity": ["p"], "target": [1.0], "model_id": [model_id],
-                          "calibration_id": [calibration_id], "source_path": [None]})
+    table = pd.DataFrame(
+        {
+            "path": ["/a.jpg"],
+            "identity": ["p"],
+            "target": [1.0],
+            "model_id": [model_id],
+            "calibration_id": [calibration_id],
+            "source_path": [None],
+        }
+    )
     return AnnotationRows(table, ["x"], 1)
 
 
@@ -115,16 +136,24 @@ def test_teacher_checks_name_the_mismatch():
     with pytest.raises(DistillInputError, match="no model_id column"):
         check_teacher(unknown, teacher, self_training=True)
     assert check_teacher(good, Teacher(), self_training=False) == {
-        "annotation_model_ids": [teacher.model.model_id], "verified": False
+        "annotation_model_ids": [teacher.model.model_id],
+        "verified": False,
     }
 
 
 def test_split_keeps_copies_with_their_source_and_never_leaks(tmp_path):
     paths = [f"/d/p{i % 7}/{i}.jpg" for i in range(40)]
-    table = pd.DataFrame({"path": paths, "identity": [p.split("/")[2] for p in paths], "target": 1.0,
-                          "source_path": None})
-    copies = pd.DataFrame({"path": [f"/out/c{i}.png" for i in range(40)], "identity": table["identity"],
-                           "target": 2.0, "source_path": paths})
+    table = pd.DataFrame(
+        {"path": paths, "identity": [p.split("/")[2] for p in paths], "target": 1.0, "source_path": None}
+    )
+    copies = pd.DataFrame(
+        {
+            "path": [f"/out/c{i}.png" for i in range(40)],
+            "identity": table["identity"],
+            "target": 2.0,
+            "source_path": paths,
+        }
+    )
     cfg = distill_cfg(tmp_path, distill={"validation_fraction": 0.3, "split_seed": 1})
     split = split_table(pd.concat([table, copies], ignore_index=True), cfg)
     assert split.groupby("split_key")["side"].nunique().max() == 1
@@ -138,14 +167,20 @@ def test_split_keeps_copies_with_their_source_and_never_leaks(tmp_path):
 
 def test_degrade_stage_writes_replayable_pngs_and_leaves_failed_rows_alone(tmp_path):
     crops = np.stack([make_face_like_image(seed=i) for i in range(3)])
-    batch = {"row": np.array([4, 5, 6]), "shard": np.zeros(3, int),
-             "path": np.array(["/s/a.jpg", "/s/a.jpg", "/s/b.jpg"], dtype=object), PIXELS: crops.copy(),
-             "status": np.array([st.OK, st.OK, st.CORRUPT], dtype=object), "error": np.array([None] * 3, object)}
+    batch = {
+        "row": np.array([4, 5, 6]),
+        "shard": np.zeros(3, int),
+        "path": np.array(["/s/a.jpg", "/s/a.jpg", "/s/b.jpg"], dtype=object),
+        PIXELS: crops.copy(),
+        "status": np.array([st.OK, st.OK, st.CORRUPT], dtype=object),
+        "error": np.array([None] * 3, object),
+    }
     cfg = DegradeStageConfig(str(tmp_path / "img"), copies=2, seed=3, kinds=("blur", "occlusion", "noise"))
     out = degrade_and_store(batch, cfg)
     # rows 4 and 5 are copies 0 and 1 of a.jpg; row 6 (corrupt) gets its would-be name and no file
     assert list(out["path"]) == [str(tmp_path / "img" / degraded_name("/s/a.jpg", c)) for c in (0, 1)] + [
-        str(tmp_path / "img" / degraded_name("/s/b.jpg", 0))]
+        str(tmp_path / "img" / degraded_name("/s/b.jpg", 0))
+    ]
     assert list(out["source_path"]) == ["/s/a.jpg", "/s/a.jpg", "/s/b.jpg"]
     assert out["degradation"][2] is None and not (tmp_path / "img" / degraded_name("/s/b.jpg", 0)).exists()
     assert np.array_equal(out[PIXELS][2], crops[2])
@@ -157,7 +192,9 @@ def test_degrade_stage_writes_replayable_pngs_and_leaves_failed_rows_alone(tmp_p
             replay = apply_degradation(replay, Degradation(step["kind"], step["params"]))
         assert np.array_equal(replay, png)
     again = degrade_and_store({**batch, PIXELS: crops.copy()}, cfg)  # deterministic: same copies again
-    assert np.array_equal(again[PIXELS], out[PIXELS]) and list(again["degradation"]) == list(out["degradation"])
+    assert np.array_equal(again[PIXELS], out[PIXELS]) and list(again["degradation"]) == list(
+        out["degradation"]
+    )
 
 
 def test_self_training_listing_is_source_major_and_seeded(tmp_path):
@@ -187,7 +224,13 @@ def test_output_modes(tmp_path):
         open_distill_output(distill_cfg(tmp_path), "c2", "d1", False)
     forced = open_distill_output(distill_cfg(tmp_path), "c2", "d1", True)
     assert forced.forced and not (out / TRAIN_FOLDER).exists()  # checkpoints of another config are dropped
-    assert set(OUTPUTS) >= {"card.json", "weights.safetensors", "student.onnx", "split.parquet", "self_training"}
+    assert set(OUTPUTS) >= {
+        "card.json",
+        "weights.safetensors",
+        "student.onnx",
+        "split.parquet",
+        "self_training",
+    }
 
 
 def test_the_output_may_not_be_an_annotations_folder(tmp_path):

@@ -30,9 +30,16 @@ def _batch(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_loss_config_defaults_and_validation():
     assert LossConfig() == LossConfig(regression="mse", rank="pairwise", rank_weight=1.0)
     assert LossConfig(rank="none", rank_weight=0).to_dict() == {
-        "regression": "mse", "rank": "none", "rank_weight": 0}
-    for bad, word in (({"regression": "l1"}, "loss.regression"), ({"rank": "listwise"}, "loss.rank"),
-                      ({"rank_weight": -1.0}, "rank_weight"), ({"rank_weight": float("nan")}, "rank_weight")):
+        "regression": "mse",
+        "rank": "none",
+        "rank_weight": 0,
+    }
+    for bad, word in (
+        ({"regression": "l1"}, "loss.regression"),
+        ({"rank": "listwise"}, "loss.rank"),
+        ({"rank_weight": -1.0}, "rank_weight"),
+        ({"rank_weight": float("nan")}, "rank_weight"),
+    ):
         with pytest.raises(ValueError, match=word):
             LossConfig(**bad)
     with pytest.raises(ValueError, match=r"unknown loss option\(s\) \['margin'\]"):
@@ -85,8 +92,9 @@ def test_regression_losses_match_hand_formulas():
 
 
 def _pairwise_brute_force(p: list[float], t: list[float]) -> float:
-    terms = [math.log1p(math.exp(-(p[i] - p[j])))
-             for i in range(len(p)) for j in range(len(p)) if t[i] - t[j] > 0]
+    terms = [
+        math.log1p(math.exp(-(p[i] - p[j]))) for i in range(len(p)) for j in range(len(p)) if t[i] - t[j] > 0
+    ]
     return sum(terms) / len(terms)
 
 
@@ -102,8 +110,10 @@ def test_pairwise_ranking_loss_matches_a_python_loop():
 
 
 def test_pairwise_ranking_loss_without_pairs_is_zero_and_differentiable():
-    for pred, target in ((torch.tensor([0.3], requires_grad=True), torch.tensor([1.0])),
-                         (torch.tensor([0.3, -1.0], requires_grad=True), torch.tensor([2.0, 2.0]))):
+    for pred, target in (
+        (torch.tensor([0.3], requires_grad=True), torch.tensor([1.0])),
+        (torch.tensor([0.3, -1.0], requires_grad=True), torch.tensor([2.0, 2.0])),
+    ):
         loss = pairwise_ranking_loss(pred, target)
         assert float(loss.detach()) == 0.0
         loss.backward()

@@ -33,7 +33,9 @@ def test_split_key_prefers_identity_then_source_then_path():
 def test_mask_is_the_seeded_sha256_position():
     keys = [f"person_{i}" for i in range(50)]
     mask = validation_mask(keys, 0.3, seed=7)
-    expected = [int.from_bytes(hashlib.sha256(f"7:{k}".encode()).digest()[:8], "big") / 2**64 < 0.3 for k in keys]
+    expected = [
+        int.from_bytes(hashlib.sha256(f"7:{k}".encode()).digest()[:8], "big") / 2**64 < 0.3 for k in keys
+    ]
     assert mask.dtype == bool and mask.tolist() == expected
     assert validation_mask(list(reversed(keys)), 0.3, seed=7).tolist() == expected[::-1]
 

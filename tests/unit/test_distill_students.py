@@ -115,7 +115,9 @@ def test_init_weights_copies_the_mobilefacenet_trunk(mobilefacenet_pt):
     assert all(torch.equal(state[k], checkpoint[k]) for k in trunk)
     assert report["skipped_shape"] == []
     assert set(report["not_in_checkpoint"]) == {k for k in state if k.startswith("head.")} | {
-        "target_mean", "target_std"}
+        "target_mean",
+        "target_std",
+    }
     assert "conv3.weight" in report["unused"]
 
     teacher = MobileFaceNet()
@@ -128,7 +130,9 @@ def test_init_weights_copies_the_mobilefacenet_trunk(mobilefacenet_pt):
 def test_init_weights_at_64_skips_the_pooling_kernel(mobilefacenet_pt):
     student = build_student("mobilefacenet_student", 64, {"init_weights": str(mobilefacenet_pt)})
     report = student.init_report
-    assert report["skipped_shape"] == ["gdconv.depthwise.weight: checkpoint (512, 1, 7, 7) vs student (512, 1, 4, 4)"]
+    assert report["skipped_shape"] == [
+        "gdconv.depthwise.weight: checkpoint (512, 1, 7, 7) vs student (512, 1, 4, 4)"
+    ]
     assert "conv1.0.weight" in report["loaded"] and "features.0.conv.0.0.weight" in report["loaded"]
 
 
@@ -158,6 +162,6 @@ def test_energy_head_reads_the_log_norm_of_every_trunk_stage(size):
     assert inputs.shape == (3, len(network.features) + 4 + 512)
     # log L2 norm, with an epsilon of 1e-6 on the squared norm (a fresh network's late maps are tiny)
     assert torch.allclose(inputs[:, : squares.shape[1]], 0.5 * (squares + 1e-6).log(), atol=1e-4)
-    assert torch.equal(inputs[:, squares.shape[1]:], pooled)
+    assert torch.equal(inputs[:, squares.shape[1] :], pooled)
     plain = _seeded("mobilefacenet_student", size)  # the default head: the pooled features only
     assert plain.head[0].in_features == 512 and not hasattr(plain, "energy_norm")

@@ -150,8 +150,10 @@ def test_exact_mode_equals_brute_force_at_every_cut(mode: str) -> None:
     sim, gen, qual = _random_pairs(400, 0.3, seed=1)
     res = edc(sim, gen, qual, fmr=0.02, threshold=mode, sampling="exact")
     assert res.discard.size == 121
-    expected = [_brute_fnmr(sim.tolist(), gen.tolist(), qual.tolist(), 0.02, m, mode == "recomputed")
-                for m in range(121)]
+    expected = [
+        _brute_fnmr(sim.tolist(), gen.tolist(), qual.tolist(), 0.02, m, mode == "recomputed")
+        for m in range(121)
+    ]
     assert res.fnmr == pytest.approx(expected, abs=1e-15)
 
 
@@ -228,7 +230,11 @@ def _labelled_set(n: int = 60, seed: int = 7):
     ids = rng.integers(0, 10, size=n)
     centres = rng.normal(size=(10, 16))
     emb = centres[ids] + rng.normal(scale=1.2, size=(n, 16))
-    qualities = {"random": rng.random(n), "tied": np.round(rng.random(n), 1), "norm": np.linalg.norm(emb, axis=1)}
+    qualities = {
+        "random": rng.random(n),
+        "tied": np.round(rng.random(n), 1),
+        "norm": np.linalg.norm(emb, axis=1),
+    }
     return emb, ids, qualities
 
 
@@ -255,7 +261,15 @@ def test_protocol_equals_edc_on_brute_force_pairs() -> None:
         assert rows.loc[name, "tau"] == pytest.approx(expected.tau, abs=1e-12)
         assert rows.loc[name, "pauc@0.2"] == pytest.approx(expected.pauc[0.2].normalised)
         assert rows.loc[name, "pauc_raw@0.3"] == pytest.approx(expected.pauc[0.3].raw)
-    assert list(table.columns[:7]) == ["method", "fnmr0", "tau", "n_genuine", "n_impostor", "pauc@0.2", "pauc@0.3"]
+    assert list(table.columns[:7]) == [
+        "method",
+        "fnmr0",
+        "tau",
+        "n_genuine",
+        "n_impostor",
+        "pauc@0.2",
+        "pauc@0.3",
+    ]
 
 
 def test_quality_ranks_keep_order_and_ties() -> None:
@@ -271,7 +285,9 @@ def test_protocol_with_sampled_impostors() -> None:
     from froq_ray.evaluation.protocol import evaluate_quality_scores
 
     emb, ids, qualities = _labelled_set(n=120)
-    table = evaluate_quality_scores(emb, ids, qualities, fmr=0.01, impostors="sample", n_impostors=3000, seed=3)
+    table = evaluate_quality_scores(
+        emb, ids, qualities, fmr=0.01, impostors="sample", n_impostors=3000, seed=3
+    )
     assert (table["n_impostor"] == 3000).all()
     assert table["fnmr0"].nunique() == 1  # the fixed threshold does not depend on the method
 

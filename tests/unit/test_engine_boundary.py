@@ -14,8 +14,13 @@ def ray_imports(path: Path) -> list[int]:
     """Line numbers of ``import ray...`` / ``from ray... import`` statements anywhere in the file."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import) and any(a.name == "ray" or a.name.startswith("ray.") for a in node.names) or isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
-            node.module == "ray" or node.module.startswith("ray.")
+        if (
+            isinstance(node, ast.Import)
+            and any(a.name == "ray" or a.name.startswith("ray.") for a in node.names)
+            or isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and (node.module == "ray" or node.module.startswith("ray."))
         ):
             lines.append(node.lineno)
     return lines

@@ -93,11 +93,19 @@ def test_read_range_reads_only_the_row_groups_it_touches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", recording)
     fs = fsspec.filesystem("file")
-    for start, stop, groups in ((0, 5, [0]), (3, 12, [0, 1, 2]), (5, 10, [1]), (9, 11, [1, 2]), (20, 23, [4]),
-                                (0, 23, [0, 1, 2, 3, 4])):
+    for start, stop, groups in (
+        (0, 5, [0]),
+        (3, 12, [0, 1, 2]),
+        (5, 10, [1]),
+        (9, 11, [1, 2]),
+        (20, 23, [4]),
+        (0, 23, [0, 1, 2, 3, 4]),
+    ):
         got = read_range(fs, str(tmp_path), InputRange("part-00000-00000.parquet", start, stop, 100))
         assert got.schema == SCHEMA
-        assert list(zip(got.column("path").to_pylist(), got.column("identity").to_pylist())) == rows[start:stop]
+        assert (
+            list(zip(got.column("path").to_pylist(), got.column("identity").to_pylist())) == rows[start:stop]
+        )
         assert read_groups[-1] == groups
     with pytest.raises(ValueError, match="has 23 rows"):
         read_range(fs, str(tmp_path), InputRange("part-00000-00000.parquet", 20, 24, 0))

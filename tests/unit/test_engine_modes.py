@@ -24,10 +24,19 @@ SIZE, DIM = 16, 8
 FAST = {"noise_masks": 2, "noise_alphas": [0.001], "occlusion_cell": 8}
 
 # The schemas written out by hand (name, type, nullable), independent of storage.schema.annotation_schema.
-HEAD = [("path", pa.string(), False), ("identity", pa.string(), True), ("status", pa.string(), False),
-        ("error", pa.string(), True), ("quality", pa.float32(), True)]
-TAIL = [("width", pa.int32(), True), ("height", pa.int32(), True), ("model_id", pa.string(), True),
-        ("calibration_id", pa.string(), True)]
+HEAD = [
+    ("path", pa.string(), False),
+    ("identity", pa.string(), True),
+    ("status", pa.string(), False),
+    ("error", pa.string(), True),
+    ("quality", pa.float32(), True),
+]
+TAIL = [
+    ("width", pa.int32(), True),
+    ("height", pa.int32(), True),
+    ("model_id", pa.string(), True),
+    ("calibration_id", pa.string(), True),
+]
 PSEUDO = [(n, pa.float32(), True) for n in ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")]
 
 
@@ -36,8 +45,16 @@ def fields(schema: pa.Schema) -> list[tuple[str, pa.DataType, bool]]:
 
 
 def stage_config(mode: str, **kw) -> ScoringStageConfig:
-    return ScoringStageConfig(mode=mode, model_name="tiny-fr", model_weights=None, model_options={},
-                              device="cpu", model_batch_size=4, perturbation=FAST, **kw)
+    return ScoringStageConfig(
+        mode=mode,
+        model_name="tiny-fr",
+        model_weights=None,
+        model_options={},
+        device="cpu",
+        model_batch_size=4,
+        perturbation=FAST,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +81,30 @@ def test_an_unknown_mode_is_a_user_error_naming_the_allowed_ones():
     with pytest.raises(UnknownScoringModeError) as info:
         scoring_mode("froqq")
     assert isinstance(info.value, UserError)
-    assert str(info.value) == "unknown scoring mode 'froqq': allowed are froq, pseudo_label, student, calibrate"
+    assert (
+        str(info.value) == "unknown scoring mode 'froqq': allowed are froq, pseudo_label, student, calibrate"
+    )
 
 
 def test_declarations_per_mode():
     assert {n: m.needs_calibration for n, m in MODES.items()} == {
-        "froq": True, "pseudo_label": False, "student": False, "calibrate": False}
+        "froq": True,
+        "pseudo_label": False,
+        "student": False,
+        "calibrate": False,
+    }
     assert {n: m.score_kind for n, m in MODES.items()} == {
-        "froq": "froq_quality", "pseudo_label": "pseudo_label", "student": "student_prediction",
-        "calibrate": "calibration_pseudo_label"}
+        "froq": "froq_quality",
+        "pseudo_label": "pseudo_label",
+        "student": "student_prediction",
+        "calibrate": "calibration_pseudo_label",
+    }
     assert {n: m.default_no_progress_timeout_s for n, m in MODES.items()} == {
-        "froq": 600.0, "pseudo_label": 7200.0, "student": 600.0, "calibrate": 7200.0}
+        "froq": 600.0,
+        "pseudo_label": 7200.0,
+        "student": 600.0,
+        "calibrate": 7200.0,
+    }
 
 
 def test_froq_schema_with_and_without_the_embedding(model):
@@ -82,15 +112,20 @@ def test_froq_schema_with_and_without_the_embedding(model):
     with_embedding = froq.output_schema(model, stage_config("froq"))
     assert fields(with_embedding) == HEAD + [("embedding", pa.list_(pa.float32(), DIM), True)] + TAIL
     assert froq.writes_embedding(stage_config("froq"))
-    for cfg in (stage_config("froq", write_embedding=False),
-                stage_config("froq", write_embedding=False, quality_only=True)):
+    for cfg in (
+        stage_config("froq", write_embedding=False),
+        stage_config("froq", write_embedding=False, quality_only=True),
+    ):
         assert not froq.writes_embedding(cfg)
         assert fields(froq.output_schema(model, cfg)) == HEAD + TAIL
 
 
 def test_pseudo_label_and_student_schemas(model):
     # write_embedding=True in the stage config does not add an embedding where the mode computes none
-    assert fields(MODES["pseudo_label"].output_schema(model, stage_config("pseudo_label"))) == HEAD + TAIL + PSEUDO
+    assert (
+        fields(MODES["pseudo_label"].output_schema(model, stage_config("pseudo_label")))
+        == HEAD + TAIL + PSEUDO
+    )
     assert fields(MODES["student"].output_schema(model, stage_config("student"))) == HEAD + TAIL
 
 
@@ -100,7 +135,8 @@ def test_calibrate_schema_sizes_the_norms_by_the_candidate_layers(model):
     assert list(layers) == calibration_layers(model)[0] and len(layers) > 3
     norms = [("layer_norms", pa.list_(pa.float32(), len(layers)), True)]
     assert fields(calibrate.output_schema(model, stage_config("calibrate"), candidate_layers=layers)) == (
-        HEAD + TAIL + PSEUDO + norms)
+        HEAD + TAIL + PSEUDO + norms
+    )
     # the stage config's layers are the default
     cfg = stage_config("calibrate", candidate_layers=layers[:3])
     assert fields(calibrate.output_schema(model, cfg))[-1] == ("layer_norms", pa.list_(pa.float32(), 3), True)
@@ -118,7 +154,9 @@ def test_the_schema_metadata_names_the_score_kind_and_survives_to_table(model):
         table = to_table(empty, schema, schema_metadata("d" * 64, "m@1", None))
         meta = read_metadata(table.schema)
         assert meta["froq_ray.score_kind"] == mode.score_kind and meta["froq_ray.model_id"] == "m@1"
-    assert schema_metadata("d", "m", None, "student_prediction")[b"froq_ray.score_kind"] == b"student_prediction"
+    assert (
+        schema_metadata("d", "m", None, "student_prediction")[b"froq_ray.score_kind"] == b"student_prediction"
+    )
     with pytest.raises(ValueError, match="score kind must be one of"):
         schema_metadata("d", "m", None, "quality")
 
@@ -139,7 +177,9 @@ def test_the_job_picks_its_mode():
     for name in ("froq", "pseudo_label"):
         cfg = config_from_dict({**base, "job": "annotate", "scoring": {"mode": name}})
         assert job_scoring_mode(cfg) is MODES[name]
-    cfg = config_from_dict({**base, "job": "annotate", "scoring": {"mode": "student", "student_artifact": "/s"}})
+    cfg = config_from_dict(
+        {**base, "job": "annotate", "scoring": {"mode": "student", "student_artifact": "/s"}}
+    )
     assert job_scoring_mode(cfg) is MODES["student"]
 
 
@@ -162,8 +202,9 @@ def decoded(pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(MODES))
-def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, student_dir, monkeypatch,
-                                                               one_torch_thread):
+def test_each_runner_fills_exactly_the_columns_its_schema_adds(
+    name, model, student_dir, monkeypatch, one_torch_thread
+):
     mode = MODES[name]
     kw = {}
     if name == "froq":
@@ -173,7 +214,9 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, stud
     elif name == "student":
         kw["student_artifact"] = str(student_dir)
     cfg = stage_config(name, **kw)
-    if name != "student":  # the student is loaded by its mode from the artifact; the FR modes get the tiny model
+    if (
+        name != "student"
+    ):  # the student is loaded by its mode from the artifact; the FR modes get the tiny model
         monkeypatch.setattr(stages, "load_scoring_model", lambda c: model)
     stage = ScoringStage(cfg)
     size = stage.model.contract.size

@@ -11,15 +11,23 @@ from froq_ray.engine.runtime import no_progress_error, scoring_context
 
 def test_scoring_context_sets_and_restores_the_data_context():
     ctx = ray.data.DataContext.get_current()
-    before = (ctx.execution_no_progress_timeout_s, ctx.execution_options.preserve_order, ctx.target_max_block_size,
-              ctx.execution_options.exclude_resources.cpu)
+    before = (
+        ctx.execution_no_progress_timeout_s,
+        ctx.execution_options.preserve_order,
+        ctx.target_max_block_size,
+        ctx.execution_options.exclude_resources.cpu,
+    )
     with scoring_context(42.0, 2.0) as inside:
         assert inside.execution_no_progress_timeout_s == 42.0
         assert inside.execution_options.preserve_order is False
         assert inside.target_max_block_size is None  # a shard stays one block
         assert inside.execution_options.exclude_resources.cpu == 2.0
-    after = (ctx.execution_no_progress_timeout_s, ctx.execution_options.preserve_order, ctx.target_max_block_size,
-             ctx.execution_options.exclude_resources.cpu)
+    after = (
+        ctx.execution_no_progress_timeout_s,
+        ctx.execution_options.preserve_order,
+        ctx.target_max_block_size,
+        ctx.execution_options.exclude_resources.cpu,
+    )
     assert after == before
 
 

@@ -22,7 +22,9 @@ def scored(rows: range, shard: int, start: int, stop: int, bad: set[int] = froze
     """What a scoring actor hands on: rows with their shard bounds, results, and stage seconds."""
     n = len(rows)
     quality = np.array([float(r) if r not in bad else np.nan for r in rows], dtype=np.float32)
-    emb = np.tile(np.arange(DIM, dtype=np.float32), (n, 1)) + np.asarray(list(rows), dtype=np.float32)[:, None]
+    emb = (
+        np.tile(np.arange(DIM, dtype=np.float32), (n, 1)) + np.asarray(list(rows), dtype=np.float32)[:, None]
+    )
     emb[[i for i, r in enumerate(rows) if r in bad]] = np.nan
     return {
         "row": np.asarray(list(rows), dtype=np.int64),
@@ -62,9 +64,14 @@ def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):
 
     assert [(r["shard"], r["start"], r["stop"], r["rows"]) for r in records] == [(0, 0, 5, 5), (1, 5, 8, 3)]
     assert json.loads(records[1]["counts"]) == {st.CORRUPT: 1, st.OK: 2}
-    assert records[1]["seconds_read"] == pytest.approx(1.5) and records[1]["seconds_score"] == pytest.approx(3.0)
+    assert records[1]["seconds_read"] == pytest.approx(1.5) and records[1]["seconds_score"] == pytest.approx(
+        3.0
+    )
     assert records[1]["seconds_write"] > 0
-    assert json.loads(records[1]["quality_sample"])[0] == 5.0 and json.loads(records[1]["quality_sample"])[-1] == 7.0
+    assert (
+        json.loads(records[1]["quality_sample"])[0] == 5.0
+        and json.loads(records[1]["quality_sample"])[-1] == 7.0
+    )
 
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]

@@ -85,7 +85,7 @@ def brute_force_edc(emb: np.ndarray, ids: list[str], q: np.ndarray, fmr: Fractio
     grid = [Fraction(m, 20) for m in range(7)]  # 0, 0.05, ..., 0.3
     fnmr = []
     for d in grid:
-        kept = order[int(d * len(pairs)):]
+        kept = order[int(d * len(pairs)) :]
         kept_gen = [p for p in kept if gen[p]]
         fnmr.append(sum(sim[p] < tau for p in kept_gen) / len(kept_gen))
     out = {"tau": tau, "fnmr0": fnmr[0], "n_genuine": sum(gen), "n_impostor": len(impostors)}
@@ -106,7 +106,9 @@ def test_edc_table_matches_a_pair_by_pair_recount(capsys, tmp_path):
     expected = brute_force_edc(data["embedding"], ids, data["quality"], Fraction(1, 10))
     row = table.iloc[0]
     assert row["method"] == "quality"
-    assert (row["n_genuine"], row["n_impostor"]) == (24, 96) == (expected["n_genuine"], expected["n_impostor"])
+    assert (
+        (row["n_genuine"], row["n_impostor"]) == (24, 96) == (expected["n_genuine"], expected["n_impostor"])
+    )
     assert expected["fnmr0"] > 0  # the areas are normalised by it
     for key in ("tau", "fnmr0", "pauc@0.2", "pauc@0.3", "pauc_raw@0.2", "pauc_raw@0.3"):
         assert row[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
@@ -134,7 +136,9 @@ def test_some_rows_without_identity_are_counted_and_named(capsys, tmp_path):
 def test_folder_identities_need_no_identity_column(capsys, tmp_path):
     write_annotations(tmp_path / "ann", [None] * 4 + labelled()[4:])
     # paths are /faces/<identity or 'unknown'>/k.jpg: four identities by folder
-    code, err = evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.identity_source=folder")
+    code, err = evaluate(
+        capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.identity_source=folder"
+    )
     assert code == 0, err
     assert pd.read_csv(tmp_path / "ev" / "edc.csv")["n_genuine"].tolist() == [24]
 
@@ -205,11 +209,19 @@ def test_null_quality_of_an_ok_row_is_refused_with_its_path(capsys, tmp_path):
 def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
     assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev")[0] == 0
-    before = {str(p.relative_to(tmp_path / "ev")): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    before = {
+        str(p.relative_to(tmp_path / "ev")): p.read_bytes()
+        for p in (tmp_path / "ev").rglob("*")
+        if p.is_file()
+    }
     assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png"]
     line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
     assert "already holds an evaluation (edc.md, edc.csv, edc.png, _froq/manifest.json)" in line
-    after = {str(p.relative_to(tmp_path / "ev")): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    after = {
+        str(p.relative_to(tmp_path / "ev")): p.read_bytes()
+        for p in (tmp_path / "ev").rglob("*")
+        if p.is_file()
+    }
     assert after == before
 
 
@@ -225,7 +237,9 @@ def test_resume_recomputes_and_replaces(capsys, tmp_path):
     assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev")[0] == 0
     first = pd.read_csv(tmp_path / "ev" / "edc.csv")
     data = write_annotations(tmp_path / "ann", labelled(), seed=1)  # new annotations, same place
-    code, err = evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "resume", "--set", "evaluate.fmr=0.1")
+    code, err = evaluate(
+        capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "resume", "--set", "evaluate.fmr=0.1"
+    )
     assert code == 0, err
     second = pd.read_csv(tmp_path / "ev" / "edc.csv")
     expected = brute_force_edc(data["embedding"], labelled(), data["quality"], Fraction(1, 10))
@@ -239,7 +253,13 @@ def test_overwrite_deletes_the_earlier_files_first(capsys, tmp_path):
     elsewhere = tmp_path / "plots" / "edc.png"
     elsewhere.parent.mkdir()
     code, err = evaluate(
-        capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "overwrite", "--set", f"evaluate.plot={elsewhere}"
+        capsys,
+        tmp_path / "ann",
+        tmp_path / "ev",
+        "--mode",
+        "overwrite",
+        "--set",
+        f"evaluate.plot={elsewhere}",
     )
     assert code == 0, err
     # the earlier plot in the output is gone (this run's plot went elsewhere); the rest was rewritten

@@ -88,12 +88,16 @@ def test_embedding_loop_matches_one_direct_forward() -> None:
     got = embed_crops(model, crops, batch_size=3)
     # direct: (pixel/255 - mean)/std per RGB channel, then BGR order, in one batch
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-    x = (x - torch.tensor(model.contract.mean).view(1, 3, 1, 1)) / torch.tensor(model.contract.std).view(1, 3, 1, 1)
+    x = (x - torch.tensor(model.contract.mean).view(1, 3, 1, 1)) / torch.tensor(model.contract.std).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         expected = model.network(x[:, [2, 1, 0]]).numpy()
     assert got.dtype == np.float32 and got.shape == (7, 8)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(embed_crops(model, crops, batch_size=128), embed_crops(model, crops, batch_size=7))
+    np.testing.assert_array_equal(
+        embed_crops(model, crops, batch_size=128), embed_crops(model, crops, batch_size=7)
+    )
 
 
 def test_embedding_loop_rejects_float_crops() -> None:

@@ -38,12 +38,18 @@ def test_rayjob_manifest():
     assert spec["backoffLimit"] >= 1  # safe: runs resume
     assert isinstance(yaml.safe_load(spec["runtimeEnvYAML"]), dict)
     workers = spec["rayClusterSpec"]["workerGroupSpecs"]
-    gpu = [c for w in workers for c in w["template"]["spec"]["containers"]
-           if c["resources"]["limits"].get("nvidia.com/gpu")]
+    gpu = [
+        c
+        for w in workers
+        for c in w["template"]["spec"]["containers"]
+        if c["resources"]["limits"].get("nvidia.com/gpu")
+    ]
     assert gpu, "no GPU worker group"
     text = (ROOT / "infra/rayjob-annotate.yaml").read_text()
     assert not re.search(r"AKIA[0-9A-Z]{12,}|aws_secret_access_key\s*[:=]", text, re.IGNORECASE)
-    pods = [spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]] + [w["template"]["spec"] for w in workers]
+    pods = [spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]] + [
+        w["template"]["spec"] for w in workers
+    ]
     assert all(p.get("serviceAccountName") for p in pods)
     # the autoscaling actor pool can use every GPU worker the group may grow to
     assert spec["rayClusterSpec"]["enableInTreeAutoscaling"] is True
@@ -58,9 +64,12 @@ def test_cluster_launcher_config():
     assert doc["head_node_type"] in types
     assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
     gpu_workers = max(t.get("max_workers", 0) for t in types.values() if t["resources"].get("GPU", 0) >= 1)
-    header = "\n".join(l.lstrip("# ") for l in (ROOT / "infra/cluster-gpu-aws.yaml").read_text().splitlines()
-                       if l.startswith("#"))
-    command = header[header.index("python jobs/"):].split("\n")[0]
+    header = "\n".join(
+        l.lstrip("# ")
+        for l in (ROOT / "infra/cluster-gpu-aws.yaml").read_text().splitlines()
+        if l.startswith("#")
+    )
+    command = header[header.index("python jobs/") :].split("\n")[0]
     check_command(command)
     assert load_config(ROOT / referenced(command)[1][0]).resources.actor_range[1] == gpu_workers
 

@@ -116,7 +116,11 @@ def test_unknown_layer_names_raise(model):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_norms_are_float32_and_close(model, x, dtype):
     _, full, _, _ = observe(model.network, ["block.conv2"], x)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype), NormObserver(model.network, ["block.conv2"]) as obs:
+    with (
+        torch.inference_mode(),
+        torch.autocast("cpu", dtype=dtype),
+        NormObserver(model.network, ["block.conv2"]) as obs,
+    ):
         obs.forward(x)
         low = obs.norms()["block.conv2"]
     assert low.dtype == torch.float32

@@ -107,7 +107,9 @@ def test_real_lfw_dev_pairs(lfw_dev_dir: Path) -> None:
     per_fold = df.groupby("fold")["genuine"].agg(["sum", "size"])
     assert per_fold.index.tolist() == [1, 2, 3, 4, 5]
     assert per_fold.values.tolist() == [[300, 600]] * 5
-    same_name = df["path_a"].map(lambda p: Path(p).parent.name) == df["path_b"].map(lambda p: Path(p).parent.name)
+    same_name = df["path_a"].map(lambda p: Path(p).parent.name) == df["path_b"].map(
+        lambda p: Path(p).parent.name
+    )
     assert (same_name == df["genuine"]).all()
 
 

@@ -31,7 +31,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-@pytest.mark.parametrize("height,width,cell", [(16, 16, 4), (16, 16, 5), (112, 112, 14), (150, 150, 14), (12, 20, 3)])
+@pytest.mark.parametrize(
+    "height,width,cell", [(16, 16, 4), (16, 16, 5), (112, 112, 14), (150, 150, 14), (12, 20, 3)]
+)
 def test_occlusion_grid_cells(height, width, cell):
     masks = occlusion_masks(height, width, cell)
     rows, cols = height // cell, width // cell
@@ -66,13 +68,18 @@ def test_occlusion_copies_set_the_cell_to_the_per_channel_minimum(model):
 
 
 def test_noise_copies_are_the_seeded_convex_mix(model):
-    settings = PerturbationSettings(flip=False, noise_masks=3, noise_alphas=(0.1, 0.5), noise_seed=11, occlusion_cell=0)
+    settings = PerturbationSettings(
+        flip=False, noise_masks=3, noise_alphas=(0.1, 0.5), noise_seed=11, occlusion_cell=0
+    )
     labeler = PseudoLabeler(model.network, model.contract, settings)
     img = torch.randn(2, 3, 16, 16)
     copies = labeler.perturb(img)
     masks = torch.randn((3, 3, 16, 16), generator=torch.Generator().manual_seed(11))
     expected = torch.stack(
-        [torch.stack([(1 - a) * img[i] + a * masks[k] for a in (0.1, 0.5) for k in range(3)]) for i in range(2)]
+        [
+            torch.stack([(1 - a) * img[i] + a * masks[k] for a in (0.1, 0.5) for k in range(3)])
+            for i in range(2)
+        ]
     )
     torch.testing.assert_close(copies, expected)
 
@@ -92,7 +99,13 @@ def test_components_match_an_explicit_per_copy_computation(model, x):
             img = x[i : i + 1]
             ref = net(img)
             flip = cosine(ref, net(torch.flip(img, dims=[3])))
-            noise = np.mean([cosine(ref, net((1 - a) * img + a * masks[k : k + 1])) for a in (1e-3, 0.2) for k in range(3)])
+            noise = np.mean(
+                [
+                    cosine(ref, net((1 - a) * img + a * masks[k : k + 1]))
+                    for a in (1e-3, 0.2)
+                    for k in range(3)
+                ]
+            )
             occluded = []
             for r in range(3):
                 for c in range(3):  # 16 // 5 = 3 cells per side, centred: offset (16 - 15) // 2 = 0
@@ -116,7 +129,9 @@ def test_flip_of_a_symmetric_image_scores_one(model):
 
 
 def test_fused_batches_equal_per_image_results(model, x):
-    fused = PseudoLabeler(model.network, model.contract, PerturbationSettings(**{**SMALL.to_dict(), "max_forward_batch": 7}))
+    fused = PseudoLabeler(
+        model.network, model.contract, PerturbationSettings(**{**SMALL.to_dict(), "max_forward_batch": 7})
+    )
     single = PseudoLabeler(model.network, model.contract, SMALL)
     together = fused(x)
     for i in range(x.shape[0]):
@@ -151,7 +166,9 @@ def test_reference_embedding_argument_gives_same_result(model, x):
 
 def test_seeds_reproduce_and_differ(model, x):
     def noise_component(seed):
-        s = PerturbationSettings(flip=False, noise_masks=2, noise_alphas=(0.3,), noise_seed=seed, occlusion_cell=0)
+        s = PerturbationSettings(
+            flip=False, noise_masks=2, noise_alphas=(0.3,), noise_seed=seed, occlusion_cell=0
+        )
         return PseudoLabeler(model.network, model.contract, s)(x)["pl_noise"]
 
     np.testing.assert_array_equal(noise_component(1), noise_component(1))
@@ -162,7 +179,9 @@ def test_disabled_components_are_absent_and_the_mean_uses_the_rest(model, x):
     s = PerturbationSettings(flip=True, noise_masks=0, occlusion_cell=4)
     result = PseudoLabeler(model.network, model.contract, s)(x)
     assert set(result) == {"pl_flip", "pl_occlusion", "pseudo_label"}
-    np.testing.assert_allclose(result["pseudo_label"], (result["pl_flip"] + result["pl_occlusion"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        result["pseudo_label"], (result["pl_flip"] + result["pl_occlusion"]) / 2, atol=1e-6
+    )
     with pytest.raises(ValueError, match="at least one"):
         PerturbationSettings(flip=False, noise_masks=0, occlusion_cell=0)
 

@@ -60,7 +60,9 @@ def test_bf16_scores_keep_the_fp32_ranking(model, artifact, lfw_paths):
     bf16 = FroqScorer(model, artifact, precision="bf16", quality_only=True).score(crops)
     assert bf16.precision == "bf16" and bf16.quality.dtype == np.float32 and bf16.quality.shape == (SCORED,)
     assert not np.array_equal(bf16.quality, fp32.quality)  # autocast really ran in bf16
-    assert np.unique(fp32.quality).size > 0.95 * SCORED  # a real spread of scores (LFW-dev has a few duplicates)
+    assert (
+        np.unique(fp32.quality).size > 0.95 * SCORED
+    )  # a real spread of scores (LFW-dev has a few duplicates)
     rho = spearman(bf16.quality, fp32.quality)
     assert rho == pytest.approx(spearmanr(bf16.quality, fp32.quality)[0], abs=1e-12)
     assert rho >= 0.999, f"bf16 vs fp32 Spearman {rho:.5f} on {SCORED} LFW-dev crops"

@@ -52,24 +52,42 @@ def one_line_failure(capsys, *args: str) -> str:
 
 def test_plan_with_unreachable_input(capsys, tmp_path, closed_endpoint):
     line = one_line_failure(
-        capsys, "plan", "--input", "s3://faces/in/", "--output", str(tmp_path / "o"),
-        "--set", f"input.storage_options.client_kwargs.endpoint_url={closed_endpoint}",
+        capsys,
+        "plan",
+        "--input",
+        "s3://faces/in/",
+        "--output",
+        str(tmp_path / "o"),
+        "--set",
+        f"input.storage_options.client_kwargs.endpoint_url={closed_endpoint}",
     )
     assert line.startswith(f"froq plan: error: cannot reach s3://faces/in/ at {closed_endpoint}: ")
 
 
 def test_plan_with_unreachable_output(capsys, tmp_path, one_image_dir, closed_endpoint):
     line = one_line_failure(
-        capsys, "plan", "--input", str(one_image_dir), "--output", "s3://results/run1",
-        "--set", f"output.storage_options.endpoint_url={closed_endpoint}",
+        capsys,
+        "plan",
+        "--input",
+        str(one_image_dir),
+        "--output",
+        "s3://results/run1",
+        "--set",
+        f"output.storage_options.endpoint_url={closed_endpoint}",
     )
     assert line.startswith(f"froq plan: error: cannot reach s3://results/run1 at {closed_endpoint}: ")
 
 
 def test_annotate_with_unreachable_input(capsys, tmp_path, closed_endpoint):
     line = one_line_failure(
-        capsys, "annotate", "--input", "s3://faces/in/", "--output", str(tmp_path / "o"),
-        "--set", f"input.storage_options.endpoint_url={closed_endpoint}",
+        capsys,
+        "annotate",
+        "--input",
+        "s3://faces/in/",
+        "--output",
+        str(tmp_path / "o"),
+        "--set",
+        f"input.storage_options.endpoint_url={closed_endpoint}",
     )
     assert line.startswith(f"froq annotate: error: cannot reach s3://faces/in/ at {closed_endpoint}: ")
 
@@ -82,24 +100,42 @@ def test_annotate_with_the_endpoint_from_the_environment(capsys, tmp_path, close
 
 def test_evaluate_with_unreachable_annotations(capsys, tmp_path, closed_endpoint):
     line = one_line_failure(
-        capsys, "evaluate", "--annotations", "s3://results/ann", "--output", str(tmp_path / "ev"),
-        "--set", f"evaluate.storage_options.endpoint_url={closed_endpoint}",
+        capsys,
+        "evaluate",
+        "--annotations",
+        "s3://results/ann",
+        "--output",
+        str(tmp_path / "ev"),
+        "--set",
+        f"evaluate.storage_options.endpoint_url={closed_endpoint}",
     )
     assert line.startswith(f"froq evaluate: error: cannot reach s3://results/ann at {closed_endpoint}: ")
 
 
 def test_evaluate_with_unreachable_output(capsys, tmp_path, closed_endpoint):
     line = one_line_failure(
-        capsys, "evaluate", "--annotations", str(tmp_path / "ann"), "--output", "s3://results/ev",
-        "--set", f"output.storage_options.client_kwargs.endpoint_url={closed_endpoint}",
+        capsys,
+        "evaluate",
+        "--annotations",
+        str(tmp_path / "ann"),
+        "--output",
+        "s3://results/ev",
+        "--set",
+        f"output.storage_options.client_kwargs.endpoint_url={closed_endpoint}",
     )
     assert line.startswith(f"froq evaluate: error: cannot reach s3://results/ev at {closed_endpoint}: ")
 
 
 def test_misspelt_model_name(capsys, tmp_path, one_image_dir):
     line = one_line_failure(
-        capsys, "annotate", "--input", str(one_image_dir), "--output", str(tmp_path / "o"),
-        "--set", "model.name=mobilefacenett",
+        capsys,
+        "annotate",
+        "--input",
+        str(one_image_dir),
+        "--output",
+        str(tmp_path / "o"),
+        "--set",
+        "model.name=mobilefacenett",
     )
     assert line.startswith(
         "froq annotate: error: unknown model 'mobilefacenett' (did you mean 'mobilefacenet'?); `froq models` "

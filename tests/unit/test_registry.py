@@ -45,7 +45,9 @@ def test_unknown_model_names_the_choices() -> None:
 def test_misspelt_model_name_gets_the_closest_name() -> None:
     with pytest.raises(ModelLoadError) as info:
         load_model("mobilefacenett")
-    assert str(info.value).startswith("unknown model 'mobilefacenett' (did you mean 'mobilefacenet'?); `froq models`")
+    assert str(info.value).startswith(
+        "unknown model 'mobilefacenett' (did you mean 'mobilefacenet'?); `froq models`"
+    )
 
 
 @pytest.mark.parametrize("name", NEEDS_WEIGHTS)

@@ -33,8 +33,15 @@ def artifact(model):
 @pytest.fixture
 def stage(model, artifact, monkeypatch, one_torch_thread):
     monkeypatch.setattr(stages, "load_scoring_model", lambda cfg: model)
-    cfg = ScoringStageConfig(mode="froq", model_name=model.name, model_weights=None, model_options={},
-                             artifact_json=artifact.to_json(), device="cpu", model_batch_size=3)
+    cfg = ScoringStageConfig(
+        mode="froq",
+        model_name=model.name,
+        model_weights=None,
+        model_options={},
+        artifact_json=artifact.to_json(),
+        device="cpu",
+        model_batch_size=3,
+    )
     return ScoringStage(cfg)
 
 
@@ -67,7 +74,10 @@ def test_a_failing_image_fails_alone_after_an_item_by_item_retry(stage, model, a
     assert out["error"][CORRUPT] == "corrupt input"
     good = [i for i in range(8) if i not in (POISON, CORRUPT)]
     assert all(out["error"][i] is None for i in good)
-    assert np.isnan(out["quality"][[POISON, CORRUPT]]).all() and np.isnan(out["embedding"][[POISON, CORRUPT]]).all()
+    assert (
+        np.isnan(out["quality"][[POISON, CORRUPT]]).all()
+        and np.isnan(out["embedding"][[POISON, CORRUPT]]).all()
+    )
 
     # independently: the scorer on the good crops alone, in one batch (nothing fails there)
     expected = FroqScorer(model, artifact).score(pixels[good])

@@ -76,7 +76,9 @@ def test_csv_manifest_relative_paths_and_identity_column(tree):
     ).to_csv(manifest, index=False)
     listing = list_inputs(InputConfig(uri=str(manifest), path_column="file", identity_column="who")).table
     # sorted, the duplicate a1 kept once, entries not filtered by existence (a missing one becomes a read_error row)
-    assert list_inputs(InputConfig(uri=str(manifest), path_column="file", identity_column="who")).duplicates == 1
+    assert (
+        list_inputs(InputConfig(uri=str(manifest), path_column="file", identity_column="who")).duplicates == 1
+    )
     assert listing["path"].tolist() == [
         str(tree / "alice/a1.jpg"),
         str(tree / "bob/b1.jpeg"),
@@ -209,11 +211,15 @@ def test_parquet_identities_nulls_stay_null_numbers_are_their_text(tmp_path):
     # pandas writes an int column with a missing value as float64: still "2019", and NaN is a null
     pd.DataFrame({"path": paths, "id": [2019, None, 7]}).to_parquet(parquet)
     assert list_inputs(InputConfig(uri=str(parquet), identity_column="id")).table["identity"].tolist() == [
-        "2019", None, "7"
+        "2019",
+        None,
+        "7",
     ]
     pq.write_table(pa.table({"path": paths, "id": ["nan", None, "None"]}), parquet)
     assert list_inputs(InputConfig(uri=str(parquet), identity_column="id")).table["identity"].tolist() == [
-        "nan", None, "None"
+        "nan",
+        None,
+        "None",
     ]
 
 
@@ -254,7 +260,9 @@ def test_non_utf8_file_names_are_listed_digested_and_read(tmp_path):
         "identity": ["ok", "caf\\xe9"],
     }
     digest = input_digest(result.table)
-    assert len(digest) == 64 and digest == input_digest(list_inputs(InputConfig(uri=str(root), identity_from_folder=True)).table)
+    assert len(digest) == 64 and digest == input_digest(
+        list_inputs(InputConfig(uri=str(root), identity_from_folder=True)).table
+    )
     blobs, errors = read_blobs(result.table["path"].tolist())
     assert (blobs, errors) == ([b"plain", b"latin-1 name"], [None, None])
     # the output table (Parquet, UTF-8 strings) takes the rendering as it is
@@ -278,7 +286,10 @@ def test_existing_paths_with_glob_characters_are_read_as_themselves(tmp_path):
     manifest = tmp_path / "faces [2019]" / "list[1].csv"
     manifest.write_text("path\np/1.jpg\n")
     result = list_inputs(InputConfig(uri=str(manifest)))
-    assert (result.source, result.table["path"].tolist()) == ("manifest", [str(tmp_path / "faces [2019]/p/1.jpg")])
+    assert (result.source, result.table["path"].tolist()) == (
+        "manifest",
+        [str(tmp_path / "faces [2019]/p/1.jpg")],
+    )
     # a path that does not exist is a glob when it has glob characters
     globbed = list_inputs(InputConfig(uri=str(tmp_path / "faces [2]" / "*.jpg")))
     assert (globbed.source, globbed.table["path"].tolist()) == ("glob", [str(tmp_path / "faces 2/2.jpg")])
@@ -326,8 +337,15 @@ def tiny_image(fmt: str) -> bytes:
 
 
 def test_default_extensions_take_every_decodable_face_image_format_and_count_the_rest(tmp_path, caplog):
-    formats = {"a.gif": "GIF", "b.avif": "AVIF", "c.jp2": "JPEG2000", "d.ppm": "PPM", "e.pgm": "PPM",
-               "f.JPG": "JPEG", "g.tga": "TGA"}
+    formats = {
+        "a.gif": "GIF",
+        "b.avif": "AVIF",
+        "c.jp2": "JPEG2000",
+        "d.ppm": "PPM",
+        "e.pgm": "PPM",
+        "f.JPG": "JPEG",
+        "g.tga": "TGA",
+    }
     for name, fmt in formats.items():
         (tmp_path / name).write_bytes(tiny_image(fmt))
     for name in ("notes.txt", "scan.pdf", "README", "x.psd"):
@@ -346,7 +364,10 @@ def test_default_extensions_take_every_decodable_face_image_format_and_count_the
             "by_extension": {"(none)": 1, ".pdf": 1, ".psd": 1, ".txt": 1},
         }
     }
-    assert f"inputs from {tmp_path}: skipped 4 file(s): extension=4 ((none)=1, .pdf=1, .psd=1, .txt=1)" in caplog.text
+    assert (
+        f"inputs from {tmp_path}: skipped 4 file(s): extension=4 ((none)=1, .pdf=1, .psd=1, .txt=1)"
+        in caplog.text
+    )
 
 
 def test_duplicate_manifest_paths_warned_and_conflicting_identities_refused(tmp_path, caplog):
@@ -354,8 +375,10 @@ def test_duplicate_manifest_paths_warned_and_conflicting_identities_refused(tmp_
     manifest.write_text("path,who\na.jpg,A\n./a.jpg,A\nb.jpg,\nb.jpg,\n" + f"{tmp_path}/a.jpg,A\n")
     with caplog.at_level(logging.WARNING, logger="froq_ray"):
         result = list_inputs(InputConfig(uri=str(manifest), identity_column="who"))
-    assert result.table.to_dict("list") == {"path": [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")],
-                                            "identity": ["A", None]}
+    assert result.table.to_dict("list") == {
+        "path": [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")],
+        "identity": ["A", None],
+    }
     assert result.duplicates == 3 and result.summary()["duplicates"] == 3 and result.files_seen == 5
     assert f"input manifest {manifest}: 3 duplicate row(s) name a path listed earlier" in caplog.text
     manifest.write_text("path,who\na.jpg,A\nc.jpg,C\n./a.jpg,B\n")
@@ -366,7 +389,9 @@ def test_duplicate_manifest_paths_warned_and_conflicting_identities_refused(tmp_
         list_inputs(InputConfig(uri=str(manifest), identity_column="who"))
     parquet = tmp_path / "m.parquet"
     pq.write_table(pa.table({"path": ["a.jpg", "a.jpg"], "who": ["A", None]}), parquet)
-    with pytest.raises(InputListingError, match=r"has two identities: 'A' \(data row 1\) and None \(data row 2\)"):
+    with pytest.raises(
+        InputListingError, match=r"has two identities: 'A' \(data row 1\) and None \(data row 2\)"
+    ):
         list_inputs(InputConfig(uri=str(parquet), identity_column="who"))
 
 
@@ -384,7 +409,9 @@ def test_s3_glob_characters_manifest_errors_and_skips(s3):  # noqa: F811
     result = list_inputs(InputConfig(uri=s3.uri("faces [2019]"), storage_options=opts))
     assert result.table["path"].tolist() == [s3.uri("faces [2019]/p/1.jpg")]
     assert result.skipped["extension"] == {
-        "count": 1, "examples": [s3.uri("faces [2019]/p/notes.txt")], "by_extension": {".txt": 1}
+        "count": 1,
+        "examples": [s3.uri("faces [2019]/p/notes.txt")],
+        "by_extension": {".txt": 1},
     }
     assert listed(s3.uri("faces [2]/*.jpg"), storage_options=opts) == [s3.uri("faces 2/2.jpg")]
     fs.pipe(f"{s3.bucket}/what?/m.csv", b"path,who\n../faces 2/2.jpg ,A\nx,y.jpg,B\n")

@@ -202,19 +202,28 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
     put(state, "_froq/calibration.json", b"{}")
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     assert sorted(p.name for p in (tmp_path / "out" / "_froq").iterdir()) == [
-        "calibration.json", "inputs.parquet", "manifest.json", "part-00000.done.json", "part-00001.done.json",
-        "part-00002.done.json", "run.json",
+        "calibration.json",
+        "inputs.parquet",
+        "manifest.json",
+        "part-00000.done.json",
+        "part-00001.done.json",
+        "part-00002.done.json",
+        "run.json",
     ]
     expected = ["/x.jpg"] * 3
     assert pd.read_parquet(uri)["path"].tolist() == expected
     assert pq.read_table(uri).column("path").to_pylist() == expected
     assert ds.dataset(uri, format="parquet").to_table().column("path").to_pylist() == expected
-    assert duckdb.sql(f"select path from read_parquet('{uri}/*.parquet')").fetchall() == [(p,) for p in expected]
+    assert duckdb.sql(f"select path from read_parquet('{uri}/*.parquet')").fetchall() == [
+        (p,) for p in expected
+    ]
     assert pl.read_parquet(f"{uri}/*.parquet")["path"].to_list() == expected
     for name in ("identity", "error"):  # nulls as nulls in every reader, not the text "nan"
         assert pd.read_parquet(uri)[name].isna().all() and pq.read_table(uri).column(name).null_count == 3
         assert pl.read_parquet(f"{uri}/*.parquet")[name].null_count() == 3
-        assert duckdb.sql(f"select count(*) from read_parquet('{uri}/*.parquet') where {name} is null").fetchall() == [(3,)]
+        assert duckdb.sql(
+            f"select count(*) from read_parquet('{uri}/*.parquet') where {name} is null"
+        ).fetchall() == [(3,)]
 
 
 def refusal(uri, options, *args, **kwargs) -> str:
@@ -231,7 +240,9 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
         "model": {"name": "mobilefacenet", "options": {}},
         "_extra": {"weights_sha256": "a" * 64, "api_token": "t0ps3cret"},
     }
-    listing = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/2.jpg", "/in/b/1.jpg"], "identity": ["a", "a", "b"]})
+    listing = pd.DataFrame(
+        {"path": ["/in/a/1.jpg", "/in/a/2.jpg", "/in/b/1.jpg"], "identity": ["a", "a", "b"]}
+    )
     state = prepare_output(uri, options, "resume", CFG, INP, config=config, listing=listing)
     write_shards(state, [0])
     run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
@@ -245,7 +256,10 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
     }
     message = refusal(uri, options, "d" * 64, INP, config=changed, listing=listing)
     lines = message.splitlines()
-    assert lines[0].startswith(f"cannot resume into {uri}: the config differs in 4 key(s)") and "--force" in lines[0]
+    assert (
+        lines[0].startswith(f"cannot resume into {uri}: the config differs in 4 key(s)")
+        and "--force" in lines[0]
+    )
     assert lines[1:] == [
         "  _extra.api_token: *** -> ***",
         "  model.options.width: (absent) -> 2",
@@ -254,8 +268,12 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
     ]
     assert "t0ps3cret" not in message and "n3wsecret" not in message
 
-    moved = pd.DataFrame({"path": ["/in/a/1.jpg", "/in/a/3.jpg", "/in/b/1.jpg", "/in/c/1.jpg"],
-                          "identity": ["a", "a", "b", None]})
+    moved = pd.DataFrame(
+        {
+            "path": ["/in/a/1.jpg", "/in/a/3.jpg", "/in/b/1.jpg", "/in/c/1.jpg"],
+            "identity": ["a", "a", "b", None],
+        }
+    )
     message = refusal(uri, options, CFG, "j" * 64, config=config, listing=moved)
     assert message.splitlines()[0].startswith(f"cannot resume into {uri}: the input listing differs.")
     assert message.splitlines()[1] == (
@@ -270,7 +288,10 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
     )
     longer = pd.concat([listing, moved.tail(1)], ignore_index=True)
     message = refusal(uri, options, CFG, "l" * 64, config=config, listing=longer)
-    assert message.splitlines()[1] == "  inputs: 3 before, 4 now; first difference at row 3: /in/c/1.jpg (no identity) new"
+    assert (
+        message.splitlines()[1]
+        == "  inputs: 3 before, 4 now; first difference at row 3: /in/c/1.jpg (no identity) new"
+    )
 
 
 def test_refusal_lists_at_most_ten_keys(tmp_path):
@@ -328,7 +349,9 @@ def test_shards_of_another_input_listing_are_discarded(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     for i, listing in ((0, "old"), (1, "new")):
-        write_shard(state.fs, state.path, Shard(i, i, i + 1), one_row_table(), "d", {"inputs_digest": listing})
+        write_shard(
+            state.fs, state.path, Shard(i, i, i + 1), one_row_table(), "d", {"inputs_digest": listing}
+        )
     again = prepare_output(uri, options, "resume", CFG, INP)
     assert discard_stale_shards(again, {0: (0, 1), 1: (1, 2)}, "new") == 2  # marker and part of shard 0
     assert set(again.markers) == {1}

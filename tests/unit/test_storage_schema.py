@@ -154,4 +154,7 @@ def test_frame_to_table_types_all_null_columns_as_text():
     frame = pd.DataFrame({"path": ["/a", "/b"], "identity": [None, None], "score": [1.0, np.nan]})
     table = frame_to_table(frame)
     assert table.schema.field("identity").type == pa.string() and table.column("identity").null_count == 2
-    assert table.schema.field("score").type == pa.float64() and table.column("path").to_pylist() == ["/a", "/b"]
+    assert table.schema.field("score").type == pa.float64() and table.column("path").to_pylist() == [
+        "/a",
+        "/b",
+    ]

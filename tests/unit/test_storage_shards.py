@@ -54,7 +54,9 @@ def check_written(fs, out_dir: str, shard: Shard, table, marker: dict) -> None:
     with fs.open(f"{out_dir}/{shard.part_name}", "rb") as f:
         df = pd.read_parquet(f)
     assert df["path"].tolist() == table.column("path").to_pylist()
-    assert list_names(fs, out_dir) == [shard.part_name]  # the marker is in _froq/, out of Parquet readers' way
+    assert list_names(fs, out_dir) == [
+        shard.part_name
+    ]  # the marker is in _froq/, out of Parquet readers' way
     assert list_names(fs, f"{out_dir}/_froq") == [shard.marker_name]
     assert read_markers(fs, out_dir) == {shard.index: marker}
 
