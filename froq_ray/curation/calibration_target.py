@@ -1,11 +1,19 @@
-"""CR as the pseudo-label source of FROQ calibration, for identity-labelled calibration sets.
+"""Labelled calibration targets: what FROQ calibration ranks layers against when identities are known.
 
 FROQ's calibration ranks layers by Spearman(layer norms, pseudo-label); ``build_artifact`` in
 :mod:`froq_ray.quality.calibration` reads the target from ``observations["pseudo_label"]``. Here that target
-is the certainty ratio computed from the calibration images' own embeddings and identity labels, so no
-perturbation passes are needed. Images whose CR is undefined (the only image of their identity) are left out
-of the calibration set; the artifact's ``settings`` record ``"target": "cr"`` (instead of the perturbation
-settings) and what was left out, and its ``calibration_set`` is the digest of the image ids that were used.
+comes from the calibration images' own embeddings and identity labels, so no perturbation passes are needed
+(one forward pass per image gives the norms and the embedding):
+
+- ``cr``: the certainty ratio (:mod:`.classifiability`): CCS / (NNCCS + 1 + eps).
+- ``genuine``: the image's mean cosine similarity to the OTHER images of its identity,
+  (x.S_c - 1) / (n_c - 1) for the unit embedding x and the sum S_c of its identity's n_c unit embeddings
+  (float64).
+
+Images whose target is undefined (the only image of their identity; for ``cr`` also a data set with one
+identity) are left out of the calibration set and counted; the artifact's ``settings`` record the target
+(instead of the perturbation settings) and what was left out, and its ``calibration_set`` is the digest of the
+image ids that were used.
 """
 
 from __future__ import annotations
@@ -17,10 +25,70 @@ import numpy as np
 from ..models.base import LoadedModel
 from ..quality.artifact import CalibrationArtifact, CalibrationSetDigest
 from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact
-from ..quality.perturbations import PerturbationSettings
+from .centres import CentreSums, l2_normalise
 from .classifiability import DEFAULT_EPS, classifiability
 
 TARGET_CR = "cr"
+TARGET_GENUINE = "genuine"
+LABELLED_TARGETS = (TARGET_CR, TARGET_GENUINE)
+
+
+def genuine_similarity(embeddings: np.ndarray, identities: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of each image to the other images of its identity, float32 (N,); NaN for the
+    only image of an identity. ``embeddings`` (N, D) (any non-zero scale); ``ValueError`` for a zero or
+    non-finite row or misaligned inputs."""
+    if len(embeddings) != len(identities):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(identities)} identities")
+    unit = l2_normalise(embeddings)
+    sums = CentreSums.from_chunk(unit, identities)
+    own = sums.index_of(identities)
+    dot = np.einsum("nd,nd->n", unit.astype(np.float64), sums.sums[own])
+    others = sums.counts[own] - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(others > 0, (dot - 1.0) / others, np.nan)
+    return mean.astype(np.float32)
+
+
+def labelled_target(
+    target: str, embeddings: np.ndarray, identities: Sequence[str] | np.ndarray, eps: float = DEFAULT_EPS
+) -> np.ndarray:
+    """The ``target`` (``cr`` or ``genuine``, module doc) per image, float32 (N,), NaN where undefined.
+    ``ValueError`` for another target name."""
+    if target == TARGET_CR:
+        return classifiability(embeddings, identities, eps=eps).cr
+    if target == TARGET_GENUINE:
+        return genuine_similarity(embeddings, identities)
+    raise ValueError(
+        f"labelled calibration target must be one of {', '.join(LABELLED_TARGETS)}, got {target!r}"
+    )
+
+
+def labelled_observations(
+    layer_norms: np.ndarray,
+    embeddings: np.ndarray,
+    identities: Sequence[str] | np.ndarray,
+    target: str = TARGET_CR,
+    eps: float = DEFAULT_EPS,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(observations for ``build_artifact`` with ``pseudo_label`` = the labelled ``target``, mask of the images
+    used).
+
+    ``layer_norms`` (N, L) as written by ``observe_calibration_batch`` / the calibrate job; ``embeddings``
+    (N, D) and ``identities`` (N,) of the same images. Rows with an undefined target are dropped; fewer than 3
+    rows left is a ``ValueError``."""
+    norms = np.asarray(layer_norms, dtype=np.float32)
+    if norms.ndim != 2 or norms.shape[0] != len(identities) or len(embeddings) != len(identities):
+        raise ValueError(
+            f"layer_norms {norms.shape}, {len(embeddings)} embeddings and {len(identities)} identities "
+            "must align"
+        )
+    values = labelled_target(target, embeddings, identities, eps)
+    used = np.isfinite(values)
+    if used.sum() < 3:
+        raise ValueError(
+            f"only {int(used.sum())} images have a defined {target} target: need identities with >= 2 images"
+        )
+    return {NORMS_KEY: norms[used], PSEUDO_LABEL_KEY: values[used].astype(np.float32)}, used
 
 
 def cr_observations(
@@ -29,22 +97,66 @@ def cr_observations(
     identities: Sequence[str] | np.ndarray,
     eps: float = DEFAULT_EPS,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(observations for ``build_artifact`` with ``pseudo_label`` = CR, mask of the images used).
+    """:func:`labelled_observations` with the ``cr`` target."""
+    return labelled_observations(layer_norms, embeddings, identities, TARGET_CR, eps)
 
-    ``layer_norms`` (N, L) as written by ``observe_calibration_batch`` / the calibrate job; ``embeddings``
-    (N, D) and ``identities`` (N,) of the same images. Rows with undefined CR are dropped.
-    """
-    norms = np.asarray(layer_norms, dtype=np.float32)
-    if norms.ndim != 2 or norms.shape[0] != len(identities) or len(embeddings) != len(identities):
-        raise ValueError(
-            f"layer_norms {norms.shape}, {len(embeddings)} embeddings and {len(identities)} identities "
-            "must align"
-        )
-    cr = classifiability(embeddings, identities, eps=eps).cr
-    used = np.isfinite(cr)
-    if used.sum() < 3:
-        raise ValueError(f"only {int(used.sum())} images have a defined CR: need identities with >= 2 images")
-    return {NORMS_KEY: norms[used], PSEUDO_LABEL_KEY: cr[used].astype(np.float32)}, used
+
+def target_settings(
+    target: str, used: np.ndarray, identities: np.ndarray, eps: float, **extra: object
+) -> dict:
+    """The artifact ``settings`` of a labelled-target calibration (without ``top_n``): the target, how many
+    images and identities were used, how many images had no defined target, and ``extra`` counts."""
+    labels = np.asarray(identities, dtype=object).astype(str)
+    counts = {
+        "images_used": int(used.sum()),
+        "images_without_target": int((~used).sum()),
+        "identities_used": int(np.unique(labels[used]).size),
+        **extra,
+    }
+    if target == TARGET_CR:
+        counts = {"eps": eps, **counts}
+    return {"target": target, target: counts}
+
+
+def build_artifact_from_labels(
+    model: LoadedModel,
+    layer_names: Sequence[str],
+    layer_norms: np.ndarray,
+    embeddings: np.ndarray,
+    identities: Sequence[str] | np.ndarray,
+    image_ids: Sequence[str],
+    top_n: int,
+    precision: str,
+    layer_calls: Mapping[str, int],
+    target: str = TARGET_CR,
+    method: str = "greedy",
+    linear_top_n: int | None = None,
+    eps: float = DEFAULT_EPS,
+    extra_settings: Mapping[str, object] | None = None,
+) -> CalibrationArtifact:
+    """Calibration against a labelled ``target`` (module doc): the same utilities / greedy (or linear
+    observer) / artifact as the perturbation calibration, with ``settings = {"target", "top_n", <target>:
+    {images_used, images_without_target, identities_used, ...extra_settings}}``. ``ValueError`` when the
+    inputs do not align or fewer than 3 images have a defined target."""
+    if len(image_ids) != len(identities):
+        raise ValueError(f"{len(image_ids)} image ids for {len(identities)} images")
+    observations, used = labelled_observations(layer_norms, embeddings, identities, target, eps)
+    digest = CalibrationSetDigest()
+    digest.add_ids(np.asarray(image_ids, dtype=object)[used])
+    labels = np.asarray(identities, dtype=object)
+    return build_artifact(
+        model,
+        layer_names,
+        observations,
+        target_settings(target, used, labels, eps, **dict(extra_settings or {})),
+        top_n,
+        digest.result(),
+        precision,
+        layer_calls,
+        method=method,
+        groups=labels[used].astype(str),
+        linear_top_n=linear_top_n,
+    )
 
 
 def build_artifact_against_cr(
@@ -59,32 +171,16 @@ def build_artifact_against_cr(
     layer_calls: Mapping[str, int],
     eps: float = DEFAULT_EPS,
 ) -> CalibrationArtifact:
-    """Layer selection against CR (module doc): the same utilities / greedy / artifact as the perturbation
-    calibration, with ``settings = {"target": "cr", "top_n", "cr": {...}}``."""
-    if len(image_ids) != len(identities):
-        raise ValueError(f"{len(image_ids)} image ids for {len(identities)} images")
-    observations, used = cr_observations(layer_norms, embeddings, identities, eps)
-    digest = CalibrationSetDigest()
-    digest.add_ids(np.asarray(image_ids, dtype=object)[used])
-    artifact = build_artifact(
+    """:func:`build_artifact_from_labels` with the ``cr`` target and the greedy observer."""
+    return build_artifact_from_labels(
         model,
         layer_names,
-        observations,
-        PerturbationSettings(),
+        layer_norms,
+        embeddings,
+        identities,
+        image_ids,
         top_n,
-        digest.result(),
         precision,
         layer_calls,
+        eps=eps,
     )
-    labels = np.asarray(identities, dtype=object)
-    artifact.settings = {
-        "target": TARGET_CR,
-        "top_n": top_n,
-        "cr": {
-            "eps": eps,
-            "images_used": int(used.sum()),
-            "images_without_cr": int((~used).sum()),
-            "identities_used": int(np.unique(labels[used].astype(str)).size),
-        },
-    }
-    return artifact

@@ -10,6 +10,20 @@ digest kind, size), the precision the calibration forward passes ran in, softwar
 
 Undefined utilities (a layer whose norms are constant or not finite, or that was never called) are NaN in
 memory and ``null`` in JSON.
+
+Observer methods (``method``):
+
+- ``greedy`` (the FROQ reference): quality = mean over ``selected_layers`` of their raw per-image L2 output norms.
+- ``linear``: quality = intercept + sum_l w_l (log(max(n_l, 1e-30)) - mean_l) / scale_l over the layers of
+  ``linear`` (names, weights, means, scales, intercept, ridge penalty, the identity-grouped cross-validation's
+  mean held-out Spearman per penalty; :mod:`froq_ray.quality.linear`). The greedy fields are still filled (the
+  utilities and greedy curve against the same target) for comparison; they do not score.
+
+Schema versions: version 1 files have no ``method``, ``linear`` or ``quality_quantiles`` and load as ``greedy``
+with their calibration id unchanged (an artifact with none of the newer fields is still written as version 1).
+Version 2 adds ``method``, ``linear`` (null for greedy) and ``quality_quantiles``: 1,001 quantiles of the
+calibration set's own quality under this observer (:mod:`froq_ray.quality.percentile`; null when absent),
+from which ``quality_percentile`` is read.
 """
 
 from __future__ import annotations
@@ -30,9 +44,13 @@ import torch
 
 from ..errors import UserError
 from ..models.base import LoadedModel
+from .linear import LinearObserver
+from .percentile import quality_percentile
 
 SCHEMA = "froq-calibration"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+METHODS = ("greedy", "linear")
 IDENTITY_KEYS = ("name", "family", "weights_sha256", "embedding_size", "options", "input_contract")
 DIGEST_KINDS = ("sorted_image_ids", "sorted_pixel_sha256")
 
@@ -133,10 +151,37 @@ class CalibrationArtifact:
     precision: str
     software: dict[str, str] = field(default_factory=software_versions)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    method: str = "greedy"
+    linear: LinearObserver | None = None
+    quality_quantiles: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"observer method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if (self.method == "linear") != (self.linear is not None):
+            raise ValueError("a linear artifact needs its linear observer, and only a linear one has it")
 
     @property
     def candidate_layers(self) -> list[str]:
         return list(self.utilities)
+
+    @property
+    def scoring_layers(self) -> list[str]:
+        """The layers whose norms make the quality: ``selected_layers`` (greedy) or the linear observer's layers
+        with a non-zero weight (linear)."""
+        return self.linear.scoring_layers if self.linear is not None else list(self.selected_layers)
+
+    @property
+    def schema_version(self) -> int:
+        """1 when the artifact has none of the version 2 fields (greedy, no quantiles), else 2."""
+        return 1 if self.method == "greedy" and self.quality_quantiles is None else 2
+
+    def percentile(self, quality: np.ndarray) -> np.ndarray:
+        """Quality -> percentile (0-100, float32) against the calibration set (``quality_percentile``);
+        ``ValueError`` when the artifact stores no quantiles."""
+        if self.quality_quantiles is None:
+            raise ValueError(f"calibration {self.calibration_id} stores no quality quantiles")
+        return quality_percentile(quality, np.asarray(self.quality_quantiles))
 
     @property
     def best_rho(self) -> float:
@@ -145,9 +190,9 @@ class CalibrationArtifact:
 
     def content(self) -> dict[str, Any]:
         """Everything that identifies the calibration (the hashed part: no timestamp, no id)."""
-        return {
+        content = {
             "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.schema_version,
             "model": _json_normalised(self.model),
             "utilities": {name: _json_float(u) for name, u in self.utilities.items()},
             "layer_calls": dict(self.layer_calls),
@@ -160,6 +205,13 @@ class CalibrationArtifact:
             "precision": self.precision,
             "software": dict(self.software),
         }
+        if self.schema_version >= 2:
+            content["method"] = self.method
+            content["linear"] = None if self.linear is None else self.linear.to_dict()
+            content["quality_quantiles"] = (
+                None if self.quality_quantiles is None else [float(q) for q in self.quality_quantiles]
+            )
+        return content
 
     @property
     def calibration_id(self) -> str:
@@ -197,6 +249,9 @@ class CalibrationArtifact:
             precision=data["precision"],
             software=data["software"],
             created_at=data["created_at"],
+            method=data.get("method", "greedy"),
+            linear=None if data.get("linear") is None else LinearObserver.from_dict(data["linear"]),
+            quality_quantiles=data.get("quality_quantiles"),
         )
         stored = data.get("calibration_id")
         if stored is not None and stored != artifact.calibration_id:
@@ -252,10 +307,35 @@ def _validate(data: Any, source: str) -> None:
             fail(f"missing field {key!r}")
         if not isinstance(data[key], kind):
             fail(f"field {key!r} must be {getattr(kind, '__name__', kind)}, got {type(data[key]).__name__}")
-    if data["schema"] != SCHEMA or data["schema_version"] != SCHEMA_VERSION:
+    if data["schema"] != SCHEMA or data["schema_version"] not in SCHEMA_VERSIONS:
         fail(
-            f"unsupported schema {data['schema']!r} v{data['schema_version']} (expected {SCHEMA!r} v{SCHEMA_VERSION})"
+            f"unsupported schema {data['schema']!r} v{data['schema_version']} (expected {SCHEMA!r} "
+            f"v{' or v'.join(map(str, SCHEMA_VERSIONS))})"
         )
+    if data["schema_version"] >= 2:
+        for key in ("method", "linear", "quality_quantiles"):
+            if key not in data:
+                fail(f"missing field {key!r} (schema version 2)")
+        if data["method"] not in METHODS:
+            fail(f"method must be one of {', '.join(METHODS)}, got {data['method']!r}")
+        if (data["method"] == "linear") != isinstance(data["linear"], dict):
+            fail("linear must be an object exactly when method is 'linear'")
+        if data["linear"] is not None:
+            try:
+                LinearObserver.from_dict(data["linear"])
+            except (ValueError, TypeError) as exc:
+                fail(str(exc))
+            unknown = [n for n in data["linear"]["layers"] if n not in data["utilities"]]
+            if unknown:
+                fail(f"linear names layers without a utility: {', '.join(map(str, unknown))}")
+        quantiles = data["quality_quantiles"]
+        if quantiles is not None and not (
+            isinstance(quantiles, list)
+            and len(quantiles) >= 2
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in quantiles)
+            and all(a <= b for a, b in zip(quantiles[:-1], quantiles[1:], strict=True))
+        ):
+            fail("quality_quantiles must be null or at least 2 finite, non-decreasing numbers")
     missing_identity = [k for k in IDENTITY_KEYS if k not in data["model"]]
     if missing_identity:
         fail(f"model identity lacks {', '.join(missing_identity)}")
@@ -301,9 +381,9 @@ def check_matches(artifact: CalibrationArtifact, model: LoadedModel) -> None:
             f"to model {actual['name']!r}: " + "; ".join(differences)
         )
     modules = dict(model.network.named_modules())
-    absent = [name for name in artifact.selected_layers if name not in modules or name == ""]
+    absent = [name for name in artifact.scoring_layers if name not in modules or name == ""]
     if absent:
         raise ArtifactMismatchError(
-            f"calibration {artifact.calibration_id}: selected layers not found in model {model.name!r}: "
+            f"calibration {artifact.calibration_id}: scoring layers not found in model {model.name!r}: "
             + ", ".join(absent)
         )

@@ -12,6 +12,11 @@ Definitions (as in the FROQ reference, observer/initialization.py):
   reference's stable descending sort does the same). The greedy runs until all top layers are added.
 - selected set = the greedy prefix up to the first maximum of the recorded correlations.
 
+The target is the pseudo-label by default; a labelled target (``cr``, ``genuine``:
+:mod:`froq_ray.curation.calibration_target`) is passed in the same ``pseudo_label`` observation. With
+``method="linear"`` the artifact scores with a ridge-fitted linear observer (:mod:`.linear`) instead of the
+greedy set; both kinds of artifact store the calibration set's quality quantiles (:mod:`.percentile`).
+
 Driving: :func:`observe_calibration_batch` is the engine-independent unit (one unperturbed forward with
 norm hooks on every candidate layer gives the norms and the reference embedding, then the pseudo-labels);
 :func:`build_artifact` turns the concatenated observations into a :class:`CalibrationArtifact`;
@@ -28,7 +33,8 @@ import numpy as np
 import torch
 
 from ..models.base import LoadedModel
-from .artifact import CalibrationArtifact, CalibrationSet, CalibrationSetDigest
+from .artifact import METHODS, CalibrationArtifact, CalibrationSet, CalibrationSetDigest
+from .linear import DEFAULT_FOLDS, fit_linear
 from .observer import (
     NormObserver,
     as_embedding,
@@ -38,6 +44,7 @@ from .observer import (
     iter_chunks,
     network_input,
 )
+from .percentile import quality_quantiles
 from .perturbations import PerturbationSettings, PseudoLabeler
 
 NORMS_KEY = "layer_norms"
@@ -208,18 +215,45 @@ def build_artifact(
     model: LoadedModel,
     layer_names: Sequence[str],
     observations: Mapping[str, np.ndarray],
-    settings: PerturbationSettings,
+    settings: PerturbationSettings | Mapping[str, object],
     top_n: int,
     calibration_set: CalibrationSet,
     precision: str,
     layer_calls: Mapping[str, int],
+    method: str = "greedy",
+    groups: Sequence[object] | np.ndarray | None = None,
+    linear_top_n: int | None = None,
+    folds: int = DEFAULT_FOLDS,
 ) -> CalibrationArtifact:
-    """Utilities, greedy selection and the artifact from concatenated observations."""
+    """Utilities, greedy selection (and for ``method="linear"`` the linear observer) and the artifact, from
+    concatenated observations: ``layer_norms`` (N, L) in ``layer_names`` order and the target (N,) under
+    ``pseudo_label``.
+
+    ``settings``: the perturbation settings (stored as ``settings.perturbations``) or, for a labelled target,
+    the mapping stored as ``settings`` itself (``top_n`` is added). ``groups``: the images'
+    identities (N,), needed by ``linear`` (identity-grouped cross-validation). The artifact stores 1,001
+    quantiles of the calibration images' quality under the chosen observer. ``ValueError`` for an unknown
+    method, a linear fit without identities, or inputs that do not align."""
+    if method not in METHODS:
+        raise ValueError(f"observer method must be one of {', '.join(METHODS)}, got {method!r}")
     matrix = np.asarray(observations[NORMS_KEY])
     norms = {name: matrix[:, i] for i, name in enumerate(layer_names)}
     target = np.asarray(observations[PSEUDO_LABEL_KEY])
     utilities = layer_utilities(norms, target)
     greedy = greedy_selection(norms, target, top_n, utilities)
+    linear = None
+    if method == "linear":
+        if groups is None:
+            raise ValueError("the linear observer needs the calibration images' identities (groups)")
+        linear = fit_linear(layer_names, matrix, target, groups, utilities, linear_top_n, folds)
+        index = [list(layer_names).index(name) for name in linear.layers]
+        quality = linear.predict(matrix[:, index])
+    else:
+        quality = np.mean(np.stack([np.asarray(norms[m], np.float64) for m in greedy.selected]), axis=0)
+    if isinstance(settings, PerturbationSettings):
+        stored: dict[str, object] = {"perturbations": settings.to_dict(), "top_n": top_n}
+    else:
+        stored = {**dict(settings), "top_n": top_n}
     return CalibrationArtifact(
         model=model.identity(),
         utilities=utilities,
@@ -227,9 +261,12 @@ def build_artifact(
         top_layers=greedy.top_layers,
         greedy_curve=greedy.curve,
         selected_layers=greedy.selected,
-        settings={"perturbations": settings.to_dict(), "top_n": top_n},
+        settings=stored,
         calibration_set=calibration_set,
         precision=precision,
+        method=method,
+        linear=linear,
+        quality_quantiles=quality_quantiles(quality).tolist(),
     )
 
 

@@ -1,7 +1,9 @@
-"""FROQ inference: quality = mean over the selected layers of their raw per-image L2 output norms.
+"""FROQ inference: quality from the per-image L2 output norms of the calibration's scoring layers: their mean
+(``greedy``, the reference) or the linear observer's weighted sum of standardised log norms (``linear``; formula
+in :mod:`froq_ray.quality.linear`). Only the layers with a non-zero weight are observed.
 
 One forward pass gives both the quality and the embedding. ``quality_only=True`` abandons the forward pass
-right after the deepest selected layer has produced its counted output (see ``observer.py``): the stop
+right after the deepest scoring layer has produced its counted output (see ``observer.py``): the stop
 point is found by a probe pass at construction, on a zero input of the contract's size.
 
 Under bf16/fp16 autocast the norms are still accumulated in float32 (the hooks reduce in float32); the
@@ -36,6 +38,7 @@ from torch import nn
 
 from ..models.base import LoadedModel
 from .artifact import CalibrationArtifact, check_matches
+from .linear import NORM_FLOOR
 from .observer import (
     NormObserver,
     StopPoint,
@@ -160,7 +163,15 @@ class FroqScorer:
         self._dtype = autocast_dtype(precision)
         self.quality_only = quality_only
         self.model_batch_size = model_batch_size
-        self.layers = list(artifact.selected_layers)
+        self.layers = artifact.scoring_layers
+        self._linear: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None
+        if artifact.linear is not None:
+            lin = artifact.linear
+            index = [lin.layers.index(name) for name in self.layers]
+            self._linear = tuple(
+                torch.tensor([values[i] for i in index], dtype=torch.float32, device=self.device)[:, None]
+                for values in (lin.weights, lin.means, lin.scales)
+            ) + (float(lin.intercept),)
         self.network = model.network.to(self.device)
         self.transform = model.input_transform().to(self.device)
         self.stop_at: StopPoint | None = None
@@ -215,11 +226,15 @@ class FroqScorer:
         self._persistent = self._compiled = None
 
     def _combine(self, norms: torch.Tensor) -> torch.Tensor:
-        """Per-layer norms -> quality: (L, N) float32, rows in ``artifact.selected_layers`` order -> (N,)
-        float32. FROQ's quality is the mean over the selected layers. Every scoring path (the eager hooked
-        pass, a frozen observed graph) combines its norms here, so a method that weighs the layers differently
-        changes this one method."""
-        return norms.mean(dim=0)
+        """Per-layer norms -> quality: (L, N) float32, rows in ``self.layers`` (``artifact.scoring_layers``)
+        order -> (N,) float32. ``greedy``: the mean over the selected layers. ``linear``: intercept +
+        sum_l w_l (log(max(n_l, NORM_FLOOR)) - mean_l) / scale_l (float32). Every scoring path (the eager
+        hooked pass, a frozen observed graph) combines its norms here."""
+        if self._linear is None:
+            return norms.mean(dim=0)
+        weights, means, scales, intercept = self._linear
+        z = (torch.log(norms.float().clamp_min(NORM_FLOOR)) - means) / scales
+        return (weights * z).sum(dim=0) + intercept
 
     def _score_chunk(
         self, observer: NormObserver, x: torch.Tensor, compiled: Callable[..., Any] | None = None

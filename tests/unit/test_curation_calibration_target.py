@@ -43,7 +43,7 @@ def test_layers_are_selected_against_cr():
     )
     assert artifact.selected_layers == ["tracks_cr"] and artifact.top_layers == ["tracks_cr", "noise", "anti"]
     assert artifact.utilities["tracks_cr"] == spearman(norms[used, 1], cr[used])
-    assert artifact.settings["target"] == "cr" and artifact.settings["cr"]["images_without_cr"] == 2
+    assert artifact.settings["target"] == "cr" and artifact.settings["cr"]["images_without_target"] == 2
     assert artifact.calibration_set.size == int(used.sum())
     reloaded = CalibrationArtifact.from_json(artifact.to_json())  # a valid artifact, id stable
     assert reloaded.calibration_id == artifact.calibration_id and reloaded.settings["target"] == "cr"
