@@ -181,6 +181,27 @@ class CalibrationConfig(Section):
     top_n: int = Field(default=10, ge=1)
 
 
+class CalibrateCalibrationConfig(CalibrationConfig):
+    """The calibrate job's ``calibration`` section: what to calibrate against and how to combine the layers.
+
+    ``target``: ``pseudo_label`` (the FROQ reference: 76 perturbation passes per 112 px image), ``cr`` (certainty
+    ratio) or ``genuine`` (mean cosine to the other images of the identity) -- the labelled targets need
+    identities (``input.identity_column`` or ``input.identity_from_folder``) and take one forward pass per image.
+    ``method``: ``greedy`` (the reference: mean of the greedily selected layers' norms) or ``linear`` (ridge
+    regression over the standardised log norms; needs identities for its grouped cross-validation).
+    ``linear_top_n``: ``null`` = every candidate layer enters the linear fit, else the best ``linear_top_n`` by
+    utility. ``cv_folds``: folds of the identity-grouped cross-validation. ``degraded_copies``: seeded degraded
+    copies of each calibration image (the ``froq distill`` self-training degradation), observed and labelled
+    with the image's identity (labelled targets only); ``degraded_seed`` seeds them."""
+
+    target: Literal["pseudo_label", "cr", "genuine"] = "pseudo_label"
+    method: Literal["greedy", "linear"] = "greedy"
+    linear_top_n: int | None = Field(default=None, ge=1)
+    cv_folds: int = Field(default=5, ge=2)
+    degraded_copies: int = Field(default=0, ge=0)
+    degraded_seed: int = 0
+
+
 class PerturbationConfig(Section):
     """Pseudo-label (auxiliary FIQA) settings; defaults are the FROQ reference's."""
 
@@ -511,9 +532,28 @@ class ModelJobBase(JobBase):
 
 
 class CalibrateJob(ModelJobBase):
-    """Pseudo-labels + all candidate layers' norms -> layer selection -> calibration artifact."""
+    """Pseudo-labels (or labelled targets) + all candidate layers' norms -> observer fit -> calibration artifact."""
 
     job: Literal["calibrate"]
+    calibration: CalibrateCalibrationConfig = Field(default_factory=CalibrateCalibrationConfig)
+
+    @model_validator(mode="after")
+    def _labels_are_given(self) -> CalibrateJob:
+        has_labels = bool(self.input.identity_column) or self.input.identity_from_folder
+        c = self.calibration
+        if c.degraded_copies and c.target == "pseudo_label":
+            raise ValueError(
+                "calibration.degraded_copies: needs a labelled calibration.target (cr or genuine); the "
+                "pseudo_label target would take its perturbation passes on every copy"
+            )
+        needs = "calibration.target" if c.target != "pseudo_label" else "calibration.method"
+        if (c.target != "pseudo_label" or c.method == "linear") and not has_labels:
+            value = c.target if needs == "calibration.target" else c.method
+            raise ValueError(
+                f"{needs}: {value} needs identity labels: set input.identity_column (a manifest column) or "
+                "input.identity_from_folder=true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _calibrates_an_fr_model(self) -> CalibrateJob:

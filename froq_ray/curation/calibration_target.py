@@ -21,43 +21,103 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from ..models.base import LoadedModel
 from ..quality.artifact import CalibrationArtifact, CalibrationSetDigest
 from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact
+from ..quality.linear import DEFAULT_FOLDS
 from .centres import CentreSums, l2_normalise
-from .classifiability import DEFAULT_EPS, classifiability
+from .classifiability import DEFAULT_EPS, certainty_ratio, classifiability, nearest_other_centre
 
 TARGET_CR = "cr"
 TARGET_GENUINE = "genuine"
 LABELLED_TARGETS = (TARGET_CR, TARGET_GENUINE)
 
 
-def genuine_similarity(embeddings: np.ndarray, identities: Sequence[str] | np.ndarray) -> np.ndarray:
-    """Mean cosine similarity of each image to the other images of its identity, float32 (N,); NaN for the
-    only image of an identity. ``embeddings`` (N, D) (any non-zero scale); ``ValueError`` for a zero or
-    non-finite row or misaligned inputs."""
+def _references(n: int, sources: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    src = np.arange(n) if sources is None else np.asarray(sources, dtype=np.int64)
+    if src.shape != (n,) or src.min(initial=0) < 0 or src.max(initial=0) >= n:
+        raise ValueError(f"sources must give a row index in 0..{n - 1} for each of the {n} images")
+    if not (src[src] == src).all():
+        raise ValueError("sources must point at reference rows (rows that are their own source)")
+    return src
+
+
+def genuine_similarity(
+    embeddings: np.ndarray,
+    identities: Sequence[str] | np.ndarray,
+    sources: Sequence[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Mean cosine similarity of each image to the other reference images of its identity, float32 (N,).
+
+    ``sources`` (optional, (N,) row indices): row i is a (degraded) copy of reference row ``sources[i]``; the
+    references are the rows that are their own source (default: every row). An image is compared with the
+    references of its identity except its own source, (x.S_c - x.u_s) / (n_c - 1) in float64, so a copy is
+    never compared with the photo it was made from. NaN when no such reference exists (the only image of an
+    identity). ``embeddings`` (N, D) of any non-zero scale; ``ValueError`` for a zero or non-finite row or
+    misaligned inputs."""
     if len(embeddings) != len(identities):
         raise ValueError(f"{len(embeddings)} embeddings for {len(identities)} identities")
-    unit = l2_normalise(embeddings)
-    sums = CentreSums.from_chunk(unit, identities)
-    own = sums.index_of(identities)
-    dot = np.einsum("nd,nd->n", unit.astype(np.float64), sums.sums[own])
-    others = sums.counts[own] - 1
+    unit = l2_normalise(embeddings).astype(np.float64)
+    labels = np.asarray(identities, dtype=object)
+    src = _references(len(labels), sources)
+    ref = src == np.arange(len(labels))
+    sums = CentreSums.from_chunk(unit[ref], labels[ref])
+    own = sums.index_of(labels)
+    known = own >= 0
+    safe = np.where(known, own, 0)
+    dot = np.einsum("nd,nd->n", unit, sums.sums[safe]) - np.einsum("nd,nd->n", unit, unit[src])
+    others = np.where(known, sums.counts[safe], 0) - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(others > 0, (dot - 1.0) / others, np.nan)
+        mean = np.where(others > 0, dot / others, np.nan)
     return mean.astype(np.float32)
 
 
-def labelled_target(
-    target: str, embeddings: np.ndarray, identities: Sequence[str] | np.ndarray, eps: float = DEFAULT_EPS
+def certainty_ratio_against(
+    embeddings: np.ndarray,
+    identities: Sequence[str] | np.ndarray,
+    sources: Sequence[int] | np.ndarray | None = None,
+    eps: float = DEFAULT_EPS,
 ) -> np.ndarray:
-    """The ``target`` (``cr`` or ``genuine``, module doc) per image, float32 (N,), NaN where undefined.
-    ``ValueError`` for another target name."""
-    if target == TARGET_CR:
+    """CR (float32 (N,)) with the class centres made of the reference rows (``sources`` as in
+    :func:`genuine_similarity`): CCS = cos(x, S_c - u_s) (the own source left out), NNCCS = the best cosine to
+    another identity's reference centre. Without ``sources`` this is :func:`.classifiability.classifiability`'s
+    CR. NaN where CCS or NNCCS is undefined (no other reference of the identity; one identity)."""
+    if len(embeddings) != len(identities):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(identities)} identities")
+    if sources is None:
         return classifiability(embeddings, identities, eps=eps).cr
+    unit = l2_normalise(embeddings)
+    labels = np.asarray(identities, dtype=object)
+    src = _references(len(labels), sources)
+    ref = src == np.arange(len(labels))
+    sums = CentreSums.from_chunk(unit[ref], labels[ref])
+    own = sums.index_of(labels)
+    known = own >= 0
+    safe = np.where(known, own, 0)
+    loo = sums.sums[safe] - unit[src].astype(np.float64)
+    length = np.linalg.norm(loo, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ccs = np.einsum("nd,nd->n", unit.astype(np.float64), loo) / length
+    ccs[~known | (np.where(known, sums.counts[safe], 0) < 2) | (length <= 1e-6)] = np.nan
+    nnccs, _ = nearest_other_centre(unit, own, torch.from_numpy(sums.directions(np.float32)))
+    return certainty_ratio(ccs, nnccs, eps)
+
+
+def labelled_target(
+    target: str,
+    embeddings: np.ndarray,
+    identities: Sequence[str] | np.ndarray,
+    eps: float = DEFAULT_EPS,
+    sources: Sequence[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The ``target`` (``cr`` or ``genuine``, module doc) per image, float32 (N,), NaN where undefined;
+    ``sources`` marks degraded copies (:func:`genuine_similarity`). ``ValueError`` for another target name."""
+    if target == TARGET_CR:
+        return certainty_ratio_against(embeddings, identities, sources, eps)
     if target == TARGET_GENUINE:
-        return genuine_similarity(embeddings, identities)
+        return genuine_similarity(embeddings, identities, sources)
     raise ValueError(
         f"labelled calibration target must be one of {', '.join(LABELLED_TARGETS)}, got {target!r}"
     )
@@ -69,9 +129,10 @@ def labelled_observations(
     identities: Sequence[str] | np.ndarray,
     target: str = TARGET_CR,
     eps: float = DEFAULT_EPS,
+    sources: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(observations for ``build_artifact`` with ``pseudo_label`` = the labelled ``target``, mask of the images
-    used).
+    used). ``sources``: degraded copies' reference rows (:func:`genuine_similarity`).
 
     ``layer_norms`` (N, L) as written by ``observe_calibration_batch`` / the calibrate job; ``embeddings``
     (N, D) and ``identities`` (N,) of the same images. Rows with an undefined target are dropped; fewer than 3
@@ -82,7 +143,7 @@ def labelled_observations(
             f"layer_norms {norms.shape}, {len(embeddings)} embeddings and {len(identities)} identities "
             "must align"
         )
-    values = labelled_target(target, embeddings, identities, eps)
+    values = labelled_target(target, embeddings, identities, eps, sources)
     used = np.isfinite(values)
     if used.sum() < 3:
         raise ValueError(
@@ -131,16 +192,20 @@ def build_artifact_from_labels(
     target: str = TARGET_CR,
     method: str = "greedy",
     linear_top_n: int | None = None,
+    folds: int = DEFAULT_FOLDS,
     eps: float = DEFAULT_EPS,
     extra_settings: Mapping[str, object] | None = None,
+    sources: Sequence[int] | np.ndarray | None = None,
 ) -> CalibrationArtifact:
     """Calibration against a labelled ``target`` (module doc): the same utilities / greedy (or linear
     observer) / artifact as the perturbation calibration, with ``settings = {"target", "top_n", <target>:
     {images_used, images_without_target, identities_used, ...extra_settings}}``. ``ValueError`` when the
-    inputs do not align or fewer than 3 images have a defined target."""
+    inputs do not align or fewer than 3 images have a defined target. ``sources``: rows that are degraded
+    copies point at their reference row (:func:`genuine_similarity`); the cross-validation groups are still
+    the identities, so a copy is never on the other side of a split from its source."""
     if len(image_ids) != len(identities):
         raise ValueError(f"{len(image_ids)} image ids for {len(identities)} images")
-    observations, used = labelled_observations(layer_norms, embeddings, identities, target, eps)
+    observations, used = labelled_observations(layer_norms, embeddings, identities, target, eps, sources)
     digest = CalibrationSetDigest()
     digest.add_ids(np.asarray(image_ids, dtype=object)[used])
     labels = np.asarray(identities, dtype=object)
@@ -156,6 +221,7 @@ def build_artifact_from_labels(
         method=method,
         groups=labels[used].astype(str),
         linear_top_n=linear_top_n,
+        folds=folds,
     )
 
 

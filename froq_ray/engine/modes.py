@@ -10,6 +10,8 @@ mode                      needs a calibration  ``quality`` is     extra columns
 ``student``               no (and no FR model) student_prediction none
 ``calibrate``             no (it makes one)    calibration_       the pseudo-label columns + ``layer_norms``
                                                pseudo_label
+``calibrate_labelled``    no (it makes one)    embedding_norm     ``embedding``, ``layer_norms`` (+ ``degraded_
+                                                                  layer_norms``, ``degraded_embedding``)
 ========================  ===================  =================  =================================================
 
 :meth:`ScoringMode.output_schema` is the one place the written schema is decided: ``annotate``, ``calibrate``,
@@ -207,6 +209,66 @@ class CalibrateMode(PseudoLabelMode):
         )
 
 
+DEGRADED_NORMS = "degraded_layer_norms"
+DEGRADED_EMBEDDING = "degraded_embedding"
+
+
+@dataclass(frozen=True)
+class LabelledCalibrateMode(CalibrateMode):
+    """A labelled-target calibrate job's observation (``calibration.target: cr | genuine``): one forward pass per
+    image gives every candidate layer's norm (``layer_norms``) and the embedding; no perturbation passes.
+    ``quality`` = the embedding's L2 norm (score kind ``embedding_norm``). With ``degraded_copies`` = C > 0 the
+    runner also makes C seeded degraded copies of each crop (:func:`~froq_ray.quality.calibration.
+    degraded_copies`) and observes them: ``degraded_layer_norms`` (C * L, copy-major) and ``degraded_embedding``
+    (C * D) on the image's row."""
+
+    def output_schema(
+        self,
+        model: LoadedModel,
+        cfg: ScoringStageConfig,
+        *,
+        candidate_layers: Sequence[str] | None = None,
+    ) -> pa.Schema:
+        schema = super().output_schema(model, cfg, candidate_layers=candidate_layers)
+        copies = cfg.degraded_copies
+        if copies:
+            layers = len(candidate_layers if candidate_layers is not None else cfg.candidate_layers)
+            schema = schema.append(pa.field(DEGRADED_NORMS, pa.list_(pa.float32(), copies * layers)))
+            schema = schema.append(
+                pa.field(DEGRADED_EMBEDDING, pa.list_(pa.float32(), copies * model.embedding_size))
+            )
+        return schema
+
+    def build_runner(self, stage: ScoringStage) -> Runner:
+        from ..quality.calibration import EMBEDDING_KEY, degraded_copies, observe_norms_and_embeddings
+
+        cfg = stage.cfg
+        layers = list(cfg.candidate_layers or ())
+        copies = cfg.degraded_copies
+
+        def observe(pixels: np.ndarray) -> dict[str, np.ndarray]:
+            return observe_norms_and_embeddings(
+                stage.model, pixels, layers, stage.device, cfg.precision, cfg.model_batch_size
+            )
+
+        def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+            seen = observe(pixels)
+            embedding = seen[EMBEDDING_KEY]
+            cols = {
+                "quality": np.linalg.norm(embedding, axis=1).astype(np.float32),
+                "embedding": embedding,
+                NORMS_KEY: seen[NORMS_KEY],
+            }
+            if copies:
+                n = len(pixels)
+                copied = observe(degraded_copies(np.asarray(pixels), copies, cfg.degraded_seed)[0])
+                cols[DEGRADED_NORMS] = copied[NORMS_KEY].reshape(n, -1)
+                cols[DEGRADED_EMBEDDING] = copied[EMBEDDING_KEY].reshape(n, -1)
+            return cols
+
+        return run
+
+
 @dataclass(frozen=True)
 class StudentMode(ScoringMode):
     """A distilled student's predicted quality (teacher units); no FR model, no embedding, no calibration."""
@@ -241,6 +303,7 @@ MODES: dict[str, ScoringMode] = {
             extra_float_columns=PSEUDO_LABEL_COLUMNS,
             default_no_progress_timeout_s=7200.0,
         ),
+        LabelledCalibrateMode("calibrate_labelled", "embedding_norm", computes_embedding=True),
     )
 }
 """Every scoring mode by name."""
@@ -257,8 +320,11 @@ def scoring_mode(name: str) -> ScoringMode:
 
 
 def job_scoring_mode(cfg: AnnotateJob | CalibrateJob) -> ScoringMode:
-    """The mode a job's run scores with: ``calibrate`` for the calibrate job, ``scoring.mode`` for annotate."""
-    return MODES["calibrate"] if cfg.job == "calibrate" else scoring_mode(cfg.scoring.mode)
+    """The mode a job's run scores with: for the calibrate job ``calibrate`` (pseudo-label target) or
+    ``calibrate_labelled`` (``calibration.target: cr | genuine``); ``scoring.mode`` for annotate."""
+    if cfg.job == "calibrate":
+        return MODES["calibrate" if cfg.calibration.target == "pseudo_label" else "calibrate_labelled"]
+    return scoring_mode(cfg.scoring.mode)
 
 
 def pseudo_labeler(stage: ScoringStage) -> Any:

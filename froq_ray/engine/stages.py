@@ -130,6 +130,9 @@ class ScoringStageConfig:
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
     candidate_layers: tuple[str, ...] | None = None
+    degraded_copies: int = 0
+    """``calibrate_labelled``: seeded degraded copies observed per image (``calibration.degraded_copies``)."""
+    degraded_seed: int = 0
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     actors: tuple[int, int] = (1, 1)

@@ -1,8 +1,15 @@
-"""The calibrate job: pseudo-labels and every candidate layer's norm per image (actors, one pass per batch)
--> driver-side layer selection -> the JSON calibration artifact, beside a Parquet of per-image results."""
+"""The calibrate job: the target and every candidate layer's norm per image (actors, one pass per batch)
+-> driver-side observer fit -> the JSON calibration artifact, beside a Parquet of per-image results.
+
+``calibration.target: pseudo_label`` observes with the ``calibrate`` mode (the 76-pass perturbation
+pseudo-label); ``cr`` / ``genuine`` with ``calibrate_labelled`` (one forward pass: norms + embedding, and the
+same for ``calibration.degraded_copies`` seeded degraded copies); the target is then computed on the driver
+from the embeddings and identities (:mod:`froq_ray.curation.calibration_target`). ``calibration.method``
+chooses the greedy layer set or the linear observer (:func:`froq_ray.quality.calibration.build_artifact`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 
@@ -11,7 +18,8 @@ import pandas as pd
 
 from .. import status as st
 from ..config import CalibrateJob
-from ..engine.modes import MODES
+from ..curation.calibration_target import build_artifact_from_labels
+from ..engine.modes import DEGRADED_EMBEDDING, DEGRADED_NORMS, MODES, job_scoring_mode
 from ..engine.runner import (
     RunResult,
     base_manifest,
@@ -24,7 +32,13 @@ from ..engine.runner import (
 )
 from ..errors import UserError
 from ..quality.artifact import CalibrationSetDigest
-from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
+from ..quality.calibration import (
+    EMBEDDING_KEY,
+    NORMS_KEY,
+    PSEUDO_LABEL_KEY,
+    build_artifact,
+    calibration_layers,
+)
 from ..quality.perturbations import PerturbationSettings
 from ..storage.fs import join_uri, open_fs
 from ..storage.manifest import write_manifest
@@ -39,23 +53,27 @@ reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
 
 MODE = MODES["calibrate"]
-"""The calibrate job's scoring mode: pseudo-label components + a fixed-size list of every candidate layer's norm
-per image (:meth:`~froq_ray.engine.modes.ScoringMode.output_schema` decides the per-image Parquet's schema)."""
+"""The calibrate job's scoring mode for the pseudo-label target: pseudo-label components + a fixed-size list of
+every candidate layer's norm per image (:meth:`~froq_ray.engine.modes.ScoringMode.output_schema` decides the
+per-image Parquet's schema); the labelled targets use ``calibrate_labelled`` (:func:`job_scoring_mode`)."""
 
 
 class CalibrationInputError(UserError, ValueError):
     """The inputs cannot calibrate a model (too few decodable images); the message gives the counts."""
 
 
-def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The ok rows of every shard of the output, sorted by path."""
+def read_observations(
+    cfg: CalibrateJob, n_layers: int, columns: tuple[str, ...] = (PSEUDO_LABEL_KEY, NORMS_KEY)
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The ok rows of every shard of the output, sorted by path: (paths, {column: values}); list columns
+    become (N, width) float32 arrays, others numpy arrays (``identity``: objects)."""
     fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
     fs.invalidate_cache(path)  # the parts were written by worker tasks, not through this (caching) client
     parts = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(p.rsplit("/", 1)[-1]))
     frames = []
     for part in parts:
         with fs.open(part, "rb") as f:
-            frames.append(pd.read_parquet(f, columns=["path", "status", PSEUDO_LABEL_KEY, NORMS_KEY]))
+            frames.append(pd.read_parquet(f, columns=["path", "status", *columns]))
     table = pd.concat(frames, ignore_index=True).sort_values("path", kind="mergesort")
     ok = table[table["status"] == st.OK]
     if len(ok) < 3:
@@ -63,8 +81,71 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
             f"calibration needs at least 3 decodable images, got {len(ok)} "
             f"(row statuses in {cfg.output.uri}: {table['status'].value_counts().to_dict()})"
         )
-    norms = np.stack(ok[NORMS_KEY].to_numpy()).astype(np.float32).reshape(len(ok), n_layers)
-    return list(ok["path"]), {NORMS_KEY: norms, PSEUDO_LABEL_KEY: ok[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
+    out: dict[str, np.ndarray] = {}
+    for column in columns:
+        if column == "identity":
+            out[column] = ok[column].to_numpy(object)
+        elif column in (NORMS_KEY, EMBEDDING_KEY, DEGRADED_NORMS, DEGRADED_EMBEDDING):
+            out[column] = np.stack(ok[column].to_numpy()).astype(np.float32).reshape(len(ok), -1)
+        else:
+            out[column] = ok[column].to_numpy(np.float32)
+    if out[NORMS_KEY].shape[1] != n_layers:
+        raise CalibrationInputError(
+            f"{cfg.output.uri}: layer_norms has {out[NORMS_KEY].shape[1]} columns, the model {n_layers} "
+            "candidate layers (an output of another model: use --mode overwrite)"
+        )
+    return list(ok["path"]), out
+
+
+def labelled_artifact(cfg: CalibrateJob, model, layers: list[str], calls: dict[str, int]):
+    """The artifact of a labelled-target calibration from the run's observations (module doc): each ok image
+    and its ``degraded_copies`` copies (id ``<path>#degraded<c>``), the target computed against the clean
+    images; images without an identity or a defined target are left out and counted in ``settings``."""
+    c = cfg.calibration
+    columns = ("identity", NORMS_KEY, EMBEDDING_KEY)
+    if c.degraded_copies:
+        columns += (DEGRADED_NORMS, DEGRADED_EMBEDDING)
+    paths, obs = read_observations(cfg, len(layers), columns)
+    identity = obs["identity"]
+    labelled = np.array([isinstance(v, str) and v != "" for v in identity])
+    if (~labelled).any():
+        log.warning("%d calibration image(s) have no identity and are left out", int((~labelled).sum()))
+    n, copies = int(labelled.sum()), c.degraded_copies
+    ids = np.asarray(paths, dtype=object)[labelled]
+    norms, emb, labels = obs[NORMS_KEY][labelled], obs[EMBEDDING_KEY][labelled], identity[labelled]
+    sources = None
+    if copies:
+        dim = emb.shape[1]
+        norms = np.concatenate([norms, obs[DEGRADED_NORMS][labelled].reshape(n * copies, len(layers))])
+        emb = np.concatenate([emb, obs[DEGRADED_EMBEDDING][labelled].reshape(n * copies, dim)])
+        labels = np.concatenate([labels, np.repeat(labels, copies)])
+        ids = np.concatenate([ids, [f"{p}#degraded{k}" for p in ids for k in range(copies)]])
+        sources = np.concatenate([np.arange(n), np.repeat(np.arange(n), copies)])
+    try:
+        return build_artifact_from_labels(
+            model,
+            layers,
+            norms,
+            emb,
+            labels,
+            list(ids),
+            c.top_n,
+            cfg.scoring.precision,
+            calls,
+            target=c.target,
+            method=c.method,
+            linear_top_n=c.linear_top_n,
+            folds=c.cv_folds,
+            sources=sources,
+            extra_settings={
+                "images_without_identity": int((~labelled).sum()),
+                "degraded_copies": copies,
+                "degraded_seed": c.degraded_seed,
+                "degraded_images": n * copies,
+            },
+        ), n
+    except ValueError as exc:
+        raise CalibrationInputError(f"calibration.target={c.target}: {exc}") from exc
 
 
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
@@ -83,48 +164,93 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         len(job.shards),
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
+    mode = job_scoring_mode(cfg)
     if job.pending:
-        stage = scoring_stage_config(cfg, MODE.name, candidate_layers=tuple(layers))
-        schema = MODE.output_schema(model, stage, candidate_layers=layers)
+        stage = scoring_stage_config(cfg, mode.name, candidate_layers=tuple(layers))
+        stage = dataclasses.replace(
+            stage,
+            quality_only=False,
+            write_embedding=True,
+            degraded_copies=cfg.calibration.degraded_copies,
+            degraded_seed=cfg.calibration.degraded_seed,
+        )
+        schema = mode.output_schema(model, stage, candidate_layers=layers)
         result = run_shards(
             job,
             stage,
             schema,
-            MODE.constants(model, None),
+            mode.constants(model, None),
             None,
-            no_progress_timeout_s=MODE.default_no_progress_timeout_s,
+            no_progress_timeout_s=mode.default_no_progress_timeout_s,
         )
-    paths, observations = read_observations(cfg, len(layers))
-    digest = CalibrationSetDigest()
-    digest.add_ids(paths)
-    settings = PerturbationSettings.from_dict(cfg.scoring.perturbation.model_dump())
-    artifact = build_artifact(
-        model,
-        layers,
-        observations,
-        settings,
-        cfg.calibration.top_n,
-        digest.result(),
-        cfg.scoring.precision,
-        calls,
-    )
+    c = cfg.calibration
+    if c.target == "pseudo_label":
+        columns = (PSEUDO_LABEL_KEY, NORMS_KEY) + (("identity",) if c.method == "linear" else ())
+        paths, observations = read_observations(cfg, len(layers), columns)
+        digest = CalibrationSetDigest()
+        digest.add_ids(paths)
+        settings = PerturbationSettings.from_dict(cfg.scoring.perturbation.model_dump())
+        groups = observations.get("identity")
+        if groups is not None and any(not isinstance(g, str) for g in groups):
+            raise CalibrationInputError(
+                "calibration.method=linear: "
+                f"{sum(not isinstance(g, str) for g in groups)} calibration image(s) have no identity"
+            )
+        try:
+            artifact = build_artifact(
+                model,
+                layers,
+                observations,
+                settings,
+                c.top_n,
+                digest.result(),
+                cfg.scoring.precision,
+                calls,
+                method=c.method,
+                groups=groups,
+                linear_top_n=c.linear_top_n,
+                folds=c.cv_folds,
+            )
+        except ValueError as exc:
+            raise CalibrationInputError(f"calibration.method={c.method}: {exc}") from exc
+        images_used = len(paths)
+    else:
+        artifact, images_used = labelled_artifact(cfg, model, layers, calls)
     artifact_uri = join_uri(cfg.output.uri, ARTIFACT_FILE)
     write_artifact(artifact, artifact_uri, cfg.output.storage_options)
-    log.info(
-        "selected %d layer(s): %s (Spearman %.4f with the pseudo-labels); artifact %s (calibration_id %s)",
-        len(artifact.selected_layers),
-        ", ".join(artifact.selected_layers),
-        artifact.best_rho,
-        artifact_uri,
-        artifact.calibration_id,
-    )
+    if artifact.linear is not None:
+        log.info(
+            "linear observer over %d layer(s) (%d with a non-zero weight), ridge penalty %g chosen by %d-fold "
+            "identity-grouped CV (held-out Spearman %.4f); artifact %s (calibration_id %s)",
+            len(artifact.linear.layers),
+            len(artifact.scoring_layers),
+            artifact.linear.penalty,
+            artifact.linear.folds,
+            artifact.linear.cv[repr(float(artifact.linear.penalty))],
+            artifact_uri,
+            artifact.calibration_id,
+        )
+    else:
+        log.info(
+            "selected %d layer(s): %s (Spearman %.4f with the %s target); artifact %s (calibration_id %s)",
+            len(artifact.selected_layers),
+            ", ".join(artifact.selected_layers),
+            artifact.best_rho,
+            c.target,
+            artifact_uri,
+            artifact.calibration_id,
+        )
     manifest = base_manifest(job, result, total_counts(job, result))
     manifest["calibration"] = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,
         "selected_layers": artifact.selected_layers,
         "best_rho": artifact.best_rho,
-        "images_used": len(paths),
+        "images_used": images_used,
+        "target": c.target,
+        "method": artifact.method,
+        "scoring_layers": artifact.scoring_layers,
+        "settings": artifact.settings,
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }

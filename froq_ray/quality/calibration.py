@@ -25,6 +25,8 @@ norm hooks on every candidate layer gives the norms and the reference embedding,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..imaging.degrade import ALL_KINDS
 from ..models.base import LoadedModel
 from .artifact import METHODS, CalibrationArtifact, CalibrationSet, CalibrationSetDigest
 from .linear import DEFAULT_FOLDS, fit_linear
@@ -178,6 +181,66 @@ def observe_calibration_batch(
     result = pseudo_labeler(x, reference_embedding=torch.cat(embeddings))
     result[NORMS_KEY] = norms.numpy()
     return result
+
+
+EMBEDDING_KEY = "embedding"
+
+
+def observe_norms_and_embeddings(
+    model: LoadedModel,
+    batch: np.ndarray | torch.Tensor,
+    layer_names: Sequence[str],
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_forward_batch: int = 256,
+) -> dict[str, np.ndarray]:
+    """One forward pass with norm hooks on ``layer_names``: what a labelled-target calibration needs.
+
+    ``batch``: uint8 crops (N, H, W, 3) or float NCHW network input. Returns ``layer_norms`` (N, L) float32 in
+    ``layer_names`` order (NaN for a layer not called) and ``embedding`` (N, D) float32 (the network output,
+    not normalised), computed in chunks of ``max_forward_batch`` under ``precision``'s autocast."""
+    device = torch.device(device)
+    network = model.network.to(device)
+    x = network_input(batch, model.input_transform().to(device), device)
+    norms = torch.full((x.shape[0], len(layer_names)), math.nan, dtype=torch.float32)
+    embeddings = []
+    with torch.inference_mode(), NormObserver(network, layer_names) as observer:
+        for rows in iter_chunks(x.shape[0], max_forward_batch):
+            with autocast_context(device, autocast_dtype(precision)):
+                embeddings.append(as_embedding(observer.forward(x[rows])).float().cpu())
+            observed = observer.norms()
+            for column, name in enumerate(layer_names):
+                if name in observed:
+                    norms[rows, column] = observed[name].cpu()
+    embedding = torch.cat(embeddings) if embeddings else torch.zeros(0, model.embedding_size)
+    return {NORMS_KEY: norms.numpy(), EMBEDDING_KEY: embedding.numpy()}
+
+
+def degraded_copies(
+    crops: np.ndarray, copies: int, seed: int, kinds: Sequence[str] = ALL_KINDS
+) -> tuple[np.ndarray, list[list[str]]]:
+    """``copies`` seeded degraded copies of each uint8 crop (N, H, W, 3), the degradation of ``froq distill``'s
+    self-training (:func:`froq_ray.imaging.degrade.degrade`, one kind per copy drawn from ``kinds``).
+
+    Copy c of an image draws from ``image_rng(seed, "<sha256 of its pixels>#c")``: it depends on the image's
+    content, the seed and c only (not on the batch, the worker or the image's path). Returns the copies
+    (N * copies, H, W, 3) uint8, image-major (row ``i * copies + c``), and per image the JSON records of its
+    copies' degradations."""
+    from ..imaging.degrade import degrade, image_rng
+
+    crops = np.asarray(crops)
+    out = np.empty((crops.shape[0] * copies, *crops.shape[1:]), dtype=np.uint8)
+    records: list[list[str]] = []
+    for i, image in enumerate(crops):
+        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        per_image = []
+        for c in range(copies):
+            out[i * copies + c], applied = degrade(image, image_rng(seed, f"{key}#{c}"), kinds, 1)
+            per_image.append(
+                json.dumps([{"kind": r.kind, "params": r.params} for r in applied], sort_keys=True)
+            )
+        records.append(per_image)
+    return out, records
 
 
 def concat_observations(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

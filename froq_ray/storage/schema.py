@@ -25,10 +25,17 @@ META_MODEL_ID = b"froq_ray.model_id"
 META_CALIBRATION_ID = b"froq_ray.calibration_id"
 META_SCORE_KIND = b"froq_ray.score_kind"
 
-SCORE_KINDS = ("froq_quality", "pseudo_label", "student_prediction", "calibration_pseudo_label")
+SCORE_KINDS = (
+    "froq_quality",
+    "pseudo_label",
+    "student_prediction",
+    "calibration_pseudo_label",
+    "embedding_norm",
+)
 """What a part's ``quality`` column holds, by scoring mode (``froq_ray.engine.modes``): FROQ quality with a
 calibration; the perturbation pseudo-label; a distilled student's prediction (in its teacher's units); the
-pseudo-label a calibrate job observes."""
+pseudo-label a calibrate job observes; the L2 norm of the FR embedding (a labelled-target calibrate job's
+observation, which computes no pseudo-label)."""
 
 PSEUDO_LABEL_COLUMNS = ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")
 """Perturbation components and their mean, written when the job computed them."""

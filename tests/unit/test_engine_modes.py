@@ -16,7 +16,7 @@ from froq_ray.engine import stages
 from froq_ray.engine.modes import MODES, UnknownScoringModeError, job_scoring_mode, scoring_mode
 from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
 from froq_ray.errors import UserError
-from froq_ray.quality.calibration import calibration_layers
+from froq_ray.quality.calibration import calibration_layers, degraded_copies, observe_norms_and_embeddings
 from froq_ray.storage.schema import read_metadata, schema_metadata, to_table
 from tests.tiny_models import hand_artifact, random_crops, tiny_fr_model
 
@@ -72,8 +72,8 @@ def student_dir(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------ declarations
-def test_the_registry_holds_the_four_modes():
-    assert list(MODES) == ["froq", "pseudo_label", "student", "calibrate"]
+def test_the_registry_holds_the_five_modes():
+    assert list(MODES) == ["froq", "pseudo_label", "student", "calibrate", "calibrate_labelled"]
     assert all(scoring_mode(name) is MODES[name] and MODES[name].name == name for name in MODES)
 
 
@@ -82,7 +82,8 @@ def test_an_unknown_mode_is_a_user_error_naming_the_allowed_ones():
         scoring_mode("froqq")
     assert isinstance(info.value, UserError)
     assert (
-        str(info.value) == "unknown scoring mode 'froqq': allowed are froq, pseudo_label, student, calibrate"
+        str(info.value)
+        == "unknown scoring mode 'froqq': allowed are froq, pseudo_label, student, calibrate, calibrate_labelled"
     )
 
 
@@ -92,18 +93,21 @@ def test_declarations_per_mode():
         "pseudo_label": False,
         "student": False,
         "calibrate": False,
+        "calibrate_labelled": False,
     }
     assert {n: m.score_kind for n, m in MODES.items()} == {
         "froq": "froq_quality",
         "pseudo_label": "pseudo_label",
         "student": "student_prediction",
         "calibrate": "calibration_pseudo_label",
+        "calibrate_labelled": "embedding_norm",
     }
     assert {n: m.default_no_progress_timeout_s for n, m in MODES.items()} == {
         "froq": 600.0,
         "pseudo_label": 7200.0,
         "student": 600.0,
         "calibrate": 7200.0,
+        "calibrate_labelled": 600.0,
     }
 
 
@@ -163,7 +167,7 @@ def test_the_schema_metadata_names_the_score_kind_and_survives_to_table(model):
 
 def test_constants(model):
     assert MODES["froq"].constants(model, "cal-1") == {"model_id": model.model_id, "calibration_id": "cal-1"}
-    for name in ("pseudo_label", "student", "calibrate"):
+    for name in ("pseudo_label", "student", "calibrate", "calibrate_labelled"):
         assert MODES[name].constants(model, None) == {"model_id": model.model_id, "calibration_id": None}
         with pytest.raises(ValueError, match="uses no calibration"):
             MODES[name].constants(model, "cal-1")
@@ -174,6 +178,12 @@ def test_constants(model):
 def test_the_job_picks_its_mode():
     base = {"input": {"uri": "/in"}, "output": {"uri": "/out"}}
     assert job_scoring_mode(config_from_dict({**base, "job": "calibrate"})) is MODES["calibrate"]
+    labelled = {
+        **base,
+        "input": {"uri": "/in", "identity_from_folder": True},
+        "calibration": {"target": "cr"},
+    }
+    assert job_scoring_mode(config_from_dict({**labelled, "job": "calibrate"})) is MODES["calibrate_labelled"]
     for name in ("froq", "pseudo_label"):
         cfg = config_from_dict({**base, "job": "annotate", "scoring": {"mode": name}})
         assert job_scoring_mode(cfg) is MODES[name]
@@ -211,6 +221,9 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(
         kw["artifact_json"] = hand_artifact(model, ["block.act", "stem"]).to_json()
     elif name == "calibrate":
         kw["candidate_layers"] = mode.candidate_layers(model)
+    elif name == "calibrate_labelled":
+        kw["candidate_layers"] = mode.candidate_layers(model)
+        kw["degraded_copies"] = 2
     elif name == "student":
         kw["student_artifact"] = str(student_dir)
     cfg = stage_config(name, **kw)
@@ -232,3 +245,25 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(
     n = len(out["path"])
     table = to_table({**{k: out[k] for k in produced}, **{k: [v] * n for k, v in constants.items()}}, schema)
     assert table.schema.equals(schema)
+
+
+def test_labelled_calibrate_runner_observes_the_images_and_their_degraded_copies(model, monkeypatch):
+    mode = MODES["calibrate_labelled"]
+    layers = mode.candidate_layers(model)
+    cfg = stage_config("calibrate_labelled", candidate_layers=layers, degraded_copies=2, degraded_seed=5)
+    monkeypatch.setattr(stages, "load_scoring_model", lambda _: model)
+    crops = random_crops(4, SIZE, seed=6)
+    out = ScoringStage(cfg)._runner(crops)
+    clean = observe_norms_and_embeddings(model, crops, list(layers))
+    copies = observe_norms_and_embeddings(model, degraded_copies(crops, 2, 5)[0], list(layers))
+    np.testing.assert_allclose(out["layer_norms"], clean["layer_norms"], rtol=1e-6)
+    np.testing.assert_allclose(out["embedding"], clean["embedding"], rtol=1e-6)
+    np.testing.assert_allclose(out["quality"], np.linalg.norm(clean["embedding"], axis=1), rtol=1e-6)
+    np.testing.assert_allclose(  # row i holds copy 0 then copy 1 of image i
+        out["degraded_layer_norms"].reshape(8, len(layers)), copies["layer_norms"], rtol=1e-6
+    )
+    np.testing.assert_allclose(out["degraded_embedding"].reshape(8, DIM), copies["embedding"], rtol=1e-6)
+    assert fields(mode.output_schema(model, cfg))[-2:] == [
+        ("degraded_layer_norms", pa.list_(pa.float32(), 2 * len(layers)), True),
+        ("degraded_embedding", pa.list_(pa.float32(), 2 * DIM), True),
+    ]

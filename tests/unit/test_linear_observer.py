@@ -318,3 +318,39 @@ def test_labelled_artifact_counts_what_was_left_out(model):
         "top_n": 2,
     }
     assert artifact.calibration_set.size == 12
+
+
+def test_degraded_copies_are_labelled_against_the_other_references():
+    x, ids = labelled_embeddings()
+    n = len(ids)
+    rng = np.random.default_rng(7)
+    copies = x[[0, 1, 5, 7, 9]] + 0.5 * rng.normal(size=(5, x.shape[1])).astype(np.float32)
+    emb = np.vstack([x, copies])
+    labels = np.concatenate([ids, ids[[0, 1, 5, 7, 9]]])
+    sources = np.concatenate([np.arange(n), [0, 1, 5, 7, 9]])
+    unit = emb.astype(np.float64) / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    genuine, cr = [], []
+    for i in range(len(labels)):  # brute force: references only, never the own source
+        refs = [j for j in range(n) if labels[j] == labels[i] and j != sources[i]]
+        if not refs:
+            genuine.append(np.nan)
+            cr.append(np.nan)
+            continue
+        genuine.append(np.mean([unit[i] @ unit[j] for j in refs]))
+        loo = unit[refs].sum(axis=0)
+        centre = {k: unit[:n][ids == k].sum(axis=0) for k in set(ids)}
+        nn = max(unit[i] @ c / np.linalg.norm(c) for k, c in centre.items() if k != labels[i])
+        cr.append((unit[i] @ loo / np.linalg.norm(loo)) / (nn + 1 + 1e-9))
+    np.testing.assert_allclose(
+        labelled_target("genuine", emb, labels, sources=sources), genuine, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(labelled_target("cr", emb, labels, sources=sources), cr, rtol=1e-5, atol=1e-6)
+    # without copies, the sourced computation is the plain one
+    np.testing.assert_allclose(
+        labelled_target("cr", x, ids, sources=np.arange(n)),
+        labelled_target("cr", x, ids),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="reference rows"):
+        labelled_target("genuine", emb, labels, sources=np.concatenate([np.arange(n), [14, 1, 5, 7, 9]]))
