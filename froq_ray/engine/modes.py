@@ -5,7 +5,8 @@ A :class:`ScoringMode` per mode in :data:`MODES`:
 ========================  ===================  =================  =================================================
 mode                      needs a calibration  ``quality`` is     extra columns
 ========================  ===================  =================  =================================================
-``froq``                  yes                  froq_quality       ``embedding`` (unless ``write_embedding: false``)
+``froq``                  yes                  froq_quality       ``embedding`` (unless ``write_embedding: false``),
+                                                                  ``quality_percentile``
 ``pseudo_label``          no                   pseudo_label       ``pl_flip, pl_noise, pl_occlusion, pseudo_label``
 ``student``               no (and no FR model) student_prediction none
 ``calibrate``             no (it makes one)    calibration_       the pseudo-label columns + ``layer_norms``
@@ -16,7 +17,13 @@ mode                      needs a calibration  ``quality`` is     extra columns
 
 :meth:`ScoringMode.output_schema` is the one place the written schema is decided: ``annotate``, ``calibrate``,
 ``plan`` and the distill job's self-training copies all call it, so ``froq plan`` prints what a run writes. The
-schema carries ``froq_ray.score_kind`` in its key-value metadata, and so does every Parquet part written with it.
+schema carries ``froq_ray.score_kind`` and ``froq_ray.score_direction`` in its key-value metadata, and so does every
+Parquet part written with it.
+
+``quality_percentile`` (froq): float32 0-100, the share of the calibration set scoring lower than the image
+(:meth:`~froq_ray.quality.artifact.CalibrationArtifact.percentile`, read off the artifact's 1,001 quantiles).
+The column is always in the froq schema, so outputs of every calibration have the same columns; it is null on
+every row when the artifact stores no quantiles (artifacts of schema version 1, made before percentiles).
 
 Plain Python (no Ray): the scoring actor (:class:`~froq_ray.engine.stages.ScoringStage`) asks its mode for the
 model (:meth:`ScoringMode.load_model`) and the per-batch runner (:meth:`ScoringMode.build_runner`).
@@ -42,6 +49,8 @@ if TYPE_CHECKING:
     from .stages import ScoringStage, ScoringStageConfig
 
 log = logging.getLogger(__name__)
+
+PERCENTILE_COLUMN = "quality_percentile"
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 """uint8 crops (N, H, W, 3) -> dict of float32 result columns, (N,) or (N, D)."""
@@ -157,10 +166,20 @@ class FroqMode(ScoringMode):
             ", compiled" if scorer.compiled else "",
         )
         embedding = self.writes_embedding(cfg)
+        artifact = scorer.artifact
+        if artifact.quality_quantiles is None:
+            log.info(
+                "calibration %s stores no quantiles: quality_percentile is null", artifact.calibration_id
+            )
 
         def froq(pixels: np.ndarray) -> dict[str, np.ndarray]:
             result = scorer.score(pixels)
-            cols = {"quality": result.quality}
+            percentile = (
+                artifact.percentile(result.quality)
+                if artifact.quality_quantiles is not None
+                else np.full(len(result.quality), np.nan, dtype=np.float32)
+            )
+            cols = {"quality": result.quality, PERCENTILE_COLUMN: percentile}
             if embedding and result.embedding is not None:
                 cols["embedding"] = result.embedding
             return cols
@@ -289,7 +308,13 @@ class StudentMode(ScoringMode):
 MODES: dict[str, ScoringMode] = {
     m.name: m
     for m in (
-        FroqMode("froq", "froq_quality", needs_calibration=True, computes_embedding=True),
+        FroqMode(
+            "froq",
+            "froq_quality",
+            needs_calibration=True,
+            computes_embedding=True,
+            extra_float_columns=(PERCENTILE_COLUMN,),
+        ),
         PseudoLabelMode(
             "pseudo_label",
             "pseudo_label",

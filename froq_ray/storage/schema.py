@@ -3,8 +3,9 @@
 Columns: ``path``, ``identity``, ``status``, ``error``, ``quality``, optional ``embedding``
 (``fixed_size_list<float32, D>``; pandas reads each as a float32 numpy array), ``width``, ``height``,
 ``model_id``, ``calibration_id``, then any extra float32 columns (the pseudo-label columns where computed).
-The Parquet key-value metadata carries the schema version, config digest, model id, calibration id and the
-score kind (what ``quality`` means: :data:`SCORE_KINDS`).
+The Parquet key-value metadata carries the schema version, config digest, model id, calibration id, the
+score kind (what ``quality`` means: :data:`SCORE_KINDS`) and its direction (``froq_ray.score_direction``:
+:data:`SCORE_DIRECTIONS`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ META_CONFIG_DIGEST = b"froq_ray.config_digest"
 META_MODEL_ID = b"froq_ray.model_id"
 META_CALIBRATION_ID = b"froq_ray.calibration_id"
 META_SCORE_KIND = b"froq_ray.score_kind"
+META_SCORE_DIRECTION = b"froq_ray.score_direction"
 
 SCORE_KINDS = (
     "froq_quality",
@@ -36,6 +38,11 @@ SCORE_KINDS = (
 calibration; the perturbation pseudo-label; a distilled student's prediction (in its teacher's units); the
 pseudo-label a calibrate job observes; the L2 norm of the FR embedding (a labelled-target calibrate job's
 observation, which computes no pseudo-label)."""
+
+SCORE_DIRECTIONS = {kind: "higher_is_better" for kind in SCORE_KINDS}
+"""Which way each score kind points: for every kind a higher ``quality`` means a more useful image for
+recognition (FROQ norms and linear observers are fitted to targets where higher is better; pseudo-labels and
+embedding norms are similarities / confidences). ``quality_percentile`` follows ``quality``'s direction."""
 
 PSEUDO_LABEL_COLUMNS = ("pl_flip", "pl_noise", "pl_occlusion", "pseudo_label")
 """Perturbation components and their mean, written when the job computed them."""
@@ -88,14 +95,15 @@ def schema_metadata(
 
 
 def score_kind_metadata(score_kind: str) -> dict[bytes, bytes]:
-    """``{froq_ray.score_kind: score_kind}``; ``ValueError`` unless ``score_kind`` is one of :data:`SCORE_KINDS`."""
+    """``{froq_ray.score_kind: score_kind, froq_ray.score_direction: its direction}``; ``ValueError`` unless
+    ``score_kind`` is one of :data:`SCORE_KINDS`."""
     if score_kind not in SCORE_KINDS:
         raise ValueError(f"score kind must be one of {', '.join(SCORE_KINDS)}, got {score_kind!r}")
-    return {META_SCORE_KIND: score_kind.encode()}
+    return {META_SCORE_KIND: score_kind.encode(), META_SCORE_DIRECTION: SCORE_DIRECTIONS[score_kind].encode()}
 
 
 def with_score_kind(schema: pa.Schema, score_kind: str) -> pa.Schema:
-    """``schema`` with ``froq_ray.score_kind`` added to its key-value metadata (kept by :func:`to_table`, so every
+    """``schema`` with ``froq_ray.score_kind`` and ``froq_ray.score_direction`` added to its key-value metadata (kept by :func:`to_table`, so every
     part written with this schema says what its ``quality`` means)."""
     return schema.with_metadata({**(schema.metadata or {}), **score_kind_metadata(score_kind)})
 

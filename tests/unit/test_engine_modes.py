@@ -114,14 +114,18 @@ def test_declarations_per_mode():
 def test_froq_schema_with_and_without_the_embedding(model):
     froq = MODES["froq"]
     with_embedding = froq.output_schema(model, stage_config("froq"))
-    assert fields(with_embedding) == HEAD + [("embedding", pa.list_(pa.float32(), DIM), True)] + TAIL
+    percentile = [("quality_percentile", pa.float32(), True)]
+    assert (
+        fields(with_embedding)
+        == HEAD + [("embedding", pa.list_(pa.float32(), DIM), True)] + TAIL + percentile
+    )
     assert froq.writes_embedding(stage_config("froq"))
     for cfg in (
         stage_config("froq", write_embedding=False),
         stage_config("froq", write_embedding=False, quality_only=True),
     ):
         assert not froq.writes_embedding(cfg)
-        assert fields(froq.output_schema(model, cfg)) == HEAD + TAIL
+        assert fields(froq.output_schema(model, cfg)) == HEAD + TAIL + percentile
 
 
 def test_pseudo_label_and_student_schemas(model):
@@ -153,7 +157,10 @@ def test_the_schema_metadata_names_the_score_kind_and_survives_to_table(model):
     for name, mode in MODES.items():
         cfg = stage_config(name, candidate_layers=("stem", "block"))
         schema = mode.output_schema(model, cfg)
-        assert read_metadata(schema) == {"froq_ray.score_kind": mode.score_kind}
+        assert read_metadata(schema) == {
+            "froq_ray.score_kind": mode.score_kind,
+            "froq_ray.score_direction": "higher_is_better",
+        }
         empty = {f.name: [] for f in schema}
         table = to_table(empty, schema, schema_metadata("d" * 64, "m@1", None))
         meta = read_metadata(table.schema)
@@ -267,3 +274,32 @@ def test_labelled_calibrate_runner_observes_the_images_and_their_degraded_copies
         ("degraded_layer_norms", pa.list_(pa.float32(), 2 * len(layers)), True),
         ("degraded_embedding", pa.list_(pa.float32(), 2 * DIM), True),
     ]
+
+
+@pytest.mark.parametrize("with_quantiles", [True, False])
+def test_froq_runner_writes_the_percentile_of_the_stored_quantiles(model, monkeypatch, with_quantiles):
+    import dataclasses
+
+    from froq_ray.quality.percentile import quality_percentile
+    from froq_ray.quality.scorer import FroqScorer
+
+    artifact = hand_artifact(model, ["block.act", "stem"])
+    if with_quantiles:
+        reference = FroqScorer(model, artifact).score(random_crops(40, SIZE, seed=1)).quality
+        artifact = dataclasses.replace(
+            artifact, quality_quantiles=np.quantile(reference, np.linspace(0, 1, 1001)).tolist()
+        )
+    monkeypatch.setattr(stages, "load_scoring_model", lambda _: model)
+    out = ScoringStage(stage_config("froq", artifact_json=artifact.to_json()))._runner(
+        random_crops(6, SIZE, seed=2)
+    )
+    if with_quantiles:
+        expected = quality_percentile(out["quality"], np.asarray(artifact.quality_quantiles))
+        np.testing.assert_array_equal(out["quality_percentile"], expected)
+        assert (
+            out["quality_percentile"].dtype == np.float32
+            and (0 <= expected).all()
+            and (expected <= 100).all()
+        )
+    else:  # an artifact without quantiles (schema version 1): the column is there, every value null
+        assert np.isnan(out["quality_percentile"]).all()
