@@ -24,11 +24,13 @@ import pyarrow.parquet as pq
 
 from .. import status as st
 from ..config import EvaluateJob
+from ..engine.modes import PERCENTILE_COLUMN
 from ..engine.runner import software_versions
 from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
+from ..evaluation.thresholds import threshold_tables
 from ..storage.fs import check_reachable, join_uri, open_fs, read_json
 from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
 from ..storage.run_state import LEGACY_RUN_FILE, RUN_FILE, OutputStateError, check_writable
@@ -37,7 +39,7 @@ from ..storage.shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, li
 
 log = logging.getLogger("froq_ray")
 
-EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", MANIFEST_FILE)
+EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv", MANIFEST_FILE)
 """What an evaluation writes into ``output.uri`` (``edc.png`` only when ``evaluate.plot`` is null)."""
 HOW_TO_GET_IDENTITIES = (
     "annotate with --set input.identity_from_folder=true (identity = parent folder) or "
@@ -164,7 +166,8 @@ def read_annotations(cfg: EvaluateJob) -> pd.DataFrame:
         with fs.open(f, "rb") as handle:
             table = pq.ParquetFile(handle)
             check_columns(table.schema_arrow, cfg, f)
-            frames.append(table.read(columns=columns).to_pandas())
+            extra = [c for c in (PERCENTILE_COLUMN,) if c in table.schema_arrow.names and c not in columns]
+            frames.append(table.read(columns=columns + extra).to_pandas())
     return pd.concat(frames, ignore_index=True)
 
 
@@ -226,7 +229,10 @@ def _quality_arrays(ok: pd.DataFrame, cfg: EvaluateJob) -> dict[str, np.ndarray]
 def run_evaluate(cfg: EvaluateJob) -> dict:
     """Evaluate the quality columns of an annotate output; returns the manifest written to ``output.uri``.
 
-    Writes ``edc.md``, ``edc.csv``, ``_froq/manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
+    Writes ``edc.md``, ``edc.csv``, ``thresholds.csv`` (per quality column and drop fraction 1/5/10/20/30 %: the
+    quality threshold, the ``quality_percentile`` threshold when the annotations hold that column for
+    ``quality``, and the FNMR at the fixed FMR after dropping: :mod:`froq_ray.evaluation.thresholds`),
+    ``_froq/manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
     (default ``<output.uri>/edc.png``). Raises :class:`EvaluationInputError` (annotations unusable: missing
     columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
     :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.
@@ -261,6 +267,12 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     )
     table = results_table(curves)
     markdown = edc_markdown_table(table)
+    percentiles = (
+        {"quality": ok[PERCENTILE_COLUMN].to_numpy(np.float64)}
+        if PERCENTILE_COLUMN in ok and ok[PERCENTILE_COLUMN].notna().all()
+        else None
+    )
+    thresholds = threshold_tables(embeddings, identities, qualities, percentiles, ev.fmr)
     fs, path = open_fs(out.uri, out.storage_options)
     if out.mode == "overwrite" and earlier:
         log.info("output.mode=overwrite: deleting the earlier %s in %s", ", ".join(earlier), out.uri)
@@ -274,7 +286,9 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         pfs.pipe_file(ppath, png.read_bytes())
     fs.pipe_file(f"{path}/edc.md", (markdown + "\n").encode())
     fs.pipe_file(f"{path}/edc.csv", table.to_csv(index=False).encode())
+    fs.pipe_file(f"{path}/thresholds.csv", thresholds.to_csv(index=False).encode())
     print(markdown)
+    print(thresholds.to_string(index=False))
     manifest = {
         "job": "evaluate",
         "annotations": ev.annotations,
@@ -282,9 +296,10 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         "rows_not_ok": int(len(df) - len(ok)),
         "identities": len(set(identities)),
         "results": json.loads(table.to_json(orient="records")),
+        "thresholds": json.loads(thresholds.to_json(orient="records")),
         "plot": plot_uri,
         "versions": software_versions(),
     }
     write_manifest(out.uri, out.storage_options, manifest)
-    log.info("evaluation written to %s (edc.md, edc.csv, %s)", out.uri, plot_uri)
+    log.info("evaluation written to %s (edc.md, edc.csv, thresholds.csv, %s)", out.uri, plot_uri)
     return manifest

@@ -214,9 +214,9 @@ def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_
         for p in (tmp_path / "ev").rglob("*")
         if p.is_file()
     }
-    assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png"]
+    assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png", "thresholds.csv"]
     line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
-    assert "already holds an evaluation (edc.md, edc.csv, edc.png, _froq/manifest.json)" in line
+    assert "already holds an evaluation (edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json)" in line
     after = {
         str(p.relative_to(tmp_path / "ev")): p.read_bytes()
         for p in (tmp_path / "ev").rglob("*")
@@ -263,7 +263,7 @@ def test_overwrite_deletes_the_earlier_files_first(capsys, tmp_path):
     )
     assert code == 0, err
     # the earlier plot in the output is gone (this run's plot went elsewhere); the rest was rewritten
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_froq", "edc.csv", "edc.md"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_froq", "edc.csv", "edc.md", "thresholds.csv"]
     assert elsewhere.stat().st_size > 0
 
 
@@ -280,3 +280,39 @@ def test_evaluate_help_says_what_each_mode_does(capsys):
         main(["evaluate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "resume (default) and overwrite both recompute" in text and "error_if_exists refuses" in text
+
+
+def test_threshold_table_is_written_with_the_percentile_threshold(capsys, tmp_path):
+    from froq_ray.evaluation.thresholds import pairs_of, threshold_table
+
+    ids = labelled()
+    data = write_annotations(tmp_path / "ann", ids)
+    table = pq.read_table(tmp_path / "ann" / "part-00000.parquet")
+    percentile = (np.argsort(np.argsort(data["quality"])) * 100.0 / len(ids)).astype(np.float32)
+    schema = annotation_schema(DIM, ("quality_percentile",))
+    pq.write_table(
+        to_table({**table.to_pydict(), "quality_percentile": percentile}, schema),
+        tmp_path / "ann" / "part-00000.parquet",
+    )
+    code, err = evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.fmr=0.1")
+    assert code == 0, err
+    got = pd.read_csv(tmp_path / "ev" / "thresholds.csv")
+    i, j, s, g = pairs_of(data["embedding"], ids)
+    expected = threshold_table(data["quality"], i, j, s, g, percentile, fmr=0.1)
+    assert list(got["method"]) == ["quality"] * 5 and list(got["drop_fraction"]) == [
+        0.01,
+        0.05,
+        0.1,
+        0.2,
+        0.3,
+    ]
+    for column in (
+        "quality_threshold",
+        "percentile_threshold",
+        "dropped_fraction",
+        "genuine_pairs_kept",
+        "fnmr",
+    ):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-6, err_msg=column)
+    # 16 images: dropping 20 % cuts at the 4th lowest quality, its percentile is 3/16
+    assert got["percentile_threshold"].iloc[3] == pytest.approx(300 / 16)
