@@ -265,7 +265,10 @@ def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) ->
             "",
         ]
     lines += ["## Findings", ""] + [f"- {line}" for line in findings(tables, cal)] + [""]
-    path.write_text("\n".join(lines) + "\n")
+    kept = ""  # the section benchmarks/froq_observer_report.py writes survives a re-run of this report
+    if path.is_file() and "<!-- observers:begin -->" in path.read_text():
+        kept = "\n<!-- observers:begin -->" + path.read_text().split("<!-- observers:begin -->", 1)[1]
+    path.write_text("\n".join(lines) + "\n" + kept)
 
 
 def findings(tables: dict[str, pd.DataFrame], cal: dict) -> list[str]:

@@ -189,3 +189,24 @@ def test_an_existing_annotations_path_with_glob_characters_is_read_as_itself(tmp
     # a path that does not exist is a glob: o[1] matches only the folder o1
     files = annotation_files([str(tmp_path / "o[1]" / "*.parquet")], {})
     assert [f.path for f in files] == [str(tmp_path / "o1" / "part-00000.parquet")]
+
+
+def test_a_percentile_floor_is_the_quality_floor_on_the_percentile_column(tmp_path: Path):
+    """`quality_column: quality_percentile` + `policies.quality_floor: P` keeps images at or above the P-th
+    percentile of the calibration set (the column froq annotate writes beside quality)."""
+    rows = annotation_rows()
+    rows["quality_percentile"] = np.linspace(95.0, 5.0, 10).astype(np.float32)
+    schema = annotation_schema(DIM, ("quality_percentile",))
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    columns = {f.name: rows[f.name].tolist() if f.name in rows else [None] * len(rows) for f in schema}
+    columns["embedding"] = np.stack(rows["embedding"].to_numpy())
+    pq.write_table(to_table(columns, schema), folder / "part-00000.parquet")
+    cfg = job(folder, tmp_path / "out", quality_floor=40.0)
+    cfg.filter.quality_column = "quality_percentile"
+    run_filter(cfg)
+    keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
+    below = rows["quality_percentile"].iloc[:9] < 40.0  # ok rows under the floor (row 9 is corrupt)
+    reasons = keep["reason"].iloc[:9]
+    assert (reasons[below] == "quality_floor").all() and below.sum() == 3
+    assert not keep["keep"].iloc[:9][below].any()
