@@ -66,7 +66,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
             f"model: {model.model_id} (input {model.contract.size}px {model.contract.alignment}, "
             f"{model.embedding_size}-d embedding)"
         ),
-        f"calibration: {artifact.calibration_id} layers {', '.join(artifact.selected_layers)}"
+        f"calibration: {artifact.calibration_id} ({artifact.method}) layers {', '.join(artifact.scoring_layers)}"
         if artifact
         else (
             "calibration: written by this job (_froq/calibration.json in the output)"
