@@ -286,7 +286,11 @@ BEGIN, END = "<!-- observers:begin -->", "<!-- observers:end -->"
 
 def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> None:
     """Replace (or append) the marked observers section of docs/accuracy-froq.md."""
-    cols = ["method", "fnmr0", "pauc@0.2", "pauc@0.3", "calibration_s"]
+    cols = ["method", "fnmr0", "pauc@0.2", "pauc@0.3", "calibration"]
+    tables = {
+        split: t.assign(calibration=["-" if pd.isna(v) else f"{v / 60:.1f} min" for v in t["calibration_s"]])
+        for split, t in tables.items()
+    }
     lines = [
         BEGIN,
         "## Labelled targets and the linear observer (issue 15)",
@@ -301,7 +305,7 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
             "the norms and the embedding; `cr` / `genuine` are computed from the embeddings and identities."
         ),
         (
-            "- `calibration_s`: that row's calibration cost measured here = forward passes of its calibration "
+            "- `calibration`: that row's calibration wall time measured here = forward passes of its calibration "
             "images (clean + copies) + making the copies + the fit (greedy selection, or the linear fit with "
             "5-fold identity-grouped CV over 15 ridge penalties). The reference FROQ row has no number here: its "
             "artifact (`docs/results/mobilefacenet-lfw-folds123.calibration.json`) comes from the 76-pass "
@@ -313,8 +317,10 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
             "the recorded norms is checked against the live `FroqScorer` on 16 images of each split."
         ),
         (
-            f"- The box was shared with other jobs: load average {', '.join(f'{x:.1f}' for x in report['load_average'])} "
-            "(1, 5, 15 min) when the script finished; times are wall times under that load."
+            "- The box was shared with other jobs; the forward passes were timed when the observations were made "
+            "and cached (`.bench/observer/*.npz`, wall times under the load of that moment: see below); load "
+            f"average {', '.join(f'{x:.1f}' for x in report['load_average'])} (1, 5, 15 min) when this report "
+            "was written."
         ),
         "",
     ]
@@ -328,7 +334,24 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
             f"EDC (reference, best labelled row, embedding norm, random): `edc-observers-lfw45-{split}.png`.",
             "",
         ]
-    lines += ["### Findings", ""] + [f"- {line}" for line in findings(tables)] + ["", END]
+    greedy = "; ".join(
+        f"{name}: `{'`, `'.join(a['greedy_selected'])}`"
+        for name, a in report["artifacts"].items()
+        if a["method"] == "greedy"
+    )
+    linear = "; ".join(
+        f"{name}: penalty {a['penalty']:g}, held-out Spearman {a['cv_spearman_best']:.3f}"
+        for name, a in report["artifacts"].items()
+        if a["method"] == "linear"
+    )
+    lines += ["### Findings", ""] + [f"- {line}" for line in findings(tables)]
+    lines += [
+        f"- greedy selections: {greedy}. (`bn` is the embedding layer: a greedy set of `bn` alone IS the "
+        "embedding norm, which is why such a row equals the embedding-norm row.)",
+        f"- linear fits (all 200 candidate layers, none left out): {linear}.",
+        "",
+        END,
+    ]
     text = path.read_text() if path.is_file() else ""
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
@@ -362,7 +385,7 @@ def findings(tables: dict[str, pd.DataFrame]) -> list[str]:
         beats = [m for m in labelled if t.loc[m, "pauc@0.3"] < norm]
         out.append(
             f"{split}: embedding norm pAUC@0.3 {norm:.4f}; labelled rows better than it: "
-            + (", ".join(beats) if beats else "none")
+            + ("; ".join(beats) if beats else "none")
             + "."
         )
     return out
