@@ -658,6 +658,15 @@ def config_from_dict(
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
 
 
+def validate_section(cls: type[BaseModel], data: Mapping[str, Any], source: str | None = None) -> Any:
+    """``cls`` validated from ``data`` (a section, or any :class:`Section` subclass used outside a job config,
+    e.g. the Python API's settings); raises :class:`ConfigError` naming every bad key, as :func:`config_from_dict`."""
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
+
+
 def _job_of(
     data: Mapping[str, Any], overrides: list[str], values: Mapping[str, Any] | None, expected_job: str | None
 ) -> Any:
