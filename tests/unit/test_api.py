@@ -225,3 +225,17 @@ def test_ray_stage_refuses_bad_settings_on_the_driver(kwargs, error, message):
     cls = getattr(user_stage, error) if error != "ConfigError" else ConfigError
     with pytest.raises(cls, match=message):
         froq_ray.ray_stage(**kwargs)
+
+
+def test_s3_uris_read_with_the_scorers_storage_options(s3, faces, scorer):
+    fs = s3.filesystem()
+    uris = [s3.uri("faces", p.parent.name, p.name) for p in faces[:2]]
+    for path, uri in zip(faces[:2], uris, strict=True):
+        fs.pipe(uri.removeprefix("s3://"), path.read_bytes())
+    remote = froq_ray.Scorer.load(device="cpu", batch_size=4, storage_options=s3.storage_options)
+    df = remote.score([*uris, s3.uri("faces", "missing.jpg")])
+    assert df.path.tolist() == [*uris, s3.uri("faces", "missing.jpg")]
+    assert df.status.tolist() == [st.OK, st.OK, st.READ_ERROR]
+    assert df.error[2] == f"{s3.uri('faces', 'missing.jpg')}: not found"
+    local = scorer.score(faces[:2])
+    np.testing.assert_array_equal(df.quality[:2].to_numpy(), local.quality.to_numpy())

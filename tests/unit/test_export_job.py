@@ -303,3 +303,43 @@ def test_the_shipped_config_validates(monkeypatch):
     cfg = load_config(REPO_ROOT / "configs" / "export.yaml", expected_job="export")
     assert cfg.export.keep_list == str(REPO_ROOT / "out" / "filter") and cfg.export.format == "folder"
     assert cfg.output.uri == str(REPO_ROOT / "out" / "export")
+
+
+def test_s3_sources_to_s3_webdataset_and_folder(tmp_path, s3, keep_list):
+    """Keep-list, sources and output on the local S3 server: the shards hold the objects' bytes; a missing
+    object is a named skip; the folder format writes <identity>/<name> keys."""
+    fs = s3.filesystem()
+    want = kept(keep_list)
+    uris = {p: s3.uri("src", Path(p).parent.name, Path(p).name) for p in keep_list.path}
+    for local, uri in uris.items():
+        fs.pipe(uri.removeprefix("s3://"), Path(local).read_bytes())
+    gone = uris[want.path[0]]
+    fs.rm(gone.removeprefix("s3://"))
+    remote = keep_list.assign(path=[uris[p] for p in keep_list.path])
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(remote, preserve_index=False), buffer)
+    fs.pipe(s3.uri("filter", KEEP_LIST).removeprefix("s3://"), buffer.getvalue())
+    options = json.dumps(s3.storage_options)
+    common = ["--keep-list", s3.uri("filter"), "--set", f"export.storage_options={options}"]
+    common += ["--set", f"output.storage_options={options}"]
+
+    assert main(["export", *common, "--output", s3.uri("wds"), "--format", "webdataset"]) == 0
+    import webdataset as wds
+
+    tars = sorted(fs.glob(s3.uri("wds", "shard-*.tar").removeprefix("s3://")))
+    local = tmp_path / "tars"
+    local.mkdir()
+    for key in tars:
+        (local / Path(key).name).write_bytes(fs.cat(key))
+    samples = list(wds.WebDataset(sorted(str(p) for p in local.iterdir()), shardshuffle=False))
+    assert [s["jpg"] for s in samples] == [Path(p).read_bytes() for p in want.path[1:]]
+    with fs.open(s3.uri("wds", "_froq", "manifest.json").removeprefix("s3://"), "rt") as f:
+        m = json.load(f)
+    assert m["skipped"]["paths"] == [gone] and m["written"] == 6
+
+    assert main(["export", *common, "--output", s3.uri("folder"), "--format", "folder"]) == 0
+    for path, identity in zip(want.path[1:], want.identity[1:], strict=True):
+        assert (
+            fs.cat(s3.uri("folder", identity, Path(path).name).removeprefix("s3://"))
+            == Path(path).read_bytes()
+        )
