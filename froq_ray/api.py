@@ -273,6 +273,10 @@ def _aligned(values: Sequence[Any] | None, n: int, name: str) -> list[Any]:
     values = list(values)
     if len(values) != n:
         raise ScorerInputError(f"{name} has {len(values)} entries for {n} image(s)")
+    for i, value in enumerate(values):
+        if not (isinstance(value, str) or (value is None and name == "identities")):
+            allowed = "text or None" if name == "identities" else "text"
+            raise ScorerInputError(f"{name}[{i}] must be {allowed}, got {type(value).__name__} {value!r}")
     return values
 
 

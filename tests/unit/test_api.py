@@ -170,6 +170,8 @@ def test_bad_inputs_kinds_are_refused_naming_the_item(scorer, images, message):
 def test_names_and_identities_must_align(scorer, faces):
     with pytest.raises(ScorerInputError, match="identities has 1 entries for 2"):
         scorer.score(faces[:2], identities=["x"])
+    with pytest.raises(ScorerInputError, match=r"identities\[1\] must be text or None, got int 7"):
+        scorer.score(faces[:2], identities=["x", 7])
     with pytest.raises(ScorerInputError, match="names are for bytes"):
         scorer.score(faces[:2], names=["a", "b"])
 
