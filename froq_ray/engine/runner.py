@@ -35,13 +35,8 @@ from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
-from ..storage.run_state import (
-    RunState,
-    check_writable,
-    discard_stale_shards,
-    prepare_output,
-    record_input_digest,
-)
+from ..storage.output import OutputLayout, open_output
+from ..storage.run_state import RunState, discard_stale_shards, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
@@ -93,14 +88,23 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     return model
 
 
-def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool) -> PreparedJob:
-    """Check the output against ``output.mode``, list the inputs into it (or reuse the listing of the run being
-    resumed), cut the shards and find the pending ones."""
+def prepare_job(
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool, layout: OutputLayout
+) -> PreparedJob:
+    """Check the output against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with the job's
+    ``layout``), list the inputs into it (or reuse the listing of the run being resumed), cut the shards and
+    find the pending ones."""
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
-    check_writable(out.uri, out.storage_options)
-    state = prepare_output(
-        out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
+    state = open_output(
+        out.uri,
+        out.storage_options,
+        out.mode,
+        layout,
+        config_digest=digest,
+        inputs=(cfg.input.uri,),
+        force=force,
+        config=digest_payload(cfg, extra=extra),
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
@@ -127,16 +131,18 @@ def prepare_table_job(
     settings: dict[str, Any],
     table: pd.DataFrame,
     force: bool,
+    layout: OutputLayout,
 ) -> PreparedJob:
     """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
-    state = prepare_output(
+    state = open_output(
         out_uri,
         cfg.output.storage_options,
         "resume",
-        digest,
-        input_digest(table),
-        force,
+        layout,
+        config_digest=digest,
+        input_digest=input_digest(table),
+        force=force,
         config=settings,
         listing=table,
     )

@@ -18,10 +18,14 @@ from ..engine.runner import (
 )
 from ..engine.stages import scoring_settings
 from ..storage.manifest import read_manifest, write_manifest
+from ..storage.output import OutputLayout
 from ..storage.schema import EMBEDDING
 from .artifacts import read_artifact
 
 log = logging.getLogger("froq_ray")
+
+OUTPUT = OutputLayout("annotate", shards=True)
+"""What annotate owns in its output folder: the shards and the ``_froq/`` records."""
 
 
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
@@ -35,7 +39,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     )
     calibration_id = artifact.calibration_id if artifact else None
     extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, extra, force, OUTPUT)
     if nothing_to_do(job):
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)

@@ -28,6 +28,7 @@ from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, c
 from ..quality.perturbations import PerturbationSettings
 from ..storage.fs import join_uri, open_fs
 from ..storage.manifest import write_manifest
+from ..storage.output import OutputLayout
 from ..storage.shards import PART_RE, STATE_DIR
 from .artifacts import write_artifact
 
@@ -37,6 +38,9 @@ ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
 """The artifact, relative to the output folder: in ``_froq/`` with the bookkeeping, so that every Parquet reader
 reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
+
+OUTPUT = OutputLayout("calibrate", shards=True)
+"""What calibrate owns in its output folder: the shards and the ``_froq/`` records (the artifact included)."""
 
 MODE = MODES["calibrate"]
 """The calibrate job's scoring mode: pseudo-label components + a fixed-size list of every candidate layer's norm
@@ -73,7 +77,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     layers, calls = calibration_layers(model)
     layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
     extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, extra, force, OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,

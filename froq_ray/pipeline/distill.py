@@ -46,9 +46,10 @@ from ..engine.runtime import ensure_ray, object_store_bytes
 from ..engine.stages import DecodeStageConfig
 from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
-from ..storage.fs import join_uri, open_fs, parent_uri, read_json, write_bytes_atomic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, read_manifest, write_manifest
-from ..storage.run_state import LEGACY_RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
+from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
+from ..storage.manifest import LEGACY_MANIFEST_FILE, read_manifest, write_manifest
+from ..storage.output import OutputLayout, open_output
+from ..storage.run_state import LEGACY_RUN_FILE, RunState
 from ..storage.schema import frame_to_table
 from ..storage.shards import STATE_DIR
 from .distill_inputs import (
@@ -81,6 +82,8 @@ OUTPUTS = (
     LEGACY_MANIFEST_FILE,
 )
 """What this job writes in its output folder (the last two: where versions before ``_froq/`` kept them)."""
+OUTPUT = OutputLayout("distill", files=tuple(n for n in OUTPUTS if n != STATE_DIR))
+"""The distill job's output layout (``_froq/`` is every job's; its records are handled by ``open_output``)."""
 SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity")
 
 
@@ -93,47 +96,37 @@ def open_distill_output(
     inputs: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
 ) -> RunState:
-    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_froq/run.json``.
-    ``inputs``: the annotation file URIs (the output may not be the folder that holds one); ``config``: the
-    settings ``cfg_digest`` covers (recorded, so a refused resume names the keys that changed)."""
+    """Apply ``output.mode`` to the files this job writes (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; ``_froq/run.json`` records the config digest and the digest of the rows used). ``inputs``:
+    the annotation file URIs (the output may not be the folder that holds one); ``config``: the settings
+    ``cfg_digest`` covers (recorded, so a refused resume names the keys that changed). A forced resume drops
+    the training checkpoints (they belong to another config or data)."""
     out = cfg.output
-    check_writable(out.uri, out.storage_options)
-    fs, root = open_fs(out.uri, out.storage_options)
-    if any(parent_uri(uri).rstrip("/") == out.uri.rstrip("/") for uri in inputs):
-        raise OutputStateError(
-            f"output {out.uri} holds annotation files being distilled: choose another output"
-        )
-    fs.invalidate_cache(root)
-    present = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
-    if out.mode == "error_if_exists" and present:
-        raise OutputStateError(
-            f"output {out.uri} already holds {', '.join(present)} and output.mode is error_if_exists: choose "
-            "another output, or use mode resume or overwrite"
-        )
-    if out.mode == "overwrite":
-        for name in present:
-            fs.rm(f"{root}/{name}", recursive=True)
-        fs.invalidate_cache(root)
-    state = prepare_output(
-        out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force, config=config
+    state = open_output(
+        out.uri,
+        out.storage_options,
+        out.mode,
+        OUTPUT,
+        config_digest=cfg_digest,
+        input_digest=data_digest,
+        inputs=inputs,
+        force=force,
+        config=config,
     )
-    if state.forced and fs.exists(f"{root}/{TRAIN_FOLDER}"):
+    train = f"{state.path}/{TRAIN_FOLDER}"
+    if state.forced and state.fs.exists(train):
         log.warning("--force with a changed config or data: the training checkpoints are discarded")
-        fs.rm(f"{root}/{TRAIN_FOLDER}", recursive=True)
+        state.fs.rm(train, recursive=True)
     return state
 
 
-def finished_card(cfg: DistillJob, state: RunState, cfg_digest: str) -> dict[str, Any] | None:
-    """The card of a finished run of this very config in the output (resume only; the manifest, written
-    after the card, must be there too), else None."""
-    if not state.resumed or state.forced:
+def finished_card(state: RunState) -> dict[str, Any] | None:
+    """The card of a finished run of this very config and data in the output (``state.finished``: resume, the
+    manifest written after the card is there), else None."""
+    path = f"{state.path}/{CARD_FILE}"
+    if not state.finished or not state.fs.exists(path):
         return None
-    fs, root = state.fs, state.path
-    path = f"{root}/{CARD_FILE}"
-    if not (fs.exists(path) and fs.exists(f"{root}/{MANIFEST_FILE}")):
-        return None
-    card = read_json(fs, path)
-    return card if card.get("config_digest") == cfg_digest else None
+    return read_json(state.fs, path)
 
 
 def write_parquet(fs, path: str, frame: pd.DataFrame) -> None:
@@ -374,7 +367,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     state = open_distill_output(
         cfg, cfg_digest, data_digest, force, tuple(rows.files), config=digest_payload(cfg, extra)
     )
-    done = finished_card(cfg, state, cfg_digest)
+    done = finished_card(state)
     if done is not None:
         log.info(
             "the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",

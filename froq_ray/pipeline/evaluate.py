@@ -4,9 +4,10 @@ Runs on the driver: it reads only the columns it needs and streams the pair simi
 (``evaluation.protocol``), so a few million pairs need no cluster. The protocol (pairs, threshold, discarding,
 areas) is documented in ``docs/evaluation-protocol.md``.
 
-Evaluation is one step, so ``output.mode`` has no partial state to continue: ``resume`` (the default) and
-``overwrite`` both recompute and replace the evaluation files (``overwrite`` deletes the earlier ones first),
-``error_if_exists`` refuses an output that already holds any of them.
+Evaluation is one step, so ``output.mode`` has no partial state to continue (:mod:`froq_ray.storage.output`):
+``resume`` (the default) does nothing when the output holds the finished evaluation of the same config and
+annotation files, and otherwise recomputes and replaces the evaluation files; ``overwrite`` deletes the earlier
+ones first; ``error_if_exists`` refuses an output that already holds any of them.
 """
 
 from __future__ import annotations
@@ -23,22 +24,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import status as st
-from ..config import EvaluateJob
+from ..config import EvaluateJob, config_digest, digest_payload
 from ..engine.runner import software_versions
 from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
-from ..storage.fs import check_reachable, join_uri, open_fs, read_json
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
-from ..storage.run_state import LEGACY_RUN_FILE, RUN_FILE, OutputStateError, check_writable
+from ..storage.fs import check_reachable, join_uri, open_fs, to_uri
+from ..storage.manifest import read_manifest, write_manifest
+from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
-from ..storage.shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, list_names
+from ..storage.shards import PART_RE
 
 log = logging.getLogger("froq_ray")
 
-EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", MANIFEST_FILE)
-"""What an evaluation writes into ``output.uri`` (``edc.png`` only when ``evaluate.plot`` is null)."""
+EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png")
+"""What an evaluation writes into ``output.uri`` besides ``_froq/`` (``edc.png`` only when ``evaluate.plot`` is
+null)."""
+OUTPUT = OutputLayout("evaluate", files=EVALUATION_FILES, resumable=False)
+"""The evaluate job's output layout: one step, no partial state to resume."""
 HOW_TO_GET_IDENTITIES = (
     "annotate with --set input.identity_from_folder=true (identity = parent folder) or "
     "input.identity_column=<manifest column>, or evaluate with --set evaluate.identity_source=folder"
@@ -52,45 +57,29 @@ class EvaluationInputError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------- output
 
 
-def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
-    """Check ``output.uri`` against ``output.mode``; returns the names of earlier evaluation files in it.
-
-    Refused in every mode (:class:`OutputStateError`): an output that holds another job's run (shards,
-    ``_froq/run.json``, markers, or a ``_froq/manifest.json`` of another job; or the same files of the older
-    layout beside the parts), which the evaluation's ``_froq/manifest.json`` would overwrite. With ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing
-    ``evaluate.plot`` file).
-    """
+def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, fs, files: list[str]) -> RunState:
+    """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; the annotation ``files`` of ``fs`` are the input, digested by name, size and modification
+    time). ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
+    :class:`OutputStateError`."""
     out = cfg.output
-    fs, path = open_fs(out.uri, out.storage_options)
-    fs.invalidate_cache(path)
-    state = [f"{STATE_DIR}/{n}" for n in list_names(fs, f"{path}/{STATE_DIR}")]
-    names = list_names(fs, path) + state
-    foreign = [
-        n for n in names if n in (RUN_FILE, LEGACY_RUN_FILE) or PART_RE.match(n) or LEGACY_MARKER_RE.match(n)
-    ]
-    foreign += [n for n in state if MARKER_RE.match(posixpath.basename(n))]
-    for manifest in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
-        if manifest in names and not foreign:
-            job = read_json(fs, f"{path}/{manifest}").get("job")
-            if job != "evaluate":
-                foreign = [f"{manifest} of a {job!r} run"]
-    if foreign:
-        raise OutputStateError(
-            f"output {out.uri} holds another job's run ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}): evaluate writes {MANIFEST_FILE} there, so choose another "
-            "output folder"
-        )
-    existing = [n for n in EVALUATION_FILES if n in names]
-    if out.mode == "error_if_exists":
+    if out.mode == "error_if_exists" and plot_uri != join_uri(out.uri, "edc.png"):
         pfs, ppath = open_fs(plot_uri, out.storage_options)
-        if plot_uri != join_uri(out.uri, "edc.png") and pfs.exists(ppath):
-            existing.append(plot_uri)
-        if existing:
+        if pfs.exists(ppath):
             raise OutputStateError(
-                f"output {out.uri} already holds an evaluation ({', '.join(existing)}) and output.mode is "
-                "error_if_exists: choose another output, or use --mode overwrite (or resume: evaluate recomputes)"
+                f"evaluate.plot {plot_uri} already exists and output.mode is error_if_exists: choose another "
+                "plot path, or set output.mode to resume or overwrite"
             )
-    return existing
+    return open_output(
+        out.uri,
+        out.storage_options,
+        out.mode,
+        OUTPUT,
+        config_digest=config_digest(cfg),
+        input_digest=files_digest(fs, files),
+        inputs=[to_uri(fs, f) for f in files],
+        config=digest_payload(cfg),
+    )
 
 
 # ------------------------------------------------------------------------------------------ annotations
@@ -150,15 +139,17 @@ def check_columns(schema: pa.Schema, cfg: EvaluateJob, where: str) -> None:
         )
 
 
-def read_annotations(cfg: EvaluateJob) -> pd.DataFrame:
+def read_annotations(cfg: EvaluateJob, fs=None, files: list[str] | None = None) -> pd.DataFrame:
     """The columns the evaluation needs (``path``, ``status``, ``embedding``, the quality columns and, with
-    ``identity_source=column``, the identity column) of every ``part-*.parquet`` file, in file order."""
+    ``identity_source=column``, the identity column) of every ``part-*.parquet`` file (``files`` of ``fs``;
+    default: those of ``evaluate.annotations``), in file order."""
     ev = cfg.evaluate
     columns = ["path", "status", EMBEDDING, *ev.quality_columns]
     if ev.identity_source == "column":
         columns.append(ev.identity_column)
     columns = list(dict.fromkeys(columns))
-    fs, files = _annotation_files(cfg)
+    if files is None:
+        fs, files = _annotation_files(cfg)
     frames = []
     for f in files:
         with fs.open(f, "rb") as handle:
@@ -233,9 +224,16 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     """
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
-    check_writable(out.uri, out.storage_options)
-    earlier = check_evaluation_output(cfg, plot_uri)
-    df = read_annotations(cfg)
+    fs, files = _annotation_files(cfg)
+    state = open_evaluation_output(cfg, plot_uri, fs, files)
+    if state.finished:
+        log.info(
+            "%s holds the finished evaluation of this config and these annotations: nothing to do "
+            "(output.mode=overwrite recomputes)",
+            out.uri,
+        )
+        return read_manifest(out.uri, out.storage_options)
+    df = read_annotations(cfg, fs, files)
     ok = df[df["status"] == st.OK].reset_index(drop=True)
     if len(ok) < 2:
         raise EvaluationInputError(f"only {len(ok)} rows with status ok in {ev.annotations}")
@@ -261,11 +259,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     )
     table = results_table(curves)
     markdown = edc_markdown_table(table)
-    fs, path = open_fs(out.uri, out.storage_options)
-    if out.mode == "overwrite" and earlier:
-        log.info("output.mode=overwrite: deleting the earlier %s in %s", ", ".join(earlier), out.uri)
-        for name in earlier:
-            fs.rm_file(f"{path}/{name}")
+    fs, path = state.fs, state.path
     with tempfile.TemporaryDirectory() as tmp:
         png = plot_edc(
             curves, f"{tmp}/edc.png", title=f"EDC: {posixpath.basename(ev.annotations.rstrip('/'))}"

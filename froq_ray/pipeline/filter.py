@@ -14,12 +14,15 @@ not ok included (``keep=false``, ``reason=<status>``). Written to ``output.uri``
 ``identity_stats.parquet``, ``summary.json``, ``histograms.png`` and ``_froq/manifest.json``. Input files are only
 read, never moved or deleted; the output may not be an input folder.
 
-``output.mode``: ``error_if_exists`` refuses an output that holds any of these files; ``resume`` and
-``overwrite`` both recompute and replace them (the job has no partial state worth resuming).
+``output.mode`` (:mod:`froq_ray.storage.output`; the job has no partial state worth resuming):
+``error_if_exists`` refuses an output that holds any of these files; ``resume`` does nothing when the output
+holds the finished run of the same config and annotation files, and otherwise recomputes and replaces them;
+``overwrite`` deletes them first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import posixpath
@@ -35,17 +38,18 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import status as st
-from ..config import FilterJob, config_digest, resolved_dict
+from ..config import FilterJob, config_digest, digest_payload, resolved_dict
 from ..curation.centres import CentreAccumulator, CentreSums
 from ..curation.classifiability import CentreIndex
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
 from ..quality.artifact import software_versions
-from ..storage.fs import join_uri, open_fs, to_uri, write_bytes_atomic, write_json_atomic
+from ..storage.fs import join_uri, open_fs, read_json, to_uri, write_bytes_atomic, write_json_atomic
 from ..storage.listing import has_magic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
-from ..storage.run_state import OutputStateError, check_writable
+from ..storage.manifest import LEGACY_MANIFEST_FILE, write_manifest
+from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
 from ..storage.shards import PART_RE
 
@@ -55,8 +59,11 @@ KEEP_LIST = "keep_list.parquet"
 IDENTITY_STATS = "identity_stats.parquet"
 SUMMARY = "summary.json"
 HISTOGRAMS = "histograms.png"
-OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, MANIFEST_FILE, LEGACY_MANIFEST_FILE)
-"""What this job writes (the last: where versions before ``_froq/`` wrote the manifest; replaced runs delete it)."""
+OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, LEGACY_MANIFEST_FILE)
+"""What this job writes besides ``_froq/`` (the last: where versions before ``_froq/`` wrote the manifest;
+replaced runs delete it)."""
+OUTPUT = OutputLayout("filter", files=OUTPUT_FILES, resumable=False)
+"""The filter job's output layout: no partial state worth resuming."""
 CR_COLUMN = "cr"
 KEEP_LIST_COLUMNS = (
     "path",
@@ -275,28 +282,36 @@ def _keep_list(decisions: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _check_output(job: FilterJob, files: list[AnnotationFile]) -> None:
+def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
+    """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
+    Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
     out = job.output
-    check_writable(out.uri, out.storage_options)
-    fs, path = open_fs(out.uri, out.storage_options)
-    target = path.rstrip("/")
-    if any(posixpath.dirname(f.path) == target for f in files):
-        raise OutputStateError(
-            f"output {out.uri} holds annotation files being filtered: choose another output"
-        )
-    if out.mode == "error_if_exists":
-        existing = [name for name in OUTPUT_FILES if fs.exists(f"{path}/{name}")]
-        if existing:
-            raise OutputStateError(
-                f"output {out.uri} already holds {', '.join(existing)} and output.mode is error_if_exists"
-            )
+    digest = hashlib.sha256("".join(files_digest(f.fs, [f.path]) for f in files).encode()).hexdigest()
+    return open_output(
+        out.uri,
+        out.storage_options,
+        out.mode,
+        OUTPUT,
+        config_digest=config_digest(job),
+        input_digest=digest,
+        inputs=[f.uri for f in files],
+        config=digest_payload(job),
+    )
 
 
 def run_filter(job: FilterJob) -> dict[str, Any]:
     """Classifiability + policies -> keep-list, per-identity stats, summary JSON, histograms (module doc)."""
     cfg, out = job.filter, job.output
     files = annotation_files(cfg.annotations, cfg.storage_options)
-    _check_output(job, files)
+    state = open_filter_output(job, files)
+    if state.finished:
+        log.info(
+            "filter: %s holds the finished run of this config and these annotations: nothing to do "
+            "(output.mode=overwrite recomputes)",
+            out.uri,
+        )
+        return read_json(state.fs, f"{state.path}/{SUMMARY}")
     settings = PolicySettings.from_mapping(cfg.policies.model_dump())
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -333,7 +348,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             name: join_uri(out.uri, name) for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS)
         },
     }
-    fs, path = open_fs(out.uri, out.storage_options)
+    fs, path = state.fs, state.path
     write_bytes_atomic(fs, f"{path}/{KEEP_LIST}", _parquet_bytes(_keep_list(decisions)))
     write_bytes_atomic(fs, f"{path}/{IDENTITY_STATS}", _parquet_bytes(stats))
     write_bytes_atomic(
