@@ -7,11 +7,11 @@ import logging
 from ..config import AnnotateJob
 from ..engine.modes import job_scoring_mode
 from ..engine.runner import (
-    base_manifest,
     load_job_model,
     nothing_to_do,
     prepare_job,
     run_shards,
+    scoring_manifest,
     scoring_stage_config,
     summary_lines,
     total_counts,
@@ -61,9 +61,9 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         calibration_id,
         no_progress_timeout_s=mode.default_no_progress_timeout_s,
     )
-    manifest = base_manifest(job, result, total_counts(job, result))
-    manifest["calibration_id"] = calibration_id
-    manifest["scoring"] = {
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results["calibration_id"] = calibration_id
+    manifest.results["scoring"] = {
         "mode": mode.name,
         "score_kind": mode.score_kind,
         "precision": cfg.scoring.precision,
@@ -72,12 +72,12 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "embedding": EMBEDDING in schema.names,
         **scoring_settings(stage),
     }
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest, result.quality):
+    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    for line in summary_lines(written, result.quality):
         log.info(line)
     log.info(
         "read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
         "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"",
         cfg.output.uri,
     )
-    return manifest
+    return written

@@ -14,10 +14,10 @@ from ..config import CalibrateJob
 from ..engine.modes import MODES
 from ..engine.runner import (
     RunResult,
-    base_manifest,
     load_job_model,
     prepare_job,
     run_shards,
+    scoring_manifest,
     scoring_stage_config,
     summary_lines,
     total_counts,
@@ -122,8 +122,8 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         artifact_uri,
         artifact.calibration_id,
     )
-    manifest = base_manifest(job, result, total_counts(job, result))
-    manifest["calibration"] = {
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results["calibration"] = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,
         "selected_layers": artifact.selected_layers,
@@ -132,7 +132,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest, result.quality):
+    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    for line in summary_lines(written, result.quality):
         log.info(line)
-    return manifest
+    return written

@@ -41,17 +41,17 @@ from ..distill.artifact import CARD_FILE, ONNX_FILE, WEIGHTS_FILE, save_student_
 from ..distill.losses import TargetScaler
 from ..distill.students import build_student
 from ..engine.dataset import decoded_dataset
-from ..engine.runner import software_versions
 from ..engine.runtime import ensure_ray, object_store_bytes
 from ..engine.stages import DecodeStageConfig
 from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
 from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, read_manifest, write_manifest
+from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, read_manifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, open_output
 from ..storage.run_state import LEGACY_RUN_FILE, RunState
 from ..storage.schema import frame_to_table
 from ..storage.shards import STATE_DIR
+from ..versions import software_versions
 from .distill_inputs import (
     AnnotationRows,
     ColumnChoice,
@@ -338,9 +338,10 @@ def student_card(
 # ------------------------------------------------------------------------------------------------ job
 def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     """Run (or resume) a distillation; returns the run manifest."""
-    started = time.perf_counter()
+    started_at, clock = utc_now(), time.perf_counter()
     choice = ColumnChoice.of(cfg)
     rows = read_annotation_rows(cfg.distill.annotations, cfg.distill.storage_options, choice)
+    seconds = {"read": time.perf_counter() - clock}
     log.info(
         "annotations: %d rows in %d file(s); %d usable (status ok, finite %s); dropped by reason: %s",
         rows.rows_read,
@@ -377,7 +378,9 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
 
     ensure_ray(cfg.resources)
+    clock = time.perf_counter()
     data = gather_training_data(cfg, rows, teacher, force)
+    seconds["data"] = time.perf_counter() - clock  # self-training copies and the split
     scaler = TargetScaler().fit(data.train["target"].to_numpy())
     settings = train_settings(cfg, len(data.train), scaler)
     train_uri = join_uri(cfg.output.uri, TRAIN_FOLDER)
@@ -395,6 +398,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         cfg.training.num_workers,
         " with GPUs" if cfg.training.use_gpu else "",
     )
+    clock = time.perf_counter()
     trained = fit_student(
         settings,
         training_datasets(cfg, data),
@@ -406,6 +410,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         resumed_from,
         cfg.training.cpus_per_worker,
     )
+    seconds["train"] = time.perf_counter() - clock
     last = trained.history[-1] if trained.history else {}
     unreadable = int(last.get("train_rows_failed_decode", 0)) + int(
         last.get("validation_rows_failed_decode", 0)
@@ -419,17 +424,19 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
     student.set_target_scale(scaler.mean, scaler.std)
     student.eval()
+    clock = time.perf_counter()
     card = save_student_artifact(
         cfg.output.uri,
         student,
         student_card(cfg, cfg_digest, data, teacher, teacher_check, scaler, trained, settings),
         storage_options=cfg.output.storage_options,
     )
-    manifest = distill_manifest(cfg, cfg_digest, data, card, trained, time.perf_counter() - started)
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest):
+    seconds["export"] = time.perf_counter() - clock
+    manifest = distill_manifest(cfg, cfg_digest, data, card, trained, started_at, seconds)
+    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    for line in summary_lines(written):
         log.info(line)
-    return manifest
+    return written
 
 
 def distill_manifest(
@@ -438,50 +445,57 @@ def distill_manifest(
     data: TrainingData,
     card: dict[str, Any],
     trained: TrainedStudent,
-    seconds: float,
-) -> dict[str, Any]:
+    started_at: str,
+    stage_seconds: dict[str, float],
+) -> RunManifest:
+    """The distill run's manifest: the common header (``counts_by_status``: the annotation rows by status, a
+    usable row counted ``ok``) and ``results``: the student, its artifact, the self-training and last-epoch
+    read-failure counts, rows, validation metrics and epochs."""
     final = trained.history[-1] if trained.history else {}
     annotations = {st.OK: len(data.annotations.table), **data.annotations.dropped}
-    return {
-        "job": "distill",
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": resolved_dict(cfg),
-        "config_digest": cfg_digest,
-        "versions": software_versions(),
-        "student_id": f"student-{card['arch']}@{card['weights']['sha256'][:12]}",
-        "artifact": {
-            "uri": cfg.output.uri,
-            "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
-            "params": card["params"],
-            "flops": card["flops"],
-        },
-        "counts_by_status": {
-            "annotations": dict(sorted(annotations.items())),
-            "self_training": data.self_training.counts if data.self_training else {},
-            "training_read_failures_last_epoch": {
-                "train": final.get("train_rows_failed_decode", 0),
-                "validation": final.get("validation_rows_failed_decode", 0),
+    return RunManifest(
+        job="distill",
+        started_at=started_at,
+        config=resolved_dict(cfg),
+        config_digest=cfg_digest,
+        counts_by_status=dict(sorted(annotations.items())),
+        stage_seconds=stage_seconds,
+        results={
+            "student_id": f"student-{card['arch']}@{card['weights']['sha256'][:12]}",
+            "artifact": {
+                "uri": cfg.output.uri,
+                "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
+                "params": card["params"],
+                "flops": card["flops"],
             },
+            "counts_by_status": {
+                "self_training": data.self_training.counts if data.self_training else {},
+                "training_read_failures_last_epoch": {
+                    "train": final.get("train_rows_failed_decode", 0),
+                    "validation": final.get("validation_rows_failed_decode", 0),
+                },
+            },
+            "rows": {"train": len(data.train), "validation": len(data.validation)},
+            "validation": card["validation"],
+            "epochs": trained.epoch + 1,
+            "resumed_from_epoch": trained.resumed_from_epoch,
         },
-        "rows": {"train": len(data.train), "validation": len(data.validation)},
-        "validation": card["validation"],
-        "epochs": trained.epoch + 1,
-        "resumed_from_epoch": trained.resumed_from_epoch,
-        "seconds": round(seconds, 3),
-    }
+    )
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
-    v = manifest["validation"]
+    """Log lines summing up a written distill manifest."""
+    results = manifest["results"]
+    v = results["validation"]
     metrics = ", ".join(
         f"{k}={v[k]:.4g}" for k in ("spearman", "pearson", "mse") if isinstance(v.get(k), float)
     )
-    a, r = manifest["artifact"], manifest["rows"]
+    a, r = results["artifact"], results["rows"]
     return [
-        f"summary: {manifest['student_id']} ({a['params']:,} params, {a['flops']:,} FLOPs) written to {a['uri']}",
+        f"summary: {results['student_id']} ({a['params']:,} params, {a['flops']:,} FLOPs) written to {a['uri']}",
         (
-            f"summary: {r['train']:,} training / {r['validation']:,} validation rows, {manifest['epochs']} "
+            f"summary: {r['train']:,} training / {r['validation']:,} validation rows, {results['epochs']} "
             f"epoch(s); validation vs teacher: {metrics or 'n/a'}"
         ),
-        f"summary: counts by status: {manifest['counts_by_status']}",
+        f"summary: annotation rows by status: {manifest['counts_by_status']}; {results['counts_by_status']}",
     ]

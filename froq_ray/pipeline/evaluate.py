@@ -17,6 +17,7 @@ import json
 import logging
 import posixpath
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import status as st
-from ..config import EvaluateJob, config_digest, digest_payload
-from ..engine.runner import software_versions
+from ..config import EvaluateJob, config_digest, digest_payload, resolved_dict
 from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..storage.fs import check_reachable, join_uri, open_fs, to_uri
-from ..storage.manifest import read_manifest, write_manifest
+from ..storage.manifest import RunManifest, read_manifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
@@ -222,6 +222,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
     :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.
     """
+    started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
     fs, files = _annotation_files(cfg)
@@ -234,6 +235,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         )
         return read_manifest(out.uri, out.storage_options)
     df = read_annotations(cfg, fs, files)
+    seconds = {"read": time.perf_counter() - clock}
     ok = df[df["status"] == st.OK].reset_index(drop=True)
     if len(ok) < 2:
         raise EvaluationInputError(f"only {len(ok)} rows with status ok in {ev.annotations}")
@@ -254,12 +256,15 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         len(set(identities)),
         len(df) - len(ok),
     )
+    clock = time.perf_counter()
     curves = compute_edc_curves(
         embeddings, identities, qualities, ev.fmr, threshold=ev.threshold_mode, limits=ev.discard_limits
     )
+    seconds["edc"] = time.perf_counter() - clock
     table = results_table(curves)
     markdown = edc_markdown_table(table)
     fs, path = state.fs, state.path
+    clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         png = plot_edc(
             curves, f"{tmp}/edc.png", title=f"EDC: {posixpath.basename(ev.annotations.rstrip('/'))}"
@@ -269,16 +274,23 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     fs.pipe_file(f"{path}/edc.md", (markdown + "\n").encode())
     fs.pipe_file(f"{path}/edc.csv", table.to_csv(index=False).encode())
     print(markdown)
-    manifest = {
-        "job": "evaluate",
-        "annotations": ev.annotations,
-        "images": len(ok),
-        "rows_not_ok": int(len(df) - len(ok)),
-        "identities": len(set(identities)),
-        "results": json.loads(table.to_json(orient="records")),
-        "plot": plot_uri,
-        "versions": software_versions(),
-    }
-    write_manifest(out.uri, out.storage_options, manifest)
+    seconds["write"] = time.perf_counter() - clock
+    manifest = RunManifest(
+        job="evaluate",
+        started_at=started_at,
+        config=resolved_dict(cfg),
+        config_digest=state.run_info["config_digest"],
+        counts_by_status=df["status"].value_counts().sort_index().to_dict(),
+        stage_seconds=seconds,
+        results={
+            "annotations": ev.annotations,
+            "images": len(ok),
+            "rows_not_ok": int(len(df) - len(ok)),
+            "identities": len(set(identities)),
+            "edc": json.loads(table.to_json(orient="records")),
+            "plot": plot_uri,
+        },
+    )
+    written = write_manifest(out.uri, out.storage_options, manifest)
     log.info("evaluation written to %s (edc.md, edc.csv, %s)", out.uri, plot_uri)
-    return manifest
+    return written

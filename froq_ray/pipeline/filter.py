@@ -44,10 +44,9 @@ from ..curation.classifiability import CentreIndex
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
-from ..quality.artifact import software_versions
 from ..storage.fs import join_uri, open_fs, read_json, to_uri, write_bytes_atomic, write_json_atomic
 from ..storage.listing import has_magic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, write_manifest
+from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
@@ -302,6 +301,7 @@ def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
 
 def run_filter(job: FilterJob) -> dict[str, Any]:
     """Classifiability + policies -> keep-list, per-identity stats, summary JSON, histograms (module doc)."""
+    started_at = utc_now()
     cfg, out = job.filter, job.output
     files = annotation_files(cfg.annotations, cfg.storage_options)
     state = open_filter_output(job, files)
@@ -358,13 +358,15 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     write_manifest(
         out.uri,
         out.storage_options,
-        {
-            "job": "filter",
-            "config": resolved_dict(job),
-            "config_digest": config_digest(job),
-            "summary": result,
-            "versions": software_versions(),
-        },
+        RunManifest(
+            job="filter",
+            started_at=started_at,
+            config=resolved_dict(job),
+            config_digest=state.run_info["config_digest"],
+            counts_by_status=decisions["status"].value_counts().sort_index().to_dict(),
+            stage_seconds={k.removesuffix("_s"): v for k, v in timings.items()},
+            results={"summary": result},
+        ),
     )
     if fs.exists(f"{path}/{LEGACY_MANIFEST_FILE}"):  # an older version's manifest would describe another run
         fs.rm_file(f"{path}/{LEGACY_MANIFEST_FILE}")

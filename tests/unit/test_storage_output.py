@@ -11,7 +11,7 @@ import pytest
 from froq_ray.errors import UserError
 from froq_ray.pipeline import annotate, calibrate, distill, evaluate, self_training
 from froq_ray.pipeline import filter as filter_job
-from froq_ray.storage.manifest import write_manifest
+from froq_ray.storage.manifest import RunManifest, write_manifest
 from froq_ray.storage.output import OutputLayout, open_output
 from froq_ray.storage.run_state import LEGACY_FILES, OutputStateError
 
@@ -46,7 +46,7 @@ def finished_run(out: Path, layout: OutputLayout) -> dict[str, bytes]:
     if layout.shards:
         (out / "part-00000.parquet").write_bytes(b"PAR1 part")
         (out / "_froq" / "part-00000.done.json").write_text(json.dumps({"start": 0, "stop": 1}))
-    write_manifest(str(out), {}, {"job": layout.job})
+    write_manifest(str(out), {}, RunManifest(layout.job, "2026-01-01T00:00:00Z", {}, CFG))
     (out / FOREIGN).write_text("mine")
     return snapshot(out)
 
