@@ -18,11 +18,11 @@ import logging
 import posixpath
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import status as st
 from ..config import EvaluateJob, config_digest, digest_payload, resolved_dict
@@ -30,12 +30,19 @@ from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
-from ..storage.fs import check_reachable, join_uri, open_fs, to_uri
+from ..storage.annotations import (
+    AnnotationFile,
+    annotation_files,
+    embedding_matrix,
+    identities,
+    read_table,
+    require_columns,
+)
+from ..storage.fs import check_reachable, join_uri, open_fs
 from ..storage.manifest import RunManifest, read_manifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
-from ..storage.shards import PART_RE
 
 log = logging.getLogger("froq_ray")
 
@@ -57,10 +64,9 @@ class EvaluationInputError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------- output
 
 
-def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, fs, files: list[str]) -> RunState:
+def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[AnnotationFile]) -> RunState:
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
-    :data:`OUTPUT`; the annotation ``files`` of ``fs`` are the input, digested by name, size and modification
-    time). ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
+    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time). ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
     :class:`OutputStateError`."""
     out = cfg.output
     if out.mode == "error_if_exists" and plot_uri != join_uri(out.uri, "edc.png"):
@@ -76,8 +82,8 @@ def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, fs, files: list[str]
         out.mode,
         OUTPUT,
         config_digest=config_digest(cfg),
-        input_digest=files_digest(fs, files),
-        inputs=[to_uri(fs, f) for f in files],
+        input_digest=files_digest(files),
+        inputs=[f.uri for f in files],
         config=digest_payload(cfg),
     )
 
@@ -85,21 +91,12 @@ def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, fs, files: list[str]
 # ------------------------------------------------------------------------------------------ annotations
 
 
-def _annotation_files(cfg: EvaluateJob) -> tuple[object, list[str]]:
+def _annotation_files(cfg: EvaluateJob) -> list[AnnotationFile]:
+    """The annotation files of ``evaluate.annotations`` (:func:`froq_ray.storage.annotations.annotation_files`:
+    a folder's parts, a file, a glob); :class:`EvaluationInputError` when there are none."""
     ev = cfg.evaluate
     check_reachable(ev.annotations, ev.storage_options)
-    fs, path = open_fs(ev.annotations, ev.storage_options)
-    fs.invalidate_cache(path)  # parts written by worker tasks, maybe in this process's run
-    if not fs.exists(path):
-        raise EvaluationInputError(f"annotations not found: {ev.annotations}")
-    files = (
-        [path]
-        if not fs.isdir(path)
-        else sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(posixpath.basename(p)))
-    )
-    if not files:
-        raise EvaluationInputError(f"no part-*.parquet files in {ev.annotations}")
-    return fs, files
+    return annotation_files([ev.annotations], ev.storage_options, error=EvaluationInputError)
 
 
 def _closest(name: str, choices: list[str]) -> str:
@@ -107,24 +104,25 @@ def _closest(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_columns(schema: pa.Schema, cfg: EvaluateJob, where: str) -> None:
-    """Check that the annotation schema holds every column the evaluation reads.
+def check_columns(file: AnnotationFile, schema: pa.Schema, cfg: EvaluateJob) -> None:
+    """Check that the annotation schema (of ``file``) holds every column the evaluation reads.
 
-    Raises :class:`EvaluationInputError` naming the config key, the closest column name and (for quality
-    columns) the annotation's own numeric columns; internal fields (names starting with ``_``) are not offered.
+    Raises :class:`EvaluationInputError` naming the file and the job that writes a missing ``path`` /
+    ``status`` / ``embedding``, or the config key, the closest column name and (for quality columns) the
+    annotation's own numeric columns; internal fields (names starting with ``_``) are not offered.
     """
     ev = cfg.evaluate
+    where = file.uri
     own = [f for f in schema if not f.name.startswith("_")]
     names = [f.name for f in own]
     numeric = [f.name for f in own if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)]
-    for required in ("path", "status"):
-        if required not in names:
-            raise EvaluationInputError(f"{where}: no {required!r} column: not an annotate output")
-    if EMBEDDING not in names:
-        raise EvaluationInputError(
-            f"{where}: no {EMBEDDING!r} column: annotate with scoring.write_embedding=true (the EDC compares "
-            "embeddings)"
-        )
+    require_columns(
+        file,
+        schema,
+        ["path", "status", EMBEDDING],
+        hint="the EDC compares embeddings of annotate rows",
+        error=EvaluationInputError,
+    )
     for column in ev.quality_columns:
         if column not in numeric:
             what = "is not numeric" if column in names else "is not a column"
@@ -139,34 +137,31 @@ def check_columns(schema: pa.Schema, cfg: EvaluateJob, where: str) -> None:
         )
 
 
-def read_annotations(cfg: EvaluateJob, fs=None, files: list[str] | None = None) -> pd.DataFrame:
+def read_annotations(cfg: EvaluateJob, files: list[AnnotationFile] | None = None) -> pa.Table:
     """The columns the evaluation needs (``path``, ``status``, ``embedding``, the quality columns and, with
-    ``identity_source=column``, the identity column) of every ``part-*.parquet`` file (``files`` of ``fs``;
-    default: those of ``evaluate.annotations``), in file order."""
+    ``identity_source=column``, the identity column) of every annotation file (default: those of
+    ``evaluate.annotations``), in file order; each file's columns are checked first (:func:`check_columns`)."""
     ev = cfg.evaluate
     columns = ["path", "status", EMBEDDING, *ev.quality_columns]
     if ev.identity_source == "column":
         columns.append(ev.identity_column)
     columns = list(dict.fromkeys(columns))
-    if files is None:
-        fs, files = _annotation_files(cfg)
-    frames = []
-    for f in files:
-        with fs.open(f, "rb") as handle:
-            table = pq.ParquetFile(handle)
-            check_columns(table.schema_arrow, cfg, f)
-            frames.append(table.read(columns=columns).to_pandas())
-    return pd.concat(frames, ignore_index=True)
+    tables = [
+        read_table(f, columns, error=EvaluationInputError, check=partial(check_columns, f, cfg=cfg))
+        for f in (files if files is not None else _annotation_files(cfg))
+    ]
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
 
 
 def identities_of(df: pd.DataFrame, cfg: EvaluateJob) -> np.ndarray:
     """One identity label (str) per ok row; :class:`EvaluationInputError` when rows have none, saying how to
     provide them."""
     ev = cfg.evaluate
+    values = df[ev.identity_column].tolist() if ev.identity_source == "column" else None
+    ids = identities(df["path"].tolist(), ev.identity_source, values)
     if ev.identity_source == "folder":
-        return np.array([posixpath.basename(posixpath.dirname(str(p))) for p in df["path"]], dtype=object)
-    ids = df[ev.identity_column]
-    missing = ids.isna().to_numpy()
+        return ids
+    missing = pd.isna(ids)
     if missing.all():
         raise EvaluationInputError(
             f"{ev.annotations} has no identities (column {ev.identity_column!r} is null in all {len(df)} ok "
@@ -178,7 +173,7 @@ def identities_of(df: pd.DataFrame, cfg: EvaluateJob) -> np.ndarray:
             f"{int(missing.sum())} of {len(df)} ok rows have no {ev.identity_column!r} (first: {first}); "
             f"{HOW_TO_GET_IDENTITIES}"
         )
-    return ids.astype(str).to_numpy(dtype=object)
+    return np.array([str(i) for i in ids], dtype=object)
 
 
 def check_pairs(identities: np.ndarray) -> None:
@@ -225,8 +220,8 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
-    fs, files = _annotation_files(cfg)
-    state = open_evaluation_output(cfg, plot_uri, fs, files)
+    files = _annotation_files(cfg)
+    state = open_evaluation_output(cfg, plot_uri, files)
     if state.finished:
         log.info(
             "%s holds the finished evaluation of this config and these annotations: nothing to do "
@@ -234,21 +229,24 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             out.uri,
         )
         return read_manifest(out.uri, out.storage_options)
-    df = read_annotations(cfg, fs, files)
+    table = read_annotations(cfg, files)
     seconds = {"read": time.perf_counter() - clock}
-    ok = df[df["status"] == st.OK].reset_index(drop=True)
+    df = table.drop_columns([EMBEDDING]).to_pandas()
+    matrix, has_embedding = embedding_matrix(table.column(EMBEDDING))
+    is_ok = (df["status"] == st.OK).to_numpy()
+    ok = df[is_ok].reset_index(drop=True)
     if len(ok) < 2:
         raise EvaluationInputError(f"only {len(ok)} rows with status ok in {ev.annotations}")
-    no_embedding = ok[EMBEDDING].isna().to_numpy()
+    no_embedding = ~has_embedding[is_ok]
     if no_embedding.any():
         raise EvaluationInputError(
-            f"{int(no_embedding.sum())} ok rows have no embedding (first: "
+            f"{int(no_embedding.sum())} ok rows have no embedding (null, not finite or all zero; first: "
             f"{ok['path'].iloc[int(np.flatnonzero(no_embedding)[0])]})"
         )
     identities = identities_of(ok, cfg)
     check_pairs(identities)
     qualities = _quality_arrays(ok, cfg)
-    embeddings = np.stack(ok[EMBEDDING].to_numpy()).astype(np.float32)
+    embeddings = matrix[is_ok]
     log.info(
         "evaluating %d quality column(s) on %d images of %d identities (%d rows not ok skipped)",
         len(qualities),

@@ -22,13 +22,10 @@ holds the finished run of the same config and annotation files, and otherwise re
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import posixpath
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,17 +41,16 @@ from ..curation.classifiability import CentreIndex
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
-from ..storage.fs import join_uri, open_fs, read_json, to_uri, write_bytes_atomic, write_json_atomic
-from ..storage.listing import has_magic
+from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, identities, iter_batches
+from ..storage.annotations import annotation_files as read_annotation_files
+from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
 from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
-from ..storage.shards import PART_RE
 
 log = logging.getLogger("froq_ray")
 
-KEEP_LIST = "keep_list.parquet"
 IDENTITY_STATS = "identity_stats.parquet"
 SUMMARY = "summary.json"
 HISTOGRAMS = "histograms.png"
@@ -87,61 +83,18 @@ class FilterInputError(UserError, ValueError):
     """The annotations cannot be filtered (missing, no embeddings, duplicate paths...); names the input."""
 
 
-@dataclass(frozen=True)
-class AnnotationFile:
-    fs: Any
-    path: str
-
-    @property
-    def uri(self) -> str:
-        return to_uri(self.fs, self.path)
+COLUMNS_HINT = "check filter.identity_column / filter.quality_column"
 
 
 # ------------------------------------------------------------------------------------------------ reading
 def annotation_files(uris: list[str], storage_options: dict[str, Any]) -> list[AnnotationFile]:
-    """Each URI: a folder (its ``part-*.parquet``), one Parquet file, or a glob; in the order given. An existing
-    folder or file is read as itself even when its name holds ``*``, ``?`` or ``[``; only a path that does not
-    exist is taken as a glob (as for ``input.uri``)."""
-    files: list[AnnotationFile] = []
-    for uri in uris:
-        fs, path = open_fs(uri, storage_options)
-        fs.invalidate_cache()
-        if fs.isdir(path):
-            found = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(posixpath.basename(p)))
-        elif fs.isfile(path):
-            found = [path]
-        elif has_magic(uri):
-            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
-        else:
-            raise FilterInputError(f"annotations not found: {uri}")
-        if not found:
-            raise FilterInputError(f"no annotation Parquet files in {uri}")
-        files += [AnnotationFile(fs, p) for p in found]
-    return files
+    """:func:`froq_ray.storage.annotations.annotation_files` of ``filter.annotations`` (folders, files, globs),
+    refusing with :class:`FilterInputError`."""
+    return read_annotation_files(uris, storage_options, error=FilterInputError)
 
 
 def _batches(files: list[AnnotationFile], columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    for file in files:
-        with file.fs.open(file.path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise FilterInputError(
-                    f"{file.uri}: no column(s) {missing}; annotate with scoring.write_embedding=true and "
-                    "check filter.identity_column / filter.quality_column"
-                )
-            yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
-
-
-def _embedding_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 (n, D) matrix, bool mask of rows that have an embedding) from a fixed_size_list column."""
-    column = batch.column(EMBEDDING)
-    dim = column.type.list_size
-    flat = column.values.slice(column.offset * dim, len(column) * dim).to_numpy(zero_copy_only=False)
-    matrix = np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
-    present = column.is_valid().to_numpy(zero_copy_only=False)
-    present &= np.isfinite(matrix).all(axis=1) & (np.abs(matrix).sum(axis=1) > 0)
-    return matrix, present
+    return iter_batches(files, columns, chunk_rows, hint=COLUMNS_HINT, error=FilterInputError)
 
 
 def _light_frame(batch: pa.RecordBatch, job: FilterJob) -> pd.DataFrame:
@@ -152,11 +105,8 @@ def _light_frame(batch: pa.RecordBatch, job: FilterJob) -> pd.DataFrame:
             "status": batch.column("status").to_pandas(),
         }
     )
-    if cfg.identity_source == "folder":
-        frame["identity"] = [posixpath.basename(posixpath.dirname(str(p))) for p in frame["path"]]
-    else:
-        frame["identity"] = batch.column(cfg.identity_column).to_pandas()
-    frame["identity"] = frame["identity"].where(frame["identity"].notna(), None).astype(object)
+    values = batch.column(cfg.identity_column).to_pylist() if cfg.identity_source == "column" else None
+    frame["identity"] = identities(frame["path"].tolist(), cfg.identity_source, values)
     if cfg.quality_column != CR_COLUMN:
         frame["quality"] = batch.column(cfg.quality_column).to_pandas().astype(np.float64)
     return frame
@@ -183,7 +133,7 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
     frames = []
     for batch in _batches(files, _columns(job), job.filter.classifiability.chunk_rows):
         frame = _light_frame(batch, job)
-        matrix, present = _embedding_matrix(batch)
+        matrix, present = embedding_matrix(batch.column(EMBEDDING))
         usable = _usable(frame, present)
         if usable.any():
             accumulator.add(CentreSums.from_chunk(matrix[usable], frame["identity"].to_numpy(object)[usable]))
@@ -244,7 +194,7 @@ def score_pass(
     for batch in _batches(files, _columns(job), cfg.chunk_rows):
         rows = slice(offset, offset + batch.num_rows)
         frame = table.iloc[rows]
-        matrix, present = _embedding_matrix(batch)
+        matrix, present = embedding_matrix(batch.column(EMBEDDING))
         usable = _usable(frame, present)
         if usable.any():
             scores = index.score(matrix[usable], frame["identity"].to_numpy(object)[usable])
@@ -286,14 +236,13 @@ def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
     :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
     Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
     out = job.output
-    digest = hashlib.sha256("".join(files_digest(f.fs, [f.path]) for f in files).encode()).hexdigest()
     return open_output(
         out.uri,
         out.storage_options,
         out.mode,
         OUTPUT,
         config_digest=config_digest(job),
-        input_digest=digest,
+        input_digest=files_digest(files),
         inputs=[f.uri for f in files],
         config=digest_payload(job),
     )

@@ -135,12 +135,13 @@ def open_output(
     return state
 
 
-def files_digest(fs: fsspec.AbstractFileSystem, paths: Sequence[str]) -> str:
-    """sha256 (hex) of the given files of ``fs`` by path, size and modification time (``fs.ukey``: the
+def files_digest(files: Sequence[Any]) -> str:
+    """sha256 (hex) of the given files (each with ``fs``, ``path`` and ``uri``, e.g.
+    :class:`~froq_ray.storage.annotations.AnnotationFile`) by URI, size and modification time (``fs.ukey``: the
     object's ETag on S3), in order: the input digest of a job that reads whole files (evaluate, filter)."""
     h = hashlib.sha256()
-    for path in paths:
-        h.update(f"{path}\t{fs.ukey(path)}\n".encode())
+    for file in files:
+        h.update(f"{file.uri}\t{file.fs.ukey(file.path)}\n".encode())
     return h.hexdigest()
 
 
