@@ -33,6 +33,7 @@ from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
+from ..storage.location import Location
 from ..storage.manifest import RunManifest, utc_now
 from ..storage.output import OutputLayout, open_output
 from ..storage.run_state import RunState, discard_stale_shards, record_input_digest
@@ -99,8 +100,7 @@ def prepare_job(
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
     state = open_output(
-        out.uri,
-        out.storage_options,
+        Location.of(out),
         out.mode,
         layout,
         config_digest=digest,
@@ -140,8 +140,7 @@ def prepare_table_job(
     """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
     state = open_output(
-        out_uri,
-        cfg.output.storage_options,
+        Location(out_uri, dict(cfg.output.storage_options)),
         "resume",
         layout,
         config_digest=digest,

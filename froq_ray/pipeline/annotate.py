@@ -17,6 +17,7 @@ from ..engine.runner import (
     total_counts,
 )
 from ..engine.stages import scoring_settings
+from ..storage.location import Location
 from ..storage.manifest import read_manifest, write_manifest
 from ..storage.output import OutputLayout
 from ..storage.schema import EMBEDDING
@@ -41,7 +42,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
     job = prepare_job(cfg, model, extra, force, OUTPUT)
     if nothing_to_do(job):
-        return read_manifest(cfg.output.uri, cfg.output.storage_options)
+        return read_manifest(Location.of(cfg.output))
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
     schema = mode.output_schema(model, stage)
     log.info(
@@ -72,7 +73,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "embedding": EMBEDDING in schema.names,
         **scoring_settings(stage),
     }
-    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written, result.quality):
         log.info(line)
     log.info(

@@ -29,6 +29,7 @@ from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, c
 from ..quality.perturbations import PerturbationSettings
 from ..storage.annotations import annotation_files, list_matrix, read_table
 from ..storage.fs import join_uri
+from ..storage.location import Location
 from ..storage.manifest import write_manifest
 from ..storage.output import OutputLayout
 from ..storage.shards import STATE_DIR
@@ -142,7 +143,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }
-    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written, result.quality):
         log.info(line)
     return written

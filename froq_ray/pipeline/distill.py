@@ -46,6 +46,7 @@ from ..engine.stages import DecodeStageConfig
 from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
 from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
+from ..storage.location import Location
 from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, read_manifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, open_output
 from ..storage.run_state import LEGACY_RUN_FILE, RunState
@@ -103,8 +104,7 @@ def open_distill_output(
     the training checkpoints (they belong to another config or data)."""
     out = cfg.output
     state = open_output(
-        out.uri,
-        out.storage_options,
+        Location.of(out),
         out.mode,
         OUTPUT,
         config_digest=cfg_digest,
@@ -375,7 +375,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
             cfg.output.uri,
             done.get("weights", {}).get("sha256", "")[:12],
         )
-        return read_manifest(cfg.output.uri, cfg.output.storage_options)
+        return read_manifest(Location.of(cfg.output))
 
     ensure_ray(cfg.resources)
     clock = time.perf_counter()
@@ -433,7 +433,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     )
     seconds["export"] = time.perf_counter() - clock
     manifest = distill_manifest(cfg, cfg_digest, data, card, trained, started_at, seconds)
-    written = write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
+    written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written):
         log.info(line)
     return written

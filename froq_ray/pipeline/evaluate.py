@@ -39,6 +39,7 @@ from ..storage.annotations import (
     require_columns,
 )
 from ..storage.fs import check_reachable, join_uri, open_fs
+from ..storage.location import Location
 from ..storage.manifest import RunManifest, read_manifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import OutputStateError, RunState
@@ -77,8 +78,7 @@ def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[Annotati
                 "plot path, or set output.mode to resume or overwrite"
             )
     return open_output(
-        out.uri,
-        out.storage_options,
+        Location.of(out),
         out.mode,
         OUTPUT,
         config_digest=config_digest(cfg),
@@ -228,7 +228,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             "(output.mode=overwrite recomputes)",
             out.uri,
         )
-        return read_manifest(out.uri, out.storage_options)
+        return read_manifest(Location.of(out))
     table = read_annotations(cfg, files)
     seconds = {"read": time.perf_counter() - clock}
     df = table.drop_columns([EMBEDDING]).to_pandas()
@@ -289,6 +289,6 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             "plot": plot_uri,
         },
     )
-    written = write_manifest(out.uri, out.storage_options, manifest)
+    written = write_manifest(Location.of(out), manifest)
     log.info("evaluation written to %s (edc.md, edc.csv, %s)", out.uri, plot_uri)
     return written

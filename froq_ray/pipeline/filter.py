@@ -44,6 +44,7 @@ from ..errors import UserError
 from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, identities, iter_batches
 from ..storage.annotations import annotation_files as read_annotation_files
 from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
+from ..storage.location import Location
 from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import RunState
@@ -237,8 +238,7 @@ def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
     Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
     out = job.output
     return open_output(
-        out.uri,
-        out.storage_options,
+        Location.of(out),
         out.mode,
         OUTPUT,
         config_digest=config_digest(job),
@@ -305,8 +305,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     )
     write_json_atomic(fs, f"{path}/{SUMMARY}", result)
     write_manifest(
-        out.uri,
-        out.storage_options,
+        Location.of(out),
         RunManifest(
             job="filter",
             started_at=started_at,

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..versions import software_versions
 from .fs import join_uri, open_fs, read_json, redact, write_json_atomic
+from .location import Location
 from .shards import STATE_DIR
 
 MANIFEST_FILE = f"{STATE_DIR}/manifest.json"
@@ -79,20 +80,22 @@ class RunManifest:
         }
 
 
-def write_manifest(out_uri: str, storage_options: Mapping[str, Any] | None, manifest: RunManifest) -> dict:
-    """Write ``manifest`` as ``<out_uri>/_froq/manifest.json`` (atomically on local disks); returns what was
+def write_manifest(output: Location, manifest: RunManifest) -> dict:
+    """Write ``manifest`` as ``<output>/_froq/manifest.json`` (atomically on local disks); returns what was
     written (:meth:`RunManifest.to_dict`). Raises ``TypeError`` for anything but a :class:`RunManifest`."""
     if not isinstance(manifest, RunManifest):
         raise TypeError(f"write_manifest takes a RunManifest, got {type(manifest).__name__}")
     data = manifest.to_dict()
-    fs, path = open_fs(join_uri(out_uri, MANIFEST_FILE), storage_options)
-    write_json_atomic(fs, path, data)
+    write_json_atomic(output.fs, f"{output.path.rstrip('/')}/{MANIFEST_FILE}", data)
     return data
 
 
-def read_manifest(out_uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``_froq/manifest.json`` of an output; ``FileNotFoundError`` naming it when there is none."""
-    uri = join_uri(out_uri, MANIFEST_FILE)
+def read_manifest(output: Location | str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``_froq/manifest.json`` of an output (a :class:`~froq_ray.storage.location.Location`, or a URI and
+    its storage options); ``FileNotFoundError`` naming it when there is none."""
+    if isinstance(output, Location):
+        output, storage_options = output.uri, output.storage_options
+    uri = join_uri(output, MANIFEST_FILE)
     fs, path = open_fs(uri, storage_options)
     fs.invalidate_cache(path)
     if not fs.exists(path):

@@ -37,7 +37,8 @@ from typing import Any
 import fsspec
 import pandas as pd
 
-from .fs import LOCAL_PROTOCOLS, is_local_fs, open_fs, protocol_of, read_json
+from .fs import LOCAL_PROTOCOLS, is_local_fs, protocol_of, read_json
+from .location import Location
 from .manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE
 from .run_state import (
     LEGACY_RUN_FILE,
@@ -71,8 +72,7 @@ class OutputLayout:
 
 
 def open_output(
-    uri: str,
-    storage_options: Mapping[str, Any] | None,
+    location: Location,
     mode: Mode,
     layout: OutputLayout,
     *,
@@ -83,16 +83,18 @@ def open_output(
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
 ) -> RunState:
-    """Check and prepare the output folder ``uri`` for a run of ``layout.job`` (module doc); returns its state.
+    """Check and prepare the output folder ``location`` for a run of ``layout.job`` (module doc); returns its
+    state.
 
     ``config_digest`` / ``input_digest``: sha256 hex of the settings and of the input this run depends on
     (``input_digest=None``: listed after this call, see
     :func:`~froq_ray.storage.run_state.record_input_digest`); ``inputs``: URIs of the input files or folders
     the output may not hold; ``config`` / ``listing``: what the digests were computed from (recorded, so a
     refused resume names what changed). Raises :class:`~froq_ray.storage.run_state.OutputStateError` (one line
-    naming ``uri``) and ``ValueError`` for an unknown ``mode``."""
+    naming the location's URI) and ``ValueError`` for an unknown ``mode``."""
+    uri, storage_options = location.uri, location.storage_options
     check_writable(uri, storage_options)
-    fs, path = open_fs(uri, storage_options)
+    fs, path = location.fs, location.path
     _check_inputs(uri, fs, path, layout, inputs)
     fs.invalidate_cache(path)
     fs.invalidate_cache(f"{path}/{STATE_DIR}")

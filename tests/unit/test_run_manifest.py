@@ -24,6 +24,7 @@ from froq_ray.pipeline.distill import TrainingData, distill_manifest
 from froq_ray.pipeline.distill_inputs import AnnotationRows
 from froq_ray.pipeline.evaluate import run_evaluate
 from froq_ray.pipeline.filter import run_filter
+from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import HEADER_KEYS, read_manifest, write_manifest
 from froq_ray.versions import software_versions
 from tests.tiny_models import tiny_fr_model
@@ -59,7 +60,7 @@ def scoring_job_manifest(tmp_path: Path, job: str) -> dict:
     manifest = scoring_manifest(prepared, result, {"corrupt": 1, "ok": 4})
     assert manifest.results["shards"] == {"total": 2, "written_this_run": 1, "resumed_from_earlier_runs": 1}
     assert manifest.results["this_run"]["images_per_second"] == 4.0
-    return write_manifest(str(tmp_path / job), {}, manifest)
+    return write_manifest(Location(str(tmp_path / job)), manifest)
 
 
 def distill_job_manifest(tmp_path: Path) -> dict:
@@ -85,7 +86,7 @@ def distill_job_manifest(tmp_path: Path) -> dict:
         {"train": 2},
     )
     assert manifest.results["counts_by_status"]["training_read_failures_last_epoch"]["train"] == 1
-    return write_manifest(str(tmp_path / "distill"), {}, manifest)
+    return write_manifest(Location(str(tmp_path / "distill")), manifest)
 
 
 def evaluate_job_manifest(tmp_path: Path) -> dict:

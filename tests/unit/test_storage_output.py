@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from froq_ray.errors import UserError
 from froq_ray.pipeline import annotate, calibrate, distill, evaluate, self_training
 from froq_ray.pipeline import filter as filter_job
+from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import RunManifest, write_manifest
 from froq_ray.storage.output import OutputLayout, open_output
 from froq_ray.storage.run_state import LEGACY_FILES, OutputStateError
@@ -28,7 +30,7 @@ FOREIGN = "notes.txt"  # a file no job writes: never touched
 
 
 def open_(out: Path, mode: str, layout: OutputLayout, cfg: str = CFG, **kwargs):
-    return open_output(str(out), {}, mode, layout, config_digest=cfg, input_digest=INP, **kwargs)
+    return open_output(Location(str(out)), mode, layout, config_digest=cfg, input_digest=INP, **kwargs)
 
 
 def finished_run(out: Path, layout: OutputLayout) -> dict[str, bytes]:
@@ -46,7 +48,7 @@ def finished_run(out: Path, layout: OutputLayout) -> dict[str, bytes]:
     if layout.shards:
         (out / "part-00000.parquet").write_bytes(b"PAR1 part")
         (out / "_froq" / "part-00000.done.json").write_text(json.dumps({"start": 0, "stop": 1}))
-    write_manifest(str(out), {}, RunManifest(layout.job, "2026-01-01T00:00:00Z", {}, CFG))
+    write_manifest(Location(str(out)), RunManifest(layout.job, "2026-01-01T00:00:00Z", {}, CFG))
     (out / FOREIGN).write_text("mine")
     return snapshot(out)
 
@@ -160,3 +162,18 @@ def test_another_jobs_run_is_refused_in_every_mode(layout, mode, tmp_path):
     with pytest.raises(OutputStateError, match=f"output {out} holds another job's run .*{other.job}"):
         open_(out, mode, layout)
     assert snapshot(out) == before
+
+
+def test_a_location_opens_its_filesystem_once_and_joins_with_its_options(tmp_path):
+    options = {"anon": True}
+    where = Location(f"s3://bucket/runs/{tmp_path.name}", options)
+    below = where.join("_froq", "manifest.json")
+    assert below == Location(f"s3://bucket/runs/{tmp_path.name}/_froq/manifest.json", options)
+    assert below.path == f"bucket/runs/{tmp_path.name}/_froq/manifest.json"
+    assert below.uri_of(below.path) == below.uri and below.fs is below.fs  # opened once
+    local = Location(str(tmp_path / "out"))
+    assert (local.path, local.uri_of(local.path), local.storage_options) == (str(tmp_path / "out"),) * 2 + (
+        {},
+    )
+    section = SimpleNamespace(uri="s3://b/o", storage_options={"key": "k"})
+    assert Location.of(section) == Location("s3://b/o", {"key": "k"})

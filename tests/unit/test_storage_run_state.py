@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from froq_ray.storage.fs import read_json
+from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import HEADER_KEYS, RunManifest, read_manifest, write_manifest
 from froq_ray.storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
 from froq_ray.storage.schema import annotation_schema, to_table
@@ -103,7 +104,7 @@ def test_overwrite_deletes_only_our_files(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     write_shards(state, [0, 1])
-    write_manifest(uri, options, manifest_of({"ok": 2}))
+    write_manifest(Location(uri, options), manifest_of({"ok": 2}))
     put(state, ".part-00001.parquet.tmp-" + "0" * 32)
     put(state, "notes.txt")
     put(state, "part-1.parquet")  # not our naming scheme
@@ -170,8 +171,9 @@ def test_manifest_round_trip_redacts_credentials(out):
         {"read": 1.23456},
         {"throughput_images_per_s": 12.5},
     )
-    written = write_manifest(uri, options, manifest)
+    written = write_manifest(Location(uri, options), manifest)
     back = read_manifest(uri, options)
+    assert read_manifest(Location(uri, options)) == back
     assert back == written and set(back) == {*HEADER_KEYS, "results"}
     assert back["counts_by_status"] == {"ok": 3, "corrupt": 1} and back["stage_seconds"] == {"read": 1.235}
     assert back["results"] == {"throughput_images_per_s": 12.5} and back["versions"] == software_versions()
@@ -179,7 +181,7 @@ def test_manifest_round_trip_redacts_credentials(out):
     assert config["input"]["storage_options"]["secret"] == "s3cr3t"
     assert "s3cr3t" not in json.dumps(back)
     with pytest.raises(TypeError, match="RunManifest"):
-        write_manifest(uri, options, {"job": "annotate"})
+        write_manifest(Location(uri, options), {"job": "annotate"})
 
 
 def manifest_of(counts: dict[str, int]) -> RunManifest:
@@ -196,7 +198,7 @@ def test_plain_pandas_reads_the_output_folder(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     write_shards(state, [0, 1, 2])
-    write_manifest(uri, options, manifest_of({"ok": 3}))
+    write_manifest(Location(uri, options), manifest_of({"ok": 3}))
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     df = pd.read_parquet(uri, storage_options=options or None)
     assert len(df) == 3 and df["status"].tolist() == ["ok"] * 3
@@ -214,7 +216,7 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
     listing = pd.DataFrame({"path": ["/x.jpg", "/y.jpg", "/z.jpg"], "identity": [None, "a", "b"]})
     state = prepare_output(uri, {}, "resume", CFG, INP, listing=listing)
     write_shards(state, [0, 1, 2])
-    write_manifest(uri, {}, manifest_of({"ok": 3}))
+    write_manifest(Location(uri), manifest_of({"ok": 3}))
     put(state, "_froq/calibration.json", b"{}")
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     assert sorted(p.name for p in (tmp_path / "out" / "_froq").iterdir()) == [
