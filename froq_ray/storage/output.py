@@ -42,6 +42,7 @@ from .location import Location
 from .manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE
 from .run_state import (
     LEGACY_RUN_FILE,
+    MODES,
     RUN_FILE,
     STATE_FILES,
     Mode,
@@ -92,6 +93,8 @@ def open_output(
     the output may not hold; ``config`` / ``listing``: what the digests were computed from (recorded, so a
     refused resume names what changed). Raises :class:`~froq_ray.storage.run_state.OutputStateError` (one line
     naming the location's URI) and ``ValueError`` for an unknown ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     uri, storage_options = location.uri, location.storage_options
     check_writable(uri, storage_options)
     fs, path = location.fs, location.path

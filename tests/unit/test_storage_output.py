@@ -177,3 +177,9 @@ def test_a_location_opens_its_filesystem_once_and_joins_with_its_options(tmp_pat
     )
     section = SimpleNamespace(uri="s3://b/o", storage_options={"key": "k"})
     assert Location.of(section) == Location("s3://b/o", {"key": "k"})
+
+
+def test_an_unknown_mode_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        open_(tmp_path / "out", "append", LAYOUTS["annotate"])
+    assert not (tmp_path / "out").exists()
