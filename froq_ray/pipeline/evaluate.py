@@ -40,7 +40,7 @@ from ..storage.annotations import (
 )
 from ..storage.fs import check_reachable, join_uri, open_fs
 from ..storage.location import Location
-from ..storage.manifest import RunManifest, read_manifest, utc_now, write_manifest
+from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
@@ -278,7 +278,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         started_at=started_at,
         config=resolved_dict(cfg),
         config_digest=state.run_info["config_digest"],
-        counts_by_status=df["status"].value_counts().sort_index().to_dict(),
+        counts_by_status=status_counts(df["status"]),
         stage_seconds=seconds,
         results={
             "annotations": ev.annotations,

@@ -45,7 +45,7 @@ from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, i
 from ..storage.annotations import annotation_files as read_annotation_files
 from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
 from ..storage.location import Location
-from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, utc_now, write_manifest
+from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, status_counts, utc_now, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
@@ -311,7 +311,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             started_at=started_at,
             config=resolved_dict(job),
             config_digest=state.run_info["config_digest"],
-            counts_by_status=decisions["status"].value_counts().sort_index().to_dict(),
+            counts_by_status=status_counts(decisions["status"]),
             stage_seconds={k.removesuffix("_s"): v for k, v in timings.items()},
             results={"summary": result},
         ),

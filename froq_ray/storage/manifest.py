@@ -14,7 +14,8 @@ Written by the driver when a run finishes, through :func:`write_manifest` (the o
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,11 @@ HEADER_KEYS = (
     "stage_seconds",
 )
 """The keys every job's manifest starts with (module doc); the job's own part follows under ``results``."""
+
+
+def status_counts(statuses: Iterable[Any]) -> dict[str, int]:
+    """``{status: rows}`` of a column of row statuses, sorted by status (the header's ``counts_by_status``)."""
+    return dict(sorted(Counter(str(s) for s in statuses).items()))
 
 
 def utc_now() -> str:
@@ -94,8 +100,10 @@ def read_manifest(output: Location | str, storage_options: Mapping[str, Any] | N
     """The ``_froq/manifest.json`` of an output (a :class:`~froq_ray.storage.location.Location`, or a URI and
     its storage options); ``FileNotFoundError`` naming it when there is none."""
     if isinstance(output, Location):
-        output, storage_options = output.uri, output.storage_options
-    uri = join_uri(output, MANIFEST_FILE)
+        base, storage_options = output.uri, output.storage_options
+    else:
+        base = output
+    uri = join_uri(base, MANIFEST_FILE)
     fs, path = open_fs(uri, storage_options)
     fs.invalidate_cache(path)
     if not fs.exists(path):
