@@ -220,6 +220,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
+    check_reachable(out.uri, out.storage_options, access="write")  # an unreachable output fails first
     files = _annotation_files(cfg)
     state = open_evaluation_output(cfg, plot_uri, files)
     if state.finished:
