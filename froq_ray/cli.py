@@ -50,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="EDC / pAUC of quality columns of an annotation output", conflict_handler="resolve"
     )
     _add_job_args(p, with_input=False)
-    p.add_argument(  # replaces the shared --mode: evaluate is one step, so there is nothing to resume
+    p.add_argument(  # replaces the shared --mode: evaluate is one step, so there is nothing partial to resume
         "--mode",
         choices=["resume", "overwrite", "error_if_exists"],
-        help="output.mode: resume (default) and overwrite both recompute and replace edc.md, edc.csv, edc.png and "
-        "_froq/manifest.json (evaluate is one step; overwrite deletes the earlier files first); error_if_exists "
-        "refuses an output that already holds them",
+        help="output.mode: resume (default) does nothing when the output holds the finished evaluation of the "
+        "same config and annotations, and otherwise recomputes and replaces edc.md, edc.csv, edc.png and _froq/ "
+        "(evaluate is one step); overwrite deletes the earlier files first; error_if_exists refuses an output "
+        "that already holds them",
     )
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
     p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")

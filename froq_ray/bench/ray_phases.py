@@ -111,7 +111,7 @@ class AnnotatePhase:
             "images_per_second": round(self.images_per_second, 1),
             "streaming_images_per_second": round(self.streaming_images_per_second, 1),
             "counts_by_status": self.manifest["counts_by_status"],
-            "scoring": self.manifest["scoring"],
+            "scoring": self.manifest["results"]["scoring"],
             **self.resources.to_dict(),
         }
 
@@ -132,10 +132,15 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
         manifest = run_annotate(cfg, force=True)
         seconds = time.perf_counter() - started
     counts = manifest["counts_by_status"]
-    images = manifest["this_run"]["rows"]
+    images = manifest["results"]["this_run"]["rows"]
     if counts.get("ok", 0) != images:
         raise RuntimeError(f"phase {name}: not every row was scored: {counts}")
     assert monitor.result is not None
     return AnnotatePhase(
-        name, images, seconds, float(manifest["this_run"]["images_per_second"]), monitor.result, manifest
+        name,
+        images,
+        seconds,
+        float(manifest["results"]["this_run"]["images_per_second"]),
+        monitor.result,
+        manifest,
     )

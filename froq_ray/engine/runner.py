@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,19 +28,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, digest_payload, resolved_dict
 from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
-from ..storage.run_state import (
-    RunState,
-    check_writable,
-    discard_stale_shards,
-    prepare_output,
-    record_input_digest,
-)
+from ..storage.location import Location
+from ..storage.manifest import RunManifest, utc_now
+from ..storage.output import OutputLayout, open_output
+from ..storage.run_state import RunState, discard_stale_shards, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
@@ -77,6 +72,8 @@ class PreparedJob:
     pending: list[Shard]
     list_seconds: float = 0.0
     identity_extra: dict[str, Any] = field(default_factory=dict)
+    started_at: str = field(default_factory=utc_now)
+    """When the job started (UTC, the run manifest's ``started_at``)."""
 
     @property
     def input_digest(self) -> str:
@@ -93,14 +90,23 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     return model
 
 
-def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool) -> PreparedJob:
-    """Check the output against ``output.mode``, list the inputs into it (or reuse the listing of the run being
-    resumed), cut the shards and find the pending ones."""
+def prepare_job(
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool, layout: OutputLayout
+) -> PreparedJob:
+    """Check the output against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with the job's
+    ``layout``), list the inputs into it (or reuse the listing of the run being resumed), cut the shards and
+    find the pending ones."""
+    started_at = utc_now()
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
-    check_writable(out.uri, out.storage_options)
-    state = prepare_output(
-        out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
+    state = open_output(
+        Location.of(out),
+        out.mode,
+        layout,
+        config_digest=digest,
+        inputs=(cfg.input.uri,),
+        force=force,
+        config=digest_payload(cfg, extra=extra),
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
@@ -116,7 +122,9 @@ def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force:
         len(inputs.parts),
         "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
     )
-    return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+    job = _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+    job.started_at = started_at
+    return job
 
 
 def prepare_table_job(
@@ -127,16 +135,17 @@ def prepare_table_job(
     settings: dict[str, Any],
     table: pd.DataFrame,
     force: bool,
+    layout: OutputLayout,
 ) -> PreparedJob:
     """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
-    state = prepare_output(
-        out_uri,
-        cfg.output.storage_options,
+    state = open_output(
+        Location(out_uri, dict(cfg.output.storage_options)),
         "resume",
-        digest,
-        input_digest(table),
-        force,
+        layout,
+        config_digest=digest,
+        input_digest=input_digest(table),
+        force=force,
         config=settings,
         listing=table,
     )
@@ -308,58 +317,45 @@ def run_shards(
     )
 
 
-def software_versions() -> dict[str, str]:
-    import pyarrow
-    import ray
-    import torch
-
-    return {
-        "froq_ray": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pandas": pd.__version__,
-    }
-
-
-def base_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> dict:
-    """The run manifest's common part: config, versions, model, inputs, shards, counts, stage seconds."""
+def scoring_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> RunManifest:
+    """The run manifest of a scoring job (:class:`~froq_ray.storage.manifest.RunManifest`): the common header
+    (counts over every shard of the output, this run's stage seconds) and ``results``: model, input, shards,
+    this run's rows, seconds and counts, resumed / forced. The job adds its own entries to ``results``."""
     rate = result.rows_written / result.seconds if result.seconds > 0 else 0.0
-    return {
-        "job": job.cfg.job,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": resolved_dict(job.cfg),
-        "config_digest": job.config_digest,
-        "versions": software_versions(),
-        "model": {
-            **job.model.identity(),
-            "model_id": job.model.model_id,
-            "weights_path": job.model.weights_path,
+    return RunManifest(
+        job=job.cfg.job,
+        started_at=job.started_at,
+        config=resolved_dict(job.cfg),
+        config_digest=job.config_digest,
+        counts_by_status=total_counts,
+        stage_seconds=result.stage_seconds,
+        results={
+            "model": {
+                **job.model.identity(),
+                "model_id": job.model.model_id,
+                "weights_path": job.model.weights_path,
+            },
+            "input": {
+                "uri": job.cfg.input.uri,
+                "images": job.inputs.total_rows,
+                "digest": job.input_digest,
+                **job.inputs.summary,
+            },
+            "shards": {
+                "total": len(job.shards),
+                "written_this_run": result.shards_written,
+                "resumed_from_earlier_runs": len(job.shards) - len(job.pending),
+            },
+            "this_run": {
+                "rows": result.rows_written,
+                "seconds": round(result.seconds, 3),
+                "images_per_second": round(rate, 2),
+                "counts_by_status": result.counts,
+            },
+            "resumed": job.state.resumed,
+            "forced": job.state.forced,
         },
-        "input": {
-            "uri": job.cfg.input.uri,
-            "images": job.inputs.total_rows,
-            "digest": job.input_digest,
-            **job.inputs.summary,
-        },
-        "shards": {
-            "total": len(job.shards),
-            "written_this_run": result.shards_written,
-            "resumed_from_earlier_runs": len(job.shards) - len(job.pending),
-        },
-        "counts_by_status": total_counts,
-        "this_run": {
-            "rows": result.rows_written,
-            "seconds": round(result.seconds, 3),
-            "images_per_second": round(rate, 2),
-            "counts_by_status": result.counts,
-            "stage_seconds": result.stage_seconds,
-        },
-        "resumed": job.state.resumed,
-        "forced": job.state.forced,
-    }
+    )
 
 
 def total_counts(job: PreparedJob, result: RunResult) -> dict[str, int]:
@@ -385,15 +381,17 @@ def nothing_to_do(job: PreparedJob) -> bool:
 
 
 def summary_lines(manifest: dict, quality: np.ndarray) -> list[str]:
-    run = manifest["this_run"]
+    """Log lines summing up a written scoring manifest (:func:`scoring_manifest`, as written)."""
+    results = manifest["results"]
+    run = results["this_run"]
     lines = [
         (
-            f"summary: {manifest['input']['images']:,} inputs in {manifest['shards']['total']} shard(s); "
-            f"this run wrote {run['rows']:,} rows in {manifest['shards']['written_this_run']} shard(s) "
+            f"summary: {results['input']['images']:,} inputs in {results['shards']['total']} shard(s); "
+            f"this run wrote {run['rows']:,} rows in {results['shards']['written_this_run']} shard(s) "
             f"at {run['images_per_second']:,.1f} images/s"
         ),
         "summary: worker seconds by stage (this run): "
-        + ", ".join(f"{k}={v:,.1f}" for k, v in run.get("stage_seconds", {}).items()),
+        + ", ".join(f"{k}={v:,.1f}" for k, v in manifest["stage_seconds"].items()),
         "summary: counts by status: "
         + ", ".join(f"{k}={v:,}" for k, v in manifest["counts_by_status"].items()),
     ]

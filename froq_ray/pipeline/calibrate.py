@@ -8,16 +8,17 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .. import status as st
 from ..config import CalibrateJob
 from ..engine.modes import MODES
 from ..engine.runner import (
     RunResult,
-    base_manifest,
     load_job_model,
     prepare_job,
     run_shards,
+    scoring_manifest,
     scoring_stage_config,
     summary_lines,
     total_counts,
@@ -26,9 +27,12 @@ from ..errors import UserError
 from ..quality.artifact import CalibrationSetDigest
 from ..quality.calibration import NORMS_KEY, PSEUDO_LABEL_KEY, build_artifact, calibration_layers
 from ..quality.perturbations import PerturbationSettings
-from ..storage.fs import join_uri, open_fs
+from ..storage.annotations import annotation_files, list_matrix, read_table
+from ..storage.fs import join_uri
+from ..storage.location import Location
 from ..storage.manifest import write_manifest
-from ..storage.shards import PART_RE, STATE_DIR
+from ..storage.output import OutputLayout
+from ..storage.shards import STATE_DIR
 from .artifacts import write_artifact
 
 log = logging.getLogger("froq_ray")
@@ -37,6 +41,9 @@ ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
 """The artifact, relative to the output folder: in ``_froq/`` with the bookkeeping, so that every Parquet reader
 reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
+
+OUTPUT = OutputLayout("calibrate", shards=True)
+"""What calibrate owns in its output folder: the shards and the ``_froq/`` records (the artifact included)."""
 
 MODE = MODES["calibrate"]
 """The calibrate job's scoring mode: pseudo-label components + a fixed-size list of every candidate layer's norm
@@ -48,23 +55,31 @@ class CalibrationInputError(UserError, ValueError):
 
 
 def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The ok rows of every shard of the output, sorted by path."""
-    fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
-    fs.invalidate_cache(path)  # the parts were written by worker tasks, not through this (caching) client
-    parts = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(p.rsplit("/", 1)[-1]))
-    frames = []
-    for part in parts:
-        with fs.open(part, "rb") as f:
-            frames.append(pd.read_parquet(f, columns=["path", "status", PSEUDO_LABEL_KEY, NORMS_KEY]))
-    table = pd.concat(frames, ignore_index=True).sort_values("path", kind="mergesort")
-    ok = table[table["status"] == st.OK]
-    if len(ok) < 3:
+    """The ok rows of every shard of the output, sorted by path: their paths, and float32 ``layer_norms``
+    ``(N, n_layers)`` and ``pseudo_label`` ``(N,)``. Raises :class:`CalibrationInputError` with fewer than 3."""
+    columns = ["path", "status", PSEUDO_LABEL_KEY, NORMS_KEY]
+    files = annotation_files([cfg.output.uri], cfg.output.storage_options, error=CalibrationInputError)
+    table = pa.concat_tables([read_table(f, columns, error=CalibrationInputError) for f in files])
+    table = table.take(
+        pa.array(np.argsort(table.column("path").to_numpy(zero_copy_only=False), kind="stable"))
+    )
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    ok = table.filter(pa.array(status == st.OK))
+    if ok.num_rows < 3:
+        counts = pd.Series(status).value_counts().to_dict()
         raise CalibrationInputError(
-            f"calibration needs at least 3 decodable images, got {len(ok)} "
-            f"(row statuses in {cfg.output.uri}: {table['status'].value_counts().to_dict()})"
+            f"calibration needs at least 3 decodable images, got {ok.num_rows} "
+            f"(row statuses in {cfg.output.uri}: {counts})"
         )
-    norms = np.stack(ok[NORMS_KEY].to_numpy()).astype(np.float32).reshape(len(ok), n_layers)
-    return list(ok["path"]), {NORMS_KEY: norms, PSEUDO_LABEL_KEY: ok[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
+    norms = list_matrix(ok.column(NORMS_KEY))
+    if norms.shape[1] != n_layers:
+        raise CalibrationInputError(
+            f"{cfg.output.uri}: {NORMS_KEY} holds {norms.shape[1]} layer(s), the model has {n_layers} candidates"
+        )
+    return ok.column("path").to_pylist(), {
+        NORMS_KEY: norms,
+        PSEUDO_LABEL_KEY: ok.column(PSEUDO_LABEL_KEY).to_numpy(zero_copy_only=False).astype(np.float32),
+    }
 
 
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
@@ -73,7 +88,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     layers, calls = calibration_layers(model)
     layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
     extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, extra, force, OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,
@@ -118,8 +133,8 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         artifact_uri,
         artifact.calibration_id,
     )
-    manifest = base_manifest(job, result, total_counts(job, result))
-    manifest["calibration"] = {
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results["calibration"] = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,
         "selected_layers": artifact.selected_layers,
@@ -128,7 +143,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest, result.quality):
+    written = write_manifest(Location.of(cfg.output), manifest)
+    for line in summary_lines(written, result.quality):
         log.info(line)
-    return manifest
+    return written

@@ -36,12 +36,15 @@ from ..engine.runner import RunResult, prepare_table_job, run_shards, total_coun
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
+from ..storage.output import OutputLayout
 from .distill_inputs import Teacher
 
 log = logging.getLogger("froq_ray")
 
 FOLDER = "self_training"
 IMAGES = "_images"  # "_": like _froq/, skipped by pandas / pyarrow; polars and duckdb glob *.parquet
+OUTPUT = OutputLayout("self_training", files=(IMAGES,), shards=True)
+"""What the self-training copies own in ``<output>/self_training``: shards, ``_froq/`` records, the PNGs."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ def run_self_training(
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
     job = prepare_table_job(
-        cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force
+        cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force, OUTPUT
     )
     pending = job.pending
     log.info(

@@ -98,6 +98,9 @@ class RunState:
     """True when an earlier run of the same config and input is being continued."""
     forced: bool = False
     """True when a digest mismatch was overridden with ``force``."""
+    finished: bool = False
+    """True when ``resume`` found a finished run (manifest written) of the same config and input; set by
+    :func:`froq_ray.storage.output.open_output`."""
 
     @property
     def completed(self) -> frozenset[int]:
@@ -120,8 +123,11 @@ def prepare_output(
     force: bool = False,
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
+    job: str | None = None,
 ) -> RunState:
     """Check the output location against ``mode``, clean what must go, write ``_froq/run.json``; see module doc.
+    Jobs call it through :func:`froq_ray.storage.output.open_output` (the one output lifecycle), which adds the
+    checks every job shares; ``job`` is recorded in ``run.json``.
 
     ``config``: the JSON-able settings ``config_digest`` was computed from (recorded with every
     ``storage_options`` mapping redacted, so a refusal can name the keys that changed); ``listing``: the input
@@ -140,6 +146,7 @@ def prepare_output(
     fs.invalidate_cache(state_dir)
     names, state_names = list_names(fs, path), list_names(fs, state_dir)
     run_info: dict[str, Any] = {
+        **({"job": job} if job is not None else {}),
         "config_digest": config_digest,
         "input_digest": input_digest,
         "schema_version": SCHEMA_VERSION,

@@ -75,7 +75,7 @@ def test_annotate_lists_every_image_once_and_reports_skips(
     by_path = dict(zip(out["path"], out["quality"]))
     assert by_path[latin1] == pytest.approx(by_path[f"{root}/P/a.jpg"], rel=1e-5)  # the same bytes
 
-    manifest = read_json_uri(f"{out_uri}/_froq/manifest.json")
+    manifest = read_json_uri(f"{out_uri}/_froq/manifest.json")["results"]
     assert manifest["input"]["images"] == 4
     assert manifest["input"]["source"] == "folder" and manifest["input"]["files_seen"] == 6
     assert manifest["input"]["followed_links"] == 1 and manifest["input"]["duplicates"] == 0

@@ -61,7 +61,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     }
     artifact = read_json_uri(s3.uri("cal", "_froq/calibration.json"), s3.storage_options)
     assert artifact["selected_layers"] and artifact["calibration_set"]["size"] == len(images)
-    assert artifact["model"]["weights_sha256"] == cal_manifest["model"]["weights_sha256"]
+    assert artifact["model"]["weights_sha256"] == cal_manifest["results"]["model"]["weights_sha256"]
     per_image = read_output(s3.uri("cal"), s3.storage_options)
     assert len(per_image) == n_inputs
     ok = per_image[per_image["status"] == st.OK]
@@ -111,6 +111,6 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     }
     assert run_job("evaluate", write_config(tmp_path, "ev", ev)) == 0
     report = read_json_uri(s3.uri("eval", "_froq/manifest.json"), s3.storage_options)
-    assert report["images"] == len(images) and report["rows_not_ok"] == len(BAD_FILES)
-    assert report["results"][0]["n_genuine"] == 8  # 8 identities x 1 pair
+    assert report["results"]["images"] == len(images) and report["results"]["rows_not_ok"] == len(BAD_FILES)
+    assert report["results"]["edc"][0]["n_genuine"] == 8  # 8 identities x 1 pair
     assert fs.info(f"{s3.bucket}/eval/edc.png")["size"] > 1000

@@ -124,7 +124,7 @@ def test_plan_prints_the_schema_the_run_writes(runs, mode):
         assert read_metadata(written)["froq_ray.score_kind"] == SCORE_KINDS[mode]
     assert plan["output quality"].startswith(SCORE_KINDS[mode] + " ")
 
-    manifest = read_manifest(str(out))
+    manifest = read_manifest(str(out))["results"]
     names = [name for name, _, _ in planned]
     if mode == "calibrate":
         n_layers = len(manifest["calibration"]["layer_norms_columns"])
