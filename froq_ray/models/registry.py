@@ -38,7 +38,7 @@ def register_model(
 
 def _ensure_families_imported() -> None:
     # Importing the family modules fills the registry.
-    from . import families  # noqa: F401
+    from . import families  # noqa: F401 - importing it registers every family
 
 
 def available_models() -> dict[str, RegistryEntry]:

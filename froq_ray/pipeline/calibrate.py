@@ -63,7 +63,7 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
             f"calibration needs at least 3 decodable images, got {len(ok)} "
             f"(row statuses in {cfg.output.uri}: {table['status'].value_counts().to_dict()})"
         )
-    norms = np.stack(ok[NORMS_KEY].to_numpy()).astype(np.float32).reshape(len(ok), n_layers)
+    norms = np.stack(ok[NORMS_KEY].to_list()).astype(np.float32).reshape(len(ok), n_layers)
     return list(ok["path"]), {NORMS_KEY: norms, PSEUDO_LABEL_KEY: ok[PSEUDO_LABEL_KEY].to_numpy(np.float32)}
 
 

@@ -123,7 +123,7 @@ def open_distill_output(
     return state
 
 
-def finished_card(cfg: DistillJob, state: RunState, cfg_digest: str) -> dict[str, Any] | None:
+def finished_card(state: RunState, cfg_digest: str) -> dict[str, Any] | None:
     """The card of a finished run of this very config in the output (resume only; the manifest, written
     after the card, must be there too), else None."""
     if not state.resumed or state.forced:
@@ -272,8 +272,8 @@ def train_settings(cfg: DistillJob, n_train: int, scaler: TargetScaler) -> Train
         weight_decay=t.weight_decay,
         loss=t.loss.model_dump(),
         seed=t.seed,
-        target_mean=scaler.mean,
-        target_std=scaler.std,
+        target_mean=scaler.params()[0],
+        target_std=scaler.params()[1],
         shuffle_buffer_rows=t.shuffle_buffer_rows,
     )
 
@@ -374,7 +374,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     state = open_distill_output(
         cfg, cfg_digest, data_digest, force, tuple(rows.files), config=digest_payload(cfg, extra)
     )
-    done = finished_card(cfg, state, cfg_digest)
+    done = finished_card(state, cfg_digest)
     if done is not None:
         log.info(
             "the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",
@@ -424,7 +424,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
             unreadable,
         )
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
-    student.set_target_scale(scaler.mean, scaler.std)
+    student.set_target_scale(*scaler.params())
     student.eval()
     card = save_student_artifact(
         cfg.output.uri,

@@ -17,6 +17,7 @@ import logging
 import posixpath
 import tempfile
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -57,8 +58,8 @@ def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
 
     Refused in every mode (:class:`OutputStateError`): an output that holds another job's run (shards,
     ``_froq/run.json``, markers, or a ``_froq/manifest.json`` of another job; or the same files of the older
-    layout beside the parts), which the evaluation's ``_froq/manifest.json`` would overwrite. With ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing
-    ``evaluate.plot`` file).
+    layout beside the parts), which the evaluation's ``_froq/manifest.json`` would overwrite. With
+    ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing ``evaluate.plot`` file).
     """
     out = cfg.output
     fs, path = open_fs(out.uri, out.storage_options)
@@ -96,7 +97,7 @@ def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ annotations
 
 
-def _annotation_files(cfg: EvaluateJob) -> tuple[object, list[str]]:
+def _annotation_files(cfg: EvaluateJob) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     ev = cfg.evaluate
     check_reachable(ev.annotations, ev.storage_options)
     fs, path = open_fs(ev.annotations, ev.storage_options)
@@ -248,7 +249,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     identities = identities_of(ok, cfg)
     check_pairs(identities)
     qualities = _quality_arrays(ok, cfg)
-    embeddings = np.stack(ok[EMBEDDING].to_numpy()).astype(np.float32)
+    embeddings = np.stack(ok[EMBEDDING].to_list()).astype(np.float32)
     log.info(
         "evaluating %d quality column(s) on %d images of %d identities (%d rows not ok skipped)",
         len(qualities),

@@ -45,6 +45,7 @@ import posixpath
 import re
 import stat
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ from ..errors import UserError
 from .fs import folder_name, is_absolute_uri, is_local_fs, local_name, open_fs, parent_uri, to_uri
 
 log = logging.getLogger("froq_ray")
+
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -138,7 +140,7 @@ class ListingCounts:
                 cfg.uri,
                 self.duplicates,
             )
-        if self.beyond_limit:
+        if self.beyond_limit and cfg.limit is not None:  # rows are dropped only by a limit
             log.info(
                 "inputs from %s: input.limit=%d keeps %d of %d",
                 cfg.uri,
@@ -267,7 +269,7 @@ def split_by_extension(
     return paths, skips.result()
 
 
-def filter_extensions(found: list[str], extensions: list[str], skips: _Skips) -> list[str]:
+def filter_extensions(found: list[str], extensions: Sequence[str], skips: _Skips) -> list[str]:
     """The paths of ``found`` that end with one of ``extensions``; the others are counted in ``skips``."""
     paths = []
     for path in found:
@@ -304,7 +306,7 @@ def rows_digest(paths, identities) -> str:
     """sha256 (hex) over ``f"{path}\\t{identity or ''}\\n"`` per row, in order, UTF-8 with surrogate escapes
     (see :func:`input_digest`); ``identities`` may hold None or NaN for a missing identity."""
     h = hashlib.sha256()
-    for path, identity in zip(paths, identities):
+    for path, identity in zip(paths, identities, strict=True):
         ident = (
             "" if identity is None or (isinstance(identity, float) and pd.isna(identity)) else str(identity)
         )
@@ -343,7 +345,7 @@ def _source_kind(cfg: InputConfig, fs, root: str) -> str:
     raise InputListingError(f"input {cfg.uri}: does not exist")
 
 
-def _keep(path: str, extensions: list[str]) -> bool:
+def _keep(path: str, extensions: Sequence[str]) -> bool:
     return path.lower().endswith(tuple(extensions))
 
 
@@ -435,14 +437,11 @@ def _from_manifest(cfg: InputConfig, fs, path: str) -> tuple[pd.DataFrame, int]:
     """(table of unique paths, number of duplicate rows merged)."""
     with fs.open(path, "rb") as f:
         raw = f.read()
-    if path.lower().endswith(".parquet"):
-        rows = _read_parquet(cfg, raw)
-    else:
-        rows = _read_csv(cfg, raw)
+    rows = _read_parquet(cfg, raw) if path.lower().endswith(".parquet") else _read_csv(cfg, raw)
     if not rows:
         raise InputListingError(f"input manifest {cfg.uri}: has no rows")
     folder = parent_uri(cfg.uri)
-    first: dict[str, tuple[int, str | None]] = {}
+    first: dict[str, tuple[str, str | None]] = {}  # resolved path -> (where, identity) of its first row
     duplicates = 0
     for where, record in rows:
         entry = record[cfg.path_column]
@@ -499,7 +498,9 @@ def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
                     f"{len(header)} (a comma inside a value needs double quotes)"
                 )
             else:
-                rows.append((f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields))))
+                rows.append(
+                    (f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields, strict=True)))
+                )
             line = reader.line_num + 1
     except csv.Error as exc:
         raise InputListingError(f"input manifest {cfg.uri}: line {reader.line_num}: {exc}") from None

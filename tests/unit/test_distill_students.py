@@ -147,7 +147,7 @@ def test_init_weights_from_an_unrelated_checkpoint_fails(tmp_path):
 def test_energy_head_reads_the_log_norm_of_every_trunk_stage(size):
     network = _seeded("mobilefacenet_student", size, options={"head_hidden": 8, "head": "energy"}).eval()
     seen = {}
-    network.energy_norm.register_forward_hook(lambda module, args, out: seen.update(inputs=args[0]))
+    network.energy_norm.register_forward_hook(lambda _module, args, _out: seen.update(inputs=args[0]))
     x = torch.randn(3, 3, size, size)
     with torch.no_grad():
         assert network(x).shape == (3,)

@@ -264,7 +264,7 @@ def test_named_modules_and_stage_sizes(model: dlib_resnet.LoadedModel) -> None:
         assert name in names
     sizes: dict[str, tuple[int, ...]] = {}
     hooks = [
-        names[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape)))
+        names[n].register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, tuple(o.shape)))
         for n in ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "fc")
     ]
     with torch.no_grad():

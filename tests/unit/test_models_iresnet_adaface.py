@@ -47,7 +47,7 @@ def bn_spec(prefix: str, channels: int, affine: bool = True) -> Spec:
 def stage_blocks(blocks: tuple[int, ...]):
     """(stage index from 1, block index, in channels, out channels) for every block."""
     in_ch = WIDTHS[0]
-    for stage, (width, count) in enumerate(zip(WIDTHS, blocks), start=1):
+    for stage, (width, count) in enumerate(zip(WIDTHS, blocks, strict=True), start=1):
         for b in range(count):
             yield stage, b, in_ch if b == 0 else width, width
         in_ch = width
@@ -240,7 +240,7 @@ def test_adaface_ir18_into_ir50_and_iresnet_into_adaface(adaface_ir18_ckpt, ires
         load_model("adaface_ir18", str(iresnet18_ckpt[0]))
 
 
-# ---------------------------------------------------------------------------------------------------- AdaFace input order
+# ------------------------------------------------------------------------------------------------ AdaFace input order
 
 
 def test_adaface_channel_orders(adaface_ir18_ckpt) -> None:

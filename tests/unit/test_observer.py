@@ -56,7 +56,7 @@ def test_in_place_modification_after_the_module_does_not_change_its_norm(model, 
     # value bn2 produced. A hook that only keeps a reference (and takes the norm after forward) is wrong.
     truth = manual_activations(model.network, x)
     kept = {}
-    handle = model.network.block.bn2.register_forward_hook(lambda m, i, o: kept.setdefault("ref", o))
+    handle = model.network.block.bn2.register_forward_hook(lambda _m, _i, o: kept.setdefault("ref", o))
     with torch.no_grad():
         model.network(x)
     handle.remove()
@@ -157,7 +157,7 @@ def test_truncated_forward_gives_same_norms_and_skips_later_modules(model, x):
     assert stop == StopPoint("block.act", 2)
     _, full, _, _ = observe(model.network, selected, x)
     later = []
-    handle = model.network.down.register_forward_hook(lambda m, i, o: later.append(1))
+    handle = model.network.down.register_forward_hook(lambda *_: later.append(1))
     try:
         out, truncated, calls, _ = observe(model.network, selected, x, stop_at=stop)
     finally:

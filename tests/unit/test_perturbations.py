@@ -146,7 +146,7 @@ def test_forward_passes_are_fused_across_images(model, x):
     per_image = 1 + 3 * 2 + 9
     assert labeler.copies_per_image((3, 16, 16)) == per_image
     sizes = []
-    handle = model.network.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    handle = model.network.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
     try:
         labeler(x)
     finally:

@@ -64,7 +64,7 @@ def test_plan_with_unreachable_input(capsys, tmp_path, closed_endpoint):
     assert line.startswith(f"froq plan: error: cannot reach s3://faces/in/ at {closed_endpoint}: ")
 
 
-def test_plan_with_unreachable_output(capsys, tmp_path, one_image_dir, closed_endpoint):
+def test_plan_with_unreachable_output(capsys, one_image_dir, closed_endpoint):
     line = one_line_failure(
         capsys,
         "plan",
@@ -151,7 +151,7 @@ def test_endpoint_never_shows_credentials_in_the_url():
     assert SECRET not in str(info.value)
 
 
-def test_reachable_locations_pass(s3):  # noqa: F811
+def test_reachable_locations_pass(s3):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     fs.pipe(s3.uri("in/a.jpg").removeprefix("s3://"), b"x")
     check_reachable(s3.uri("in"), s3.storage_options)  # a prefix
