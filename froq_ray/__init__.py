@@ -4,7 +4,7 @@ The public Python API, imported on first use so that ``import froq_ray`` stays l
 
 - :class:`froq_ray.Scorer` (:mod:`froq_ray.api`): score paths, encoded images or uint8 arrays in this process,
   no Ray; ``Scorer.load(...).score(images) -> pandas.DataFrame`` with the annotate job's columns.
-- :func:`froq_ray.ray_stage` (:mod:`froq_ray.engine.user_stage`): the same scoring as a stage for your own
+- :func:`froq_ray.ray_stage` (:mod:`froq_ray.user_stage`): the same scoring as a stage for your own
   ``ds.map_batches(**froq_ray.ray_stage(...))``.
 """
 
@@ -18,8 +18,8 @@ __all__ = ["Scorer", "ScorerSettings", "ray_stage", "RayStage", "__version__"]
 _LAZY = {
     "Scorer": "froq_ray.api",
     "ScorerSettings": "froq_ray.api",
-    "ray_stage": "froq_ray.engine.user_stage",
-    "RayStage": "froq_ray.engine.user_stage",
+    "ray_stage": "froq_ray.user_stage",
+    "RayStage": "froq_ray.user_stage",
 }
 
 

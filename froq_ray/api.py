@@ -14,7 +14,7 @@ in ``froq`` mode, the model and calibration checked as the job checks them) and 
 (:func:`froq_ray.engine.write.shard_table`). So ``score`` returns exactly the columns, dtypes, values and statuses
 of ``pandas.read_parquet`` on an annotate output of the same images, and a bad image is a row with its
 ``status`` and ``error``, never an exception. Nothing here imports Ray; for a stage in your own Ray Data
-pipeline see :func:`froq_ray.ray_stage` (:mod:`froq_ray.engine.user_stage`).
+pipeline see :func:`froq_ray.ray_stage` (:mod:`froq_ray.user_stage`).
 """
 
 from __future__ import annotations

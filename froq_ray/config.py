@@ -5,9 +5,9 @@ as a :class:`ConfigError` whose message names the full dotted key, e.g.
 ``output.mod: unknown key (did you mean 'mode'?)`` or ``resources.actors: must be >= 1``.
 
 One model per job (``calibrate``, ``annotate``, ``evaluate``, ``filter``, ``distill``) built from shared
-sections; the top-level ``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``, ``calibration.artifact``,
-``output.uri``, ``evaluate.*`` paths) are resolved against the current working directory when the config is
-validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
+sections; the top-level ``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``,
+``calibration.artifact``, ``output.uri``, ``evaluate.*`` paths) are resolved against the current working
+directory when the config is validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
 ``../shared/data/...`` meaning "relative to where I run the command", the repository root).
 
 :func:`config_digest` hashes only what changes the results (never resources, progress interval, output
@@ -268,7 +268,10 @@ class ResourcesConfig(Section):
     @property
     def actor_range(self) -> tuple[int, int]:
         """``(min, max)`` scoring actors."""
-        return (self.actors, self.actors) if isinstance(self.actors, int) else tuple(self.actors)
+        if isinstance(self.actors, int):
+            return (self.actors, self.actors)
+        low, high = self.actors
+        return (low, high)
 
     @model_validator(mode="after")
     def _cuda_needs_a_gpu(self) -> ResourcesConfig:
@@ -686,7 +689,9 @@ def config_from_dict(
         )
     cls = JOB_CLASSES[job]
     try:
-        return cls.model_validate({**data, "job": job})
+        validated = cls.model_validate({**data, "job": job})
+        assert isinstance(validated, JobConfig)  # every JOB_CLASSES value is a member of JobConfig
+        return validated
     except ValidationError as exc:
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
 

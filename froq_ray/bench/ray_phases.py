@@ -86,7 +86,9 @@ def annotate_config(
             "shard_size": resources.ray_batch_size,
         },
     }
-    return config_from_dict(data, expected_job="annotate")
+    job = config_from_dict(data, expected_job="annotate")
+    assert isinstance(job, AnnotateJob)  # expected_job="annotate" refuses any other job
+    return job
 
 
 @dataclass

@@ -73,7 +73,7 @@ class Variant:
         return "+".join(parts)
 
 
-def default_variants(device: str, with_bf16: bool, with_compile: bool) -> list[Variant]:
+def default_variants(with_bf16: bool, with_compile: bool) -> list[Variant]:
     """fp32 NCHW first (the baseline every gain is relative to), then the speed options one by one."""
     low = "bf16" if with_bf16 else "fp32"
     variants = [Variant(), Variant(memory_format="channels_last")]
@@ -147,7 +147,8 @@ def time_variant(
         seconds = time.perf_counter() - started
     finally:
         scorer.close()
-        model.network.to(memory_format=torch.contiguous_format)
+        # Module.to takes memory_format at runtime; torch's type overloads omit it
+        model.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return VariantResult(
         variant, len(crops), seconds, result.quality, scorer.memory_format, scorer.compiled, peak

@@ -187,7 +187,7 @@ def run_scorer_phases(
 ) -> tuple[list[VariantResult], dict[str, float]]:
     with_bf16 = device == "cuda" or s.bf16_on_cpu
     results = []
-    for variant in default_variants(device, with_bf16, s.compile):
+    for variant in default_variants(with_bf16, s.compile):
         result = time_variant(model, artifact, crops, variant, device, model_batch_size)
         log.info("scorer %s: %.1f images/s", variant.name, result.images_per_second)
         results.append(result)

@@ -152,8 +152,11 @@ class CentreIndex:
         own = self.table.index_of(identities)
         ccs, notes = leave_one_out_ccs(unit, own, self.table)
         nnccs, nearest = nearest_other_centre(unit, own, self.centres, self.block_rows, self.block_centres)
-        notes[(nearest < 0) & np.equal(notes, None)] = NOTE_NO_OTHER_IDENTITY
-        names = np.where(nearest >= 0, self.table.identities[np.maximum(nearest, 0)], None).astype(object)
+        no_note = np.array([note is None for note in notes], dtype=bool)
+        notes[(nearest < 0) & no_note] = NOTE_NO_OTHER_IDENTITY
+        found = nearest >= 0
+        names = np.full(len(nearest), None, dtype=object)
+        names[found] = self.table.identities[nearest[found]]
         counts = np.where(own >= 0, self.table.counts[np.maximum(own, 0)], 0)
         return ChunkScores(
             ccs=ccs,

@@ -77,7 +77,10 @@ SCHEMA = pa.schema([pa.field("path", pa.string(), nullable=False), pa.field("ide
 @dataclass(frozen=True)
 class InputPart:
     """One Parquet part in :data:`INPUTS_DIR`: its file name, its row count and :func:`table_digest` of its
-    rows (sha256 hex over ``f"{path}\\t{identity or ''}\\n"`` per row, UTF-8 with surrogate escapes)."""
+    rows (sha256 hex over ``f"{path}\\t{identity or ''}\\n"`` per row, UTF-8 with surrogate escapes).
+
+    ``name``: ``str`` file name inside :data:`INPUTS_DIR` (no folder); ``rows``: ``int`` >= 0; ``digest``:
+    64 hex characters. Frozen value object; reading the part (:func:`read_range`) raises, not this class."""
 
     name: str
     rows: int
@@ -86,7 +89,12 @@ class InputPart:
 
 @dataclass(frozen=True)
 class InputRange:
-    """Rows ``[start, stop)`` of part ``part``; they are the global rows ``[row0, row0 + stop - start)``."""
+    """Rows ``[start, stop)`` of part ``part``; they are the global rows ``[row0, row0 + stop - start)``.
+
+    ``part``: the :class:`InputPart` file name; ``start``/``stop``: ``int`` row offsets inside that part
+    (``0 <= start <= stop <= part.rows``); ``row0``: ``int`` global index of its first row. One range is one
+    output shard (:meth:`InputsPlan.ranges`). Frozen; :func:`read_range` raises ``ValueError`` when the
+    part holds fewer rows than ``stop``."""
 
     part: str
     start: int

@@ -55,12 +55,22 @@ STAGES = ("list", "read", "decode", "score", "write")
 
 
 class NoProgressError(UserError, RuntimeError):
-    """No shard finished within the no-progress timeout (e.g. a node was lost and none replaced it)."""
+    """No shard finished within the no-progress timeout (e.g. a node was lost and none replaced it).
+
+    Its message names the timeout (``resources.no_progress_timeout_s``) and what to check; completed shards
+    stay, so a re-run resumes. A :class:`~froq_ray.errors.UserError` (one line, exit status 2)."""
 
 
 @dataclass
 class PreparedJob:
-    """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts)."""
+    """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts).
+
+    ``cfg``: the validated job config; ``model``: the driver's loaded model (for the schema and ids);
+    ``config_digest``: sha256 hex of the result-relevant config; ``state``: the output's run state (markers of
+    finished shards); ``inputs``: the listing plan; ``ranges``/``shards``: one :class:`InputRange` and one
+    :class:`Shard` per output shard, in order; ``pending``: the shards still to write; ``list_seconds``: wall
+    seconds of the listing; ``identity_extra``: job-specific values recorded in the run identity. Built by
+    :func:`prepare_job`, which raises (output state, listing errors); the object itself does not."""
 
     cfg: ModelJob
     model: LoadedModel
@@ -232,6 +242,13 @@ def scoring_stage_config(
 
 @dataclass
 class RunResult:
+    """What :func:`run_shards` reports for the shards it wrote in this run (finished shards of an earlier run
+    are not included).
+
+    ``counts``: rows per status; ``rows_written``/``shards_written``: ``int``; ``seconds``: wall seconds since
+    the run's progress started; ``quality``: float64 (K,), the sample described below; ``stage_seconds``:
+    worker seconds per stage of :data:`STAGES` (summed over shards). A plain record; raises nothing."""
+
     counts: dict[str, int]
     rows_written: int
     shards_written: int

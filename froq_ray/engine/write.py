@@ -31,13 +31,22 @@ QUALITY_SAMPLE = 33
 
 
 class ShardAssemblyError(RuntimeError):
-    """A shard reached the write stage in pieces or with rows missing (an engine bug, never data loss)."""
+    """A shard reached the write stage in pieces or with rows missing (an engine bug, never data loss).
+
+    Raised by :func:`write_shards` before that shard is written; the message names the shard, its rows and
+    the first rows found. A ``RuntimeError``, not a user error: the run fails and a re-run redoes the shard."""
 
 
 @dataclass(frozen=True)
 class WriteStageConfig:
     """Where and how a write task commits shards. ``schema_ipc``: the output schema (with its key-value
-    metadata) serialised, since a ``pa.Schema`` is what the parts must match exactly."""
+    metadata) serialised, since a ``pa.Schema`` is what the parts must match exactly.
+
+    ``out_uri``/``storage_options``: the output location; ``constants``: string columns with one value per run
+    (model id, calibration id, ...), filled into every row; ``num_cpus``: Ray CPUs per write task. Frozen and
+    picklable. :func:`write_shards` raises :class:`ShardAssemblyError` for an incomplete shard (before that
+    shard is written), what :func:`~froq_ray.storage.schema.to_table` raises for columns that do not fit the
+    schema, and the filesystem's errors."""
 
     out_uri: str
     storage_options: dict[str, Any]

@@ -86,7 +86,7 @@ class BasicBlockIR(nn.Module):
 def build_body(units_per_stage: tuple[int, int, int, int]) -> nn.Sequential:
     units: list[nn.Module] = []
     in_ch = STAGE_WIDTHS[0]
-    for width, count in zip(STAGE_WIDTHS, units_per_stage):
+    for width, count in zip(STAGE_WIDTHS, units_per_stage, strict=True):
         for i in range(count):
             units.append(BasicBlockIR(in_ch, width, 2 if i == 0 else 1))
             in_ch = width

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -140,7 +140,11 @@ def checkpoint_model(
     )
 
 
-def freeze(network: nn.Module) -> nn.Module:
+_Network = TypeVar("_Network", bound=nn.Module)
+
+
+def freeze(network: _Network) -> _Network:
+    """``network`` in eval mode with every parameter's ``requires_grad`` off (the same object, returned)."""
     network.eval()
     for p in network.parameters():
         p.requires_grad_(False)

@@ -77,6 +77,11 @@ def make_stage(in_ch: int, out_ch: int, blocks: int) -> nn.Sequential:
 class IResNet(nn.Module):
     """112x112 input in [-1, 1] -> 512-d embedding (not unit length)."""
 
+    layer1: nn.Sequential  # the four stages, added by name in __init__ (upstream's module names)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self, blocks_per_stage: tuple[int, int, int, int], embedding_size: int = EMBEDDING_SIZE
     ) -> None:
@@ -85,7 +90,7 @@ class IResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=1e-5)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
         in_ch = STAGE_WIDTHS[0]
-        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage), start=1):
+        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage, strict=True), start=1):
             self.add_module(f"layer{index}", make_stage(in_ch, width, blocks))
             in_ch = width
         self.bn2 = nn.BatchNorm2d(in_ch, eps=1e-5)

@@ -9,7 +9,9 @@ from typing import Any
 
 from .base import LoadedModel, ModelLoadError
 
-Factory = Callable[[str | None, dict[str, Any]], LoadedModel]
+Factory = Callable[[Any, dict[str, Any]], LoadedModel]
+"""``factory(weights, options)``: ``weights`` is a path (``str``) for a model registered with ``needs_weights``
+(:func:`load_model` refuses a missing one before calling), ``str | None`` otherwise."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def register_model(
 
 def _ensure_families_imported() -> None:
     # Importing the family modules fills the registry.
-    from . import families  # noqa: F401
+    from . import families  # noqa: F401 - importing it registers every family
 
 
 def available_models() -> dict[str, RegistryEntry]:

@@ -265,8 +265,8 @@ def train_settings(cfg: DistillJob, n_train: int, scaler: TargetScaler) -> Train
         weight_decay=t.weight_decay,
         loss=t.loss.model_dump(),
         seed=t.seed,
-        target_mean=scaler.mean,
-        target_std=scaler.std,
+        target_mean=scaler.params()[0],
+        target_std=scaler.params()[1],
         shuffle_buffer_rows=t.shuffle_buffer_rows,
     )
 
@@ -422,7 +422,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
             unreadable,
         )
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
-    student.set_target_scale(scaler.mean, scaler.std)
+    student.set_target_scale(*scaler.params())
     student.eval()
     clock = time.perf_counter()
     card = save_student_artifact(

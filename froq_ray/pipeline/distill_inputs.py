@@ -140,6 +140,13 @@ class Teacher:
     def calibration_id(self) -> str | None:
         return self.artifact.calibration_id if self.artifact else None
 
+    def scoring(self) -> tuple[LoadedModel, str]:
+        """``(model, scoring mode)`` of a teacher that computes the target; raises ``ValueError`` for one that
+        does not (only such a teacher can label self-training copies)."""
+        if self.model is None or self.mode is None:
+            raise ValueError("this teacher does not compute the target (no model / scoring mode loaded)")
+        return self.model, self.mode
+
     def card(self) -> dict[str, Any]:
         if self.model is None:
             return {"computes_target": False}
@@ -224,7 +231,7 @@ def split_table(table: pd.DataFrame, cfg: DistillJob) -> pd.DataFrame:
 def rows_digest(frame: pd.DataFrame, columns: list[str]) -> str:
     """sha256 (hex) of the given columns, row by row in order (floats by their exact repr)."""
     h = hashlib.sha256()
-    for values in zip(*(frame[c].tolist() for c in columns)):
+    for values in zip(*(frame[c].tolist() for c in columns), strict=True):
         h.update(
             (
                 "\t".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values)

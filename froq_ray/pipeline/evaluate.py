@@ -67,7 +67,8 @@ class EvaluationInputError(UserError, ValueError):
 
 def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[AnnotationFile]) -> RunState:
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
-    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time). ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
+    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
+    ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
     :class:`OutputStateError`."""
     out = cfg.output
     if out.mode == "error_if_exists" and plot_uri != join_uri(out.uri, "edc.png"):

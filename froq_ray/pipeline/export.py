@@ -359,7 +359,8 @@ def _refuse_foreign_files(fs, root: str, owned: set[str], out_uri: str) -> None:
         foreign.append(rel)
     if foreign:
         raise OutputStateError(
-            f"output {out_uri} holds {len(foreign)} file(s) that froq export did not write (e.g. {sorted(foreign)[0]}): "
+            f"output {out_uri} holds {len(foreign)} file(s) that froq export did not write "
+            f"(e.g. {sorted(foreign)[0]}): "
             "export into an empty or earlier export folder"
         )
 

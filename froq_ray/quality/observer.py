@@ -173,7 +173,7 @@ class NormObserver:
         self._order = []
 
     def _make_hook(self, name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             tensor = first_tensor(output)
             if tensor is None:
                 return

@@ -54,10 +54,10 @@ MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2, "fp16": 1e-2}  # relative, on a check batch
 
 
-def resolve_memory_format(requested: str, device: torch.device | str) -> str:
+def resolve_memory_format(requested: str) -> str:
     """``auto`` -> ``channels_last`` (faster on CUDA and on oneDNN CPUs alike for the zoo's CNNs; a network
     for which it is not equivalent falls back in :func:`apply_memory_format`); other names are checked and
-    kept. ``device`` is accepted so the rule may depend on it."""
+    kept. Raises ``ValueError`` for a name not in :data:`MEMORY_FORMATS`."""
     if requested not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {list(MEMORY_FORMATS)}, got {requested!r}")
     return "channels_last" if requested == "auto" else requested
@@ -82,7 +82,8 @@ def apply_memory_format(network: nn.Module, memory_format: str, sample: torch.Te
     with torch.inference_mode():
         reference = as_embedding(network(sample))
         try:
-            network.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at runtime; torch's type overloads omit it
+            network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             candidate = as_embedding(network(sample.contiguous(memory_format=torch.channels_last)))
             error = _relative_difference(candidate, reference)
         except Exception as exc:  # noqa: BLE001 - a layout is an optimisation: any failure falls back
@@ -91,7 +92,8 @@ def apply_memory_format(network: nn.Module, memory_format: str, sample: torch.Te
             reason = f"relative difference {error:.2e} on the check batch"
     if error <= CHECK_TOLERANCE["fp32"]:
         return memory_format
-    network.to(memory_format=torch.contiguous_format)
+    # Module.to takes memory_format at runtime; torch's type overloads omit it
+    network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     log.warning("channels_last not used for %s (%s); running NCHW", type(network).__name__, reason)
     return "contiguous"
 
@@ -169,9 +171,7 @@ class FroqScorer:
             sample = torch.zeros(1, 3, size, size, device=self.device)
             self.stop_at = probe_stop_point(self.network, self.layers, sample)
         check = check_batch(size, self.device)
-        self.memory_format = apply_memory_format(
-            self.network, resolve_memory_format(memory_format, self.device), check
-        )
+        self.memory_format = apply_memory_format(self.network, resolve_memory_format(memory_format), check)
         self._compiled: Callable[..., Any] | None = None
         self._persistent: NormObserver | None = None
         if compile:

@@ -27,7 +27,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -281,12 +281,13 @@ def discard_stale_shards(
 
     ``bounds``: shard index -> ``(start, stop)`` rows of the plan. A marker of an index outside the plan or with
     other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``), made from another
-    input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
+    input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a
+    part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
     ``state.markers``. Returns how many files were deleted. Without this, a forced resume under a new shard
     layout would keep old parts beside new ones, and rows would appear twice."""
     fs, path = state.fs, state.path
     fs.invalidate_cache(path)
-    parts = [n for n in list_names(fs, path) if PART_RE.match(n)]
+    parts = {n: int(m.group(1)) for n in list_names(fs, path) if (m := PART_RE.match(n))}  # name -> index
     keep = {
         i: m
         for i, m in state.markers.items()
@@ -295,7 +296,7 @@ def discard_stale_shards(
         and (inputs_digest is None or m.get("inputs_digest") == inputs_digest)
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
-    stale_parts = [n for n in parts if int(PART_RE.match(n).group(1)) not in keep]
+    stale_parts = [n for n, i in parts.items() if i not in keep]
     _delete(fs, path, stale_parts, stale_markers)
     state.markers = keep
     return len(stale_markers) + len(stale_parts)
@@ -353,10 +354,13 @@ def _input_change(state: RunState, stored: Mapping[str, Any], listing: pd.DataFr
         return f"{count} before, {len(listing)} now" if count is not None else ""
     with state.fs.open(path, "rb") as f:
         before = pq.read_table(f).to_pydict()
-    old = list(zip(before["path"], before["identity"]))
-    new = list(zip(text_values(listing["path"], "path"), text_values(listing["identity"], "identity")))
+    old = list(zip(before["path"], before["identity"], strict=True))
+    new = list(
+        zip(text_values(listing["path"], "path"), text_values(listing["identity"], "identity"), strict=True)
+    )
     head = f"{len(old)} before, {len(new)} now"
-    for i, (a, b) in enumerate(zip(old, new)):
+    # strict=False: the two listings may differ in length; the first extra row is reported after the loop
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
         if a != b:
             return f"{head}; first difference at row {i}: {_row(a)} before, {_row(b)} now"
     if len(old) != len(new):
@@ -366,7 +370,7 @@ def _input_change(state: RunState, stored: Mapping[str, Any], listing: pd.DataFr
     return head
 
 
-def _row(row: tuple[str, str | None]) -> str:
+def _row(row: tuple[str | None, str | None]) -> str:
     path, identity = row
     return f"{path} (identity {identity!r})" if identity is not None else f"{path} (no identity)"
 
@@ -403,7 +407,9 @@ def _owned_state(name: str) -> bool:
     return name in STATE_FILES or any(pattern.match(name) for pattern in (MARKER_RE, _TEMP_RE))
 
 
-def _delete(fs: fsspec.AbstractFileSystem, path: str, names: list[str], state_names: list[str] = ()) -> None:
+def _delete(
+    fs: fsspec.AbstractFileSystem, path: str, names: Sequence[str], state_names: Sequence[str] = ()
+) -> None:
     # Markers first, so an interrupted delete never leaves a marker whose part is gone.
     state_dir = f"{path}/{STATE_DIR}"
     marker_first = sorted(state_names, key=lambda n: (not MARKER_RE.match(n), n))

@@ -48,7 +48,7 @@ def teacher_sections(mobilefacenet_pt) -> dict:
 
 
 @pytest.fixture(scope="module")
-def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
+def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):  # noqa: ARG001 - requested for its side effect: the local Ray cluster
     """An annotate output over 100 LFW-dev faces + 3 bad files, and a second annotation file with one ok row
     whose image is missing (it fails to read in training) and one without a quality."""
     root = tmp_path_factory.mktemp("distill")

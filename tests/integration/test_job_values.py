@@ -79,7 +79,7 @@ def crops(faces) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def calibrated(ray_cluster, faces, mobilefacenet_pt) -> tuple[Path, Path]:
+def calibrated(ray_cluster, faces, mobilefacenet_pt) -> tuple[Path, Path]:  # noqa: ARG001 - requested for its side effect: the Ray cluster
     """The calibrate job's output folder and the artifact it wrote (as its manifest names it)."""
     root, _ = faces
     cfg = job_config("calibrate", root / "in", root / "cal", mobilefacenet_pt)

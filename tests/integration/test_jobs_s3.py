@@ -45,7 +45,8 @@ def s3_config(job: str, s3, mobilefacenet_pt, input_uri: str, output_uri: str, *
 
 
 @pytest.mark.timeout(600)  # three jobs in a row, over the local S3 server
-def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt, tmp_path):
+@pytest.mark.usefixtures("ray_cluster")
+def test_calibrate_annotate_evaluate_over_s3(s3, lfw_dev_dir, mobilefacenet_pt, tmp_path):
     fs = s3.filesystem()
     images = lfw_sample(lfw_dev_dir, identities=8, per_identity=2)
     n_inputs = put_inputs(lambda rel, data: fs.pipe(f"{s3.bucket}/in/{rel}", data), images)
@@ -82,7 +83,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     out = read_output(s3.uri("ann"), s3.storage_options)
     assert len(out) == n_inputs and out["path"].is_unique
     bad = out[out["path"].str.contains("Bad_Inputs")]
-    assert {p.rsplit("/", 1)[-1]: s for p, s in zip(bad["path"], bad["status"])} == {
+    assert {p.rsplit("/", 1)[-1]: s for p, s in zip(bad["path"], bad["status"], strict=True)} == {
         name.split("/")[1]: status for name, status in BAD_FILES.items()
     }
     assert bad["error"].str.len().min() > 0 and bad["quality"].isna().all() and bad["embedding"].isna().all()

@@ -100,7 +100,7 @@ def planned_fields(text: str) -> list[tuple[str, str, bool]]:
 
 
 @pytest.fixture(scope="module")
-def runs(ray_cluster, work, inputs, mobilefacenet_pt, student_dir):
+def runs(ray_cluster, work, inputs, mobilefacenet_pt, student_dir):  # noqa: ARG001 - requested for its side effect: the Ray cluster
     """Per mode: plan's output, then the real job's output folder (calibrate first: froq reads its artifact)."""
     done = {}
     for mode in ["calibrate", "froq", "pseudo_label", "student"]:

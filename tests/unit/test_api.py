@@ -195,7 +195,7 @@ def test_import_and_score_never_import_ray(faces):
 
 
 def test_ray_stage_is_the_map_batches_arguments():
-    from froq_ray.engine.user_stage import ScorerActor
+    from froq_ray.user_stage import ScorerActor
 
     stage = froq_ray.ray_stage(device="cuda", concurrency=(1, 4), batch_size=64, model_batch_size=32)
     assert dict(stage) == {
@@ -222,7 +222,7 @@ def test_ray_stage_is_the_map_batches_arguments():
     ],
 )
 def test_ray_stage_refuses_bad_settings_on_the_driver(kwargs, error, message):
-    from froq_ray.engine import user_stage
+    from froq_ray import user_stage
 
     cls = getattr(user_stage, error) if error != "ConfigError" else ConfigError
     with pytest.raises(cls, match=message):

@@ -65,7 +65,7 @@ def test_annotate_config_per_phase(tmp_path):
 
 
 def test_variants_and_rank_agreement():
-    names = [v.name for v in default_variants("cuda", with_bf16=True, with_compile=True)]
+    names = [v.name for v in default_variants(with_bf16=True, with_compile=True)]
     assert names == [
         "fp32+nchw",
         "fp32+channels_last",
@@ -74,7 +74,7 @@ def test_variants_and_rank_agreement():
         "bf16+channels_last+quality_only",
         "bf16+channels_last+compiled",
     ]
-    assert [v.name for v in default_variants("cpu", False, False)] == [
+    assert [v.name for v in default_variants(False, False)] == [
         "fp32+nchw",
         "fp32+channels_last",
         "fp32+channels_last+quality_only",
@@ -142,7 +142,7 @@ def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
     assert (
         reference["images"] == 20 and reference["num_workers"] == 0 and reference["peak_host_rss_mib"] > 100
     )
-    assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants("cpu", False, False)]
+    assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants(False, False)]
     assert all(v == pytest.approx(1.0, abs=1e-6) for v in result["spearman_vs_fp32"].values())
     assert result["ray"] == [] and result["headline"] == {}
     text = table(result)

@@ -306,6 +306,8 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(capsys, monkeypatch):
 def test_endpoint_never_shows_credentials_in_the_url():
     options = {"endpoint_url": f"https://user:{SECRET}@s3.example.org:9000/"}
     assert endpoint_of("s3://b/k", options) == "https://s3.example.org:9000/"
+    # user info but no host name (a typo) used to raise TypeError instead of naming the endpoint
+    assert endpoint_of("s3://b/k", {"endpoint_url": f"http://user:{SECRET}@:9000"}) == "http://:9000"
     with pytest.raises(StorageUnreachableError) as info:
         check_reachable("s3://b/k", {"endpoint_url": f"http://user:{SECRET}@127.0.0.1:1"})
     assert SECRET not in str(info.value)

@@ -87,7 +87,7 @@ def test_filter_job_end_to_end(tmp_path: Path):
 
     keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
     assert keep["path"].tolist() == rows["path"].tolist()  # every input row, in input order
-    reason = dict(zip(keep["path"], keep["reason"]))
+    reason = dict(zip(keep["path"], keep["reason"], strict=True))
     assert reason["/faces/A/09.jpg"] == "corrupt" and not keep["keep"].iloc[9]
     assert reason["/faces/A/04.jpg"] == "label_noise" and keep["nearest_identity"].iloc[4] == "B"
     assert (

@@ -57,7 +57,7 @@ def _student(arch: str, size: int, seed: int = 0, head: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory, one_torch_thread):  # noqa: ARG001  (a module fixture: runs on one thread)
+def saved(tmp_path_factory, one_torch_thread):  # noqa: ARG001 - requested for its side effect: one torch thread
     """Every (arch, size) saved once: {case: (folder, network, card)}."""
     out = {}
     for case in CASES:

@@ -202,9 +202,8 @@ def decoded(pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(MODES))
-def test_each_runner_fills_exactly_the_columns_its_schema_adds(
-    name, model, student_dir, monkeypatch, one_torch_thread
-):
+@pytest.mark.usefixtures("one_torch_thread")
+def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, student_dir, monkeypatch):
     mode = MODES[name]
     kw = {}
     if name == "froq":
@@ -217,7 +216,7 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(
     if (
         name != "student"
     ):  # the student is loaded by its mode from the artifact; the FR modes get the tiny model
-        monkeypatch.setattr(stages, "load_scoring_model", lambda c: model)
+        monkeypatch.setattr(stages, "load_scoring_model", lambda _cfg: model)
     stage = ScoringStage(cfg)
     size = stage.model.contract.size
     out = arrow_to_columns(stage(decoded(random_crops(5, size, seed=3))))

@@ -78,7 +78,7 @@ def brute_force_edc(emb: np.ndarray, ids: list[str], q: np.ndarray, fmr: Fractio
     sim = [float(unit[i] @ unit[j]) for i, j in pairs]
     gen = [ids[i] == ids[j] for i, j in pairs]
     pq_ = [min(float(q[i]), float(q[j])) for i, j in pairs]
-    impostors = sorted((s for s, g in zip(sim, gen) if not g), reverse=True)
+    impostors = sorted((s for s, g in zip(sim, gen, strict=True) if not g), reverse=True)
     k = int(fmr * len(impostors))  # floor: accept at most k impostors
     tau = np.nextafter(impostors[k], np.inf)
     order = sorted(range(len(pairs)), key=lambda p: pq_[p])  # Python's sort is stable

@@ -248,7 +248,7 @@ def test_adaface_ir18_into_ir50_and_iresnet_into_adaface(adaface_ir18_ckpt, ires
         load_model("adaface_ir18", str(iresnet18_ckpt[0]))
 
 
-# ---------------------------------------------------------------------------------------------------- AdaFace input order
+# ------------------------------------------------------------------------------------------------ AdaFace input order
 
 
 def test_adaface_channel_orders(adaface_ir18_ckpt) -> None:

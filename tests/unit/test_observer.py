@@ -156,7 +156,7 @@ def test_truncated_forward_gives_same_norms_and_skips_later_modules(model, x):
     assert stop == StopPoint("block.act", 2)
     _, full, _, _ = observe(model.network, selected, x)
     later = []
-    handle = model.network.down.register_forward_hook(lambda _m, _i, _o: later.append(1))
+    handle = model.network.down.register_forward_hook(lambda *_: later.append(1))
     try:
         out, truncated, calls, _ = observe(model.network, selected, x, stop_at=stop)
     finally:

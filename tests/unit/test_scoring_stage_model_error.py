@@ -31,8 +31,8 @@ def artifact(model):
 
 
 @pytest.fixture
-def stage(model, artifact, monkeypatch, one_torch_thread):
-    monkeypatch.setattr(stages, "load_scoring_model", lambda cfg: model)
+def stage(model, artifact, monkeypatch, one_torch_thread):  # noqa: ARG001 - requested for its side effect: one torch thread
+    monkeypatch.setattr(stages, "load_scoring_model", lambda _cfg: model)
     cfg = ScoringStageConfig(
         mode="froq",
         model_name=model.name,

@@ -146,7 +146,7 @@ def test_check_writable_probe(out):
     assert list_names(state.fs, f"{state.path}/_froq") == ["run.json"]
 
 
-def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811
+def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811 - the s3 fixture imported above
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(OutputStateError, match=f"output {blocker}/out is not writable"):

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from ..errors import UserError
+from .errors import UserError
 
 
 class RayStageError(UserError, ValueError):
@@ -41,7 +41,7 @@ class ScorerActor:
         identity_column: str | None = None,
         name_column: str | None = None,
     ) -> None:
-        from ..api import Scorer, ScorerSettings
+        from .api import Scorer, ScorerSettings
 
         self.scorer = Scorer(ScorerSettings.model_validate(scorer))
         self.input_column = input_column
@@ -130,7 +130,7 @@ def ray_stage(
     one, as Ray hides the others); ``num_cpus`` per actor; ``concurrency``: actors, a count or ``(min, max)``.
     Raises :class:`~froq_ray.config.ConfigError` for a bad scorer setting and :class:`RayStageError` for a bad
     resource, naming it. Nothing is loaded or started here: each actor loads the model when Ray creates it."""
-    from ..api import scorer_settings
+    from .api import scorer_settings
 
     settings = scorer_settings(
         model=model,
@@ -150,14 +150,13 @@ def ray_stage(
         raise RayStageError("device='cuda' needs num_gpus > 0 (Ray hides GPUs from actors that reserve none)")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise RayStageError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
-    pair = isinstance(concurrency, (tuple, list)) and len(concurrency) == 2
-    values = list(concurrency) if pair else [concurrency]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values) or (
-        pair and values[1] < values[0]
-    ):
+    values: list[object] = list(concurrency) if isinstance(concurrency, (tuple, list)) else [concurrency]
+    counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 1]
+    if len(counts) != len(values) or len(counts) not in (1, 2) or counts != sorted(counts):
         raise RayStageError(
             f"concurrency must be a count >= 1 or (min, max) with min <= max (got {concurrency!r})"
         )
+    pair = isinstance(concurrency, (tuple, list))
     return RayStage(
         fn=ScorerActor,
         fn_constructor_kwargs={
@@ -168,7 +167,7 @@ def ray_stage(
         },
         num_cpus=float(num_cpus),
         num_gpus=gpus,
-        concurrency=tuple(values) if pair else values[0],
+        concurrency=(counts[0], counts[1]) if pair else counts[0],
         batch_size=batch_size,
     )
 
