@@ -214,6 +214,13 @@ class FroqScorer:
             self._persistent.__exit__(None, None, None)
         self._persistent = self._compiled = None
 
+    def _combine(self, norms: torch.Tensor) -> torch.Tensor:
+        """Per-layer norms -> quality: (L, N) float32, rows in ``artifact.selected_layers`` order -> (N,)
+        float32. FROQ's quality is the mean over the selected layers. Every scoring path (the eager hooked
+        pass, a frozen observed graph) combines its norms here, so a method that weighs the layers differently
+        changes this one method."""
+        return norms.mean(dim=0)
+
     def _score_chunk(
         self, observer: NormObserver, x: torch.Tensor, compiled: Callable[..., Any] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -225,7 +232,7 @@ class FroqScorer:
             raise RuntimeError(
                 f"selected layers produced no output in this forward pass: {', '.join(missing)}"
             )
-        quality = torch.stack([norms[name] for name in self.layers]).mean(dim=0)
+        quality = self._combine(torch.stack([norms[name] for name in self.layers]))
         embedding = None if output is None else as_embedding(output)
         return quality, embedding
 
