@@ -212,6 +212,7 @@ def scoring_stage_config(
         precision=cfg.scoring.precision,
         quality_only=cfg.scoring.quality_only,
         write_embedding=cfg.scoring.write_embedding,
+        graph=cfg.scoring.graph,
         model_batch_size=r.model_batch_size,
         perturbation=cfg.scoring.perturbation.model_dump(),
         candidate_layers=candidate_layers,
@@ -230,6 +231,8 @@ class RunResult:
     quality: np.ndarray
     """A sample of this run's qualities (evenly spaced order statistics of every shard), for the summary."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    graphs: list[str] = field(default_factory=list)
+    """The observed graphs the scoring actors reported for this run's shards (``mode: froq``), sorted."""
 
 
 def run_shards(
@@ -276,7 +279,7 @@ def run_shards(
     progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
     counts: Counter[str] = Counter()
     seconds = dict.fromkeys(STAGES, 0.0)
-    samples, written = [], 0
+    samples, written, graphs = [], 0, set()
     with scoring_context(timeout, r.headroom_cpus):
         ds = scoring_dataset(items, read, stage, write, between, r.max_tasks_in_flight_per_actor)
         try:
@@ -287,6 +290,7 @@ def run_shards(
                 for name in STAGES[1:]:
                     seconds[name] += float(record[f"seconds_{name}"])
                 samples.extend(json.loads(record["quality_sample"]))
+                graphs.update(json.loads(record["graphs"]))
                 written += 1
         except Exception as exc:
             error = no_progress_error(exc, timeout)
@@ -305,6 +309,7 @@ def run_shards(
         progress.elapsed(),
         np.asarray(samples),
         {k: round(v, 3) for k, v in seconds.items()},
+        sorted(graphs),
     )
 
 

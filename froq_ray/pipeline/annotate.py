@@ -66,7 +66,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "quality_only": cfg.scoring.quality_only,
         "columns": [f.name for f in schema],
         "embedding": EMBEDDING in schema.names,
-        **scoring_settings(stage),
+        **scoring_settings(stage, result.graphs),
     }
     write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
     for line in summary_lines(manifest, result.quality):

@@ -11,6 +11,12 @@ layouts on the CPU). Two uses share one check-and-fallback (:func:`frozen_module
 A frozen graph is kept only if it reproduces the eager module on a check batch of ANOTHER size than the one
 it was traced with (a trace can bake the batch size into a shape; the last batch of a shard is smaller).
 When tracing or freezing fails, or the outputs differ, one log line says why and the caller runs eagerly.
+
+What a trace cannot keep: Python control flow on tensor VALUES (``if x.max() > t``, a Python-level check that
+raises on some inputs) is recorded as the branch the trace batch took. The check batch catches it only when
+it takes another branch; the registry's backbones have no such flow (batch-size and shape branches, e.g.
+:class:`~froq_ray.models.onnx_model.PerImageNetwork`'s loop over the batch, are caught by the check's other
+batch size). A network with value-dependent flow must be scored with ``graph: eager``.
 """
 
 from __future__ import annotations
