@@ -36,6 +36,7 @@ from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
 from ..storage.run_state import (
+    OutputStateError,
     RunState,
     check_writable,
     discard_stale_shards,
@@ -93,30 +94,90 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     return model
 
 
-def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool) -> PreparedJob:
+def prepare_job(
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool, dry_run: bool = False
+) -> PreparedJob:
     """Check the output against ``output.mode``, list the inputs into it (or reuse the listing of the run being
-    resumed), cut the shards and find the pending ones."""
+    resumed), cut the shards and find the pending ones.
+
+    ``dry_run`` (``froq plan``): the same decisions, writing and deleting nothing: the same refusals
+    (:class:`~froq_ray.storage.run_state.OutputStateError`), the stored listing when the run would reuse it
+    (then Ray is not started), else the input listed by the same Ray tasks, which return only counts and
+    digests (:func:`~froq_ray.engine.inputs.materialize_inputs`); the shards a resume would keep."""
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
     check_writable(out.uri, out.storage_options)
     state = prepare_output(
-        out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
+        out.uri,
+        out.storage_options,
+        out.mode,
+        digest,
+        None,
+        force,
+        config=digest_payload(cfg, extra=extra),
+        dry_run=dry_run,
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
     if not reuse:
         ensure_ray(cfg.resources)
     started = time.perf_counter()
-    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse)
+    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse, dry_run=dry_run)
     list_seconds = 0.0 if reuse else time.perf_counter() - started
-    record_input_digest(state, inputs.digest, force)
+    record_input_digest(state, inputs.digest, force, dry_run=dry_run)
     log.info(
         "inputs: %d images in %d part(s) (%s)",
         inputs.total_rows,
         len(inputs.parts),
         "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
     )
-    return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+    return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run)
+
+
+@dataclass
+class PlannedRun:
+    """What a run of a job would do (``froq plan``), decided by the run's own functions.
+
+    ``inputs``: the listing's plan (the stored one when the run would reuse it, else counted by the listing
+    tasks); ``shards``: how many shards the run cuts from it; ``job``: the dry-run :class:`PreparedJob`, None
+    when the run would be refused; ``refusal``: the run's refusal message (its first line, then detail lines).
+    """
+
+    inputs: InputsPlan
+    shards: int
+    job: PreparedJob | None = None
+    refusal: str | None = None
+
+    def decision(self) -> str:
+        """One line: ``refused: <reason>``, ``new run: M shard(s) to write`` (``output.mode`` overwrite says that
+        the earlier files go first), ``resume: N of M shard(s) done, K to write`` (``--force`` says so) or
+        ``nothing to do: all M shard(s) done``."""
+        if self.job is None:
+            return f"refused: {str(self.refusal).splitlines()[0]}"
+        state, total = self.job.state, self.shards
+        todo = len(self.job.pending)
+        if state.resumed:
+            forced = " (--force: resuming although the run record differs)" if state.forced else ""
+            if not todo:
+                return f"nothing to do: all {total} shard(s) done{forced}"
+            return f"resume: {total - todo} of {total} shard(s) done, {todo} to write{forced}"
+        earlier = " (output.mode overwrite: what an earlier run wrote there is deleted first)"
+        return f"new run: {total} shard(s) to write{earlier if state.mode == 'overwrite' else ''}"
+
+
+def plan_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool = False) -> PlannedRun:
+    """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_job` with
+    ``dry_run``. Where the run would be refused the refusal is returned (not raised) and the inputs are still
+    counted by the listing tasks. Starts or joins Ray only when the input has to be listed (no stored listing
+    that the run would reuse). Raises what listing raises (``InputListingError``)."""
+    try:
+        job = prepare_job(cfg, model, extra, force, dry_run=True)
+    except OutputStateError as exc:
+        ensure_ray(cfg.resources)
+        fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+        inputs = materialize_inputs(cfg.input, fs, path, reuse=False, dry_run=True)
+        return PlannedRun(inputs, len(inputs.ranges(cfg.output.shard_size)), refusal=str(exc))
+    return PlannedRun(job.inputs, len(job.shards), job)
 
 
 def prepare_table_job(
@@ -147,13 +208,18 @@ def prepare_table_job(
     return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
 
 
-def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> PreparedJob:
+def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run=False) -> PreparedJob:
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
-    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards}, inputs.digest)
+    bounds = {s.index: (s.start, s.stop) for s in shards}
+    deleted = discard_stale_shards(state, bounds, inputs.digest, dry_run=dry_run)
     if deleted:
-        log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
+        log.warning(
+            "%s %d part/marker file(s) that do not belong to this run's shards",
+            "a run would delete" if dry_run else "deleted",
+            deleted,
+        )
     pending = [s for s in shards if not _done(state.markers, s)]
     log.info(
         "%d shard(s) of up to %d rows, %d already complete",

@@ -24,6 +24,13 @@ from .artifacts import read_artifact
 log = logging.getLogger("froq_ray")
 
 
+def digest_extra(model, calibration_id: str | None) -> dict[str, str | None]:
+    """What the annotate job folds into its config digest besides the config: the weights' sha256 and the
+    calibration id (None without a calibration), so new weights or a new built-in artifact behind the same
+    config refuse a resume."""
+    return {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
+
+
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     """Run (or resume) an annotation; returns the run manifest."""
     model = load_job_model(cfg)
@@ -34,8 +41,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         else None
     )
     calibration_id = artifact.calibration_id if artifact else None
-    extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, digest_extra(model, calibration_id), force)
     if nothing_to_do(job):
         return read_manifest(cfg.output.uri, cfg.output.storage_options)
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
