@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
+    p.add_argument("--force", action="store_true", help="plan what the run with --force would do")
     sub.add_parser("models", help="list the face-recognition models in the registry")
     return parser
 
@@ -130,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         from .pipeline.plan import plan_lines
 
-        for line in plan_lines(job_config(args, args.job)):
+        for line in plan_lines(job_config(args, args.job), force=args.force):
             print(line)
         return 0
     cfg = job_config(args, args.command)

@@ -156,12 +156,15 @@ class FroqMode(ScoringMode):
             model_batch_size=cfg.model_batch_size,
             memory_format=cfg.memory_format,
             compile=cfg.compile,
+            graph=cfg.graph,
         )
+        stage.graph = scorer.graph
         log.info(
-            "scorer: %s, %s, %s%s",
+            "scorer: %s, %s, %s, %s graph%s",
             stage.device,
             cfg.precision,
             scorer.memory_format,
+            scorer.graph,
             ", compiled" if scorer.compiled else "",
         )
         embedding = self.writes_embedding(cfg)

@@ -36,7 +36,7 @@ from ..storage.listing import input_digest, source_kind
 from ..storage.location import Location
 from ..storage.manifest import RunManifest, utc_now
 from ..storage.output import OutputLayout, open_output
-from ..storage.run_state import RunState, discard_stale_shards, record_input_digest
+from ..storage.run_state import OutputStateError, RunState, discard_stale_shards, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
@@ -101,11 +101,21 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
 
 
 def prepare_job(
-    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool, layout: OutputLayout
+    cfg: ModelJob,
+    model: LoadedModel,
+    extra: dict[str, Any],
+    force: bool,
+    layout: OutputLayout,
+    dry_run: bool = False,
 ) -> PreparedJob:
     """Check the output against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with the job's
     ``layout``), list the inputs into it (or reuse the listing of the run being resumed), cut the shards and
-    find the pending ones."""
+    find the pending ones.
+
+    ``dry_run`` (``froq plan``): the same decisions, writing and deleting nothing: the same refusals
+    (:class:`~froq_ray.storage.run_state.OutputStateError`), the stored listing when the run would reuse it
+    (then Ray is not started), else the input listed by the same Ray tasks, which return only counts and
+    digests (:func:`~froq_ray.engine.inputs.materialize_inputs`); the shards a resume would keep."""
     started_at = utc_now()
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
@@ -117,24 +127,73 @@ def prepare_job(
         inputs=(cfg.input.uri,),
         force=force,
         config=digest_payload(cfg, extra=extra),
+        dry_run=dry_run,
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
     if not reuse:
         ensure_ray(cfg.resources)
     started = time.perf_counter()
-    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse)
+    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse, dry_run=dry_run)
     list_seconds = 0.0 if reuse else time.perf_counter() - started
-    record_input_digest(state, inputs.digest, force)
+    record_input_digest(state, inputs.digest, force, dry_run=dry_run)
     log.info(
         "inputs: %d images in %d part(s) (%s)",
         inputs.total_rows,
         len(inputs.parts),
         "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
     )
-    job = _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+    job = _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run)
     job.started_at = started_at
     return job
+
+
+@dataclass
+class PlannedRun:
+    """What a run of a job would do (``froq plan``), decided by the run's own functions.
+
+    ``inputs``: the listing's plan (the stored one when the run would reuse it, else counted by the listing
+    tasks); ``shards``: how many shards the run cuts from it; ``job``: the dry-run :class:`PreparedJob`, None
+    when the run would be refused; ``refusal``: the run's refusal message (its first line, then detail lines).
+    """
+
+    inputs: InputsPlan
+    shards: int
+    job: PreparedJob | None = None
+    refusal: str | None = None
+
+    def decision(self) -> str:
+        """One line: ``refused: <reason>``, ``new run: M shard(s) to write`` (``output.mode`` overwrite says that
+        the earlier files go first), ``resume: N of M shard(s) done, K to write`` (``--force`` says so) or
+        ``nothing to do: all M shard(s) done``."""
+        if self.job is None:
+            return f"refused: {str(self.refusal).splitlines()[0]}"
+        state, total = self.job.state, self.shards
+        todo = len(self.job.pending)
+        if state.resumed:
+            forced = " (--force: resuming although the run record differs)" if state.forced else ""
+            if not todo:
+                return f"nothing to do: all {total} shard(s) done{forced}"
+            return f"resume: {total - todo} of {total} shard(s) done, {todo} to write{forced}"
+        earlier = " (output.mode overwrite: what an earlier run wrote there is deleted first)"
+        return f"new run: {total} shard(s) to write{earlier if state.mode == 'overwrite' else ''}"
+
+
+def plan_job(
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], layout: OutputLayout, force: bool = False
+) -> PlannedRun:
+    """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_job` with
+    ``dry_run``. Where the run would be refused the refusal is returned (not raised) and the inputs are still
+    counted by the listing tasks. Starts or joins Ray only when the input has to be listed (no stored listing
+    that the run would reuse). Raises what listing raises (``InputListingError``)."""
+    try:
+        job = prepare_job(cfg, model, extra, force, layout, dry_run=True)
+    except OutputStateError as exc:
+        ensure_ray(cfg.resources)
+        fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+        inputs = materialize_inputs(cfg.input, fs, path, reuse=False, dry_run=True)
+        return PlannedRun(inputs, len(inputs.ranges(cfg.output.shard_size)), refusal=str(exc))
+    return PlannedRun(job.inputs, len(job.shards), job)
 
 
 def prepare_table_job(
@@ -166,13 +225,18 @@ def prepare_table_job(
     return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
 
 
-def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> PreparedJob:
+def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run=False) -> PreparedJob:
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
-    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards}, inputs.digest)
+    bounds = {s.index: (s.start, s.stop) for s in shards}
+    deleted = discard_stale_shards(state, bounds, inputs.digest, dry_run=dry_run)
     if deleted:
-        log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
+        log.warning(
+            "%s %d part/marker file(s) that do not belong to this run's shards",
+            "a run would delete" if dry_run else "deleted",
+            deleted,
+        )
     pending = [s for s in shards if not _done(state.markers, s)]
     log.info(
         "%d shard(s) of up to %d rows, %d already complete",
@@ -231,6 +295,7 @@ def scoring_stage_config(
         precision=cfg.scoring.precision,
         quality_only=cfg.scoring.quality_only,
         write_embedding=cfg.scoring.write_embedding,
+        graph=cfg.scoring.graph,
         model_batch_size=r.model_batch_size,
         perturbation=cfg.scoring.perturbation.model_dump(),
         candidate_layers=candidate_layers,
@@ -256,6 +321,8 @@ class RunResult:
     quality: np.ndarray
     """A sample of this run's qualities (evenly spaced order statistics of every shard), for the summary."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    graphs: list[str] = field(default_factory=list)
+    """The observed graphs the scoring actors reported for this run's shards (``mode: froq``), sorted."""
 
 
 def run_shards(
@@ -302,7 +369,7 @@ def run_shards(
     progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
     counts: Counter[str] = Counter()
     seconds = dict.fromkeys(STAGES, 0.0)
-    samples, written = [], 0
+    samples, written, graphs = [], 0, set()
     with scoring_context(timeout, r.headroom_cpus):
         ds = scoring_dataset(items, read, stage, write, between, r.max_tasks_in_flight_per_actor)
         try:
@@ -313,6 +380,7 @@ def run_shards(
                 for name in STAGES[1:]:
                     seconds[name] += float(record[f"seconds_{name}"])
                 samples.extend(json.loads(record["quality_sample"]))
+                graphs.update(json.loads(record["graphs"]))
                 written += 1
         except Exception as exc:
             error = no_progress_error(exc, timeout)
@@ -331,6 +399,7 @@ def run_shards(
         progress.elapsed(),
         np.asarray(samples),
         {k: round(v, 3) for k, v in seconds.items()},
+        sorted(graphs),
     )
 
 

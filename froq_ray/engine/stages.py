@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ from .. import status as st
 log = logging.getLogger(__name__)
 
 PIXELS = "pixels"
+GRAPH_COLUMN = "_graph"
+"""Per-row name of the observed graph that scored the row (``mode: froq``), summarised per shard by the write
+stage for the run manifest; not written."""
 PASSTHROUGH = ("row", "shard", "shard_start", "shard_stop", "path", "identity")
 TEXT_COLUMNS = ("path", "identity", "status", "error", "source_path", "degradation")
 """Text columns that travel between stages. Ray Data turns an all-null object column (``identity`` without an
@@ -144,6 +148,9 @@ class ScoringStageConfig:
     """``auto`` (= channels_last, NCHW where a network does not allow it) | ``channels_last`` | ``contiguous``."""
     compile: bool = False
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
+    graph: str = "auto"
+    """``mode: froq``'s observed forward pass: ``auto`` | ``frozen`` | ``eager``
+    (:func:`froq_ray.quality.scorer.resolve_graph`)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
     candidate_layers: tuple[str, ...] | None = None
     num_gpus: float = 0.0
@@ -160,15 +167,22 @@ def expected_actor_device(cfg: ScoringStageConfig) -> str:
     return cfg.device
 
 
-def scoring_settings(cfg: ScoringStageConfig) -> dict[str, Any]:
-    """The speed-relevant settings of a scoring stage, for the run manifest."""
-    from ..quality.scorer import resolve_memory_format
+def scoring_settings(cfg: ScoringStageConfig, graphs_used: Sequence[str] = ()) -> dict[str, Any]:
+    """The speed-relevant settings of a scoring stage, for the run manifest. ``graph`` (``mode: froq``; None
+    otherwise) is what the actors are set to run (``graph_requested`` resolved for their device);
+    ``graph_used`` lists the graphs the actors of this run reported (``graphs_used``: ``eager`` where the
+    frozen graph failed its check), empty when no shard was scored."""
+    from ..quality.scorer import resolve_graph, resolve_memory_format
 
     device = expected_actor_device(cfg)
+    froq = cfg.mode == "froq"
     return {
         "device": device,
         "memory_format": resolve_memory_format(cfg.memory_format),
         "compile_requested": cfg.compile,
+        "graph_requested": cfg.graph if froq else None,
+        "graph": resolve_graph(cfg.graph, device, cfg.precision, cfg.compile) if froq else None,
+        "graph_used": sorted(set(graphs_used)),
         "model_batch_size": cfg.model_batch_size,
         "transfer": "uint8 crops, pinned + non_blocking, normalised on the device"
         if device == "cuda"
@@ -210,6 +224,8 @@ class ScoringStage:
         self.device = resolve_device(cfg.device)
         self.model = load_scoring_model(cfg)
         self.model.network.to(self.device)
+        self.graph: str | None = None
+        """The observed graph this actor runs (``frozen`` / ``eager``), set by a mode that has one (froq)."""
         self._runner = self._build_runner()
         log.info("scoring stage ready: %s on %s (%s)", self.model.model_id, self.device, cfg.mode)
 
@@ -238,6 +254,8 @@ class ScoringStage:
         batch["status"], batch["error"] = status, error
         batch.update(_scatter(columns, ok, len(status)))
         batch["_t_score"] = np.full(len(status), (time.perf_counter() - started) / max(len(status), 1))
+        if self.graph is not None:
+            batch[GRAPH_COLUMN] = np.full(len(status), self.graph, dtype=object)
         return columns_to_arrow(batch)
 
     def _score(self, pixels: np.ndarray) -> dict[str, np.ndarray]:

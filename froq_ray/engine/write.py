@@ -22,7 +22,7 @@ from ..storage.fs import open_fs
 from ..storage.listing import input_digest
 from ..storage.schema import to_table
 from ..storage.shards import Shard, write_shard
-from .stages import arrow_to_columns
+from .stages import GRAPH_COLUMN, arrow_to_columns
 
 TIMING_COLUMNS = ("_t_read", "_t_decode", "_t_score")
 """Per-row shares of each block's stage seconds, carried with the rows and summed per shard here."""
@@ -76,7 +76,8 @@ class WriteStageConfig:
 def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
     """Commit every shard in ``table`` (columns ``row``, ``shard``, ``shard_start``, ``shard_stop``, the
     schema's columns, the timing columns); returns one row per shard: ``shard``, ``start``, ``stop``,
-    ``rows``, ``counts`` (JSON), ``seconds_read/decode/score/write``, ``quality_sample`` (JSON list).
+    ``rows``, ``counts`` (JSON), ``seconds_read/decode/score/write``, ``quality_sample`` (JSON list),
+    ``graphs`` (JSON list: the observed graphs that scored the shard's rows, empty for modes without one).
 
     Raises :class:`ShardAssemblyError` when a shard's rows are not exactly ``start..stop-1``."""
     columns = arrow_to_columns(table)
@@ -119,6 +120,7 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
                 "seconds_score": seconds["_t_score"],
                 "seconds_write": time.perf_counter() - started,
                 "quality_sample": json.dumps(_quality_sample(part.get("quality"))),
+                "graphs": json.dumps(sorted({str(g) for g in part.get(GRAPH_COLUMN, ()) if g is not None})),
             }
         )
     return pa.Table.from_pylist(records)

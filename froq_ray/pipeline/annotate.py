@@ -29,6 +29,13 @@ OUTPUT = OutputLayout("annotate", shards=True)
 """What annotate owns in its output folder: the shards and the ``_froq/`` records."""
 
 
+def digest_extra(model, calibration_id: str | None) -> dict[str, str | None]:
+    """What the annotate job folds into its config digest besides the config: the weights' sha256 and the
+    calibration id (None without a calibration), so new weights or a new built-in artifact behind the same
+    config refuse a resume."""
+    return {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
+
+
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     """Run (or resume) an annotation; returns the run manifest."""
     model = load_job_model(cfg)
@@ -39,8 +46,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         else None
     )
     calibration_id = artifact.calibration_id if artifact else None
-    extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
-    job = prepare_job(cfg, model, extra, force, OUTPUT)
+    job = prepare_job(cfg, model, digest_extra(model, calibration_id), force, OUTPUT)
     if nothing_to_do(job):
         return read_manifest(Location.of(cfg.output))
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
@@ -71,7 +77,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "quality_only": cfg.scoring.quality_only,
         "columns": [f.name for f in schema],
         "embedding": EMBEDDING in schema.names,
-        **scoring_settings(stage),
+        **scoring_settings(stage, result.graphs),
     }
     written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written, result.quality):

@@ -82,13 +82,21 @@ def read_observations(cfg: CalibrateJob, n_layers: int) -> tuple[list[str], dict
     }
 
 
+def digest_extra(model, layers) -> dict[str, str]:
+    """What the calibrate job folds into its config digest besides the config: the weights' sha256 and the
+    sha256 of its candidate layer names (``layers``, in order), so other weights or another network behind
+    the same config refuse a resume."""
+    return {
+        "weights_sha256": model.weights_sha256,
+        "candidate_layers": hashlib.sha256("\n".join(layers).encode()).hexdigest(),
+    }
+
+
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     model = load_job_model(cfg)
     layers, calls = calibration_layers(model)
-    layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
-    extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
-    job = prepare_job(cfg, model, extra, force, OUTPUT)
+    job = prepare_job(cfg, model, digest_extra(model, layers), force, OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,

@@ -83,6 +83,7 @@ def open_output(
     force: bool = False,
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
+    dry_run: bool = False,
 ) -> RunState:
     """Check and prepare the output folder ``location`` for a run of ``layout.job`` (module doc); returns its
     state.
@@ -91,7 +92,8 @@ def open_output(
     (``input_digest=None``: listed after this call, see
     :func:`~froq_ray.storage.run_state.record_input_digest`); ``inputs``: URIs of the input files or folders
     the output may not hold; ``config`` / ``listing``: what the digests were computed from (recorded, so a
-    refused resume names what changed). Raises :class:`~froq_ray.storage.run_state.OutputStateError` (one line
+    refused resume names what changed); ``dry_run`` (``froq plan``): the same checks and decisions, nothing
+    deleted or written. Raises :class:`~froq_ray.storage.run_state.OutputStateError` (one line
     naming the location's URI) and ``ValueError`` for an unknown ``mode``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -115,7 +117,7 @@ def open_output(
                 f"output {uri} already holds {shown} and output.mode is error_if_exists: choose another "
                 "output, or set output.mode to resume or overwrite"
             )
-    if mode == "overwrite" and present:
+    if mode == "overwrite" and present and not dry_run:
         log.info("output.mode=overwrite: deleting %s in %s", ", ".join(present), uri)
         for name in present:
             fs.rm(f"{path}/{name}", recursive=True)
@@ -131,6 +133,7 @@ def open_output(
         config=config,
         listing=listing,
         job=layout.job,
+        dry_run=dry_run,
     )
     state.finished = (
         state.resumed and not state.forced and fs.exists(f"{path}/{MANIFEST_FILE}") and mode == "resume"

@@ -124,10 +124,12 @@ def prepare_output(
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
     job: str | None = None,
+    dry_run: bool = False,
 ) -> RunState:
     """Check the output location against ``mode``, clean what must go, write ``_froq/run.json``; see module doc.
     Jobs call it through :func:`froq_ray.storage.output.open_output` (the one output lifecycle), which adds the
-    checks every job shares; ``job`` is recorded in ``run.json``.
+    checks every job shares; ``job`` is recorded in ``run.json``. ``dry_run``: the same checks and decisions (the
+    same refusals, the markers a resume keeps), but nothing is created, deleted or written (``froq plan``).
 
     ``config``: the JSON-able settings ``config_digest`` was computed from (recorded with every
     ``storage_options`` mapping redacted, so a refusal can name the keys that changed); ``listing``: the input
@@ -139,7 +141,7 @@ def prepare_output(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     fs, path = open_fs(out_uri, storage_options)
-    if is_local_fs(fs):
+    if is_local_fs(fs) and not dry_run:
         fs.makedirs(path, exist_ok=True)
     state_dir = f"{path}/{STATE_DIR}"
     fs.invalidate_cache(path)
@@ -165,13 +167,13 @@ def prepare_output(
                 f"output {out_uri} already holds {len(shards)} shard file(s) and output.mode is "
                 "error_if_exists: choose another output, or use mode resume or overwrite"
             )
-    if mode == "overwrite":
+    if mode == "overwrite" and not dry_run:
         _delete(fs, path, [n for n in names if _owned(n)], [n for n in state_names if _owned_state(n)])
         inputs_dir = f"{state_dir}/inputs"  # the listing of the run being replaced (engine.inputs.INPUTS_DIR)
         if fs.exists(inputs_dir):
             fs.rm(inputs_dir, recursive=True)
             fs.invalidate_cache(state_dir)
-    else:  # leftovers of interrupted writes
+    elif not dry_run:  # leftovers of interrupted writes
         _delete(
             fs, path, [n for n in names if _TEMP_RE.match(n)], [n for n in state_names if _TEMP_RE.match(n)]
         )
@@ -180,7 +182,7 @@ def prepare_output(
 
     if state.resumed and not state.forced:
         state.run_info = read_json(fs, f"{path}/{RUN_FILE}")
-    else:
+    elif not dry_run:
         run_info["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if listing is not None:
             write_bytes_atomic(fs, f"{path}/{INPUTS_FILE}", _listing_parquet(listing))
@@ -254,12 +256,15 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
     return problems
 
 
-def record_input_digest(state: RunState, input_digest: str, force: bool = False) -> None:
+def record_input_digest(
+    state: RunState, input_digest: str, force: bool = False, dry_run: bool = False
+) -> None:
     """Check the digest of the inputs listed for this run against the run record, then record it.
 
     A resumed run normally reuses the listing of the run it continues (same digest). The inputs are listed
     again only when that listing never finished; if the input changed meanwhile the resume is refused, as
-    :func:`prepare_output` refuses a changed config, unless ``force``. Raises :class:`OutputStateError`."""
+    :func:`prepare_output` refuses a changed config, unless ``force``. Raises :class:`OutputStateError`.
+    ``dry_run``: the check and ``state`` updated, nothing written."""
     stored = state.run_info.get("input_digest")
     if stored == input_digest:
         return
@@ -271,11 +276,15 @@ def record_input_digest(state: RunState, input_digest: str, force: bool = False)
         )
     state.forced = state.forced or stored is not None
     state.run_info = {**state.run_info, "input_digest": input_digest}
-    write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
+    if not dry_run:
+        write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
 
 
 def discard_stale_shards(
-    state: RunState, bounds: Mapping[int, tuple[int, int]], inputs_digest: str | None = None
+    state: RunState,
+    bounds: Mapping[int, tuple[int, int]],
+    inputs_digest: str | None = None,
+    dry_run: bool = False,
 ) -> int:
     """Delete every part and marker that does not belong to this run's shard plan, before it writes.
 
@@ -283,7 +292,8 @@ def discard_stale_shards(
     other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``), made from another
     input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a
     part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
-    ``state.markers``. Returns how many files were deleted. Without this, a forced resume under a new shard
+    ``state.markers``. Returns how many files were deleted (``dry_run``: would be; nothing is deleted). Without
+    this, a forced resume under a new shard
     layout would keep old parts beside new ones, and rows would appear twice."""
     fs, path = state.fs, state.path
     fs.invalidate_cache(path)
@@ -297,7 +307,8 @@ def discard_stale_shards(
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
     stale_parts = [n for n, i in parts.items() if i not in keep]
-    _delete(fs, path, stale_parts, stale_markers)
+    if not dry_run:
+        _delete(fs, path, stale_parts, stale_markers)
     state.markers = keep
     return len(stale_markers) + len(stale_parts)
 

@@ -145,3 +145,20 @@ def test_scoring_settings_for_the_manifest():
         and cpu["compile_requested"] is False
     )
     assert scoring_settings(_stage(memory_format="contiguous"))["memory_format"] == "contiguous"
+
+
+def test_scoring_settings_record_the_graph_requested_resolved_and_used():
+    cpu = scoring_settings(_stage(), ["frozen"])
+    assert (cpu["graph_requested"], cpu["graph"], cpu["graph_used"]) == ("auto", "frozen", ["frozen"])
+    gpu = scoring_settings(_stage(num_gpus=1))  # a GPU keeps eager (or compile); nothing scored yet
+    assert (gpu["graph_requested"], gpu["graph"], gpu["graph_used"]) == ("auto", "eager", [])
+    assert scoring_settings(_stage(precision="bf16"))["graph"] == "eager"
+    assert scoring_settings(_stage(compile=True))["graph"] == "eager"
+    # one actor fell back (its frozen graph failed the check), another did not: both are listed
+    mixed = scoring_settings(_stage(graph="frozen"), ["frozen", "eager", "frozen"])
+    assert (mixed["graph"], mixed["graph_used"]) == ("frozen", ["eager", "frozen"])
+    assert scoring_settings(_stage(graph="eager"))["graph"] == "eager"
+    other = scoring_settings(
+        ScoringStageConfig(mode="pseudo_label", model_name="m", model_weights=None, model_options={})
+    )
+    assert (other["graph_requested"], other["graph"], other["graph_used"]) == (None, None, [])

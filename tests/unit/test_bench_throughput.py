@@ -65,7 +65,7 @@ def test_annotate_config_per_phase(tmp_path):
 
 
 def test_variants_and_rank_agreement():
-    names = [v.name for v in default_variants(with_bf16=True, with_compile=True)]
+    names = [v.name for v in default_variants("cuda", with_bf16=True, with_compile=True)]
     assert names == [
         "fp32+nchw",
         "fp32+channels_last",
@@ -74,9 +74,11 @@ def test_variants_and_rank_agreement():
         "bf16+channels_last+quality_only",
         "bf16+channels_last+compiled",
     ]
-    assert [v.name for v in default_variants(False, False)] == [
+    assert [v.name for v in default_variants("cpu", False, False)] == [
         "fp32+nchw",
         "fp32+channels_last",
+        "fp32+channels_last+frozen",
+        "fp32+channels_last+quality_only+frozen",
         "fp32+channels_last+quality_only",
     ]
     model = tiny_fr_model(size=16)
@@ -84,15 +86,23 @@ def test_variants_and_rank_agreement():
     crops = random_crops(10, 16, seed=3)
     results = [
         time_variant(model, artifact, crops, v, "cpu", 4)
-        for v in (Variant(), Variant(memory_format="channels_last", quality_only=True))
+        for v in (
+            Variant(),
+            Variant(memory_format="channels_last", quality_only=True),
+            Variant(memory_format="channels_last", graph="frozen"),
+        )
     ]
     expected = FroqScorer(model, artifact).score(crops).quality
     for r in results:
-        np.testing.assert_allclose(r.quality, expected, rtol=1e-5)
+        np.testing.assert_allclose(r.quality, expected, rtol=1e-4)
         assert r.images == 10 and r.images_per_second > 0
     assert results[1].memory_format_used == "channels_last"
+    assert [r.to_dict()["graph_used"] for r in results] == ["eager", "eager", "frozen"]
     assert all(p.is_contiguous() for p in model.network.parameters())  # restored after the variant
-    assert rank_agreement(results) == {"fp32+channels_last+quality_only": pytest.approx(1.0)}
+    assert rank_agreement(results) == {
+        "fp32+channels_last+quality_only": pytest.approx(1.0),
+        "fp32+channels_last+frozen": pytest.approx(1.0),
+    }
     results[1].quality = -results[1].quality
     assert rank_agreement(results)["fp32+channels_last+quality_only"] == pytest.approx(-1.0)
 
@@ -142,7 +152,7 @@ def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
     assert (
         reference["images"] == 20 and reference["num_workers"] == 0 and reference["peak_host_rss_mib"] > 100
     )
-    assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants(False, False)]
+    assert [r["variant"] for r in result["scorer"]] == [v.name for v in default_variants("cpu", False, False)]
     assert all(v == pytest.approx(1.0, abs=1e-6) for v in result["spearman_vs_fp32"].values())
     assert result["ray"] == [] and result["headline"] == {}
     text = table(result)

@@ -221,28 +221,43 @@ def test_a_calibration_made_for_another_model_is_refused(
     assert not (tmp_path / "o").exists()
 
 
-def test_plan_prints_without_starting_ray(capsys, tmp_path, one_image_dir, mobilefacenet_pt):
-    code = main(
-        [
-            "plan",
-            "--input",
-            str(one_image_dir),
-            "--output",
-            str(tmp_path / "o"),
-            "--set",
-            "scoring.mode=pseudo_label",
-            "--set",
-            "model.name=mobilefacenet",
-            "--set",
-            f"model.weights={mobilefacenet_pt}",
-        ]
+def test_plan_of_a_resumable_output_counts_from_its_stored_listing_without_ray(
+    capsys, tmp_path, one_image_dir, mobilefacenet_pt
+):
+    """An output whose run record and finished input listing match the config: plan reads the stored counts
+    (no Ray, no listing: ``no_ray_started``), says the run resumes, and writes nothing."""
+    import pandas as pd
+
+    from froq_ray.config import config_digest, config_from_dict, digest_payload
+    from froq_ray.engine.inputs import inputs_from_table
+    from froq_ray.engine.runner import load_job_model
+    from froq_ray.pipeline.annotate import digest_extra
+    from froq_ray.storage.run_state import prepare_output
+
+    out = tmp_path / "o"
+    args = ["--input", str(one_image_dir), "--output", str(out)]
+    settings = ["scoring.mode=pseudo_label", "model.name=mobilefacenet", f"model.weights={mobilefacenet_pt}"]
+    cfg = config_from_dict(
+        {"job": "annotate", "input": {"uri": str(one_image_dir)}, "output": {"uri": str(out)}}, settings
     )
-    out = capsys.readouterr().out
+    extra = digest_extra(load_job_model(cfg), None)  # what the run folds in (no calibration in this mode)
+    state = prepare_output(
+        str(out), {}, "resume", config_digest(cfg, extra), None, config=digest_payload(cfg, extra)
+    )
+    image = next(one_image_dir.rglob("*.jpg"))
+    inputs_from_table(
+        pd.DataFrame({"path": [str(image)], "identity": [None]}), state.fs, state.path, reuse=False
+    )
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+    code = main(["plan", *args, *(x for s in settings for x in ("--set", s))])
+    out_text = capsys.readouterr().out
     assert code == 0
-    assert "inputs: 1 images" in out and "shards: about 1 of up to 2,048 rows" in out
-    assert "0 completion marker(s) in the output" in out
-    assert "pl_occlusion: float" in out
-    assert not (tmp_path / "o" / "_froq" / "run.json").exists()
+    assert f"inputs: 1 images from {one_image_dir} (no identities; from the stored listing" in out_text
+    assert f"output: {out} (mode resume): resume: 0 of 1 shard(s) done, 1 to write" in out_text
+    assert "shards: 1 of up to 2,048 rows" in out_text
+    assert "pl_occlusion: float" in out_text
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
 
 
 def test_every_user_facing_error_shares_one_base(capsys, monkeypatch):

@@ -14,7 +14,7 @@ from froq_ray.distill.artifact import save_student_artifact
 from froq_ray.distill.students import build_student
 from froq_ray.engine import stages
 from froq_ray.engine.modes import MODES, UnknownScoringModeError, job_scoring_mode, scoring_mode
-from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
+from froq_ray.engine.stages import GRAPH_COLUMN, PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
 from froq_ray.errors import UserError
 from froq_ray.quality.calibration import calibration_layers
 from froq_ray.storage.schema import read_metadata, schema_metadata, to_table
@@ -223,7 +223,12 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, stud
 
     schema = mode.output_schema(stage.model, cfg)
     constants = mode.constants(stage.model, "cal-1" if mode.needs_calibration else None)
-    produced = set(out) - {"row", "shard", "_t_score"}  # row bookkeeping and the score seconds (engine.write)
+    # row bookkeeping, the score seconds and the observed graph's name (engine.write summarises them per shard)
+    produced = set(out) - {"row", "shard", "_t_score", GRAPH_COLUMN}
+    if name == "froq":  # a CPU actor in fp32 runs the frozen observed graph (graph: auto)
+        assert stage.graph == "frozen" and list(out[GRAPH_COLUMN]) == ["frozen"] * 5
+    else:
+        assert stage.graph is None and GRAPH_COLUMN not in out
     assert produced | set(constants) == set(schema.names)  # nothing missing, nothing extra
     assert np.isnan(out["quality"][0]) and np.isfinite(out["quality"][1:]).all()
     if name in ("pseudo_label", "calibrate"):

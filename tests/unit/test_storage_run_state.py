@@ -383,3 +383,42 @@ def test_overwrite_removes_the_earlier_input_listing(out):
     prepare_output(uri, options, "overwrite", CFG, INP)
     state.fs.invalidate_cache()
     assert not state.fs.exists(f"{state.path}/_froq/inputs/plan.json")
+
+
+def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
+    """``froq plan``: the same refusals and kept markers as the run, no file created, deleted or written."""
+    from froq_ray.storage.run_state import discard_stale_shards, record_input_digest
+
+    uri, options = out
+    fresh_uri = str(tmp_path / "never-created") if not options else uri + "-fresh"
+    dry = prepare_output(fresh_uri, options, "resume", CFG, INP, dry_run=True)
+    assert not dry.resumed and not dry.fs.exists(dry.path)  # a fresh output is not even created
+
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    write_shards(state, [0, 1])
+    put(state, ".part-00001.parquet.tmp-" + "0" * 32)  # a leftover a run would delete
+
+    def snapshot():
+        state.fs.invalidate_cache()
+        return sorted(state.fs.find(state.path))
+
+    before = snapshot()
+    dry = prepare_output(uri, options, "resume", CFG, INP, dry_run=True)
+    assert dry.resumed and set(dry.markers) == {0, 1}
+    assert discard_stale_shards(dry, {0: (0, 1)}, dry_run=True) == 2  # shard 1's marker and part, kept
+    assert set(dry.markers) == {0}
+    record_input_digest(dry, INP, dry_run=True)
+    for mode in ("overwrite", "error_if_exists"):
+        if mode == "error_if_exists":
+            with pytest.raises(OutputStateError, match=f"output {uri} already holds 4 shard file"):
+                prepare_output(uri, options, mode, CFG, INP, dry_run=True)
+        else:
+            assert prepare_output(uri, options, mode, "d" * 64, INP, dry_run=True).markers == {}
+    with pytest.raises(OutputStateError, match="cannot resume into") as refused:
+        prepare_output(uri, options, "resume", "d" * 64, INP, dry_run=True)
+    forced = prepare_output(uri, options, "resume", "d" * 64, INP, force=True, dry_run=True)
+    assert forced.forced and forced.resumed
+    assert snapshot() == before
+    with pytest.raises(OutputStateError) as run_refused:  # the run (it removes the leftover first)
+        prepare_output(uri, options, "resume", "d" * 64, INP)
+    assert str(refused.value) == str(run_refused.value)  # the plan states the run's own reason
