@@ -139,9 +139,8 @@ def open_output(
             )
     if mode == "overwrite" and listed:
         log.info("output.mode=overwrite: deleting the %d file(s) earlier runs listed in %s", len(listed), uri)
-        for name in sorted(
-            state_names
-        ):  # markers first: an interrupted delete never leaves a marker without files
+        # markers first: an interrupted delete never leaves a marker whose files are gone
+        for name in sorted(state_names):
             if MARKER_RE.match(name):
                 fs.rm_file(f"{path}/{STATE_DIR}/{name}")
         _delete_listed(fs, path, listed)
@@ -190,12 +189,14 @@ def discard_listed_shards(state: RunState, keep: Collection[int]) -> int:
     lists = {int(m.group(1)): n for n in list_names(fs, state_dir) if (m := FILE_LIST_RE.match(n))}
     markers = read_markers(fs, path)
     undo = sorted((set(lists) | set(markers)) - set(keep))
+    kept = {n for i in keep if i in markers for n in markers[i].get("files", ())}
     for index in undo:
         named = set(markers.get(index, {}).get("files", ()))
         if index in markers:
             fs.rm_file(f"{state_dir}/{marker_name(index)}")
         if index in lists:
             named.update(read_json(fs, f"{state_dir}/{lists[index]}"))
+        named -= kept  # never a file a kept shard holds
         _delete_listed(fs, path, [n for n in sorted(named) if _lexists(fs, f"{path}/{n}")])
         if index in lists:
             fs.rm_file(f"{state_dir}/{lists[index]}")

@@ -225,7 +225,8 @@ def test_a_file_no_run_listed_is_refused_by_a_listed_layout_only(layout, mode, t
 
 def test_a_listed_shard_of_another_plan_is_undone_markers_first(tmp_path):
     """``discard_listed_shards``: shards not kept lose their marker, the files their list and marker name
-    (a link itself, never its target) and their list; kept shards and foreign ``_froq/`` files stay."""
+    (a link itself, never its target, nor a file a kept shard holds) and their list; kept shards and foreign
+    ``_froq/`` files stay."""
     layout = LAYOUTS["export"]
     out = tmp_path / "out"
     state = open_(out, "resume", layout)
@@ -238,7 +239,8 @@ def test_a_listed_shard_of_another_plan_is_undone_markers_first(tmp_path):
             (out / name).parent.mkdir(exist_ok=True)
             (out / name).symlink_to(target)
         (out / "_froq" / f"part-{index:05d}.done.json").write_text(json.dumps({"files": files}))
-    (out / "_froq" / "files-00003.json").write_text(json.dumps(["C/4.jpg"]))  # interrupted: list, no file yet
+    # an interrupted shard of another plan: its list names a file not written yet and one kept shard 0 holds
+    (out / "_froq" / "files-00003.json").write_text(json.dumps(["C/4.jpg", "A/1.jpg"]))
     (out / "_froq" / "notes.txt").write_text("mine")
     state.markers = {0: {}, 1: {}, 2: {}}
     assert discard_listed_shards(state, keep={0, 2}) == 2
