@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format", dest="export_format", choices=["folder", "parquet", "webdataset"], help="export.format"
     )
+    p.add_argument("--force", action="store_true", help="resume even though the config or keep-list changed")
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
@@ -150,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from .pipeline.export import run_export
 
-        run_export(cfg)
+        run_export(cfg, force=args.force)
     elif args.command == "filter":
         from .pipeline.filter import run_filter
 

@@ -1,7 +1,8 @@
 """The export job: the images a keep-list keeps -> identity folders, Parquet shards or WebDataset tar shards.
 
 Reads the keep-list of ``froq filter`` (``export.keep_list``: its output folder or the ``keep_list.parquet``
-file; columns ``path``, ``keep``, optional ``identity``, ``quality``), takes the rows with ``keep`` true, sorted by
+file; columns ``path``, ``keep``, optional ``identity``, ``quality``) with the one annotation reader
+(:mod:`froq_ray.storage.annotations`), takes the rows with ``keep`` true, sorted by
 path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
 
 - ``folder``: ``<identity>/<file name>`` (copies, or with ``export.link=true`` symbolic links for local sources and
@@ -16,15 +17,17 @@ path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
 
 Sources are read through fsspec (``export.storage_options``), in batches, and never written: an output that is
 a source's folder, lies inside one or holds a source is refused. A source that cannot be read (missing,
-unreadable) is skipped, counted by reason and named in the log, in ``_froq/manifest.json`` (``skipped``) and in
-``_froq/skipped.parquet``; every other kept image is exported.
+unreadable) is skipped, counted by reason and named in the log, in ``_froq/manifest.json`` (``results.skipped``,
+and ``counts_by_status``) and in ``_froq/skipped.parquet``; every other kept image is exported.
 
-Resume and output modes use :func:`froq_ray.storage.run_state.prepare_output` as the scoring jobs do: before a
-shard writes anything, ``_froq/export-NNNNN.files.json`` names the files it will write; its completion marker
-``_froq/part-NNNNN.done.json`` (files, counts, skips) comes last. ``resume`` skips shards with a marker and
-refuses a changed config or keep-list; ``overwrite`` first deletes every file an earlier export named (and only
-those); ``error_if_exists`` refuses an output an export has written to. Any mode refuses an output that holds
-files no export wrote, so nothing of yours is overwritten.
+``output.mode`` is the one output lifecycle (:func:`froq_ray.storage.output.open_output` with :data:`OUTPUT`, a
+``listed`` layout): before a shard writes anything, ``_froq/files-NNNNN.json`` names the files it will write
+(:func:`~froq_ray.storage.output.record_files`); its completion marker ``_froq/part-NNNNN.done.json`` (files,
+counts, skips) comes last. ``resume`` skips shards with a marker and refuses a changed config or keep-list
+unless ``force`` (then shards of another plan, rows or format are undone and written again); ``overwrite``
+first deletes every file an earlier export listed (and only those); ``error_if_exists`` refuses an output an
+export has written to. Any mode refuses an output that holds files no export wrote, so nothing of yours is
+overwritten.
 """
 
 from __future__ import annotations
@@ -48,34 +51,25 @@ import pyarrow.parquet as pq
 
 from ..config import ExportJob, config_digest, digest_payload, resolved_dict
 from ..errors import UserError
-from ..quality.artifact import software_versions
-from ..storage.fs import (
-    TEMP_MARK,
-    is_local_fs,
-    join_uri,
-    local_path,
-    open_fs,
-    protocol_of,
-    read_json,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from ..storage.annotations import KEEP_LIST, annotation_files, read_table
+from ..storage.fs import join_uri, local_path, open_fs, protocol_of, write_bytes_atomic, write_json_atomic
 from ..storage.listing import input_digest
-from ..storage.manifest import MANIFEST_FILE, write_manifest
+from ..storage.location import Location
+from ..storage.manifest import RunManifest, utc_now, write_manifest
+from ..storage.output import OutputLayout, discard_listed_shards, open_output, record_files
 from ..storage.reader import read_blobs
-from ..storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
+from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import text_values
-from ..storage.shards import STATE_DIR, list_names, marker_name, part_name, read_markers
-from .filter import KEEP_LIST
+from ..storage.shards import STATE_DIR, marker_name, part_name
 
 log = logging.getLogger("froq_ray")
 
-FILES_RE = re.compile(r"^export-(\d{5,})\.files\.json$")
-"""A shard's list of the files it writes (in ``_froq/``), written before any of them."""
 SKIPPED_FILE = f"{STATE_DIR}/skipped.parquet"
 CLASSES_FILE = f"{STATE_DIR}/classes.json"
-EXPORT_STATE = (SKIPPED_FILE, CLASSES_FILE)
-"""Files of ``_froq/`` this job writes besides the run state, the markers and the file lists."""
+OUTPUT = OutputLayout("export", files=(SKIPPED_FILE, CLASSES_FILE), shards=True, listed=True)
+"""The export job's output layout: its file names come from the keep-list (identity folders), so each shard
+lists them before writing (``listed``); besides those, the skip table and the class list in ``_froq/``."""
+KEEP_LIST_HINT = f"export.keep_list takes a `froq filter` output or its {KEEP_LIST}"
 NO_LABEL = -1
 READ_BATCH = 64
 """Source images read at a time (concurrently for object stores)."""
@@ -132,20 +126,20 @@ class ShardPlan:
 
 
 def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
-    """The kept rows of the keep-list at ``uri`` (a filter output folder or a Parquet file). Raises
-    :class:`ExportInputError` for a missing keep-list, a missing ``path``/``keep`` column, a ``keep`` column that
-    is not boolean or has nulls, a null or repeated kept path."""
-    fs, path = open_fs(uri, storage_options)
-    fs.invalidate_cache(path)
-    if fs.isdir(path):
-        path, uri = f"{path.rstrip('/')}/{KEEP_LIST}", join_uri(uri, KEEP_LIST)
-    if not fs.isfile(path):
-        raise ExportInputError(f"keep-list not found: {uri} (give a `froq filter` output or its {KEEP_LIST})")
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f)
-    missing = [c for c in ("path", "keep") if c not in table.column_names]
-    if missing:
-        raise ExportInputError(f"{uri}: no column(s) {missing}; a keep-list has path and keep (froq filter)")
+    """The kept rows of the keep-list at ``uri`` (a filter output folder, a Parquet file, or a glob of them,
+    read in order) through :mod:`froq_ray.storage.annotations`. Raises :class:`ExportInputError` for a
+    missing keep-list, a missing ``path``/``keep`` column, a ``keep`` column that is not boolean or has nulls,
+    a null or repeated kept path."""
+    try:
+        files = annotation_files([uri], storage_options, keep_lists=True, error=ExportInputError)
+    except ExportInputError as exc:
+        raise ExportInputError(f"keep-list: {exc} ({KEEP_LIST_HINT})") from None
+    tables = [
+        read_table(f, ("path", "keep"), ("identity", "quality"), hint=KEEP_LIST_HINT, error=ExportInputError)
+        for f in files
+    ]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    uri = files[0].uri if len(files) == 1 else uri
     keep = table.column("keep")
     if not pa.types.is_boolean(keep.type) or keep.null_count:
         raise ExportInputError(f"{uri}: keep must be a boolean column without nulls (it is {keep.type})")
@@ -179,45 +173,45 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     return KeepList(frame, uri, table.num_rows, classes)
 
 
-def run_export(job: ExportJob) -> dict[str, Any]:
-    """Export the kept images (module doc); returns the run manifest. Raises :class:`ExportInputError` and
-    :class:`~froq_ray.storage.run_state.OutputStateError`."""
+def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
+    """Export the kept images (module doc); returns the run manifest (:class:`RunManifest` as written: the
+    common header and ``results``). ``force``: resume even though the config or keep-list changed. Raises
+    :class:`ExportInputError` and :class:`~froq_ray.storage.run_state.OutputStateError`."""
     cfg, out = job.export, job.output
-    started = time.perf_counter()
+    started_at, started = utc_now(), time.perf_counter()
     keep = read_keep_list(cfg.keep_list, cfg.storage_options)
     kept, keep_uri, keep_rows, classes = keep.rows, keep.uri, keep.total_rows, keep.classes
     targets = _targets(kept, cfg.format)
     _check_sources_apart(kept["path"], out.uri, out.storage_options)
     if cfg.link:
         _check_linkable(kept["path"], out.uri)
-    check_writable(out.uri, out.storage_options)
-    fs, root = open_fs(out.uri, out.storage_options)
-    owned = _owned_files(fs, root)
-    _refuse_foreign_files(fs, root, owned, out.uri)
-    if out.mode == "error_if_exists" and owned:
-        raise OutputStateError(
-            f"output {out.uri} already holds an export ({len(owned)} file(s), e.g. {sorted(owned)[0]}) and "
-            "output.mode is error_if_exists: choose another output, or use mode resume or overwrite"
-        )
-    if out.mode == "overwrite":
-        _delete_owned(fs, root, owned)
     listing = kept[["path", "identity"]]
     extra = {"keep_list_rows": keep_rows}
-    state = prepare_output(
-        out.uri,
-        out.storage_options,
+    digest = config_digest(job, extra=extra)
+    state = open_output(
+        Location.of(out),
         out.mode,
-        config_digest(job, extra=extra),
-        input_digest(listing),
+        OUTPUT,
+        config_digest=digest,
+        input_digest=input_digest(listing),
+        inputs=[keep_uri],
+        force=force,
         config=digest_payload(job, extra=extra),
         listing=listing,
     )
-    write_json_atomic(fs, f"{root}/{CLASSES_FILE}", classes)
+    fs, root = state.fs, state.path
     shards = [
         ShardPlan(i, start, min(start + cfg.shard_size, len(kept)))
         for i, start in enumerate(range(0, len(kept), cfg.shard_size))
     ]
+    current = {s.index for s in shards if _is_current(state.markers.get(s.index), s, kept, cfg)}
+    undone = discard_listed_shards(state, current)
+    if undone:
+        log.info("export: undid %d shard(s) of an earlier, other plan or interrupted write", undone)
+    write_json_atomic(fs, f"{root}/{CLASSES_FILE}", classes)
     pending = [s for s in shards if s.index not in state.markers]
+    read_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     log.info(
         "export: %d of %d keep-list rows kept; %d shard(s), %d to write (%s) -> %s",
         len(kept),
@@ -228,7 +222,7 @@ def run_export(job: ExportJob) -> dict[str, Any]:
         out.uri,
     )
     for shard in pending:
-        marker = _export_shard(job, fs, root, kept.iloc[shard.start : shard.stop], targets, shard)
+        marker = _export_shard(job, state, kept.iloc[shard.start : shard.stop], targets, shard)
         state.markers[shard.index] = marker
         log.info(
             "export: shard %d/%d done (%d written, %d skipped)",
@@ -237,20 +231,30 @@ def run_export(job: ExportJob) -> dict[str, Any]:
             marker["written"],
             len(marker["skipped"]),
         )
-    manifest = _manifest(job, keep_uri, keep_rows, len(kept), classes, state.markers, shards)
-    manifest["seconds"] = round(time.perf_counter() - started, 3)
     skipped = [row for s in shards for row in state.markers[s.index]["skipped"]]
     _write_skipped(fs, root, skipped)
-    write_manifest(out.uri, out.storage_options, manifest)
+    results = _results(job, keep, state, shards, len(pending))
+    manifest = write_manifest(
+        Location.of(out),
+        RunManifest(
+            job="export",
+            started_at=started_at,
+            config=resolved_dict(job),
+            config_digest=digest,
+            counts_by_status=_counts(results, keep_rows),
+            stage_seconds={"prepare": read_seconds, "export": time.perf_counter() - started},
+            results=results,
+        ),
+    )
     if skipped:
         log.warning(
             "export: %d kept image(s) skipped %s, e.g. %s (all listed in %s)",
             len(skipped),
-            manifest["skipped"]["by_reason"],
+            results["skipped"]["by_reason"],
             skipped[0]["path"],
             join_uri(out.uri, SKIPPED_FILE),
         )
-    log.info("export: %d image(s) written to %s", manifest["written"], out.uri)
+    log.info("export: %d image(s) written to %s", results["written"], out.uri)
     return manifest
 
 
@@ -291,8 +295,17 @@ def _shard_file(fmt: str, index: int) -> str:
     return part_name(index) if fmt == "parquet" else f"shard-{index:05d}.tar"
 
 
-def _files_name(index: int) -> str:
-    return f"export-{index:05d}.files.json"
+def _is_current(marker: dict[str, Any] | None, shard: ShardPlan, kept: pd.DataFrame, cfg) -> bool:
+    """Whether an earlier run's marker is this shard of this plan: same rows (bounds and their digest), format
+    and link setting (only a forced resume can find one that is not)."""
+    if marker is None:
+        return False
+    rows = kept.iloc[shard.start : shard.stop]
+    return (
+        (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
+        and (marker.get("format"), marker.get("link")) == (cfg.format, cfg.link)
+        and marker.get("rows_digest") == input_digest(rows)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -330,76 +343,16 @@ def _check_linkable(paths: pd.Series, out_uri: str) -> None:
         )
 
 
-def _owned_files(fs, root: str) -> set[str]:
-    """Files (relative to the output) that earlier exports named in their file lists, plus their own state."""
-    state = f"{root}/{STATE_DIR}"
-    owned: set[str] = set()
-    for name in list_names(fs, state):
-        if FILES_RE.match(name):
-            owned.update(read_json(fs, f"{state}/{name}"))
-            owned.add(f"{STATE_DIR}/{name}")
-    for marker in read_markers(fs, root).values():
-        owned.update(marker.get("files", ()))
-    return owned
-
-
-def _refuse_foreign_files(fs, root: str, owned: set[str], out_uri: str) -> None:
-    fs.invalidate_cache(root)
-    try:
-        found = fs.find(root)
-    except FileNotFoundError:
-        found = []
-    prefix = root.rstrip("/") + "/"
-    foreign = []
-    for full in found:
-        rel = full[len(prefix) :] if full.startswith(prefix) else full
-        name = posixpath.basename(rel)
-        if rel in owned or rel.startswith(f"{STATE_DIR}/") or TEMP_MARK in name:
-            continue
-        foreign.append(rel)
-    if foreign:
-        raise OutputStateError(
-            f"output {out_uri} holds {len(foreign)} file(s) that froq export did not write "
-            f"(e.g. {sorted(foreign)[0]}): "
-            "export into an empty or earlier export folder"
-        )
-
-
-def _delete_owned(fs, root: str, owned: set[str]) -> None:
-    """``overwrite``: delete what earlier exports wrote (their file lists name it), then their state (the run
-    record, markers and manifest are left to ``prepare_output``)."""
-    state = sorted(f for f in owned if f.startswith(f"{STATE_DIR}/"))
-    for rel in sorted(set(owned) - set(state)):
-        _remove(fs, root, rel)
-    for rel in (*EXPORT_STATE, *state):
-        _remove(fs, root, rel)
-    fs.invalidate_cache(root)
-
-
-def _remove(fs, root: str, rel: str) -> None:
-    """Delete ``root/rel`` if it exists (a link itself, never its target); locally also its folder once empty."""
-    path = f"{root}/{rel}"
-    if not is_local_fs(fs):
-        if fs.exists(path):
-            fs.rm_file(path)
-        return
-    if os.path.lexists(path):
-        os.remove(path)
-        parent = os.path.dirname(path)
-        if "/" in rel and os.path.basename(parent) != STATE_DIR and not os.listdir(parent):
-            os.rmdir(parent)
-
-
 # ------------------------------------------------------------------------------------------------ writing
 def _export_shard(
-    job: ExportJob, fs, root: str, rows: pd.DataFrame, targets: list[str], shard: ShardPlan
+    job: ExportJob, state: RunState, rows: pd.DataFrame, targets: list[str], shard: ShardPlan
 ) -> dict[str, Any]:
-    cfg = job.export
+    cfg, fs, root = job.export, state.fs, state.path
     if cfg.format == "folder":
         files = [targets[i] for i in range(shard.start, shard.stop)]
     else:
         files = [_shard_file(cfg.format, shard.index)]
-    write_json_atomic(fs, f"{root}/{STATE_DIR}/{_files_name(shard.index)}", files)
+    record_files(state, shard.index, files)
     written, skipped, members = 0, [], []
     paths = rows["path"].tolist()
     for start in range(0, len(paths), READ_BATCH):
@@ -414,6 +367,7 @@ def _export_shard(
             if cfg.format == "folder":
                 _write_member(fs, root, targets[i], row["path"], blob, cfg.link)
             else:
+                assert blob is not None  # shards never link: every source read without error has its bytes
                 members.append((i, row, targets[i], blob))
             written += 1
     if cfg.format == "parquet":
@@ -427,9 +381,11 @@ def _export_shard(
         "rows": shard.stop - shard.start,
         "written": written,
         "skipped": skipped,
+        "rows_digest": input_digest(rows),
         "files": files,
         "format": cfg.format,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "link": cfg.link,
+        "written_at": utc_now(),
     }
     write_json_atomic(fs, f"{root}/{STATE_DIR}/{marker_name(shard.index)}", marker)
     return marker
@@ -452,6 +408,7 @@ def _reason(error: str) -> str:
 def _write_member(fs, root: str, target: str, source: str, blob: bytes | None, link: bool) -> None:
     path = f"{root}/{target}"
     if not link:
+        assert blob is not None  # a copy: every source read without error has its bytes
         write_bytes_atomic(fs, path, blob)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -521,25 +478,17 @@ def _write_skipped(fs, root: str, skipped: list[dict[str, str]]) -> None:
     write_bytes_atomic(fs, f"{root}/{SKIPPED_FILE}", sink.getvalue().to_pybytes())
 
 
-def _manifest(
-    job: ExportJob,
-    keep_uri: str,
-    keep_rows: int,
-    kept: int,
-    classes: list[str],
-    markers: dict[int, dict[str, Any]],
-    shards: list[ShardPlan],
+def _results(
+    job: ExportJob, keep: KeepList, state: RunState, shards: list[ShardPlan], written_now: int
 ) -> dict[str, Any]:
-    done = [markers[s.index] for s in shards]
+    """The manifest's ``results``: keep-list, counts, skips (the first 100 paths), format, shards, files."""
+    done = [state.markers[s.index] for s in shards]
     skipped = [row for m in done for row in m["skipped"]]
     by_reason = Counter(row["reason"] for row in skipped)
     return {
-        "job": "export",
-        "config": resolved_dict(job),
-        "config_digest": config_digest(job, extra={"keep_list_rows": keep_rows}),
-        "keep_list": keep_uri,
-        "keep_list_rows": keep_rows,
-        "kept": kept,
+        "keep_list": keep.uri,
+        "keep_list_rows": keep.total_rows,
+        "kept": len(keep.rows),
         "written": sum(m["written"] for m in done),
         "skipped": {
             "count": len(skipped),
@@ -550,10 +499,18 @@ def _manifest(
         "format": job.export.format,
         "link": job.export.link,
         "shards": len(shards),
+        "shards_written_this_run": written_now,
         "files": sum(len(m["files"]) for m in done),
-        "identities": len(classes),
+        "identities": len(keep.classes),
         "classes": CLASSES_FILE,
-        "run": RUN_FILE,
-        "manifest": MANIFEST_FILE,
-        "versions": software_versions(),
+        "resumed": state.resumed,
+        "forced": state.forced,
     }
+
+
+def _counts(results: dict[str, Any], keep_rows: int) -> dict[str, int]:
+    """The header's ``counts_by_status`` over the keep-list's rows: ``exported``, each skip reason, ``not_kept``
+    (rows with ``keep`` false); statuses without rows are left out."""
+    statuses = {"exported": results["written"], "not_kept": keep_rows - results["kept"]}
+    statuses |= results["skipped"]["by_reason"]
+    return dict(sorted((status, n) for status, n in statuses.items() if n))

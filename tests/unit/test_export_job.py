@@ -110,9 +110,10 @@ def test_folder_copies_every_kept_image_under_its_identity(tmp_path, source, kee
         assert (out / identity / Path(path).name).read_bytes() == Path(path).read_bytes()
         assert not (out / identity / Path(path).name).is_symlink()
     assert digests(source) == before  # sources untouched (content and modification time)
-    m = manifest(out)
+    m = manifest(out)["results"]
     assert (m["keep_list_rows"], m["kept"], m["written"], m["skipped"]["count"]) == (9, 7, 7, 0)
     assert (m["shards"], m["format"]) == (3, "folder")
+    assert manifest(out)["counts_by_status"] == {"exported": 7, "not_kept": 2}
     assert json.loads((out / "_froq" / "classes.json").read_text()) == sorted(set(want.identity))
 
 
@@ -199,8 +200,9 @@ def test_a_missing_source_is_a_counted_named_skip(tmp_path, keep_list, capsys):
     os.remove(gone)
     assert export(tmp_path, "webdataset") == 0
     out = tmp_path / "out"
-    m = manifest(out)
+    m = manifest(out)["results"]
     assert (m["kept"], m["written"]) == (7, 6)
+    assert manifest(out)["counts_by_status"] == {"exported": 6, "missing": 1, "not_kept": 2}
     assert m["skipped"] == {
         "count": 1,
         "by_reason": {"missing": 1},
@@ -251,6 +253,39 @@ def test_output_modes(tmp_path, keep_list, capsys):
     assert len(pd.read_parquet(out)) == 7
 
 
+def test_force_resumes_a_changed_config_leaving_only_the_new_plan(tmp_path, keep_list, capsys):
+    """The refusal of a changed config suggests --force; a forced resume undoes every shard of the earlier
+    plan (other format, other shard size) and writes this one, so nothing of the earlier export stays."""
+    out = tmp_path / "out"
+    assert export(tmp_path, "folder") == 0
+    capsys.readouterr()
+    assert export(tmp_path, "parquet") == 2
+    err = capsys.readouterr().err
+    assert "export.format" in err and "--force to resume anyway" in err
+    assert export(tmp_path, "parquet", "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_froq",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    assert pd.read_parquet(out).path.tolist() == kept(keep_list).path.tolist()
+    assert manifest(out)["results"]["forced"] and manifest(out)["results"]["shards_written_this_run"] == 3
+    # a forced resume with another shard size keeps no part of the earlier plan
+    assert export(tmp_path, "parquet", "--force", "--set", "export.shard_size=5") == 0
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in (out / "_froq").glob("*-0000*.json")) == [
+        "files-00000.json",
+        "files-00001.json",
+        "part-00000.done.json",
+        "part-00001.done.json",
+    ]
+    assert pd.read_parquet(out).path.tolist() == kept(keep_list).path.tolist()
+    # the same config resumes without --force and writes nothing
+    assert export(tmp_path, "parquet", "--set", "export.shard_size=5") == 0
+    assert manifest(out)["results"]["shards_written_this_run"] == 0 and not manifest(out)["results"]["forced"]
+
+
 def test_refusals_name_the_problem(tmp_path, source, keep_list, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "report.pdf").write_bytes(b"%PDF")
@@ -266,7 +301,7 @@ def test_refusals_name_the_problem(tmp_path, source, keep_list, capsys):
     assert "link=true is only for format=folder" in capsys.readouterr().err
 
     assert main(["export", "--keep-list", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")]) == 2
-    assert "keep-list not found" in capsys.readouterr().err
+    assert f"keep-list: annotations not found: {tmp_path / 'nope'}" in capsys.readouterr().err
 
 
 def test_a_keep_list_without_identities_exports_nulls_to_parquet(tmp_path, source):
@@ -335,7 +370,7 @@ def test_s3_sources_to_s3_webdataset_and_folder(tmp_path, s3, keep_list):
     assert [s["jpg"] for s in samples] == [Path(p).read_bytes() for p in want.path[1:]]
     with fs.open(s3.uri("wds", "_froq", "manifest.json").removeprefix("s3://"), "rt") as f:
         m = json.load(f)
-    assert m["skipped"]["paths"] == [gone] and m["written"] == 6
+    assert m["results"]["skipped"]["paths"] == [gone] and m["results"]["written"] == 6
 
     assert main(["export", *common, "--output", s3.uri("folder"), "--format", "folder"]) == 0
     for path, identity in zip(want.path[1:], want.identity[1:], strict=True):

@@ -1,7 +1,7 @@
 """One manifest header: every job's ``_froq/manifest.json`` starts with the same keys (``HEADER_KEYS``), built by
 ``storage.manifest.RunManifest`` and written by ``write_manifest``; the job's own part is under ``results``.
 
-evaluate and filter run end to end here (no Ray); annotate and calibrate build theirs with the runner's
+evaluate, filter and export run end to end here (no Ray); annotate and calibrate build theirs with the runner's
 ``scoring_manifest`` and distill with ``distill_manifest`` (the functions the jobs call) from a finished run's
 values; the integration tests check the manifests those jobs write on a Ray cluster."""
 
@@ -14,7 +14,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from froq_ray import __version__
 from froq_ray.config import config_from_dict, resolved_dict
@@ -23,7 +26,9 @@ from froq_ray.engine.train import TrainedStudent
 from froq_ray.pipeline.distill import TrainingData, distill_manifest
 from froq_ray.pipeline.distill_inputs import AnnotationRows
 from froq_ray.pipeline.evaluate import run_evaluate
+from froq_ray.pipeline.export import run_export
 from froq_ray.pipeline.filter import run_filter
+from froq_ray.storage.annotations import KEEP_LIST
 from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import HEADER_KEYS, read_manifest, write_manifest
 from froq_ray.versions import software_versions
@@ -114,21 +119,52 @@ def filter_job_manifest(tmp_path: Path) -> dict:
     return manifest
 
 
+def export_job_manifest(tmp_path: Path) -> dict:
+    """4 small JPEGs of 2 identities, a keep-list keeping 3 of them, one of those missing at export time."""
+    paths = []
+    for k, identity in enumerate(["a", "a", "b", "b"]):
+        (tmp_path / "src" / identity).mkdir(parents=True, exist_ok=True)
+        path = tmp_path / "src" / identity / f"{k}.jpg"
+        Image.new("RGB", (8, 8), (60 * k, 0, 0)).save(path)
+        paths.append(str(path))
+    (tmp_path / "filter").mkdir()
+    keep_list = pa.table({"path": paths, "identity": ["a", "a", "b", "b"], "keep": [True, True, True, False]})
+    pq.write_table(keep_list, tmp_path / "filter" / KEEP_LIST)
+    Path(paths[1]).unlink()
+    cfg = config_from_dict(
+        {
+            "job": "export",
+            "export": {"keep_list": str(tmp_path / "filter"), "format": "parquet", "storage_options": SECRET},
+            "output": {"uri": str(tmp_path / "export")},
+        }
+    )
+    returned = run_export(cfg)
+    assert returned["counts_by_status"] == {"exported": 2, "missing": 1, "not_kept": 1}
+    assert returned["results"]["written"] == 2 and returned["results"]["skipped"]["paths"] == [paths[1]]
+    assert pd.read_parquet(tmp_path / "export").path.tolist() == [paths[0], paths[2]]
+    return returned
+
+
 BUILDERS = {
     "annotate": lambda tmp: scoring_job_manifest(tmp, "annotate"),
     "calibrate": lambda tmp: scoring_job_manifest(tmp, "calibrate"),
     "distill": distill_job_manifest,
     "evaluate": evaluate_job_manifest,
     "filter": filter_job_manifest,
+    "export": export_job_manifest,
 }
 
 
 @pytest.mark.parametrize("job", sorted(BUILDERS))
 def test_every_job_manifest_has_the_same_header(job, tmp_path, capsys):
     written = BUILDERS[job](tmp_path)
-    out = {"annotate": "annotate", "calibrate": "calibrate", "distill": "distill", "evaluate": "ev"}.get(
-        job, "out"
-    )
+    out = {
+        "annotate": "annotate",
+        "calibrate": "calibrate",
+        "distill": "distill",
+        "evaluate": "ev",
+        "export": "export",
+    }.get(job, "out")
     on_disk = json.loads((tmp_path / out / "_froq" / "manifest.json").read_text())
     assert on_disk == written
     assert set(on_disk) == {*HEADER_KEYS, "results"}
