@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--annotations", dest="distill_annotations", help="distill.annotations: an annotate output folder"
     )
     p.add_argument("--force", action="store_true", help="resume even though the config or data changed")
+    p = sub.add_parser(
+        "export",
+        help="a keep-list's images -> identity folders, Parquet or WebDataset shards (sources untouched)",
+    )
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--keep-list",
+        dest="export_keep_list",
+        help="export.keep_list: a `froq filter` output or its keep_list.parquet",
+    )
+    p.add_argument(
+        "--format", dest="export_format", choices=["folder", "parquet", "webdataset"], help="export.format"
+    )
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
@@ -86,6 +99,8 @@ SHORTCUTS = (
     ("annotations", "evaluate.annotations"),
     ("filter_annotations", "filter.annotations"),
     ("distill_annotations", "distill.annotations"),
+    ("export_keep_list", "export.keep_list"),
+    ("export_format", "export.format"),
 )
 """(argparse destination, config key) of the shortcut flags; their values are set exactly as typed."""
 
@@ -131,6 +146,10 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline.distill import run_distill
 
         run_distill(cfg, force=args.force)
+    elif args.command == "export":
+        from .pipeline.export import run_export
+
+        run_export(cfg)
     elif args.command == "filter":
         from .pipeline.filter import run_filter
 

@@ -42,7 +42,7 @@ from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
 
-JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill")
+JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export")
 BUILTIN = "builtin"
 # Still-image raster formats a face crop can come in (camera/web/scan/codec outputs). Left out on purpose:
 # documents, vector and container formats (.pdf, .eps, .ps, .wmf, .emf), video (.mpg, .fli), scientific
@@ -383,6 +383,31 @@ class FilterConfig(Section):
         return [value] if isinstance(value, str) else value
 
 
+class ExportConfig(Section):
+    """``froq export``: the images a keep-list keeps -> identity folders, Parquet shards or WebDataset tar shards
+    (see :mod:`froq_ray.pipeline.export`). The source images are only read."""
+
+    keep_list: LocalOrUri
+    """A ``froq filter`` output folder (its ``keep_list.parquet``) or a keep-list Parquet file (``path``,
+    ``keep``, optional ``identity`` and ``quality`` columns)."""
+    format: Literal["folder", "parquet", "webdataset"] = "folder"
+    """``folder``: ``<output>/<identity>/<file name>`` copies; ``parquet``: ``part-NNNNN.parquet`` shards with the
+    image bytes, ``path``, ``identity``, ``label``, ``quality``; ``webdataset``: ``shard-NNNNN.tar`` with
+    ``<key>.<ext>`` (the image as stored), ``<key>.cls`` and ``<key>.json`` per image."""
+    link: bool = False
+    """``folder`` only, local sources and output: symbolic links to the sources instead of copies."""
+    shard_size: int = Field(default=1_000, ge=1)
+    """Kept images per shard: per Parquet / tar file, and the unit of resume for every format."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    """fsspec options for reading the keep-list and the source images (``output.storage_options`` write)."""
+
+    @model_validator(mode="after")
+    def _link_is_for_folders(self) -> ExportConfig:
+        if self.link and self.format != "folder":
+            raise ValueError(f"link=true is only for format=folder (format is {self.format!r})")
+        return self
+
+
 STUDENT_ARCHS = ("tiny_cnn", "mobilefacenet_student")
 """The student architectures of :mod:`froq_ray.distill.students` (kept equal to its ``STUDENT_ARCHS``)."""
 TEACHER_TARGETS = ("quality", *PSEUDO_LABEL_COLUMNS)
@@ -568,13 +593,21 @@ class DistillJob(JobBase):
         return self
 
 
-JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob
+class ExportJob(JobBase):
+    """A keep-list's images -> identity folders, Parquet or WebDataset shards; sources never touched."""
+
+    job: Literal["export"]
+    export: ExportConfig
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob | ExportJob
 JOB_CLASSES: dict[str, type[JobBase]] = {
     "calibrate": CalibrateJob,
     "annotate": AnnotateJob,
     "evaluate": EvaluateJob,
     "filter": FilterJob,
     "distill": DistillJob,
+    "export": ExportJob,
 }
 
 
@@ -654,6 +687,15 @@ def config_from_dict(
     cls = JOB_CLASSES[job]
     try:
         return cls.model_validate({**data, "job": job})
+    except ValidationError as exc:
+        raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
+
+
+def validate_section(cls: type[BaseModel], data: Mapping[str, Any], source: str | None = None) -> Any:
+    """``cls`` validated from ``data`` (a section, or any :class:`Section` subclass used outside a job config,
+    e.g. the Python API's settings); raises :class:`ConfigError` naming every bad key, as :func:`config_from_dict`."""
+    try:
+        return cls.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
 
@@ -869,6 +911,7 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "evaluate": {"storage_options"},
     "filter": {"storage_options"},
     "distill": {"storage_options"},
+    "export": {"storage_options"},
     # how many CPUs a training worker reserves and how many checkpoints are kept do not change the student
     "training": {"cpus_per_worker", "keep_checkpoints", "cache_decoded"},
 }

@@ -93,7 +93,7 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
             fs,
             path,
             shard,
-            _shard_table(part, schema, cfg.constants),
+            shard_table(part, schema, cfg.constants),
             digest,
             {"inputs_digest": cfg.inputs_digest},
         )
@@ -115,9 +115,10 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
     return pa.Table.from_pylist(records)
 
 
-def _shard_table(
-    part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]
-) -> pa.Table:
+def shard_table(part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]) -> pa.Table:
+    """Scored rows (:func:`~froq_ray.engine.stages.arrow_to_columns` of a scoring stage's output) as a table of
+    the output ``schema``: the schema's columns, ``constants`` (``model_id``, ``calibration_id``) on every row,
+    nulls for result columns no row produced; other columns are left out. Also the Python API's result table."""
     n = len(part["row"])
     cols: dict[str, Any] = {f.name: part[f.name] for f in schema if f.name in part}
     for name, value in constants.items():

@@ -107,6 +107,39 @@ def load_state_strict(network: nn.Module, state: dict[str, torch.Tensor], what: 
     network.load_state_dict(state, strict=True)
 
 
+def refuse_options(name: str, options: dict[str, Any]) -> None:
+    """:class:`ModelLoadError` when a model that takes no options got some (named, sorted)."""
+    if options:
+        raise ModelLoadError(f"model {name!r} takes no options, got {sorted(options)}")
+
+
+def checkpoint_model(
+    *,
+    name: str,
+    family: str,
+    network: nn.Module,
+    state: dict[str, torch.Tensor],
+    weights: str,
+    contract: InputContract,
+    embedding_size: int,
+    options: dict[str, Any] | None = None,
+    what: str | None = None,
+) -> LoadedModel:
+    """``network`` with ``state`` loaded strictly (:func:`load_state_strict`; ``what`` names it in the error,
+    default ``"<name> (<weights>)"``), frozen, identified by the sha256 of the ``weights`` file."""
+    load_state_strict(network, state, what or f"{name} ({weights})")
+    return LoadedModel(
+        name=name,
+        family=family,
+        network=freeze(network),
+        contract=contract,
+        embedding_size=embedding_size,
+        weights_path=str(weights),
+        weights_sha256=sha256_file(weights),
+        options=dict(options or {}),
+    )
+
+
 def freeze(network: nn.Module) -> nn.Module:
     network.eval()
     for p in network.parameters():

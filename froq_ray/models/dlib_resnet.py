@@ -32,7 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging.contract import InputContract
-from .base import LoadedModel, ModelLoadError, freeze, load_state_strict, read_checkpoint, sha256_file
+from .base import (
+    LoadedModel,
+    ModelLoadError,
+    freeze,
+    load_state_strict,
+    read_checkpoint,
+    refuse_options,
+    sha256_file,
+)
 from .dlib_dat import DlibLayer, DlibNetwork, read_dlib_dat
 from .registry import register_model
 
@@ -388,8 +396,7 @@ def build_dlib_resnet(weights_path: str) -> DlibResNet:
     ),
 )
 def load_dlib_resnet_v1(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-    if options:
-        raise ModelLoadError(f"{MODEL_NAME} takes no options, got {sorted(options)}")
+    refuse_options(MODEL_NAME, options)
     path = weights or builtin_weights_path()
     digest = sha256_file(path)
     if weights is None and digest != BUILTIN_SHA256:

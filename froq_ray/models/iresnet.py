@@ -20,16 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    InputContract,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    load_state_strict,
-    read_checkpoint,
-    sha256_file,
-    strip_prefix,
-)
+from .base import InputContract, LoadedModel, checkpoint_model, read_checkpoint, refuse_options, strip_prefix
 from .registry import Factory, register_model
 
 EMBEDDING_SIZE = 512
@@ -119,23 +110,17 @@ def build_iresnet(depth: int) -> IResNet:
 def _factory(depth: int) -> Factory:
     name = f"iresnet{depth}"
 
-    def load(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-        if not weights:
-            raise ModelLoadError(f"model {name!r} needs a weights path (an arcface_torch backbone.pth)")
-        if options:
-            raise ModelLoadError(f"model {name!r} takes no options, got {sorted(options)}")
-        network = build_iresnet(depth)
-        state = strip_prefix(read_checkpoint(weights), "module.")
-        load_state_strict(network, state, f"IResNet-{depth} ({weights})")
-        return LoadedModel(
+    def load(weights: str, options: dict[str, Any]) -> LoadedModel:
+        refuse_options(name, options)
+        return checkpoint_model(
             name=name,
             family="iresnet",
-            network=freeze(network),
+            network=build_iresnet(depth),
+            state=strip_prefix(read_checkpoint(weights), "module."),
+            weights=weights,
             contract=CONTRACT,
             embedding_size=EMBEDDING_SIZE,
-            weights_path=str(weights),
-            weights_sha256=sha256_file(weights),
-            options={},
+            what=f"IResNet-{depth} ({weights})",
         )
 
     load.__name__ = f"load_{name}"
@@ -143,6 +128,7 @@ def _factory(depth: int) -> Factory:
         name,
         family="iresnet",
         needs_weights=True,
+        weights_hint="an arcface_torch backbone.pth",
         description=f"InsightFace arcface_torch IResNet-{depth} (backbone.pth), 112x112 RGB, mean/std 0.5, 512-d",
     )(load)
 

@@ -384,11 +384,10 @@ def embedding_size_of(network: nn.Module, size: int) -> int:
     "onnx",
     family="onnx",
     needs_weights=True,
+    weights_hint="an .onnx file",
     description="any ONNX face-recognition model via onnx2torch (options: size, channel_order, mean, std, alignment)",
 )
-def load_onnx_model(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-    if not weights:
-        raise ModelLoadError("model 'onnx' needs a weights path (an .onnx file)")
+def load_onnx_model(weights: str, options: dict[str, Any]) -> LoadedModel:
     path = Path(weights)
     model, digest = read_onnx(path)
     contract = contract_from_options(options, input_dims(model))

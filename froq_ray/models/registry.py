@@ -19,18 +19,23 @@ class RegistryEntry:
     factory: Factory
     needs_weights: bool
     description: str
+    weights_hint: str = ""
+    """What the weights path must point at (e.g. "an arcface_torch backbone.pth"), named in the error."""
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
 
 
 def register_model(
-    name: str, family: str, needs_weights: bool, description: str
+    name: str, family: str, needs_weights: bool, description: str, weights_hint: str = ""
 ) -> Callable[[Factory], Factory]:
+    """Register ``factory`` under ``name``. A factory of a model with ``needs_weights`` is only called with a
+    weights path (:func:`load_model` refuses a missing one, naming ``weights_hint``)."""
+
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = RegistryEntry(name, family, factory, needs_weights, description)
+        _REGISTRY[name] = RegistryEntry(name, family, factory, needs_weights, description, weights_hint)
         return factory
 
     return deco
@@ -65,5 +70,6 @@ def load_model(name: str, weights: str | None = None, options: dict[str, Any] | 
     """
     entry = registry_entry(name)
     if entry.needs_weights and not weights:
-        raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path")
+        hint = f" ({entry.weights_hint})" if entry.weights_hint else ""
+        raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path{hint}")
     return entry.factory(weights, dict(options or {}))
