@@ -12,7 +12,8 @@ looks only at them, in the order (quality, path), so it is deterministic whateve
 - :func:`bands`: ``count`` equal-width percentile bands ``[100 k / count, 100 (k + 1) / count)`` (the last one
   closed), each with up to ``per_band`` images evenly spaced in (quality, path) order, lowest and highest of
   the band included;
-- :func:`identity_samples`: up to ``n`` scored images of one identity, best quality first (ties: path);
+- :func:`identity_samples`: up to ``n`` scored images of one identity, unflagged ones first, then best quality
+  first (ties: path);
 - :func:`label_noise_groups`: each flagged row (lowest CCS first, NaN last; ties: path) with samples of its own
   identity (itself excluded) and of its nearest other identity;
 - :func:`merge_groups` / :func:`duplicate_pairs`: the filter's identity-merge suggestions and near-duplicate
@@ -127,8 +128,9 @@ def bands(table: pd.DataFrame, count: int, per_band: int) -> list[Band]:
 def identity_samples(
     table: pd.DataFrame, identity: str | None, n: int, exclude: str | None = None
 ) -> pd.DataFrame:
-    """Up to ``n`` scored rows of ``identity`` (not the row whose path is ``exclude``), best quality first,
-    ties by path; empty for a None identity."""
+    """Up to ``n`` scored rows of ``identity`` (not the row whose path is ``exclude``): rows not flagged as
+    label noise first (when the table has ``label_noise``), then best quality first, ties by path; empty for a
+    None identity."""
     return _Samples(table)(identity, n, exclude)
 
 
@@ -136,7 +138,12 @@ class _Samples:
     """:func:`identity_samples` for many identities of one table (the scored rows grouped once)."""
 
     def __init__(self, table: pd.DataFrame) -> None:
-        ranked = scored(table).sort_values(["quality", "path"], ascending=[False, True], kind="stable")
+        ranked = scored(table)
+        flagged = ranked["label_noise"].fillna(False).astype(bool) if "label_noise" in ranked else False
+        ranked = ranked.assign(_flagged=flagged).sort_values(
+            ["_flagged", "quality", "path"], ascending=[True, False, True], kind="stable"
+        )
+        ranked = ranked.drop(columns="_flagged")
         self.empty = table.iloc[0:0]
         self.by_identity = {k: v for k, v in ranked.groupby("identity", sort=False)}
 
