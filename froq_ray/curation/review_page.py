@@ -176,6 +176,7 @@ h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ccc
 .own img{outline:2px solid #007800}.nearest img{outline:2px solid #c85a00}
 .a img{outline:2px solid #0046c8}.b img{outline:2px solid #960096}
 .unreadable figcaption{color:#a00}
+#label_noise .subject img{outline:3px solid #c00}
 .sep{width:8px}
 """
 
