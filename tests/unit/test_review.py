@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from PIL import Image
 from scipy.stats import percentileofscore
 
 from froq_ray.cli import main
-from froq_ray.config import ConfigError, config_from_dict
+from froq_ray.config import ConfigError, config_from_dict, load_config
 from froq_ray.curation import review as sel
 from froq_ray.curation.review_page import Section, Tile, contact_sheets
 from froq_ray.pipeline.review import DUPLICATES, MERGES, ReviewInputError, run_review
@@ -396,3 +399,32 @@ def test_review_reads_annotations_images_and_filter_from_s3(tmp_path, s3):
         manifest = json.load(f)
     assert manifest["results"]["skipped"]["count"] == 2 and "testing" not in json.dumps(manifest["config"])
     assert fs.exists(s3.uri("review", "sheets", "lowest-00.png").removeprefix("s3://"))
+
+
+def test_shipped_config_and_job_entrypoint(review_inputs, monkeypatch):
+    root = review_inputs["root"]
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)
+    cfg = load_config(repo / "configs" / "review.yaml", expected_job="review")
+    assert cfg.review.annotations == [str(repo / "out" / "annotate")] and cfg.review.filter == str(
+        repo / "out" / "filter"
+    )
+    assert (cfg.review.extremes, cfg.review.bands, cfg.output.uri) == (48, 10, str(repo / "out" / "review"))
+    sets = [
+        f"review.annotations={root / 'ann'}",
+        f"review.filter={root / 'filter'}",
+        f"output.uri={root / 'j'}",
+    ]
+    argv = ["jobs/review.py", "--config", "configs/review.yaml", *(a for s in sets for a in ("--set", s))]
+    done = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        ReviewPage((root / "j" / "index.html").read_text()).count["label_noise"]
+        == review_inputs["summary"]["label_noise_flagged"]
+    )
