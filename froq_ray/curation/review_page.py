@@ -185,6 +185,7 @@ def html_page(title: str, summary: Sequence[tuple[str, str]], sections: Sequence
     """The review page as text: ``title``, a ``summary`` table of (label, value) rows, then each section (its
     note, the link to each contact sheet, its groups of tiles with captions, or why it is absent)."""
     esc = html.escape
+    uris: dict[str, str] = {}  # one encoding per image, however many tiles show it
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -218,21 +219,24 @@ def html_page(title: str, summary: Sequence[tuple[str, str]], sections: Sequence
                 if previous_role is not None and tile.role != previous_role:
                     out.append('<div class="sep"></div>')
                 previous_role = tile.role
-                out.append(_figure(tile, size))
+                out.append(_figure(tile, size, uris))
             out.append("</div>")
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def _figure(tile: Tile, size: int) -> str:
+def _figure(tile: Tile, size: int, uris: dict[str, str]) -> str:
     esc = html.escape
+    key = tile.path if tile.image is not None else ""
+    if key not in uris:
+        uris[key] = data_uri(tile_image(tile, size))
     role = f"{tile.role} unreadable" if tile.image is None else tile.role
     lines = [*tile.lines, *([f"unreadable: {tile.error}"] if tile.image is None and tile.error else [])]
     caption = "<br>".join(esc(line) for line in lines)
     return (
         f'<figure class="tile {role}" data-path="{esc(tile.path)}">'
-        f'<img src="{data_uri(tile_image(tile, size))}" alt="{esc(tile.path)}" title="{esc(tile.path)}" '
+        f'<img src="{uris[key]}" alt="{esc(tile.path)}" title="{esc(tile.path)}" '
         f'width="{size}" height="{size}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
