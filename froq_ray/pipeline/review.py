@@ -558,10 +558,12 @@ def _page_summary(
     ]
     if filtered is not None and filtered.summary is not None:
         s = filtered.summary
+        dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped_by_reason") or {}).items()) or "none"
+        flags = s.get("label_noise_flagged")
         rows.append(
             (
                 "filter",
-                f"kept {s.get('kept')} of {s.get('rows')}; dropped by reason {s.get('dropped_by_reason')}",
+                f"kept {s.get('kept')} of {s.get('rows')}; dropped: {dropped}; label-noise flags: {flags}",
             )
         )
     rows.append(("images shown", str(shown)))
