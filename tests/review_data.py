@@ -110,6 +110,26 @@ def duplicates_frame(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"path_a": paths[0:3], "path_b": paths[3:6], "cosine": [0.97, 0.99, 0.98]})
 
 
+def review_job(
+    annotations: str, out: str, filter_uri: str | None = None, mode: str = "error_if_exists", **review
+):
+    """A review job config on small section sizes (5 extremes, 4 bands of 3); ``review`` overrides."""
+    return config_from_dict(
+        {
+            "job": "review",
+            "review": {
+                "annotations": annotations,
+                "filter": filter_uri,
+                "extremes": 5,
+                "bands": 4,
+                "per_band": 3,
+                **review,
+            },
+            "output": {"uri": out, "mode": mode},
+        }
+    )
+
+
 class ReviewPage(HTMLParser):
     """Tiles of a review page: per section id, the roles of its figures (``roles[id]``), the number of ``img``
     (``images[id]``), its ``data-count`` / ``data-shown``, whether it says it is absent, and the unreadable

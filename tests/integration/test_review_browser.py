@@ -15,11 +15,11 @@ from tests.review_data import (
     ReviewPage,
     annotation_frame,
     duplicates_frame,
+    review_job,
     run_filter_on,
     write_annotations,
     write_images,
 )
-from tests.unit.test_review import review_job
 
 pytestmark = pytest.mark.integration
 

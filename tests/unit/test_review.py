@@ -19,7 +19,7 @@ from PIL import Image
 from scipy.stats import percentileofscore
 
 from froq_ray.cli import main
-from froq_ray.config import ConfigError, config_from_dict, load_config
+from froq_ray.config import ConfigError, load_config
 from froq_ray.curation import review as sel
 from froq_ray.curation.review_page import Section, Tile, contact_sheets
 from froq_ray.pipeline.review import DUPLICATES, MERGES, ReviewInputError, run_review
@@ -32,6 +32,7 @@ from tests.review_data import (
     ReviewPage,
     annotation_frame,
     duplicates_frame,
+    review_job,
     run_filter_on,
     write_annotations,
     write_images,
@@ -191,25 +192,6 @@ def review_inputs(tmp_path: Path) -> dict:
     (images / UNSHOWABLE[0]).unlink()  # deleted after it was annotated
     summary = run_filter_on(str(tmp_path / "ann"), str(tmp_path / "filter"))
     return {"root": tmp_path, "frame": frame, "summary": summary, "images": images}
-
-
-def review_job(
-    annotations: str, out: str, filter_uri: str | None = None, mode: str = "error_if_exists", **review
-):
-    return config_from_dict(
-        {
-            "job": "review",
-            "review": {
-                "annotations": annotations,
-                "filter": filter_uri,
-                "extremes": 5,
-                "bands": 4,
-                "per_band": 3,
-                **review,
-            },
-            "output": {"uri": out, "mode": mode},
-        }
-    )
 
 
 def test_review_page_counts_match_the_filter_output(review_inputs):
