@@ -181,18 +181,8 @@ def review_table(annotations: pd.DataFrame, filtered: FilterOutput | None) -> tu
             f"{join_uri(filtered.uri, KEEP_LIST)} does not list the same images as the annotations "
             f"({len(keep)} rows vs {len(table)}; e.g. {example}): give the filter output of these annotations"
         )
-    columns = [
-        "path",
-        "keep",
-        "reason",
-        "label_noise",
-        "label_noise_rule",
-        "ccs",
-        "nnccs",
-        "nearest_identity",
-    ]
     table = table.drop(columns="identity").merge(
-        keep[[*columns, "identity"]], on="path", how="left", validate="one_to_one"
+        keep[[*FILTER_COLUMNS, "nearest_identity"]], on="path", how="left", validate="one_to_one"
     )
     return table, source
 
