@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", dest="export_format", choices=["folder", "parquet", "webdataset"], help="export.format"
     )
     p.add_argument("--force", action="store_true", help="resume even though the config or keep-list changed")
+    p = sub.add_parser(
+        "review", help="contact sheets + a static HTML page of the lowest/highest quality, flags, merges"
+    )
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--annotations", dest="review_annotations", help="review.annotations: an annotate output folder"
+    )
+    p.add_argument("--filter", dest="review_filter", help="review.filter: a `froq filter` output folder")
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
@@ -103,6 +111,8 @@ SHORTCUTS = (
     ("distill_annotations", "distill.annotations"),
     ("export_keep_list", "export.keep_list"),
     ("export_format", "export.format"),
+    ("review_annotations", "review.annotations"),
+    ("review_filter", "review.filter"),
 )
 """(argparse destination, config key) of the shortcut flags; their values are set exactly as typed."""
 
@@ -152,6 +162,10 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline.export import run_export
 
         run_export(cfg, force=args.force)
+    elif args.command == "review":
+        from .pipeline.review import run_review
+
+        run_review(cfg)
     elif args.command == "filter":
         from .pipeline.filter import run_filter
 

@@ -42,7 +42,7 @@ from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
 
-JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export")
+JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export", "review")
 BUILTIN = "builtin"
 # Still-image raster formats a face crop can come in (camera/web/scan/codec outputs). Left out on purpose:
 # documents, vector and container formats (.pdf, .eps, .ps, .wmf, .emf), video (.mpg, .fli), scientific
@@ -423,6 +423,45 @@ class ExportConfig(Section):
         return self
 
 
+class ReviewConfig(Section):
+    """``froq review``: annotations (+ a filter output) -> contact sheets and one static HTML page (see
+    :mod:`froq_ray.pipeline.review`). The images are only read."""
+
+    annotations: list[LocalOrUri] = Field(min_length=1)
+    """Annotate output folder(s), Parquet file(s) or globs (``path``, ``status`` and the quality column)."""
+    filter: LocalOrUri | None = None
+    """A ``froq filter`` output folder of these annotations: label-noise flags, decisions, merges, duplicates."""
+    identity_source: Literal["column", "folder"] = "column"
+    """Identities without a filter output (with one, the keep-list's identities are shown)."""
+    identity_column: str = "identity"
+    quality_column: str = "quality"
+    extremes: int = Field(default=48, ge=0)
+    """Images in each of the lowest- and highest-quality sections (0: no such sections)."""
+    bands: int = Field(default=10, ge=0, le=100)
+    """Percentile bands (of ``quality_percentile`` when annotated, else of this set's qualities); 0: none."""
+    per_band: int = Field(default=12, ge=1)
+    """Images shown per band, evenly spaced through the band."""
+    identity_samples: int = Field(default=4, ge=0)
+    """Images of the own / nearest identity beside a flagged image, and of each identity of a merge pair."""
+    max_label_noise: int | None = Field(default=None, ge=1)
+    """At most this many flagged images (lowest CCS first); null: all of them."""
+    max_pairs: int | None = Field(default=200, ge=1)
+    """At most this many duplicate pairs and merge suggestions each (highest cosine first); null: all."""
+    thumbnail_size: int = Field(default=112, ge=16, le=512)
+    """Thumbnail side in px (images are decoded as the annotate job decodes them, resized to a square)."""
+    sheet_columns: int = Field(default=12, ge=2)
+    sheet_rows: int = Field(default=20, ge=1)
+    """Tile rows per contact sheet PNG (a section with more rows gets several sheets)."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    """fsspec options for the annotations, the filter output and the images (``output.storage_options``
+    write)."""
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 STUDENT_ARCHS = ("tiny_cnn", "mobilefacenet_student")
 """The student architectures of :mod:`froq_ray.distill.students` (kept equal to its ``STUDENT_ARCHS``)."""
 TEACHER_TARGETS = ("quality", *PSEUDO_LABEL_COLUMNS)
@@ -617,7 +656,14 @@ class ExportJob(JobBase):
     export: ExportConfig
 
 
-JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob | ExportJob
+class ReviewJob(JobBase):
+    """Annotations (+ filter output) -> contact sheets + a static HTML review page; images never touched."""
+
+    job: Literal["review"]
+    review: ReviewConfig
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob | ExportJob | ReviewJob
 JOB_CLASSES: dict[str, type[JobBase]] = {
     "calibrate": CalibrateJob,
     "annotate": AnnotateJob,
@@ -625,6 +671,7 @@ JOB_CLASSES: dict[str, type[JobBase]] = {
     "filter": FilterJob,
     "distill": DistillJob,
     "export": ExportJob,
+    "review": ReviewJob,
 }
 
 
@@ -932,6 +979,7 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "filter": {"storage_options"},
     "distill": {"storage_options"},
     "export": {"storage_options"},
+    "review": {"storage_options"},
     # how many CPUs a training worker reserves and how many checkpoints are kept do not change the student
     "training": {"cpus_per_worker", "keep_checkpoints", "cache_decoded"},
 }

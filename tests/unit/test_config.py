@@ -87,7 +87,7 @@ def test_missing_required_keys_and_job():
     assert problems_of({"input": {"uri": "x"}})[0].startswith("job: required key missing")
     assert (
         problems_of({"job": "annotat"})[0]
-        == "job: must be one of calibrate, annotate, evaluate, filter, distill, export (got 'annotat')"
+        == "job: must be one of calibrate, annotate, evaluate, filter, distill, export, review (got 'annotat')"
     )
 
 
