@@ -28,10 +28,12 @@ from froq_ray.pipeline.distill_inputs import AnnotationRows
 from froq_ray.pipeline.evaluate import run_evaluate
 from froq_ray.pipeline.export import run_export
 from froq_ray.pipeline.filter import run_filter
+from froq_ray.pipeline.review import run_review
 from froq_ray.storage.annotations import KEEP_LIST
 from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import HEADER_KEYS, read_manifest, write_manifest
 from froq_ray.versions import software_versions
+from tests import review_data
 from tests.tiny_models import tiny_fr_model
 from tests.unit import test_curation_filter_job as filter_case
 from tests.unit import test_evaluate_job as evaluate_case
@@ -145,6 +147,16 @@ def export_job_manifest(tmp_path: Path) -> dict:
     return returned
 
 
+def review_job_manifest(tmp_path: Path) -> dict:
+    """The review job on the review tests' small annotated tree (one of its files is not an image)."""
+    review_data.write_images(tmp_path / "images")
+    review_data.write_annotations(review_data.annotation_frame(tmp_path / "images"), tmp_path / "ann")
+    run_review(review_data.review_job(str(tmp_path / "ann"), str(tmp_path / "out")))
+    manifest = read_manifest(str(tmp_path / "out"))
+    assert manifest["results"]["skipped"]["by_status"] == {"not_an_image": 1}
+    return manifest
+
+
 BUILDERS = {
     "annotate": lambda tmp: scoring_job_manifest(tmp, "annotate"),
     "calibrate": lambda tmp: scoring_job_manifest(tmp, "calibrate"),
@@ -152,6 +164,7 @@ BUILDERS = {
     "evaluate": evaluate_job_manifest,
     "filter": filter_job_manifest,
     "export": export_job_manifest,
+    "review": review_job_manifest,
 }
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from froq_ray.errors import UserError
-from froq_ray.pipeline import annotate, calibrate, distill, evaluate, export, self_training
+from froq_ray.pipeline import annotate, calibrate, distill, evaluate, export, review, self_training
 from froq_ray.pipeline import filter as filter_job
 from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import RunManifest, write_manifest
@@ -27,6 +27,7 @@ LAYOUTS = {
     "evaluate": evaluate.OUTPUT,
     "filter": filter_job.OUTPUT,
     "export": export.OUTPUT,
+    "review": review.OUTPUT,
 }
 CFG, INP = "c" * 64, "i" * 64
 LISTED = "Some_One/a.jpg"  # a file a listed layout's shard names before writing it
