@@ -297,12 +297,16 @@ def summary(results: list[dict], args: argparse.Namespace, n_crops: int) -> dict
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'rows':>10} {'shards':>6} {'exit':>4} {'peak RSS MiB':>12} {'(sampled)':>9} {'CPU s':>7} {'wall s':>7} {'rows/s':>8}"
+    head = (
+        f"{'rows':>10} {'shards':>6} {'exit':>4} {'peak RSS MiB':>12} {'(sampled)':>9} "
+        f"{'CPU s':>7} {'wall s':>7} {'rows/s':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
             f"{r['rows']:>10,} {r['shards']:>6} {r['exit_code']:>4} {r['driver_peak_rss_mib']:>12.1f} "
-            f"{r['driver_peak_rss_sampled_mib']:>9.1f} {r['driver_cpu_s']:>7.1f} {r['wall_s']:>7.1f} {r['rows_per_s']:>8.1f}"
+            f"{r['driver_peak_rss_sampled_mib']:>9.1f} {r['driver_cpu_s']:>7.1f} {r['wall_s']:>7.1f} "
+            f"{r['rows_per_s']:>8.1f}"
         )
     return "\n".join(lines)
 

@@ -128,7 +128,7 @@ def froq_from_calibrate_run(paths: list[str], images: Path, run: Path) -> tuple[
     frame = pd.read_parquet(run, columns=["path", "status", "layer_norms"])
     frame = frame[frame["status"] == "ok"]
     norms = np.stack(frame["layer_norms"].to_numpy())[:, columns].mean(axis=1)
-    by_path = dict(zip((str(Path(p).relative_to(images)) for p in frame["path"]), norms))
+    by_path = dict(zip((str(Path(p).relative_to(images)) for p in frame["path"]), norms, strict=True))
     missing = [p for p in paths if p not in by_path]
     if missing:
         raise RuntimeError(f"{len(missing)} images have no layer_norms in {run}")

@@ -50,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="EDC / pAUC of quality columns of an annotation output", conflict_handler="resolve"
     )
     _add_job_args(p, with_input=False)
-    p.add_argument(  # replaces the shared --mode: evaluate is one step, so there is nothing to resume
+    p.add_argument(  # replaces the shared --mode: evaluate is one step, so there is nothing partial to resume
         "--mode",
         choices=["resume", "overwrite", "error_if_exists"],
-        help="output.mode: resume (default) and overwrite both recompute and replace edc.md, edc.csv, edc.png and "
-        "_froq/manifest.json (evaluate is one step; overwrite deletes the earlier files first); error_if_exists "
-        "refuses an output that already holds them",
+        help="output.mode: resume (default) does nothing when the output holds the finished evaluation of the "
+        "same config and annotations, and otherwise recomputes and replaces edc.md, edc.csv, edc.png and _froq/ "
+        "(evaluate is one step); overwrite deletes the earlier files first; error_if_exists refuses an output "
+        "that already holds them",
     )
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
     p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")
@@ -71,9 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--annotations", dest="distill_annotations", help="distill.annotations: an annotate output folder"
     )
     p.add_argument("--force", action="store_true", help="resume even though the config or data changed")
+    p = sub.add_parser(
+        "export",
+        help="a keep-list's images -> identity folders, Parquet or WebDataset shards (sources untouched)",
+    )
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--keep-list",
+        dest="export_keep_list",
+        help="export.keep_list: a `froq filter` output or its keep_list.parquet",
+    )
+    p.add_argument(
+        "--format", dest="export_format", choices=["folder", "parquet", "webdataset"], help="export.format"
+    )
+    p.add_argument("--force", action="store_true", help="resume even though the config or keep-list changed")
+    p = sub.add_parser(
+        "review", help="contact sheets + a static HTML page of the lowest/highest quality, flags, merges"
+    )
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--annotations", dest="review_annotations", help="review.annotations: an annotate output folder"
+    )
+    p.add_argument("--filter", dest="review_filter", help="review.filter: a `froq filter` output folder")
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
     _add_job_args(p)
     p.add_argument("--job", choices=["annotate", "calibrate"], default="annotate")
+    p.add_argument("--force", action="store_true", help="plan what the run with --force would do")
     sub.add_parser("models", help="list the face-recognition models in the registry")
     return parser
 
@@ -85,6 +109,10 @@ SHORTCUTS = (
     ("annotations", "evaluate.annotations"),
     ("filter_annotations", "filter.annotations"),
     ("distill_annotations", "distill.annotations"),
+    ("export_keep_list", "export.keep_list"),
+    ("export_format", "export.format"),
+    ("review_annotations", "review.annotations"),
+    ("review_filter", "review.filter"),
 )
 """(argparse destination, config key) of the shortcut flags; their values are set exactly as typed."""
 
@@ -114,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
         from .pipeline.plan import plan_lines
 
-        for line in plan_lines(job_config(args, args.job)):
+        for line in plan_lines(job_config(args, args.job), force=args.force):
             print(line)
         return 0
     cfg = job_config(args, args.command)
@@ -130,6 +158,14 @@ def _run(args: argparse.Namespace) -> int:
         from .pipeline.distill import run_distill
 
         run_distill(cfg, force=args.force)
+    elif args.command == "export":
+        from .pipeline.export import run_export
+
+        run_export(cfg, force=args.force)
+    elif args.command == "review":
+        from .pipeline.review import run_review
+
+        run_review(cfg)
     elif args.command == "filter":
         from .pipeline.filter import run_filter
 

@@ -5,9 +5,9 @@ as a :class:`ConfigError` whose message names the full dotted key, e.g.
 ``output.mod: unknown key (did you mean 'mode'?)`` or ``resources.actors: must be >= 1``.
 
 One model per job (``calibrate``, ``annotate``, ``evaluate``, ``filter``, ``distill``) built from shared
-sections; the top-level ``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``, ``calibration.artifact``,
-``output.uri``, ``evaluate.*`` paths) are resolved against the current working directory when the config is
-validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
+sections; the top-level ``job`` key picks the class. Relative local paths (``input.uri``, ``model.weights``,
+``calibration.artifact``, ``output.uri``, ``evaluate.*`` paths) are resolved against the current working
+directory when the config is validated, which is what a user typing a command expects (``configs/annotate.yaml`` says
 ``../shared/data/...`` meaning "relative to where I run the command", the repository root).
 
 :func:`config_digest` hashes only what changes the results (never resources, progress interval, output
@@ -42,7 +42,7 @@ from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
 
-JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill")
+JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export", "review")
 BUILTIN = "builtin"
 # Still-image raster formats a face crop can come in (camera/web/scan/codec outputs). Left out on purpose:
 # documents, vector and container formats (.pdf, .eps, .ps, .wmf, .emf), video (.mpg, .fli), scientific
@@ -226,10 +226,22 @@ class ScoringConfig(Section):
     quality_only: bool = False
     """Stop the forward pass after the deepest selected layer (no embedding)."""
     write_embedding: bool = True
+    graph: Literal["auto", "frozen", "eager"] = "auto"
+    """How ``mode: froq`` runs its observed forward pass: ``frozen`` (one TorchScript graph, batch-norm folded,
+    checked against ``eager`` on a batch at start-up and falling back to it), ``eager`` (the network with
+    observer hooks), ``auto`` = frozen on a CPU actor in fp32, eager otherwise. A speed option (results agree
+    within 1e-3 relative, measured 3e-6): not part of the config digest. The graph each actor really ran is in
+    the run manifest (``scoring.graph_used``)."""
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
 
     @model_validator(mode="after")
     def _embedding_needs_full_pass(self) -> ScoringConfig:
+        if "graph" in self.model_fields_set and self.mode != "froq":
+            raise ValueError(f"graph is the FROQ scorer's setting (mode=froq); mode is {self.mode!r}")
+        if self.graph == "frozen" and self.precision != "fp32":
+            raise ValueError(
+                f"graph=frozen runs fp32 only (precision is {self.precision!r}): use graph=auto or eager"
+            )
         if self.mode == "student":
             if self.student_artifact is None:
                 raise ValueError("mode=student needs student_artifact (a `froq distill` output folder)")
@@ -289,7 +301,10 @@ class ResourcesConfig(Section):
     @property
     def actor_range(self) -> tuple[int, int]:
         """``(min, max)`` scoring actors."""
-        return (self.actors, self.actors) if isinstance(self.actors, int) else tuple(self.actors)
+        if isinstance(self.actors, int):
+            return (self.actors, self.actors)
+        low, high = self.actors
+        return (low, high)
 
     @model_validator(mode="after")
     def _cuda_needs_a_gpu(self) -> ResourcesConfig:
@@ -397,6 +412,70 @@ class FilterConfig(Section):
     storage_options: StorageOptions = Field(default_factory=dict)
     classifiability: ClassifiabilityConfig = Field(default_factory=ClassifiabilityConfig)
     policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ExportConfig(Section):
+    """``froq export``: the images a keep-list keeps -> identity folders, Parquet shards or WebDataset tar shards
+    (see :mod:`froq_ray.pipeline.export`). The source images are only read."""
+
+    keep_list: LocalOrUri
+    """A ``froq filter`` output folder (its ``keep_list.parquet``) or a keep-list Parquet file (``path``,
+    ``keep``, optional ``identity`` and ``quality`` columns)."""
+    format: Literal["folder", "parquet", "webdataset"] = "folder"
+    """``folder``: ``<output>/<identity>/<file name>`` copies; ``parquet``: ``part-NNNNN.parquet`` shards with the
+    image bytes, ``path``, ``identity``, ``label``, ``quality``; ``webdataset``: ``shard-NNNNN.tar`` with
+    ``<key>.<ext>`` (the image as stored), ``<key>.cls`` and ``<key>.json`` per image."""
+    link: bool = False
+    """``folder`` only, local sources and output: symbolic links to the sources instead of copies."""
+    shard_size: int = Field(default=1_000, ge=1)
+    """Kept images per shard: per Parquet / tar file, and the unit of resume for every format."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    """fsspec options for reading the keep-list and the source images (``output.storage_options`` write)."""
+
+    @model_validator(mode="after")
+    def _link_is_for_folders(self) -> ExportConfig:
+        if self.link and self.format != "folder":
+            raise ValueError(f"link=true is only for format=folder (format is {self.format!r})")
+        return self
+
+
+class ReviewConfig(Section):
+    """``froq review``: annotations (+ a filter output) -> contact sheets and one static HTML page (see
+    :mod:`froq_ray.pipeline.review`). The images are only read."""
+
+    annotations: list[LocalOrUri] = Field(min_length=1)
+    """Annotate output folder(s), Parquet file(s) or globs (``path``, ``status`` and the quality column)."""
+    filter: LocalOrUri | None = None
+    """A ``froq filter`` output folder of these annotations: label-noise flags, decisions, merges, duplicates."""
+    identity_source: Literal["column", "folder"] = "column"
+    """Identities without a filter output (with one, the keep-list's identities are shown)."""
+    identity_column: str = "identity"
+    quality_column: str = "quality"
+    extremes: int = Field(default=48, ge=0)
+    """Images in each of the lowest- and highest-quality sections (0: no such sections)."""
+    bands: int = Field(default=10, ge=0, le=100)
+    """Percentile bands (of ``quality_percentile`` when annotated, else of this set's qualities); 0: none."""
+    per_band: int = Field(default=12, ge=1)
+    """Images shown per band, evenly spaced through the band."""
+    identity_samples: int = Field(default=4, ge=0)
+    """Images of the own / nearest identity beside a flagged image, and of each identity of a merge pair."""
+    max_label_noise: int | None = Field(default=None, ge=1)
+    """At most this many flagged images (lowest CCS first); null: all of them."""
+    max_pairs: int | None = Field(default=200, ge=1)
+    """At most this many duplicate pairs and merge suggestions each (highest cosine first); null: all."""
+    thumbnail_size: int = Field(default=112, ge=16, le=512)
+    """Thumbnail side in px (images are decoded as the annotate job decodes them, resized to a square)."""
+    sheet_columns: int = Field(default=12, ge=2)
+    sheet_rows: int = Field(default=20, ge=1)
+    """Tile rows per contact sheet PNG (a section with more rows gets several sheets)."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+    """fsspec options for the annotations, the filter output and the images (``output.storage_options``
+    write)."""
 
     @field_validator("annotations", mode="before")
     @classmethod
@@ -561,6 +640,8 @@ class CalibrateJob(ModelJobBase):
             raise ValueError(
                 "scoring.mode=student: calibration observes a face-recognition model, not a student"
             )
+        if "graph" in self.scoring.model_fields_set:
+            raise ValueError("scoring.graph: the calibrate job runs no FROQ scorer (leave graph unset)")
         return self
 
 
@@ -608,13 +689,29 @@ class DistillJob(JobBase):
         return self
 
 
-JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob
+class ExportJob(JobBase):
+    """A keep-list's images -> identity folders, Parquet or WebDataset shards; sources never touched."""
+
+    job: Literal["export"]
+    export: ExportConfig
+
+
+class ReviewJob(JobBase):
+    """Annotations (+ filter output) -> contact sheets + a static HTML review page; images never touched."""
+
+    job: Literal["review"]
+    review: ReviewConfig
+
+
+JobConfig = CalibrateJob | AnnotateJob | EvaluateJob | FilterJob | DistillJob | ExportJob | ReviewJob
 JOB_CLASSES: dict[str, type[JobBase]] = {
     "calibrate": CalibrateJob,
     "annotate": AnnotateJob,
     "evaluate": EvaluateJob,
     "filter": FilterJob,
     "distill": DistillJob,
+    "export": ExportJob,
+    "review": ReviewJob,
 }
 
 
@@ -693,7 +790,18 @@ def config_from_dict(
         )
     cls = JOB_CLASSES[job]
     try:
-        return cls.model_validate({**data, "job": job})
+        validated = cls.model_validate({**data, "job": job})
+        assert isinstance(validated, JobConfig)  # every JOB_CLASSES value is a member of JobConfig
+        return validated
+    except ValidationError as exc:
+        raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
+
+
+def validate_section(cls: type[BaseModel], data: Mapping[str, Any], source: str | None = None) -> Any:
+    """``cls`` validated from ``data`` (a section, or any :class:`Section` subclass used outside a job config,
+    e.g. the Python API's settings); raises :class:`ConfigError` naming every bad key, as :func:`config_from_dict`."""
+    try:
+        return cls.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError([_describe(cls, err) for err in exc.errors()], source) from None
 
@@ -906,9 +1014,12 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "resources": True,
     "input": {"storage_options"},
     "output": {"uri", "mode", "storage_options", "progress_interval_s"},
+    "scoring": {"graph"},  # a speed option, checked against the eager pass (a resume may change it)
     "evaluate": {"storage_options"},
     "filter": {"storage_options"},
     "distill": {"storage_options"},
+    "export": {"storage_options"},
+    "review": {"storage_options"},
     # how many CPUs a training worker reserves and how many checkpoints are kept do not change the student
     "training": {"cpus_per_worker", "keep_checkpoints", "cache_decoded"},
 }
@@ -917,11 +1028,12 @@ _NOT_IN_DIGEST: dict[str, Any] = {
 def config_digest(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> str:
     """sha256 (hex) of the canonical JSON of the settings that change results.
 
-    Excluded: ``resources`` (actors, batch sizes, device, cluster), ``output.uri/mode/progress_interval_s``
-    and every ``storage_options`` (credentials, endpoints). Included: the job, input selection, model,
-    calibration, scoring and ``output.shard_size`` (it fixes the shard layout). ``extra`` (JSON-able) folds
-    in what the config only names, e.g. ``{"weights_sha256": ..., "calibration_id": ...}``, so that new
-    weights or a new built-in artifact behind the same config also refuse a resume.
+    Excluded: ``resources`` (actors, batch sizes, device, cluster), ``output.uri/mode/progress_interval_s``,
+    ``scoring.graph`` (a checked speed option) and every ``storage_options`` (credentials, endpoints).
+    Included: the job, input selection, model, calibration, scoring and ``output.shard_size`` (it fixes the
+    shard layout). ``extra`` (JSON-able) folds in what the config only names, e.g.
+    ``{"weights_sha256": ..., "calibration_id": ...}``, so that new weights or a new built-in artifact behind
+    the same config also refuse a resume.
     """
     canonical = json.dumps(
         digest_payload(cfg, extra), sort_keys=True, separators=(",", ":"), ensure_ascii=True

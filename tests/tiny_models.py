@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +27,7 @@ from torch import nn
 from froq_ray.imaging.contract import InputContract
 from froq_ray.models.base import LoadedModel, freeze
 from froq_ray.quality.artifact import CalibrationArtifact, CalibrationSet
+from froq_ray.quality.observer import network_input
 
 
 class TinyBlock(nn.Module):
@@ -210,3 +212,16 @@ def hand_artifact(model: LoadedModel, selected: list[str]) -> CalibrationArtifac
         calibration_set=CalibrationSet("0" * 64, "sorted_image_ids", 3),
         precision="fp32",
     )
+
+
+def tiny_network_input(model: LoadedModel, count: int, seed: int) -> torch.Tensor:
+    """``random_crops(count, <contract size>, seed)`` as the model's (count, 3, size, size) float32 CPU input."""
+    return network_input(
+        random_crops(count, model.contract.size, seed), model.input_transform(), torch.device("cpu")
+    )
+
+
+@pytest.fixture(scope="module", name="model")
+def tiny_model_fixture() -> LoadedModel:
+    """Fixture ``model``: ``tiny_fr_model(size=16)``, built once per test module that imports this function."""
+    return tiny_fr_model(size=16)

@@ -153,7 +153,9 @@ def write_crops(
     ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
     if workers > 1 and len(ranges) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(_write_range, *zip(*[(root, a, b, seed, sources) for a, b in ranges])))
+            parts = list(
+                pool.map(_write_range, *zip(*[(root, a, b, seed, sources) for a, b in ranges], strict=True))
+            )
     else:
         parts = [_write_range(root, a, b, seed, sources) for a, b in ranges]
     sizes = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])

@@ -22,6 +22,12 @@ from .proctree import PeakSampler
 MIB = 2**20
 
 
+def _gpu_line(line: str) -> tuple[float, float]:
+    """``"37, 1024"`` -> ``(37.0, 1024.0)``; raises ``ValueError`` for another number of fields."""
+    utilisation, memory = line.split(",")
+    return float(utilisation), float(memory)
+
+
 def query_gpus() -> list[tuple[float, float]] | None:
     """(utilisation %, memory used MiB) per visible GPU, or None when nvidia-smi is absent or fails."""
     if shutil.which("nvidia-smi") is None:
@@ -34,7 +40,7 @@ def query_gpus() -> list[tuple[float, float]] | None:
             timeout=5,
             check=True,
         ).stdout
-        return [tuple(float(v) for v in line.split(",")) for line in text.strip().splitlines()]  # type: ignore[misc]
+        return [_gpu_line(line) for line in text.strip().splitlines()]
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
 

@@ -29,7 +29,7 @@ def _iresnet(name: str) -> nn.Module:
     return build_iresnet(int(name.removeprefix("iresnet")))
 
 
-def _mobilefacenet(name: str) -> nn.Module:
+def _mobilefacenet(_name: str) -> nn.Module:  # BUILDERS' signature; one size only
     from ..models.mobilefacenet import MobileFaceNet
 
     return MobileFaceNet()

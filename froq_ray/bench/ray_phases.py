@@ -86,7 +86,9 @@ def annotate_config(
             "shard_size": resources.ray_batch_size,
         },
     }
-    return config_from_dict(data, expected_job="annotate")
+    job = config_from_dict(data, expected_job="annotate")
+    assert isinstance(job, AnnotateJob)  # expected_job="annotate" refuses any other job
+    return job
 
 
 @dataclass
@@ -111,7 +113,7 @@ class AnnotatePhase:
             "images_per_second": round(self.images_per_second, 1),
             "streaming_images_per_second": round(self.streaming_images_per_second, 1),
             "counts_by_status": self.manifest["counts_by_status"],
-            "scoring": self.manifest["scoring"],
+            "scoring": self.manifest["results"]["scoring"],
             **self.resources.to_dict(),
         }
 
@@ -132,10 +134,15 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
         manifest = run_annotate(cfg, force=True)
         seconds = time.perf_counter() - started
     counts = manifest["counts_by_status"]
-    images = manifest["this_run"]["rows"]
+    images = manifest["results"]["this_run"]["rows"]
     if counts.get("ok", 0) != images:
         raise RuntimeError(f"phase {name}: not every row was scored: {counts}")
     assert monitor.result is not None
     return AnnotatePhase(
-        name, images, seconds, float(manifest["this_run"]["images_per_second"]), monitor.result, manifest
+        name,
+        images,
+        seconds,
+        float(manifest["results"]["this_run"]["images_per_second"]),
+        monitor.result,
+        manifest,
     )

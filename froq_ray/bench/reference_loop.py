@@ -80,7 +80,7 @@ class CloningHooks:
         ]
 
     def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
             self.outputs[name] = tensor.detach().clone()
 
@@ -134,7 +134,7 @@ def run_reference_loop(
         with torch.no_grad():
             for names, images in loader:
                 network(images.to(device)).detach()
-                qualities.update(zip(names, hooks.quality(len(names)).numpy().tolist()))
+                qualities.update(zip(names, hooks.quality(len(names)).numpy().tolist(), strict=True))
         _synchronize(device)
         seconds = time.perf_counter() - started
     finally:

@@ -62,6 +62,8 @@ class Variant:
     memory_format: str = "contiguous"
     quality_only: bool = False
     compile: bool = False
+    graph: str = "eager"
+    """The scorer's observed graph (``FroqScorer(graph=...)``): ``eager`` hooks or the ``frozen`` graph."""
 
     @property
     def name(self) -> str:
@@ -70,13 +72,22 @@ class Variant:
             parts.append("quality_only")
         if self.compile:
             parts.append("compiled")
+        if self.graph != "eager":
+            parts.append(self.graph)
         return "+".join(parts)
 
 
 def default_variants(device: str, with_bf16: bool, with_compile: bool) -> list[Variant]:
-    """fp32 NCHW first (the baseline every gain is relative to), then the speed options one by one."""
+    """fp32 NCHW first (the baseline every gain is relative to), then the speed options one by one; on the CPU
+    the frozen observed graph (what a CPU scoring actor runs with ``scoring.graph: auto``) beside the eager
+    channels_last pass, for the full pass and quality-only."""
     low = "bf16" if with_bf16 else "fp32"
     variants = [Variant(), Variant(memory_format="channels_last")]
+    if device == "cpu":
+        variants += [
+            Variant(memory_format="channels_last", graph="frozen"),
+            Variant(memory_format="channels_last", quality_only=True, graph="frozen"),
+        ]
     if with_bf16:
         variants += [Variant("bf16"), Variant("bf16", "channels_last")]
     variants.append(Variant(low, "channels_last", quality_only=True))
@@ -94,6 +105,7 @@ class VariantResult:
     memory_format_used: str
     compiled: bool
     peak_torch_allocated_mib: float | None
+    graph_used: str = "eager"
 
     @property
     def images_per_second(self) -> float:
@@ -107,6 +119,7 @@ class VariantResult:
             "images_per_second": round(self.images_per_second, 1),
             "memory_format_used": self.memory_format_used,
             "compiled": self.compiled,
+            "graph_used": self.graph_used,
             "peak_torch_allocated_mib": self.peak_torch_allocated_mib,
         }
 
@@ -135,6 +148,7 @@ def time_variant(
         model_batch_size=model_batch_size,
         memory_format=variant.memory_format,
         compile=variant.compile,
+        graph=variant.graph,
     )
     try:
         scorer.score(crops[:model_batch_size])
@@ -147,10 +161,18 @@ def time_variant(
         seconds = time.perf_counter() - started
     finally:
         scorer.close()
-        model.network.to(memory_format=torch.contiguous_format)
+        # Module.to takes memory_format at runtime; torch's type overloads omit it
+        model.network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return VariantResult(
-        variant, len(crops), seconds, result.quality, scorer.memory_format, scorer.compiled, peak
+        variant,
+        len(crops),
+        seconds,
+        result.quality,
+        scorer.memory_format,
+        scorer.compiled,
+        peak,
+        scorer.graph,
     )
 
 

@@ -257,7 +257,7 @@ def headline(reference: list[dict[str, Any]], phases: list[AnnotatePhase]) -> di
 
 def table(result: dict[str, Any]) -> str:
     """One table: every timed phase with its rate, GPU utilisation and memory peaks."""
-    header = f"{'phase':<56} {'images':>7} {'images/s':>10} {'GPU util %':>11} {'host RSS MiB':>13} {'device MiB':>11}"
+    header = f"{'phase':<60} {'images':>7} {'images/s':>10} {'GPU util %':>11} {'host RSS MiB':>13} {'device MiB':>11}"
     lines = [header, "-" * len(header)]
 
     def row(name: str, images: int, rate: float, r: dict[str, Any]) -> None:
@@ -265,12 +265,12 @@ def table(result: dict[str, Any]) -> str:
         device_mib = r.get("peak_torch_allocated_mib") or r.get("peak_gpu_memory_used_mib")
         rss = r.get("peak_host_rss_mib")
         lines.append(
-            f"{name:<56} {images:>7} {rate:>10.1f} {util:>11} {('n/a' if rss is None else f'{rss:.0f}'):>13} "
+            f"{name:<60} {images:>7} {rate:>10.1f} {util:>11} {('n/a' if rss is None else f'{rss:.0f}'):>13} "
             f"{('n/a' if device_mib is None else f'{device_mib:.0f}'):>11}"
         )
 
     lines.append(
-        f"{'decode (read + PIL decode, 1 core)':<56} {result['decode']['images']:>7} "
+        f"{'decode (read + PIL decode, 1 core)':<60} {result['decode']['images']:>7} "
         f"{result['decode']['images_per_second']:>10.1f}"
     )
     for r in result["reference"]:

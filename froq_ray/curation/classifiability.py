@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,7 +126,9 @@ class CentreIndex:
     """Centres broadcast to one device, scoring chunks of (embeddings, identities): what a GPU actor holds.
 
     ``dtype``: the similarity dtype for NNCCS (float32 default; torch.float16 / bfloat16 halve the centre
-    matrix on GPUs). CCS is computed on the host in float64 from the float32 directions and the sum norms.
+    matrix on GPUs). ``block_rows`` x ``block_centres``: the similarity tile of :func:`nearest_other_centre`
+    (a block size below 1 raises ValueError when scoring). ``eps``: that of :func:`certainty_ratio`. CCS is
+    computed on the host in float64 from the float32 directions and the sum norms.
     Memory: the :class:`CentreTable` (K x D float32 + 2 K numbers) on the host, plus the centre matrix on the
     device in ``dtype`` (on cpu in float32 it is the same array, not a copy).
     """
@@ -149,8 +152,11 @@ class CentreIndex:
         own = self.table.index_of(identities)
         ccs, notes = leave_one_out_ccs(unit, own, self.table)
         nnccs, nearest = nearest_other_centre(unit, own, self.centres, self.block_rows, self.block_centres)
-        notes[(nearest < 0) & np.equal(notes, None)] = NOTE_NO_OTHER_IDENTITY
-        names = np.where(nearest >= 0, self.table.identities[np.maximum(nearest, 0)], None).astype(object)
+        no_note = np.array([note is None for note in notes], dtype=bool)
+        notes[(nearest < 0) & no_note] = NOTE_NO_OTHER_IDENTITY
+        found = nearest >= 0
+        names = np.full(len(nearest), None, dtype=object)
+        names[found] = self.table.identities[nearest[found]]
         counts = np.where(own >= 0, self.table.counts[np.maximum(own, 0)], 0)
         return ChunkScores(
             ccs=ccs,
@@ -164,15 +170,13 @@ class CentreIndex:
 
 
 def classifiability(
-    embeddings: np.ndarray,
-    identities: Sequence[str] | np.ndarray,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    block_rows: int = 4096,
-    block_centres: int = 65_536,
-    eps: float = DEFAULT_EPS,
+    embeddings: np.ndarray, identities: Sequence[str] | np.ndarray, **index_options: Any
 ) -> ChunkScores:
-    """CCS / NNCCS / CR for an in-memory set: centres from these images, then one scoring pass."""
-    sums = CentreSums.from_chunk(embeddings, identities)
-    index = CentreIndex(sums, device, dtype, block_rows, block_centres, eps)
+    """CCS / NNCCS / CR for an in-memory set: centres from these images, then one scoring pass.
+
+    ``embeddings``: (N, D) floats (normalised here); ``identities``: N names. ``index_options``: the keyword
+    arguments of :class:`CentreIndex` (``device``, ``dtype``, ``block_rows``, ``block_centres``, ``eps``), with
+    its defaults. Raises TypeError for an unknown option and ValueError for a block size below 1.
+    """
+    index = CentreIndex(CentreSums.from_chunk(embeddings, identities), **index_options)
     return index.score(embeddings, identities)

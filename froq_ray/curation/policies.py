@@ -181,5 +181,8 @@ def apply_policies(table: pd.DataFrame, settings: PolicySettings) -> pd.DataFram
     out["keep"] = reason == KEPT
     out["reason"] = reason
     out["label_noise"] = flagged
-    out["label_noise_rule"] = np.where(flagged, noise.rule, None)
+    rule = np.full(len(out), None, dtype=object)  # the firing rule (noise.rule, per row) where flagged
+    is_flagged = np.asarray(flagged, dtype=bool)
+    rule[is_flagged] = np.asarray(noise.rule, dtype=object)[is_flagged]
+    out["label_noise_rule"] = rule
     return out

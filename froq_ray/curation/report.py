@@ -117,7 +117,7 @@ def histograms_png(
     for k, (title, before, after) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         both = np.concatenate([before, after])
-        edges = np.histogram_bin_edges(both, bins=bins) if both.size else bins
+        edges = np.histogram_bin_edges(both, bins=bins).tolist() if both.size else bins
         ax.hist(before, bins=edges, alpha=0.55, label=f"before ({before.size})")
         ax.hist(after, bins=edges, alpha=0.55, label=f"after ({after.size})")
         ax.set_title(title, fontsize=10)

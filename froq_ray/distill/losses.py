@@ -85,27 +85,29 @@ class TargetScaler:
         self.mean, self.std = float(finite.mean()), std
         return self
 
-    def _check(self) -> None:
-        if not self.fitted:
+    def params(self) -> tuple[float, float]:
+        """``(mean, std)`` in teacher units; raises ``ValueError`` when the scaler is not fitted."""
+        if self.mean is None or self.std is None:
             raise ValueError("target scaler is not fitted (call fit first)")
+        return self.mean, self.std
 
     def transform(self, values: Any) -> Any:
         """Teacher units -> standardised (tensors stay tensors, anything else becomes a float64 array)."""
-        self._check()
+        mean, std = self.params()
         if isinstance(values, torch.Tensor):
-            return (values - self.mean) / self.std
-        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+            return (values - mean) / std
+        return (np.asarray(values, dtype=np.float64) - mean) / std
 
     def inverse(self, values: Any) -> Any:
         """Standardised -> teacher units."""
-        self._check()
+        mean, std = self.params()
         if isinstance(values, torch.Tensor):
-            return values * self.std + self.mean
-        return np.asarray(values, dtype=np.float64) * self.std + self.mean
+            return values * std + mean
+        return np.asarray(values, dtype=np.float64) * std + mean
 
     def to_dict(self) -> dict[str, float]:
-        self._check()
-        return {"mean": self.mean, "std": self.std}
+        mean, std = self.params()
+        return {"mean": mean, "std": std}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TargetScaler:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..imaging.prepare import ModelInputTransform
 from ..models.base import LoadedModel
 from ..quality.observer import iter_chunks, network_input
 from .artifact import load_student_artifact
@@ -46,7 +47,7 @@ def student_quality(model: LoadedModel, device: str, batch_size: int, memory_for
 
 def student_runner(
     network: torch.nn.Module,
-    transform: torch.nn.Module,
+    transform: ModelInputTransform,
     device: str,
     batch_size: int,
     memory_format: str = "auto",
@@ -62,7 +63,7 @@ def student_runner(
     network = network.to(device).eval()
     target = torch.device(device)
     sample = check_batch(transform.contract.size, target)
-    fmt = apply_memory_format(network, resolve_memory_format(memory_format, target), sample)
+    fmt = apply_memory_format(network, resolve_memory_format(memory_format), sample)
 
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
         parts = []

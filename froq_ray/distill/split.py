@@ -38,7 +38,7 @@ def split_key_column(
     identities = list(identities) if identities is not None else [None] * n
     sources = list(source_paths) if source_paths is not None else [None] * n
     keys = np.empty(n, dtype=object)
-    for i, (path, identity, source) in enumerate(zip(paths, identities, sources)):
+    for i, (path, identity, source) in enumerate(zip(paths, identities, sources, strict=True)):
         if not _missing(identity):
             keys[i] = str(identity)
         elif not _missing(source):
@@ -56,7 +56,7 @@ def key_position(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / _HASH_SCALE
 
 
-def validation_mask(keys: Sequence[Any], validation_fraction: float, seed: int) -> np.ndarray:
+def validation_mask(keys: Sequence[Any] | np.ndarray, validation_fraction: float, seed: int) -> np.ndarray:
     """Boolean array, True where the row's key falls in validation."""
     fraction = float(validation_fraction)
     if not 0.0 < fraction < 1.0:
@@ -72,13 +72,13 @@ def validation_mask(keys: Sequence[Any], validation_fraction: float, seed: int) 
     return mask
 
 
-def check_no_leak(keys: Sequence[Any], mask: Sequence[bool]) -> None:
+def check_no_leak(keys: Sequence[Any] | np.ndarray, mask: Sequence[bool] | np.ndarray) -> None:
     """Raise ``ValueError`` if any key has rows on both the training and the validation side."""
-    keys = np.asarray([str(k) for k in keys], dtype=object)
-    mask = np.asarray(mask, dtype=bool)
-    if keys.shape != mask.shape:
-        raise ValueError(f"{keys.size} keys but {mask.size} mask entries")
-    leaked = sorted(set(keys[mask]) & set(keys[~mask]))
+    key_array = np.asarray([str(k) for k in keys], dtype=object)
+    on_validation = np.asarray(mask, dtype=bool)
+    if key_array.shape != on_validation.shape:
+        raise ValueError(f"{key_array.size} keys but {on_validation.size} mask entries")
+    leaked = sorted(set(key_array[on_validation]) & set(key_array[~on_validation]))
     if leaked:
         shown = ", ".join(leaked[:5]) + (f", ... ({len(leaked)} in all)" if len(leaked) > 5 else "")
         raise ValueError(f"train/validation leak: split keys on both sides: {shown}")

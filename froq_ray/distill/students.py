@@ -75,6 +75,8 @@ class StudentNetwork(nn.Module):
     as given to :func:`build_student`) describe how to rebuild the network.
     """
 
+    target_mean: torch.Tensor  # 0-d float32 buffers, teacher units (set_target_scale)
+    target_std: torch.Tensor
     arch: str = ""
 
     def __init__(self, input_size: int, options: dict[str, Any]) -> None:

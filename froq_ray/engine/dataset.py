@@ -35,12 +35,19 @@ constructor arguments in the object store and max_restarts > 0``, ray-project/ra
 every pool actor its context and transformer as object-store references; it is noise, not a failure. A block
 that crashes its actor process every time (a segfault, an out-of-memory kill) is retried without limit; the run
 then ends only when no shard has finished for ``resources.no_progress_timeout_s`` (not measured here), and a
-re-run resumes from its completed shards. A block whose scoring raises a Python exception is not retried (a user error)."""
+re-run resumes from its completed shards. A block whose scoring raises a Python exception is not retried (a user
+error)."""
 
 
 @dataclass(frozen=True)
 class MapStage:
-    """A CPU stage between decode and scoring: ``fn(batch, cfg) -> batch`` on numpy batches."""
+    """A CPU stage between decode and scoring in :func:`scoring_dataset` (e.g. the self-training degradation).
+
+    ``fn(batch, cfg) -> batch`` maps one whole shard as a numpy batch (``dict[str, np.ndarray]``: ``pixels``
+    uint8 (N, H, W, 3), ``status``/``error``/``path`` object (N,), ...) to a batch of the same N rows; ``cfg``
+    is any picklable value (a frozen dataclass) and travels to the task as ``fn_kwargs``; ``num_cpus`` is the
+    Ray CPU request per task. Frozen; raises nothing itself: what ``fn`` raises fails the run (a row's error
+    should be written into its ``status``/``error`` instead)."""
 
     fn: Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]
     cfg: Any

@@ -77,7 +77,10 @@ SCHEMA = pa.schema([pa.field("path", pa.string(), nullable=False), pa.field("ide
 @dataclass(frozen=True)
 class InputPart:
     """One Parquet part in :data:`INPUTS_DIR`: its file name, its row count and :func:`table_digest` of its
-    rows (sha256 hex over ``f"{path}\\t{identity or ''}\\n"`` per row, UTF-8 with surrogate escapes)."""
+    rows (sha256 hex over ``f"{path}\\t{identity or ''}\\n"`` per row, UTF-8 with surrogate escapes).
+
+    ``name``: ``str`` file name inside :data:`INPUTS_DIR` (no folder); ``rows``: ``int`` >= 0; ``digest``:
+    64 hex characters. Frozen value object; reading the part (:func:`read_range`) raises, not this class."""
 
     name: str
     rows: int
@@ -86,7 +89,12 @@ class InputPart:
 
 @dataclass(frozen=True)
 class InputRange:
-    """Rows ``[start, stop)`` of part ``part``; they are the global rows ``[row0, row0 + stop - start)``."""
+    """Rows ``[start, stop)`` of part ``part``; they are the global rows ``[row0, row0 + stop - start)``.
+
+    ``part``: the :class:`InputPart` file name; ``start``/``stop``: ``int`` row offsets inside that part
+    (``0 <= start <= stop <= part.rows``); ``row0``: ``int`` global index of its first row. One range is one
+    output shard (:meth:`InputsPlan.ranges`). Frozen; :func:`read_range` raises ``ValueError`` when the
+    part holds fewer rows than ``stop``."""
 
     part: str
     start: int
@@ -180,7 +188,7 @@ def table_digest(table: pa.Table) -> str:
 
 
 def materialize_inputs(
-    cfg: InputConfig, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000
+    cfg: InputConfig, fs, out_path: str, *, reuse: bool, part_rows: int = 100_000, dry_run: bool = False
 ) -> InputsPlan:
     """List ``cfg`` into Parquet parts under ``out_path/_froq/inputs`` with Ray tasks; returns the plan.
 
@@ -189,6 +197,10 @@ def materialize_inputs(
     :data:`PLAN_FILE`: the stored plan is returned without listing anything. Otherwise :data:`INPUTS_DIR` is
     removed, the input listed by tasks (see the module doc), and the plan written last. Skips, followed links,
     duplicates and the limit are logged as :func:`~froq_ray.storage.listing.list_inputs` logs them.
+
+    ``dry_run`` (``froq plan``): the stored plan is returned as above; otherwise the same tasks list the input
+    and return the same part names, row counts and digests, but write nothing and delete nothing (the plan
+    is returned, not stored; ``fs`` and ``out_path`` are then only read).
 
     Raises :class:`~froq_ray.storage.listing.InputListingError` (the original class, also when raised inside
     a task) for a missing or empty input or a malformed manifest, with the same message as ``list_inputs``;
@@ -210,13 +222,16 @@ def materialize_inputs(
             plan.uri,
         )
         return plan
-    if fs.exists(inputs_dir):
-        fs.rm(inputs_dir, recursive=True)
-    fs.invalidate_cache(inputs_dir)
+    if dry_run:
+        fs = None  # the tasks write no part (fs=None)
+    else:
+        if fs.exists(inputs_dir):
+            fs.rm(inputs_dir, recursive=True)
+        fs.invalidate_cache(inputs_dir)
 
     in_fs, root = open_fs(cfg.uri, cfg.storage_options)
     options: dict[str, Any] = {}
-    if is_local_fs(in_fs) or is_local_fs(fs):  # local folders live on this node
+    if is_local_fs(in_fs) or (fs is not None and is_local_fs(fs)):  # local folders live on this node
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
@@ -255,6 +270,9 @@ def materialize_inputs(
     counts.log(cfg)
     summary = {**counts.summary(), "parts": len(parts)}
     plan = InputsPlan(parts, total_rows, plan_digest(parts, total_rows), summary, cfg.uri, part_rows)
+    if dry_run:
+        log.info("inputs: counted %d row(s) of %s in %d listing task(s)", total_rows, cfg.uri, len(refs))
+        return plan
     write_json_atomic(fs, plan_path, plan.to_json())
     log.info(
         "inputs: listed %d row(s) of %s into %d part(s) in %s",
@@ -358,7 +376,8 @@ def _write_parts(
     unit: int, paths: list[str], identities: list[str | None], fs, inputs_dir: str, part_rows: int
 ) -> list[dict[str, Any]]:
     """Write the sorted rows (``paths``, ``identities``: str or None) as parts of at most ``part_rows`` rows
-    named ``part-<unit>-<k>.parquet``; returns [{name, rows, digest}]."""
+    named ``part-<unit>-<k>.parquet``; returns [{name, rows, digest}]. ``fs=None``: nothing is written (a
+    dry run), the same list is returned."""
     out = []
     for k, start in enumerate(range(0, len(paths), part_rows)):
         table = pa.table(
@@ -366,9 +385,10 @@ def _write_parts(
             schema=SCHEMA,
         )
         name = f"part-{unit:05d}-{k:05d}.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS)
-        write_bytes_atomic(fs, posixpath.join(inputs_dir, name), sink.getvalue().to_pybytes())
+        if fs is not None:
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS)
+            write_bytes_atomic(fs, posixpath.join(inputs_dir, name), sink.getvalue().to_pybytes())
         out.append({"name": name, "rows": table.num_rows, "digest": table_digest(table)})
     return out
 

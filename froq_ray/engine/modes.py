@@ -57,7 +57,10 @@ Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 class UnknownScoringModeError(UserError, ValueError):
-    """A scoring mode name that is not one of :data:`MODES`; the message lists the allowed names."""
+    """A scoring mode name that is not one of :data:`MODES`; the message lists the allowed names.
+
+    Raised by :func:`scoring_mode`; a :class:`~froq_ray.errors.UserError` (the CLI prints it on one line)
+    and a ``ValueError``."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,13 @@ class ScoringMode:
         return with_score_kind(schema, self.score_kind)
 
     def _extra_fields(
-        self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
+        self, _cfg: ScoringStageConfig, _candidate_layers: Sequence[str] | None
     ) -> list[pa.Field]:
-        return []
+        return []  # the base mode adds no columns; CalibrateMode overrides this
 
-    def candidate_layers(self, model: LoadedModel) -> tuple[str, ...] | None:
-        """The layers whose norms a run of this mode observes (a column each), or None when it observes none."""
+    def candidate_layers(self, _model: LoadedModel) -> tuple[str, ...] | None:
+        """The layers whose norms a run of ``model`` in this mode observes (a column each), or None when it observes
+        none (every mode but calibrate, which overrides this)."""
         return None
 
     def constants(self, model: LoadedModel, calibration_id: str | None) -> dict[str, str | None]:
@@ -141,13 +145,19 @@ class ScoringMode:
 
 @dataclass(frozen=True)
 class FroqMode(ScoringMode):
-    """FROQ quality from the calibration's selected layers (+ the embedding, same forward pass)."""
+    """FROQ quality from the calibration's selected layers (+ the embedding, same forward pass).
+
+    Its runner maps uint8 crops (N, H, W, 3) to ``quality`` float32 (N,) and, unless ``quality_only``,
+    ``embedding`` float32 (N, D) (:class:`~froq_ray.quality.scorer.FroqScorer`). Needs the calibration
+    artifact in ``cfg.artifact_json``: ``ValueError`` without one, the artifact's own errors for a bad one."""
 
     def build_runner(self, stage: ScoringStage) -> Runner:
         from ..quality.artifact import CalibrationArtifact
         from ..quality.scorer import FroqScorer
 
         cfg = stage.cfg
+        if cfg.artifact_json is None:
+            raise ValueError("the froq scoring stage needs the calibration artifact (cfg.artifact_json)")
         scorer = FroqScorer(
             stage.model,
             CalibrationArtifact.from_json(cfg.artifact_json, source="calibration artifact"),
@@ -157,12 +167,15 @@ class FroqMode(ScoringMode):
             model_batch_size=cfg.model_batch_size,
             memory_format=cfg.memory_format,
             compile=cfg.compile,
+            graph=cfg.graph,
         )
+        stage.graph = scorer.graph
         log.info(
-            "scorer: %s, %s, %s%s",
+            "scorer: %s, %s, %s, %s graph%s",
             stage.device,
             cfg.precision,
             scorer.memory_format,
+            scorer.graph,
             ", compiled" if scorer.compiled else "",
         )
         embedding = self.writes_embedding(cfg)
@@ -189,7 +202,12 @@ class FroqMode(ScoringMode):
 
 @dataclass(frozen=True)
 class PseudoLabelMode(ScoringMode):
-    """The perturbation pseudo-label (FROQ's teacher score) and its components; ``quality`` = ``pseudo_label``."""
+    """The perturbation pseudo-label (FROQ's teacher score) and its components; ``quality`` = ``pseudo_label``.
+
+    Its runner maps uint8 crops (N, H, W, 3) to float32 (N,) columns: ``quality`` and
+    :data:`~froq_ray.storage.schema.PSEUDO_LABEL_COLUMNS` (the per-perturbation components and
+    ``pseudo_label``); no embedding. No calibration is read; unknown ``perturbation`` settings, or an
+    occlusion cell larger than the input, raise ``ValueError`` when the runner is built."""
 
     def build_runner(self, stage: ScoringStage) -> Runner:
         from ..quality.observer import network_input
@@ -201,7 +219,10 @@ class PseudoLabelMode(ScoringMode):
 
 @dataclass(frozen=True)
 class CalibrateMode(PseudoLabelMode):
-    """The calibrate job's observation: the pseudo-label columns + every candidate layer's norm, one pass."""
+    """The calibrate job's observation: the pseudo-label columns + every candidate layer's norm, one pass.
+
+    Adds ``layer_norms``: float32 (N, L) with L = the number of candidate layers (a fixed-size list column
+    in Parquet). :meth:`output_schema` raises ``ValueError`` without candidate layers."""
 
     def _extra_fields(
         self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
@@ -290,12 +311,18 @@ class LabelledCalibrateMode(CalibrateMode):
 
 @dataclass(frozen=True)
 class StudentMode(ScoringMode):
-    """A distilled student's predicted quality (teacher units); no FR model, no embedding, no calibration."""
+    """A distilled student's predicted quality (teacher units); no FR model, no embedding, no calibration.
+
+    Its model is the student artifact at ``cfg.student_artifact`` (``ValueError`` without one; the artifact
+    loader's errors for a bad or mismatched one); its runner maps uint8 crops (N, H, W, 3) to ``quality``
+    float32 (N,)."""
 
     def load_model(self, cfg: ScoringStageConfig) -> LoadedModel:
         """The student artifact ``cfg.student_artifact`` (read with ``cfg.storage_options``), fully checked."""
         from ..distill.serving import student_as_model
 
+        if cfg.student_artifact is None:
+            raise ValueError("the student scoring stage needs the student artifact (cfg.student_artifact)")
         return student_as_model(cfg.student_artifact, cfg.storage_options)
 
     def build_runner(self, stage: ScoringStage) -> Runner:
@@ -381,7 +408,7 @@ def perturbation_network(model: LoadedModel, device: str, cfg: ScoringStageConfi
         return frozen_copy(model.network, sample)
 
     network = model.network
-    fmt = apply_memory_format(network, resolve_memory_format(cfg.memory_format, device), sample)
+    fmt = apply_memory_format(network, resolve_memory_format(cfg.memory_format), sample)
     log.info("perturbation network: %s, %s, %s", device, cfg.precision, fmt)
     return compiled_or_eager(network, sample, cfg.precision) if cfg.compile else network
 

@@ -65,6 +65,13 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class ProgressReporter:
+    """Counts finished rows by status on the driver and logs one progress line every ``interval_s`` seconds.
+
+    ``total``: ``int`` rows the run will write; ``done``: rows counted so far; ``counts``: ``Counter[str]``
+    rows per status (``ok`` and the failure statuses of :mod:`froq_ray.status`); ``clock``: a monotonic
+    ``() -> float`` in seconds (injected by tests). Logs through the ``froq_ray`` logger; raises nothing.
+    """
+
     def __init__(
         self, total: int, interval_s: float = 30.0, label: str = "rows", clock=time.monotonic
     ) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,19 +28,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import __version__
 from ..config import AnnotateJob, CalibrateJob, config_digest, digest_payload, resolved_dict
 from ..errors import UserError
 from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
-from ..storage.run_state import (
-    RunState,
-    check_writable,
-    discard_stale_shards,
-    prepare_output,
-    record_input_digest,
-)
+from ..storage.location import Location
+from ..storage.manifest import RunManifest, utc_now
+from ..storage.output import OutputLayout, open_output
+from ..storage.run_state import OutputStateError, RunState, discard_stale_shards, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
@@ -60,12 +55,22 @@ STAGES = ("list", "read", "decode", "score", "write")
 
 
 class NoProgressError(UserError, RuntimeError):
-    """No shard finished within the no-progress timeout (e.g. a node was lost and none replaced it)."""
+    """No shard finished within the no-progress timeout (e.g. a node was lost and none replaced it).
+
+    Its message names the timeout (``resources.no_progress_timeout_s``) and what to check; completed shards
+    stay, so a re-run resumes. A :class:`~froq_ray.errors.UserError` (one line, exit status 2)."""
 
 
 @dataclass
 class PreparedJob:
-    """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts)."""
+    """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts).
+
+    ``cfg``: the validated job config; ``model``: the driver's loaded model (for the schema and ids);
+    ``config_digest``: sha256 hex of the result-relevant config; ``state``: the output's run state (markers of
+    finished shards); ``inputs``: the listing plan; ``ranges``/``shards``: one :class:`InputRange` and one
+    :class:`Shard` per output shard, in order; ``pending``: the shards still to write; ``list_seconds``: wall
+    seconds of the listing; ``identity_extra``: job-specific values recorded in the run identity. Built by
+    :func:`prepare_job`, which raises (output state, listing errors); the object itself does not."""
 
     cfg: ModelJob
     model: LoadedModel
@@ -77,6 +82,8 @@ class PreparedJob:
     pending: list[Shard]
     list_seconds: float = 0.0
     identity_extra: dict[str, Any] = field(default_factory=dict)
+    started_at: str = field(default_factory=utc_now)
+    """When the job started (UTC, the run manifest's ``started_at``)."""
 
     @property
     def input_digest(self) -> str:
@@ -93,30 +100,100 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     return model
 
 
-def prepare_job(cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], force: bool) -> PreparedJob:
-    """Check the output against ``output.mode``, list the inputs into it (or reuse the listing of the run being
-    resumed), cut the shards and find the pending ones."""
+def prepare_job(
+    cfg: ModelJob,
+    model: LoadedModel,
+    extra: dict[str, Any],
+    force: bool,
+    layout: OutputLayout,
+    dry_run: bool = False,
+) -> PreparedJob:
+    """Check the output against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with the job's
+    ``layout``), list the inputs into it (or reuse the listing of the run being resumed), cut the shards and
+    find the pending ones.
+
+    ``dry_run`` (``froq plan``): the same decisions, writing and deleting nothing: the same refusals
+    (:class:`~froq_ray.storage.run_state.OutputStateError`), the stored listing when the run would reuse it
+    (then Ray is not started), else the input listed by the same Ray tasks, which return only counts and
+    digests (:func:`~froq_ray.engine.inputs.materialize_inputs`); the shards a resume would keep."""
+    started_at = utc_now()
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
-    check_writable(out.uri, out.storage_options)
-    state = prepare_output(
-        out.uri, out.storage_options, out.mode, digest, None, force, config=digest_payload(cfg, extra=extra)
+    state = open_output(
+        Location.of(out),
+        out.mode,
+        layout,
+        config_digest=digest,
+        inputs=(cfg.input.uri,),
+        force=force,
+        config=digest_payload(cfg, extra=extra),
+        dry_run=dry_run,
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)
     if not reuse:
         ensure_ray(cfg.resources)
     started = time.perf_counter()
-    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse)
+    inputs = materialize_inputs(cfg.input, state.fs, state.path, reuse=reuse, dry_run=dry_run)
     list_seconds = 0.0 if reuse else time.perf_counter() - started
-    record_input_digest(state, inputs.digest, force)
+    record_input_digest(state, inputs.digest, force, dry_run=dry_run)
     log.info(
         "inputs: %d images in %d part(s) (%s)",
         inputs.total_rows,
         len(inputs.parts),
         "listing reused" if reuse else f"listed in {list_seconds:.1f} s",
     )
-    return _with_shards(cfg, model, digest, state, inputs, list_seconds, extra)
+    job = _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run)
+    job.started_at = started_at
+    return job
+
+
+@dataclass
+class PlannedRun:
+    """What a run of a job would do (``froq plan``), decided by the run's own functions.
+
+    ``inputs``: the listing's plan (the stored one when the run would reuse it, else counted by the listing
+    tasks); ``shards``: how many shards the run cuts from it; ``job``: the dry-run :class:`PreparedJob`, None
+    when the run would be refused; ``refusal``: the run's refusal message (its first line, then detail lines).
+    """
+
+    inputs: InputsPlan
+    shards: int
+    job: PreparedJob | None = None
+    refusal: str | None = None
+
+    def decision(self) -> str:
+        """One line: ``refused: <reason>``, ``new run: M shard(s) to write`` (``output.mode`` overwrite says that
+        the earlier files go first), ``resume: N of M shard(s) done, K to write`` (``--force`` says so) or
+        ``nothing to do: all M shard(s) done``."""
+        if self.job is None:
+            return f"refused: {str(self.refusal).splitlines()[0]}"
+        state, total = self.job.state, self.shards
+        todo = len(self.job.pending)
+        if state.resumed:
+            forced = " (--force: resuming although the run record differs)" if state.forced else ""
+            if not todo:
+                return f"nothing to do: all {total} shard(s) done{forced}"
+            return f"resume: {total - todo} of {total} shard(s) done, {todo} to write{forced}"
+        earlier = " (output.mode overwrite: what an earlier run wrote there is deleted first)"
+        return f"new run: {total} shard(s) to write{earlier if state.mode == 'overwrite' else ''}"
+
+
+def plan_job(
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], layout: OutputLayout, force: bool = False
+) -> PlannedRun:
+    """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_job` with
+    ``dry_run``. Where the run would be refused the refusal is returned (not raised) and the inputs are still
+    counted by the listing tasks. Starts or joins Ray only when the input has to be listed (no stored listing
+    that the run would reuse). Raises what listing raises (``InputListingError``)."""
+    try:
+        job = prepare_job(cfg, model, extra, force, layout, dry_run=True)
+    except OutputStateError as exc:
+        ensure_ray(cfg.resources)
+        fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
+        inputs = materialize_inputs(cfg.input, fs, path, reuse=False, dry_run=True)
+        return PlannedRun(inputs, len(inputs.ranges(cfg.output.shard_size)), refusal=str(exc))
+    return PlannedRun(job.inputs, len(job.shards), job)
 
 
 def prepare_table_job(
@@ -127,16 +204,17 @@ def prepare_table_job(
     settings: dict[str, Any],
     table: pd.DataFrame,
     force: bool,
+    layout: OutputLayout,
 ) -> PreparedJob:
     """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
-    state = prepare_output(
-        out_uri,
-        cfg.output.storage_options,
+    state = open_output(
+        Location(out_uri, dict(cfg.output.storage_options)),
         "resume",
-        digest,
-        input_digest(table),
-        force,
+        layout,
+        config_digest=digest,
+        input_digest=input_digest(table),
+        force=force,
         config=settings,
         listing=table,
     )
@@ -147,13 +225,18 @@ def prepare_table_job(
     return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
 
 
-def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra) -> PreparedJob:
+def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run=False) -> PreparedJob:
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
-    deleted = discard_stale_shards(state, {s.index: (s.start, s.stop) for s in shards}, inputs.digest)
+    bounds = {s.index: (s.start, s.stop) for s in shards}
+    deleted = discard_stale_shards(state, bounds, inputs.digest, dry_run=dry_run)
     if deleted:
-        log.warning("deleted %d part/marker file(s) that do not belong to this run's shards", deleted)
+        log.warning(
+            "%s %d part/marker file(s) that do not belong to this run's shards",
+            "a run would delete" if dry_run else "deleted",
+            deleted,
+        )
     pending = [s for s in shards if not _done(state.markers, s)]
     log.info(
         "%d shard(s) of up to %d rows, %d already complete",
@@ -212,6 +295,7 @@ def scoring_stage_config(
         precision=cfg.scoring.precision,
         quality_only=cfg.scoring.quality_only,
         write_embedding=cfg.scoring.write_embedding,
+        graph=cfg.scoring.graph,
         model_batch_size=r.model_batch_size,
         perturbation=cfg.scoring.perturbation.model_dump(),
         candidate_layers=candidate_layers,
@@ -223,6 +307,13 @@ def scoring_stage_config(
 
 @dataclass
 class RunResult:
+    """What :func:`run_shards` reports for the shards it wrote in this run (finished shards of an earlier run
+    are not included).
+
+    ``counts``: rows per status; ``rows_written``/``shards_written``: ``int``; ``seconds``: wall seconds since
+    the run's progress started; ``quality``: float64 (K,), the sample described below; ``stage_seconds``:
+    worker seconds per stage of :data:`STAGES` (summed over shards). A plain record; raises nothing."""
+
     counts: dict[str, int]
     rows_written: int
     shards_written: int
@@ -230,6 +321,8 @@ class RunResult:
     quality: np.ndarray
     """A sample of this run's qualities (evenly spaced order statistics of every shard), for the summary."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    graphs: list[str] = field(default_factory=list)
+    """The observed graphs the scoring actors reported for this run's shards (``mode: froq``), sorted."""
 
 
 def run_shards(
@@ -276,7 +369,7 @@ def run_shards(
     progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
     counts: Counter[str] = Counter()
     seconds = dict.fromkeys(STAGES, 0.0)
-    samples, written = [], 0
+    samples, written, graphs = [], 0, set()
     with scoring_context(timeout, r.headroom_cpus):
         ds = scoring_dataset(items, read, stage, write, between, r.max_tasks_in_flight_per_actor)
         try:
@@ -287,6 +380,7 @@ def run_shards(
                 for name in STAGES[1:]:
                     seconds[name] += float(record[f"seconds_{name}"])
                 samples.extend(json.loads(record["quality_sample"]))
+                graphs.update(json.loads(record["graphs"]))
                 written += 1
         except Exception as exc:
             error = no_progress_error(exc, timeout)
@@ -305,61 +399,49 @@ def run_shards(
         progress.elapsed(),
         np.asarray(samples),
         {k: round(v, 3) for k, v in seconds.items()},
+        sorted(graphs),
     )
 
 
-def software_versions() -> dict[str, str]:
-    import pyarrow
-    import ray
-    import torch
-
-    return {
-        "froq_ray": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pandas": pd.__version__,
-    }
-
-
-def base_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> dict:
-    """The run manifest's common part: config, versions, model, inputs, shards, counts, stage seconds."""
+def scoring_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> RunManifest:
+    """The run manifest of a scoring job (:class:`~froq_ray.storage.manifest.RunManifest`): the common header
+    (counts over every shard of the output, this run's stage seconds) and ``results``: model, input, shards,
+    this run's rows, seconds and counts, resumed / forced. The job adds its own entries to ``results``."""
     rate = result.rows_written / result.seconds if result.seconds > 0 else 0.0
-    return {
-        "job": job.cfg.job,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": resolved_dict(job.cfg),
-        "config_digest": job.config_digest,
-        "versions": software_versions(),
-        "model": {
-            **job.model.identity(),
-            "model_id": job.model.model_id,
-            "weights_path": job.model.weights_path,
+    return RunManifest(
+        job=job.cfg.job,
+        started_at=job.started_at,
+        config=resolved_dict(job.cfg),
+        config_digest=job.config_digest,
+        counts_by_status=total_counts,
+        stage_seconds=result.stage_seconds,
+        results={
+            "model": {
+                **job.model.identity(),
+                "model_id": job.model.model_id,
+                "weights_path": job.model.weights_path,
+            },
+            "input": {
+                "uri": job.cfg.input.uri,
+                "images": job.inputs.total_rows,
+                "digest": job.input_digest,
+                **job.inputs.summary,
+            },
+            "shards": {
+                "total": len(job.shards),
+                "written_this_run": result.shards_written,
+                "resumed_from_earlier_runs": len(job.shards) - len(job.pending),
+            },
+            "this_run": {
+                "rows": result.rows_written,
+                "seconds": round(result.seconds, 3),
+                "images_per_second": round(rate, 2),
+                "counts_by_status": result.counts,
+            },
+            "resumed": job.state.resumed,
+            "forced": job.state.forced,
         },
-        "input": {
-            "uri": job.cfg.input.uri,
-            "images": job.inputs.total_rows,
-            "digest": job.input_digest,
-            **job.inputs.summary,
-        },
-        "shards": {
-            "total": len(job.shards),
-            "written_this_run": result.shards_written,
-            "resumed_from_earlier_runs": len(job.shards) - len(job.pending),
-        },
-        "counts_by_status": total_counts,
-        "this_run": {
-            "rows": result.rows_written,
-            "seconds": round(result.seconds, 3),
-            "images_per_second": round(rate, 2),
-            "counts_by_status": result.counts,
-            "stage_seconds": result.stage_seconds,
-        },
-        "resumed": job.state.resumed,
-        "forced": job.state.forced,
-    }
+    )
 
 
 def total_counts(job: PreparedJob, result: RunResult) -> dict[str, int]:
@@ -385,15 +467,17 @@ def nothing_to_do(job: PreparedJob) -> bool:
 
 
 def summary_lines(manifest: dict, quality: np.ndarray) -> list[str]:
-    run = manifest["this_run"]
+    """Log lines summing up a written scoring manifest (:func:`scoring_manifest`, as written)."""
+    results = manifest["results"]
+    run = results["this_run"]
     lines = [
         (
-            f"summary: {manifest['input']['images']:,} inputs in {manifest['shards']['total']} shard(s); "
-            f"this run wrote {run['rows']:,} rows in {manifest['shards']['written_this_run']} shard(s) "
+            f"summary: {results['input']['images']:,} inputs in {results['shards']['total']} shard(s); "
+            f"this run wrote {run['rows']:,} rows in {results['shards']['written_this_run']} shard(s) "
             f"at {run['images_per_second']:,.1f} images/s"
         ),
         "summary: worker seconds by stage (this run): "
-        + ", ".join(f"{k}={v:,.1f}" for k, v in run.get("stage_seconds", {}).items()),
+        + ", ".join(f"{k}={v:,.1f}" for k, v in manifest["stage_seconds"].items()),
         "summary: counts by status: "
         + ", ".join(f"{k}={v:,}" for k, v in manifest["counts_by_status"].items()),
     ]

@@ -74,7 +74,7 @@ def scoring_context(no_progress_timeout_s: float, headroom_cpus: float):
             ) = before
 
 
-def no_progress_error(exc: BaseException, timeout_s: float) -> str | None:
+def no_progress_error(exc: BaseException | None, timeout_s: float) -> str | None:
     """A one-line description when ``exc`` is Ray Data's no-progress timeout (possibly wrapped), else None."""
     from ray.data.exceptions import ExecutionTimeoutError
 

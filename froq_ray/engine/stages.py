@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ from .. import status as st
 log = logging.getLogger(__name__)
 
 PIXELS = "pixels"
+GRAPH_COLUMN = "_graph"
+"""Per-row name of the observed graph that scored the row (``mode: froq``), summarised per shard by the write
+stage for the run manifest; not written."""
 PASSTHROUGH = ("row", "shard", "shard_start", "shard_stop", "path", "identity")
 TEXT_COLUMNS = ("path", "identity", "status", "error", "source_path", "degradation")
 """Text columns that travel between stages. Ray Data turns an all-null object column (``identity`` without an
@@ -28,7 +32,11 @@ identity source, ``error`` in a batch where every row decoded) into a float NaN 
 
 @dataclass(frozen=True)
 class DecodeStageConfig:
-    """CPU stage: read each object's bytes and decode to uint8 RGB crops of ``crop_size``."""
+    """CPU stage: read each object's bytes and decode to uint8 RGB crops of ``crop_size``.
+
+    ``crop_size``: ``int`` pixels (crops are (crop_size, crop_size, 3) uint8); ``storage_options``: fsspec
+    options for the images' location; ``num_cpus``: Ray CPUs per task. Frozen. A read or decode failure
+    becomes the row's ``status``/``error`` (:func:`read_and_decode`), never an exception."""
 
     crop_size: int = 112
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +72,11 @@ def read_and_decode(batch: dict[str, np.ndarray], cfg: DecodeStageConfig) -> dic
 @dataclass(frozen=True)
 class ReadStageConfig:
     """CPU task per shard: the shard's (path, identity) rows from the run's input parts (``_froq/inputs/`` in
-    the output location), then :func:`read_and_decode`."""
+    the output location), then :func:`read_and_decode`.
+
+    ``out_uri`` / ``out_storage_options``: the output location holding the input parts; ``decode``: the
+    :class:`DecodeStageConfig`. Frozen. :func:`read_shard` raises ``ValueError`` for a batch of more than one
+    shard or an input part shorter than the shard (a changed output)."""
 
     out_uri: str
     out_storage_options: dict[str, Any]
@@ -109,7 +121,15 @@ def read_shard(batch: dict[str, np.ndarray], cfg: ReadStageConfig) -> dict[str, 
 class ScoringStageConfig:
     """GPU/CPU actor stage. ``mode``: a name in :data:`froq_ray.engine.modes.MODES` (froq: quality + embedding,
     pseudo_label: perturbation FIQA, calibrate: pseudo-labels + every candidate layer's norm, student: a
-    distilled student's quality); the mode builds the actor's model and per-batch runner."""
+    distilled student's quality); the mode builds the actor's model and per-batch runner.
+
+    ``model_name``/``model_weights``/``model_options``: the registry model; ``artifact_json``: the calibration
+    artifact as JSON text (froq); ``device``: ``auto``/``cpu``/``cuda[:i]``; ``precision``: ``fp32``/``bf16``/
+    ``fp16``; ``model_batch_size``: images per forward pass; ``perturbation``: pseudo-label settings (a dict);
+    ``candidate_layers``: the calibrate mode's layers; ``num_gpus``/``num_cpus``: Ray resources per actor;
+    ``actors``: ``(min, max)`` actor pool size. Frozen and picklable (it travels to every actor); invalid values
+    raise when the actor builds its model or runner (``UnknownScoringModeError``, ``ModelLoadError``,
+    ``ValueError``), not here."""
 
     mode: str
     model_name: str
@@ -128,6 +148,9 @@ class ScoringStageConfig:
     """``auto`` (= channels_last, NCHW where a network does not allow it) | ``channels_last`` | ``contiguous``."""
     compile: bool = False
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
+    graph: str = "auto"
+    """``mode: froq``'s observed forward pass: ``auto`` | ``frozen`` | ``eager``
+    (:func:`froq_ray.quality.scorer.resolve_graph`)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
     candidate_layers: tuple[str, ...] | None = None
     degraded_copies: int = 0
@@ -147,15 +170,22 @@ def expected_actor_device(cfg: ScoringStageConfig) -> str:
     return cfg.device
 
 
-def scoring_settings(cfg: ScoringStageConfig) -> dict[str, Any]:
-    """The speed-relevant settings of a scoring stage, for the run manifest."""
-    from ..quality.scorer import resolve_memory_format
+def scoring_settings(cfg: ScoringStageConfig, graphs_used: Sequence[str] = ()) -> dict[str, Any]:
+    """The speed-relevant settings of a scoring stage, for the run manifest. ``graph`` (``mode: froq``; None
+    otherwise) is what the actors are set to run (``graph_requested`` resolved for their device);
+    ``graph_used`` lists the graphs the actors of this run reported (``graphs_used``: ``eager`` where the
+    frozen graph failed its check), empty when no shard was scored."""
+    from ..quality.scorer import resolve_graph, resolve_memory_format
 
     device = expected_actor_device(cfg)
+    froq = cfg.mode == "froq"
     return {
         "device": device,
-        "memory_format": resolve_memory_format(cfg.memory_format, device),
+        "memory_format": resolve_memory_format(cfg.memory_format),
         "compile_requested": cfg.compile,
+        "graph_requested": cfg.graph if froq else None,
+        "graph": resolve_graph(cfg.graph, device, cfg.precision, cfg.compile) if froq else None,
+        "graph_used": sorted(set(graphs_used)),
         "model_batch_size": cfg.model_batch_size,
         "transfer": "uint8 crops, pinned + non_blocking, normalised on the device"
         if device == "cuda"
@@ -182,13 +212,23 @@ def resolve_device(requested: str) -> str:
 
 
 class ScoringStage:
-    """Loads the model once per actor; each call scores the rows whose decode succeeded."""
+    """Loads the model once per actor; each call scores the rows whose decode succeeded.
+
+    A Ray Data callable class. ``__call__`` takes one shard as a numpy batch (``pixels`` uint8 (N, H, W, 3),
+    ``status``/``error`` object (N,) and the passthrough columns) and returns a ``pyarrow.Table`` of the same N
+    rows with the mode's float32 result columns added ((N,) or (N, D); NaN for rows not ok) and ``_t_score``.
+    A batch whose scoring raises is retried image by image, and an image that still fails gets status
+    ``model_error`` with the exception text: scoring never raises for bad data. The constructor raises what
+    loading the model raises (``ModelLoadError``, ``UnknownScoringModeError``); ``columns_to_arrow`` raises
+    ``TypeError`` for a text column holding a non-text value."""
 
     def __init__(self, cfg: ScoringStageConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.model = load_scoring_model(cfg)
         self.model.network.to(self.device)
+        self.graph: str | None = None
+        """The observed graph this actor runs (``frozen`` / ``eager``), set by a mode that has one (froq)."""
         self._runner = self._build_runner()
         log.info("scoring stage ready: %s on %s (%s)", self.model.model_id, self.device, cfg.mode)
 
@@ -217,6 +257,8 @@ class ScoringStage:
         batch["status"], batch["error"] = status, error
         batch.update(_scatter(columns, ok, len(status)))
         batch["_t_score"] = np.full(len(status), (time.perf_counter() - started) / max(len(status), 1))
+        if self.graph is not None:
+            batch[GRAPH_COLUMN] = np.full(len(status), self.graph, dtype=object)
         return columns_to_arrow(batch)
 
     def _score(self, pixels: np.ndarray) -> dict[str, np.ndarray]:

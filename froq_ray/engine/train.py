@@ -59,7 +59,13 @@ TARGET = "target"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Everything a worker needs (plain JSON-able values: it travels as ``train_loop_config``)."""
+    """Everything a worker needs (plain JSON-able values: it travels as ``train_loop_config``).
+
+    ``arch``/``input_size``/``options``: the student (:func:`~froq_ray.distill.students.build_student`);
+    ``epochs``, ``lr``, ``weight_decay``, ``loss`` (the loss section as a dict), ``seed``; ``target_mean``/
+    ``target_std``: the driver's target scaler (teacher units; std > 0); ``shuffle_buffer_rows``: rows in
+    the local shuffle buffer; ``source_size``: pixels of the stored crops. Frozen; a worker rebuilds it with
+    ``TrainSettings(**config)``, which raises ``TypeError`` for missing or unknown keys."""
 
     arch: str
     input_size: int
@@ -187,7 +193,7 @@ def _summed(values: dict[str, float], world_size: int, device: torch.device) -> 
     names = sorted(values)
     t = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return dict(zip(names, t.tolist()))
+    return dict(zip(names, t.tolist(), strict=True))
 
 
 def train_epoch(
@@ -255,10 +261,7 @@ def validation_metrics(predicted: np.ndarray, target: np.ndarray) -> dict[str, f
     """Agreement of the student with the teacher in teacher units (NaN where undefined)."""
     p = np.asarray(predicted, dtype=np.float64)
     t = np.asarray(target, dtype=np.float64)
-    if p.size >= 2 and p.std() > 0 and t.std() > 0:
-        pearson = float(np.corrcoef(p, t)[0, 1])
-    else:
-        pearson = math.nan
+    pearson = float(np.corrcoef(p, t)[0, 1]) if p.size >= 2 and p.std() > 0 and t.std() > 0 else math.nan
     return {
         "validation_spearman": spearman(p, t),
         "validation_pearson": pearson,
@@ -304,7 +307,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(settings.seed)
     student = build_student(settings.arch, settings.input_size, settings.options)
-    student.set_target_scale(scaler.mean, scaler.std)
+    student.set_target_scale(*scaler.params())
     model = ray.train.torch.prepare_model(_Standardised(student))  # DDP when world_size > 1; moves to device
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     start_epoch, step, history = 0, 0, []
@@ -345,7 +348,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ driver
 @dataclass
 class TrainedStudent:
-    """What :func:`fit_student` returns: the final student state and the per-epoch metrics."""
+    """What :func:`fit_student` returns: the final student state and the per-epoch metrics.
+
+    ``state``: the student's ``state_dict`` as stored in the final checkpoint (safetensors, CPU tensors;
+    weights + the target-scale buffers);
+    ``history``: one dict of JSON-able metrics per finished epoch; ``epoch``/``step``: the last finished
+    epoch (0-based) and the global step count; ``checkpoint_path``: the checkpoint folder the state was read from;
+    ``resumed_from_epoch``: the epoch a resumed run started after, or None. A plain record."""
 
     state: dict[str, torch.Tensor]
     history: list[dict[str, Any]]

@@ -22,7 +22,7 @@ from ..storage.fs import open_fs
 from ..storage.listing import input_digest
 from ..storage.schema import to_table
 from ..storage.shards import Shard, write_shard
-from .stages import arrow_to_columns
+from .stages import GRAPH_COLUMN, arrow_to_columns
 
 TIMING_COLUMNS = ("_t_read", "_t_decode", "_t_score")
 """Per-row shares of each block's stage seconds, carried with the rows and summed per shard here."""
@@ -31,13 +31,22 @@ QUALITY_SAMPLE = 33
 
 
 class ShardAssemblyError(RuntimeError):
-    """A shard reached the write stage in pieces or with rows missing (an engine bug, never data loss)."""
+    """A shard reached the write stage in pieces or with rows missing (an engine bug, never data loss).
+
+    Raised by :func:`write_shards` before that shard is written; the message names the shard, its rows and
+    the first rows found. A ``RuntimeError``, not a user error: the run fails and a re-run redoes the shard."""
 
 
 @dataclass(frozen=True)
 class WriteStageConfig:
     """Where and how a write task commits shards. ``schema_ipc``: the output schema (with its key-value
-    metadata) serialised, since a ``pa.Schema`` is what the parts must match exactly."""
+    metadata) serialised, since a ``pa.Schema`` is what the parts must match exactly.
+
+    ``out_uri``/``storage_options``: the output location; ``constants``: string columns with one value per run
+    (model id, calibration id, ...), filled into every row; ``num_cpus``: Ray CPUs per write task. Frozen and
+    picklable. :func:`write_shards` raises :class:`ShardAssemblyError` for an incomplete shard (before that
+    shard is written), what :func:`~froq_ray.storage.schema.to_table` raises for columns that do not fit the
+    schema, and the filesystem's errors."""
 
     out_uri: str
     storage_options: dict[str, Any]
@@ -67,7 +76,8 @@ class WriteStageConfig:
 def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
     """Commit every shard in ``table`` (columns ``row``, ``shard``, ``shard_start``, ``shard_stop``, the
     schema's columns, the timing columns); returns one row per shard: ``shard``, ``start``, ``stop``,
-    ``rows``, ``counts`` (JSON), ``seconds_read/decode/score/write``, ``quality_sample`` (JSON list).
+    ``rows``, ``counts`` (JSON), ``seconds_read/decode/score/write``, ``quality_sample`` (JSON list),
+    ``graphs`` (JSON list: the observed graphs that scored the shard's rows, empty for modes without one).
 
     Raises :class:`ShardAssemblyError` when a shard's rows are not exactly ``start..stop-1``."""
     columns = arrow_to_columns(table)
@@ -93,7 +103,7 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
             fs,
             path,
             shard,
-            _shard_table(part, schema, cfg.constants),
+            shard_table(part, schema, cfg.constants),
             digest,
             {"inputs_digest": cfg.inputs_digest},
         )
@@ -110,14 +120,16 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
                 "seconds_score": seconds["_t_score"],
                 "seconds_write": time.perf_counter() - started,
                 "quality_sample": json.dumps(_quality_sample(part.get("quality"))),
+                "graphs": json.dumps(sorted({str(g) for g in part.get(GRAPH_COLUMN, ()) if g is not None})),
             }
         )
     return pa.Table.from_pylist(records)
 
 
-def _shard_table(
-    part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]
-) -> pa.Table:
+def shard_table(part: dict[str, np.ndarray], schema: pa.Schema, constants: dict[str, str | None]) -> pa.Table:
+    """Scored rows (:func:`~froq_ray.engine.stages.arrow_to_columns` of a scoring stage's output) as a table of
+    the output ``schema``: the schema's columns, ``constants`` (``model_id``, ``calibration_id``) on every row,
+    nulls for result columns no row produced; other columns are left out. Also the Python API's result table."""
     n = len(part["row"])
     cols: dict[str, Any] = {f.name: part[f.name] for f in schema if f.name in part}
     for name, value in constants.items():

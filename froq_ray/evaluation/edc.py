@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import overload
 
 import numpy as np
 
@@ -88,6 +89,10 @@ def _fraction(x: float) -> Fraction:
     return Fraction(x).limit_denominator(_MAX_DENOMINATOR)
 
 
+@overload
+def _floor_times(x: float | Fraction, n: int) -> int: ...
+@overload
+def _floor_times(x: float | Fraction, n: np.ndarray) -> np.ndarray: ...
 def _floor_times(x: float | Fraction, n: int | np.ndarray) -> int | np.ndarray:
     """floor(x * n) with x read as an exact decimal fraction; n may be an int64 array."""
     frac = x if isinstance(x, Fraction) else _fraction(x)
@@ -224,7 +229,7 @@ def _genuine_below_before(
             break
         block = s_sorted[c0 : c0 + _QUERY_CHUNK][g_sorted[c0 : c0 + _QUERY_CHUNK]]
         counts[first:] += np.searchsorted(np.sort(block), taus[first:], side="left")
-    for k, (cut, tau) in enumerate(zip(cuts.tolist(), taus.tolist())):
+    for k, (cut, tau) in enumerate(zip(cuts.tolist(), taus.tolist(), strict=True)):
         c0 = (cut // _QUERY_CHUNK) * _QUERY_CHUNK
         counts[k] += np.count_nonzero(s_sorted[c0:cut][g_sorted[c0:cut]] < tau)
     return counts

@@ -230,8 +230,8 @@ def _tile_pairs(unit: np.ndarray, codes: np.ndarray, r0: int, r1: int, c0: int, 
     dt = _index_dtype(unit.shape[0])
     sim = unit[r0:r1] @ unit[c0:c1].T
     same = codes[r0:r1, None] == codes[None, c0:c1]
-    rows = np.broadcast_to(np.arange(r0, r1, dtype=dt)[:, None], sim.shape)
-    cols = np.broadcast_to(np.arange(c0, c1, dtype=dt)[None, :], sim.shape)
+    rows: np.ndarray = np.broadcast_to(np.arange(r0, r1, dtype=dt)[:, None], sim.shape)
+    cols: np.ndarray = np.broadcast_to(np.arange(c0, c1, dtype=dt)[None, :], sim.shape)
     if r0 == c0:  # a diagonal tile: keep the strict upper triangle
         keep = np.triu(np.ones(sim.shape, dtype=bool), k=1)
         return PairBlock(sim[keep], same[keep], rows[keep], cols[keep])
@@ -257,7 +257,7 @@ def _genuine_blocks(unit: np.ndarray, codes: np.ndarray, block: int) -> Iterator
     dt = _index_dtype(unit.shape[0])
     pending: list[PairBlock] = []
     n_pending = 0
-    for start, stop in zip(starts.tolist(), stops.tolist()):
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
         for r0, r1, c0, c1 in _triangle_tiles(start, stop, block):
             tile = _tile_pairs(grouped_unit, grouped_codes, r0, r1, c0, c1)
             a, b = order[tile.i].astype(dt), order[tile.j].astype(dt)

@@ -225,7 +225,7 @@ def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(_EXIF_ORIENTATION, 1)
         return int(value) if value in range(1, 9) else 1
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - Pillow may raise anything on a broken EXIF block: orientation 1
         return 1
 
 

@@ -60,7 +60,7 @@ def _round(value: float) -> float:
 # ---------------------------------------------------------------- kinds: sample parameters, apply them
 
 
-def _sample_downscale(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, int]) -> Params:
+def _sample_downscale(rng: np.random.Generator, lo: float, hi: float, _shape: tuple[int, int]) -> Params:
     return {"factor": _round(rng.uniform(lo, hi))}
 
 
@@ -72,7 +72,7 @@ def _apply_downscale(image: np.ndarray, params: Params) -> np.ndarray:
     return np.asarray(pil.resize((width, height), Image.Resampling.BICUBIC))
 
 
-def _sample_blur(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, int]) -> Params:
+def _sample_blur(rng: np.random.Generator, lo: float, hi: float, _shape: tuple[int, int]) -> Params:
     return {"sigma": _round(rng.uniform(lo, hi))}
 
 
@@ -80,7 +80,7 @@ def _apply_blur(image: np.ndarray, params: Params) -> np.ndarray:
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=float(params["sigma"]))))
 
 
-def _sample_jpeg(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, int]) -> Params:
+def _sample_jpeg(rng: np.random.Generator, lo: float, hi: float, _shape: tuple[int, int]) -> Params:
     return {"quality": int(rng.integers(int(lo), int(hi), endpoint=True))}
 
 
@@ -91,7 +91,7 @@ def _apply_jpeg(image: np.ndarray, params: Params) -> np.ndarray:
         return np.asarray(decoded.convert("RGB"))
 
 
-def _sample_noise(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, int]) -> Params:
+def _sample_noise(rng: np.random.Generator, lo: float, hi: float, _shape: tuple[int, int]) -> Params:
     return {"sigma": _round(rng.uniform(lo, hi)), "seed": int(rng.integers(0, 2**31 - 1))}
 
 
@@ -100,7 +100,7 @@ def _apply_noise(image: np.ndarray, params: Params) -> np.ndarray:
     return np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
 
 
-def _sample_exposure(rng: np.random.Generator, lo: float, hi: float, shape: tuple[int, int]) -> Params:
+def _sample_exposure(rng: np.random.Generator, lo: float, hi: float, _shape: tuple[int, int]) -> Params:
     sign = 1.0 if rng.random() < 0.5 else -1.0
     return {"stops": _round(sign * rng.uniform(lo, hi))}
 

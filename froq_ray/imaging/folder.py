@@ -103,7 +103,9 @@ def load_crops(
 def load_crops_strict(paths: Sequence[str | os.PathLike], size: int = DEFAULT_SIZE) -> np.ndarray:
     """Decoded crops (N, size, size, 3) uint8, or ValueError naming every file that failed."""
     batch = load_crops(paths, size)
-    failed = [f"{paths[k]}: {batch.statuses[k]}: {batch.errors[k]}" for k in np.flatnonzero(~batch.ok_mask)]
+    failed = [
+        f"{paths[k]}: {batch.statuses[k]}: {batch.errors[k]}" for k in np.flatnonzero(~batch.ok_mask).tolist()
+    ]
     if failed:
         shown = "; ".join(failed[:5]) + (f"; ... ({len(failed)} in all)" if len(failed) > 5 else "")
         raise ValueError(f"{len(failed)} of {len(paths)} images failed to load: {shown}")

@@ -17,6 +17,9 @@ SOURCE_ALIGNMENT = "arcface112"
 
 
 class ModelInputTransform(nn.Module):
+    scale: torch.Tensor  # (1, 3, 1, 1) float32 buffers: x * scale + shift == (x / 255 - mean) / std
+    shift: torch.Tensor
+
     def __init__(self, contract: InputContract, source_size: int = 112) -> None:
         super().__init__()
         self.contract = contract

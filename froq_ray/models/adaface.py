@@ -28,16 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    InputContract,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    load_state_strict,
-    read_checkpoint,
-    sha256_file,
-    strip_prefix,
-)
+from .base import InputContract, LoadedModel, ModelLoadError, checkpoint_model, read_checkpoint, strip_prefix
 from .registry import Factory, register_model
 
 EMBEDDING_SIZE = 512
@@ -95,7 +86,7 @@ class BasicBlockIR(nn.Module):
 def build_body(units_per_stage: tuple[int, int, int, int]) -> nn.Sequential:
     units: list[nn.Module] = []
     in_ch = STAGE_WIDTHS[0]
-    for width, count in zip(STAGE_WIDTHS, units_per_stage):
+    for width, count in zip(STAGE_WIDTHS, units_per_stage, strict=True):
         for i in range(count):
             units.append(BasicBlockIR(in_ch, width, 2 if i == 0 else 1))
             in_ch = width
@@ -179,22 +170,18 @@ def backbone_state(checkpoint: dict[str, Any], path: str) -> dict[str, torch.Ten
 
 
 def _factory(name: str, units_per_stage: tuple[int, int, int, int]) -> Factory:
-    def load(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-        if not weights:
-            raise ModelLoadError(f"model {name!r} needs a weights path (an AdaFace Lightning .ckpt)")
+    def load(weights: str, options: dict[str, Any]) -> LoadedModel:
         contract = contract_for(options)
-        network = AdaFaceBackbone(units_per_stage)
-        state = backbone_state(read_lightning_checkpoint(weights), weights)
-        load_state_strict(network, state, f"AdaFace {name} ({Path(weights).name})")
-        return LoadedModel(
+        return checkpoint_model(
             name=name,
             family="adaface",
-            network=freeze(network),
+            network=AdaFaceBackbone(units_per_stage),
+            state=backbone_state(read_lightning_checkpoint(weights), weights),
+            weights=weights,
             contract=contract,
             embedding_size=EMBEDDING_SIZE,
-            weights_path=str(weights),
-            weights_sha256=sha256_file(weights),
-            options=dict(options),
+            options=options,
+            what=f"AdaFace {name} ({Path(weights).name})",
         )
 
     load.__name__ = f"load_{name}"
@@ -202,6 +189,7 @@ def _factory(name: str, units_per_stage: tuple[int, int, int, int]) -> Factory:
         name,
         family="adaface",
         needs_weights=True,
+        weights_hint="an AdaFace Lightning .ckpt",
         description=f"AdaFace {name.split('_')[1].upper()} (Lightning .ckpt), 112x112 BGR, mean/std 0.5, 512-d; "
         "option channel_permutation: bgr (default) | reference",
     )(load)

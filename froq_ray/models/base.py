@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -107,7 +107,44 @@ def load_state_strict(network: nn.Module, state: dict[str, torch.Tensor], what: 
     network.load_state_dict(state, strict=True)
 
 
-def freeze(network: nn.Module) -> nn.Module:
+def refuse_options(name: str, options: dict[str, Any]) -> None:
+    """:class:`ModelLoadError` when a model that takes no options got some (named, sorted)."""
+    if options:
+        raise ModelLoadError(f"model {name!r} takes no options, got {sorted(options)}")
+
+
+def checkpoint_model(
+    *,
+    name: str,
+    family: str,
+    network: nn.Module,
+    state: dict[str, torch.Tensor],
+    weights: str,
+    contract: InputContract,
+    embedding_size: int,
+    options: dict[str, Any] | None = None,
+    what: str | None = None,
+) -> LoadedModel:
+    """``network`` with ``state`` loaded strictly (:func:`load_state_strict`; ``what`` names it in the error,
+    default ``"<name> (<weights>)"``), frozen, identified by the sha256 of the ``weights`` file."""
+    load_state_strict(network, state, what or f"{name} ({weights})")
+    return LoadedModel(
+        name=name,
+        family=family,
+        network=freeze(network),
+        contract=contract,
+        embedding_size=embedding_size,
+        weights_path=str(weights),
+        weights_sha256=sha256_file(weights),
+        options=dict(options or {}),
+    )
+
+
+_Network = TypeVar("_Network", bound=nn.Module)
+
+
+def freeze(network: _Network) -> _Network:
+    """``network`` in eval mode with every parameter's ``requires_grad`` off (the same object, returned)."""
     network.eval()
     for p in network.parameters():
         p.requires_grad_(False)

@@ -232,7 +232,7 @@ def _read_pool(kind: str) -> Callable[[DatReader, str], DlibLayer]:
     return read
 
 
-def _read_add_prev(r: DatReader, version: str) -> DlibLayer:
+def _read_add_prev(_r: DatReader, version: str) -> DlibLayer:  # no parameters to read
     return DlibLayer("add_prev", version, None)
 
 

@@ -32,7 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging.contract import InputContract
-from .base import LoadedModel, ModelLoadError, freeze, load_state_strict, read_checkpoint, sha256_file
+from .base import (
+    LoadedModel,
+    ModelLoadError,
+    freeze,
+    load_state_strict,
+    read_checkpoint,
+    refuse_options,
+    sha256_file,
+)
 from .dlib_dat import DlibLayer, DlibNetwork, read_dlib_dat
 from .registry import register_model
 
@@ -47,7 +55,7 @@ MEAN_RGB_PIXELS = (122.782, 117.001, 104.298)
 CONTRACT = InputContract(
     size=INPUT_SIZE,
     channel_order="RGB",
-    mean=tuple(m / 255.0 for m in MEAN_RGB_PIXELS),  # type: ignore[arg-type]
+    mean=(MEAN_RGB_PIXELS[0] / 255.0, MEAN_RGB_PIXELS[1] / 255.0, MEAN_RGB_PIXELS[2] / 255.0),
     std=(256.0 / 255.0,) * 3,
     alignment="dlib_chip150",
 )
@@ -219,41 +227,52 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _params(layer: DlibLayer) -> np.ndarray:
+    """The layer's parameter array; raises :class:`ModelLoadError` for a layer stored without one."""
+    if layer.params is None:
+        raise ModelLoadError(f"dlib {layer.kind} layer at byte {layer.offset} holds no parameters")
+    return layer.params
+
+
 def _tensor(values: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values.reshape(shape), dtype=np.float32))
 
 
 def _con_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
     conv = step.module
-    assert isinstance(conv, nn.Conv2d)
+    assert isinstance(conv, nn.Conv2d) and not isinstance(conv.padding, str)  # the port pads by numbers
     found = {"filters": layer.settings["num_filters"], **_window_settings(layer)}
     wanted = {
         "filters": conv.out_channels,
         "kernel": _pair(conv.kernel_size),
         "stride": _pair(conv.stride),
         "padding": _pair(conv.padding),
-    }  # type: ignore[arg-type]
+    }
     _expect(step, layer, found, wanted)
     weight_shape = tuple(conv.weight.shape)
     n_weights = int(np.prod(weight_shape))
-    _expect(step, layer, {"params": layer.params.size}, {"params": n_weights + conv.out_channels})
+    params = _params(layer)
+    _expect(step, layer, {"params": params.size}, {"params": n_weights + conv.out_channels})
     return {
-        "weight": _tensor(layer.params[:n_weights], weight_shape),
-        "bias": _tensor(layer.params[n_weights:], (conv.out_channels,)),
+        "weight": _tensor(params[:n_weights], weight_shape),
+        "bias": _tensor(params[n_weights:], (conv.out_channels,)),
     }
 
 
 def _affine_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
-    channels = step.module.weight.numel()  # type: ignore[union-attr]
+    affine = step.module
+    assert isinstance(affine, ChannelAffine)
+    channels = affine.weight.numel()
+    params = _params(layer)
     _expect(
         step,
         layer,
-        {"mode": layer.settings["mode"], "disabled": layer.settings["disabled"], "params": layer.params.size},
+        {"mode": layer.settings["mode"], "disabled": layer.settings["disabled"], "params": params.size},
         {"mode": 0, "disabled": False, "params": 2 * channels},
     )
     return {
-        "weight": _tensor(layer.params[:channels], (channels,)),
-        "bias": _tensor(layer.params[channels:], (channels,)),
+        "weight": _tensor(params[:channels], (channels,)),
+        "bias": _tensor(params[channels:], (channels,)),
     }
 
 
@@ -261,6 +280,7 @@ def _fc_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
     fc = step.module
     assert isinstance(fc, nn.Linear)
     s = layer.settings
+    params = _params(layer)
     _expect(
         step,
         layer,
@@ -268,7 +288,7 @@ def _fc_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
             "inputs": s["num_inputs"],
             "outputs": s["num_outputs"],
             "bias": s["has_bias"],
-            "params": layer.params.size,
+            "params": params.size,
         },
         {
             "inputs": fc.in_features,
@@ -278,7 +298,7 @@ def _fc_state(step: PlanStep, layer: DlibLayer) -> dict[str, torch.Tensor]:
         },
     )
     # dlib stores the matrix as (inputs, outputs); torch's Linear holds (outputs, inputs).
-    return {"weight": _tensor(layer.params, (fc.in_features, fc.out_features)).t().contiguous()}
+    return {"weight": _tensor(params, (fc.in_features, fc.out_features)).t().contiguous()}
 
 
 def _pool_check(step: PlanStep, layer: DlibLayer) -> None:
@@ -289,9 +309,9 @@ def _pool_check(step: PlanStep, layer: DlibLayer) -> None:
         assert isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d))
         wanted = {
             "kernel": _pair(pool.kernel_size),
-            "stride": _pair(pool.stride),  # type: ignore[arg-type]
+            "stride": _pair(pool.stride),
             "padding": _pair(pool.padding),
-        }  # type: ignore[arg-type]
+        }
     _expect(step, layer, _window_settings(layer), wanted)
 
 
@@ -306,7 +326,7 @@ def state_from_dat(network: DlibResNet, parsed: DlibNetwork) -> dict[str, torch.
             f"({_first_difference(found_kinds, wanted_kinds)}); expected dlib's face recognition ResNet"
         )
     state: dict[str, torch.Tensor] = {}
-    for step, layer in zip(plan, parsed.layers):
+    for step, layer in zip(plan, parsed.layers, strict=True):
         if layer.wiring_before != step.wiring_before:
             raise ModelLoadError(
                 f"dlib layer at byte {layer.offset} has {layer.wiring_before} tag/skip wrappers "
@@ -329,7 +349,8 @@ def state_from_dat(network: DlibResNet, parsed: DlibNetwork) -> dict[str, torch.
 
 
 def _first_difference(found: list[str], wanted: list[str]) -> str:
-    for index, (a, b) in enumerate(zip(found, wanted)):
+    # strict=False: the lengths differ when one network is a prefix of the other (reported after the loop)
+    for index, (a, b) in enumerate(zip(found, wanted, strict=False)):
         if a != b:
             return f"layer {index} is {a!r} where {b!r} was expected"
     return f"expected {len(wanted)} layers"
@@ -339,7 +360,11 @@ def _check_input(parsed: DlibNetwork) -> None:
     net_input = parsed.input
     size = (net_input.get("nr"), net_input.get("nc"))
     means = net_input["mean_rgb"]
-    if size != (INPUT_SIZE, INPUT_SIZE) or any(abs(a - b) > 1e-3 for a, b in zip(means, MEAN_RGB_PIXELS)):
+    if (
+        size != (INPUT_SIZE, INPUT_SIZE)
+        or len(means) != len(MEAN_RGB_PIXELS)
+        or any(abs(a - b) > 1e-3 for a, b in zip(means, MEAN_RGB_PIXELS, strict=True))
+    ):
         raise ModelLoadError(
             f"dlib input layer {net_input} does not match the contract "
             f"({INPUT_SIZE}x{INPUT_SIZE}, mean RGB {MEAN_RGB_PIXELS})"
@@ -388,8 +413,7 @@ def build_dlib_resnet(weights_path: str) -> DlibResNet:
     ),
 )
 def load_dlib_resnet_v1(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-    if options:
-        raise ModelLoadError(f"{MODEL_NAME} takes no options, got {sorted(options)}")
+    refuse_options(MODEL_NAME, options)
     path = weights or builtin_weights_path()
     digest = sha256_file(path)
     if weights is None and digest != BUILTIN_SHA256:

@@ -20,16 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    InputContract,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    load_state_strict,
-    read_checkpoint,
-    sha256_file,
-    strip_prefix,
-)
+from .base import InputContract, LoadedModel, checkpoint_model, read_checkpoint, refuse_options, strip_prefix
 from .registry import Factory, register_model
 
 EMBEDDING_SIZE = 512
@@ -86,6 +77,11 @@ def make_stage(in_ch: int, out_ch: int, blocks: int) -> nn.Sequential:
 class IResNet(nn.Module):
     """112x112 input in [-1, 1] -> 512-d embedding (not unit length)."""
 
+    layer1: nn.Sequential  # the four stages, added by name in __init__ (upstream's module names)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self, blocks_per_stage: tuple[int, int, int, int], embedding_size: int = EMBEDDING_SIZE
     ) -> None:
@@ -94,7 +90,7 @@ class IResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=1e-5)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
         in_ch = STAGE_WIDTHS[0]
-        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage), start=1):
+        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage, strict=True), start=1):
             self.add_module(f"layer{index}", make_stage(in_ch, width, blocks))
             in_ch = width
         self.bn2 = nn.BatchNorm2d(in_ch, eps=1e-5)
@@ -119,23 +115,17 @@ def build_iresnet(depth: int) -> IResNet:
 def _factory(depth: int) -> Factory:
     name = f"iresnet{depth}"
 
-    def load(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-        if not weights:
-            raise ModelLoadError(f"model {name!r} needs a weights path (an arcface_torch backbone.pth)")
-        if options:
-            raise ModelLoadError(f"model {name!r} takes no options, got {sorted(options)}")
-        network = build_iresnet(depth)
-        state = strip_prefix(read_checkpoint(weights), "module.")
-        load_state_strict(network, state, f"IResNet-{depth} ({weights})")
-        return LoadedModel(
+    def load(weights: str, options: dict[str, Any]) -> LoadedModel:
+        refuse_options(name, options)
+        return checkpoint_model(
             name=name,
             family="iresnet",
-            network=freeze(network),
+            network=build_iresnet(depth),
+            state=strip_prefix(read_checkpoint(weights), "module."),
+            weights=weights,
             contract=CONTRACT,
             embedding_size=EMBEDDING_SIZE,
-            weights_path=str(weights),
-            weights_sha256=sha256_file(weights),
-            options={},
+            what=f"IResNet-{depth} ({weights})",
         )
 
     load.__name__ = f"load_{name}"
@@ -143,6 +133,7 @@ def _factory(depth: int) -> Factory:
         name,
         family="iresnet",
         needs_weights=True,
+        weights_hint="an arcface_torch backbone.pth",
         description=f"InsightFace arcface_torch IResNet-{depth} (backbone.pth), 112x112 RGB, mean/std 0.5, 512-d",
     )(load)
 

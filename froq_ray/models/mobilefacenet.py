@@ -23,16 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    InputContract,
-    LoadedModel,
-    ModelLoadError,
-    freeze,
-    load_state_strict,
-    read_checkpoint,
-    sha256_file,
-    strip_prefix,
-)
+from .base import InputContract, LoadedModel, checkpoint_model, read_checkpoint, refuse_options, strip_prefix
 from .registry import register_model
 
 EMBEDDING_SIZE = 128
@@ -147,25 +138,18 @@ class MobileFaceNet(nn.Module):
     "mobilefacenet",
     family="mobilefacenet",
     needs_weights=True,
+    weights_hint="a foamliu/MobileFaceNet state dict",
     description="MobileFaceNet 128-d (foamliu/MobileFaceNet state dict), 112x112 RGB, ImageNet mean/std",
 )
-def load_mobilefacenet(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-    if not weights:
-        raise ModelLoadError(
-            "model 'mobilefacenet' needs a weights path (a foamliu/MobileFaceNet state dict)"
-        )
-    if options:
-        raise ModelLoadError(f"model 'mobilefacenet' takes no options, got {sorted(options)}")
-    network = MobileFaceNet()
-    state = strip_prefix(read_checkpoint(weights), "module.")
-    load_state_strict(network, state, f"MobileFaceNet ({weights})")
-    return LoadedModel(
+def load_mobilefacenet(weights: str, options: dict[str, Any]) -> LoadedModel:
+    refuse_options("mobilefacenet", options)
+    return checkpoint_model(
         name="mobilefacenet",
         family="mobilefacenet",
-        network=freeze(network),
+        network=MobileFaceNet(),
+        state=strip_prefix(read_checkpoint(weights), "module."),
+        weights=weights,
         contract=CONTRACT,
         embedding_size=EMBEDDING_SIZE,
-        weights_path=str(weights),
-        weights_sha256=sha256_file(weights),
-        options={},
+        what=f"MobileFaceNet ({weights})",
     )

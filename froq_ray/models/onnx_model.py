@@ -64,7 +64,7 @@ INSTALL_HINT = "install the 'onnx' extra: pip install onnx && pip install --no-d
 
 
 def _unavailable(name: str) -> Callable[..., Any]:
-    def stub(*args: Any, **kwargs: Any) -> Any:
+    def stub(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError(
             f"torchvision.ops.{name} is needed by this ONNX graph (NonMaxSuppression/RoiAlign), but torchvision "
             "is not installed; froq_ray does not install it (face-recognition graphs do not use these ops)"
@@ -87,6 +87,7 @@ def _torchvision_stubs() -> dict[str, types.ModuleType]:
             raise AttributeError(name)
         return _unavailable(name)
 
+    # ModuleType declares neither a __getattr__ to assign nor an `ops` attribute; a stand-in module has both
     ops.__getattr__ = public_attribute  # type: ignore[method-assign]
     package.ops = ops  # type: ignore[attr-defined]
     return {"torchvision": package, "torchvision.ops": ops}
@@ -94,7 +95,7 @@ def _torchvision_stubs() -> dict[str, types.ModuleType]:
 
 def _torchvision_importable() -> bool:
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 - only whether it imports matters
     except (ImportError, RuntimeError, AttributeError):  # absent, or broken against this torch build
         return False
     return True
@@ -345,7 +346,7 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
         raise ModelLoadError(
             f"option {name!r} must be three numbers (RGB order, pixel/255 units), got {value!r}"
         )
-    return triple  # type: ignore[return-value]
+    return triple
 
 
 def contract_from_options(options: dict[str, Any], dims: list[int | None]) -> InputContract:
@@ -384,11 +385,10 @@ def embedding_size_of(network: nn.Module, size: int) -> int:
     "onnx",
     family="onnx",
     needs_weights=True,
+    weights_hint="an .onnx file",
     description="any ONNX face-recognition model via onnx2torch (options: size, channel_order, mean, std, alignment)",
 )
-def load_onnx_model(weights: str | None, options: dict[str, Any]) -> LoadedModel:
-    if not weights:
-        raise ModelLoadError("model 'onnx' needs a weights path (an .onnx file)")
+def load_onnx_model(weights: str, options: dict[str, Any]) -> LoadedModel:
     path = Path(weights)
     model, digest = read_onnx(path)
     contract = contract_from_options(options, input_dims(model))

@@ -9,7 +9,9 @@ from typing import Any
 
 from .base import LoadedModel, ModelLoadError
 
-Factory = Callable[[str | None, dict[str, Any]], LoadedModel]
+Factory = Callable[[Any, dict[str, Any]], LoadedModel]
+"""``factory(weights, options)``: ``weights`` is a path (``str``) for a model registered with ``needs_weights``
+(:func:`load_model` refuses a missing one before calling), ``str | None`` otherwise."""
 
 
 @dataclass(frozen=True)
@@ -19,18 +21,23 @@ class RegistryEntry:
     factory: Factory
     needs_weights: bool
     description: str
+    weights_hint: str = ""
+    """What the weights path must point at (e.g. "an arcface_torch backbone.pth"), named in the error."""
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
 
 
 def register_model(
-    name: str, family: str, needs_weights: bool, description: str
+    name: str, family: str, needs_weights: bool, description: str, weights_hint: str = ""
 ) -> Callable[[Factory], Factory]:
+    """Register ``factory`` under ``name``. A factory of a model with ``needs_weights`` is only called with a
+    weights path (:func:`load_model` refuses a missing one, naming ``weights_hint``)."""
+
     def deco(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = RegistryEntry(name, family, factory, needs_weights, description)
+        _REGISTRY[name] = RegistryEntry(name, family, factory, needs_weights, description, weights_hint)
         return factory
 
     return deco
@@ -38,7 +45,7 @@ def register_model(
 
 def _ensure_families_imported() -> None:
     # Importing the family modules fills the registry.
-    from . import families  # noqa: F401
+    from . import families  # noqa: F401 - importing it registers every family
 
 
 def available_models() -> dict[str, RegistryEntry]:
@@ -65,5 +72,6 @@ def load_model(name: str, weights: str | None = None, options: dict[str, Any] | 
     """
     entry = registry_entry(name)
     if entry.needs_weights and not weights:
-        raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path")
+        hint = f" ({entry.weights_hint})" if entry.weights_hint else ""
+        raise ModelLoadError(f"model {name!r} has no built-in weights: set the weights path{hint}")
     return entry.factory(weights, dict(options or {}))

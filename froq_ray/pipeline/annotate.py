@@ -7,21 +7,33 @@ import logging
 from ..config import AnnotateJob
 from ..engine.modes import job_scoring_mode
 from ..engine.runner import (
-    base_manifest,
     load_job_model,
     nothing_to_do,
     prepare_job,
     run_shards,
+    scoring_manifest,
     scoring_stage_config,
     summary_lines,
     total_counts,
 )
 from ..engine.stages import scoring_settings
+from ..storage.location import Location
 from ..storage.manifest import read_manifest, write_manifest
+from ..storage.output import OutputLayout
 from ..storage.schema import EMBEDDING
 from .artifacts import read_artifact
 
 log = logging.getLogger("froq_ray")
+
+OUTPUT = OutputLayout("annotate", shards=True)
+"""What annotate owns in its output folder: the shards and the ``_froq/`` records."""
+
+
+def digest_extra(model, calibration_id: str | None) -> dict[str, str | None]:
+    """What the annotate job folds into its config digest besides the config: the weights' sha256 and the
+    calibration id (None without a calibration), so new weights or a new built-in artifact behind the same
+    config refuse a resume."""
+    return {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
 
 
 def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
@@ -34,10 +46,9 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         else None
     )
     calibration_id = artifact.calibration_id if artifact else None
-    extra = {"weights_sha256": model.weights_sha256, "calibration_id": calibration_id}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, digest_extra(model, calibration_id), force, OUTPUT)
     if nothing_to_do(job):
-        return read_manifest(cfg.output.uri, cfg.output.storage_options)
+        return read_manifest(Location.of(cfg.output))
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
     schema = mode.output_schema(model, stage)
     log.info(
@@ -57,23 +68,23 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         calibration_id,
         no_progress_timeout_s=mode.default_no_progress_timeout_s,
     )
-    manifest = base_manifest(job, result, total_counts(job, result))
-    manifest["calibration_id"] = calibration_id
-    manifest["scoring"] = {
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results["calibration_id"] = calibration_id
+    manifest.results["scoring"] = {
         "mode": mode.name,
         "score_kind": mode.score_kind,
         "precision": cfg.scoring.precision,
         "quality_only": cfg.scoring.quality_only,
         "columns": [f.name for f in schema],
         "embedding": EMBEDDING in schema.names,
-        **scoring_settings(stage),
+        **scoring_settings(stage, result.graphs),
     }
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest, result.quality):
+    written = write_manifest(Location.of(cfg.output), manifest)
+    for line in summary_lines(written, result.quality):
         log.info(line)
     log.info(
         "read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
         "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"",
         cfg.output.uri,
     )
-    return manifest
+    return written

@@ -23,13 +23,13 @@ def read_artifact(
 ) -> CalibrationArtifact:
     """Load ``uri`` (or the built-in artifact of ``model``) and check that it was made for this model."""
     if uri == BUILTIN:
-        path = builtin_artifact_path(model.name)
-        if not path.is_file():
+        builtin = builtin_artifact_path(model.name)
+        if not builtin.is_file():
             raise ArtifactError(
                 f"no built-in calibration ships for model {model.name!r}: run `froq calibrate` with this model "
                 "and set calibration.artifact to the calibration.json it writes"
             )
-        uri = str(path)
+        uri = str(builtin)
     fs, path = open_fs(uri, storage_options)
     if not fs.exists(path):
         raise ArtifactError(f"calibration artifact not found: {uri}")

@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .. import status as st
 from ..config import CalibrateJob
@@ -22,10 +23,10 @@ from ..curation.calibration_target import build_artifact_from_labels
 from ..engine.modes import DEGRADED_EMBEDDING, DEGRADED_NORMS, MODES, job_scoring_mode
 from ..engine.runner import (
     RunResult,
-    base_manifest,
     load_job_model,
     prepare_job,
     run_shards,
+    scoring_manifest,
     scoring_stage_config,
     summary_lines,
     total_counts,
@@ -40,9 +41,12 @@ from ..quality.calibration import (
     calibration_layers,
 )
 from ..quality.perturbations import PerturbationSettings
-from ..storage.fs import join_uri, open_fs
+from ..storage.annotations import annotation_files, list_matrix, read_table
+from ..storage.fs import join_uri
+from ..storage.location import Location
 from ..storage.manifest import write_manifest
-from ..storage.shards import PART_RE, STATE_DIR
+from ..storage.output import OutputLayout
+from ..storage.shards import STATE_DIR
 from .artifacts import write_artifact
 
 log = logging.getLogger("froq_ray")
@@ -51,6 +55,9 @@ ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
 """The artifact, relative to the output folder: in ``_froq/`` with the bookkeeping, so that every Parquet reader
 reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 
+
+OUTPUT = OutputLayout("calibrate", shards=True)
+"""What calibrate owns in its output folder: the shards and the ``_froq/`` records (the artifact included)."""
 
 MODE = MODES["calibrate"]
 """The calibrate job's scoring mode for the pseudo-label target: pseudo-label components + a fixed-size list of
@@ -66,35 +73,37 @@ def read_observations(
     cfg: CalibrateJob, n_layers: int, columns: tuple[str, ...] = (PSEUDO_LABEL_KEY, NORMS_KEY)
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """The ok rows of every shard of the output, sorted by path: (paths, {column: values}); list columns
-    become (N, width) float32 arrays, others numpy arrays (``identity``: objects)."""
-    fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
-    fs.invalidate_cache(path)  # the parts were written by worker tasks, not through this (caching) client
-    parts = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(p.rsplit("/", 1)[-1]))
-    frames = []
-    for part in parts:
-        with fs.open(part, "rb") as f:
-            frames.append(pd.read_parquet(f, columns=["path", "status", *columns]))
-    table = pd.concat(frames, ignore_index=True).sort_values("path", kind="mergesort")
-    ok = table[table["status"] == st.OK]
-    if len(ok) < 3:
+    become (N, width) float32 arrays (``layer_norms``: (N, n_layers)), ``identity`` an object array, others
+    float32 (N,). Raises :class:`CalibrationInputError` with fewer than 3 ok rows or another model's norms."""
+    files = annotation_files([cfg.output.uri], cfg.output.storage_options, error=CalibrationInputError)
+    table = pa.concat_tables(
+        [read_table(f, ["path", "status", *columns], error=CalibrationInputError) for f in files]
+    )
+    table = table.take(
+        pa.array(np.argsort(table.column("path").to_numpy(zero_copy_only=False), kind="stable"))
+    )
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    ok = table.filter(pa.array(status == st.OK))
+    if ok.num_rows < 3:
+        counts = pd.Series(status).value_counts().to_dict()
         raise CalibrationInputError(
-            f"calibration needs at least 3 decodable images, got {len(ok)} "
-            f"(row statuses in {cfg.output.uri}: {table['status'].value_counts().to_dict()})"
+            f"calibration needs at least 3 decodable images, got {ok.num_rows} "
+            f"(row statuses in {cfg.output.uri}: {counts})"
         )
     out: dict[str, np.ndarray] = {}
     for column in columns:
         if column == "identity":
-            out[column] = ok[column].to_numpy(object)
+            out[column] = ok.column(column).to_numpy(zero_copy_only=False).astype(object)
         elif column in (NORMS_KEY, EMBEDDING_KEY, DEGRADED_NORMS, DEGRADED_EMBEDDING):
-            out[column] = np.stack(ok[column].to_numpy()).astype(np.float32).reshape(len(ok), -1)
+            out[column] = list_matrix(ok.column(column)).reshape(ok.num_rows, -1)
         else:
-            out[column] = ok[column].to_numpy(np.float32)
+            out[column] = ok.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
     if out[NORMS_KEY].shape[1] != n_layers:
         raise CalibrationInputError(
-            f"{cfg.output.uri}: layer_norms has {out[NORMS_KEY].shape[1]} columns, the model {n_layers} "
-            "candidate layers (an output of another model: use --mode overwrite)"
+            f"{cfg.output.uri}: {NORMS_KEY} holds {out[NORMS_KEY].shape[1]} layer(s), the model has {n_layers} "
+            "candidates (an output of another model: use --mode overwrite)"
         )
-    return list(ok["path"]), out
+    return ok.column("path").to_pylist(), out
 
 
 def labelled_artifact(cfg: CalibrateJob, model, layers: list[str], calls: dict[str, int]):
@@ -148,13 +157,21 @@ def labelled_artifact(cfg: CalibrateJob, model, layers: list[str], calls: dict[s
         raise CalibrationInputError(f"calibration.target={c.target}: {exc}") from exc
 
 
+def digest_extra(model, layers) -> dict[str, str]:
+    """What the calibrate job folds into its config digest besides the config: the weights' sha256 and the
+    sha256 of its candidate layer names (``layers``, in order), so other weights or another network behind
+    the same config refuse a resume."""
+    return {
+        "weights_sha256": model.weights_sha256,
+        "candidate_layers": hashlib.sha256("\n".join(layers).encode()).hexdigest(),
+    }
+
+
 def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     model = load_job_model(cfg)
     layers, calls = calibration_layers(model)
-    layers_digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()
-    extra = {"weights_sha256": model.weights_sha256, "candidate_layers": layers_digest}
-    job = prepare_job(cfg, model, extra, force)
+    job = prepare_job(cfg, model, digest_extra(model, layers), force, OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,
@@ -240,8 +257,8 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
             artifact_uri,
             artifact.calibration_id,
         )
-    manifest = base_manifest(job, result, total_counts(job, result))
-    manifest["calibration"] = {
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results["calibration"] = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,
         "selected_layers": artifact.selected_layers,
@@ -254,7 +271,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest, result.quality):
+    written = write_manifest(Location.of(cfg.output), manifest)
+    for line in summary_lines(written, result.quality):
         log.info(line)
-    return manifest
+    return written

@@ -41,16 +41,18 @@ from ..distill.artifact import CARD_FILE, ONNX_FILE, WEIGHTS_FILE, save_student_
 from ..distill.losses import TargetScaler
 from ..distill.students import build_student
 from ..engine.dataset import decoded_dataset
-from ..engine.runner import software_versions
 from ..engine.runtime import ensure_ray, object_store_bytes
 from ..engine.stages import DecodeStageConfig
 from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
-from ..storage.fs import join_uri, open_fs, parent_uri, read_json, write_bytes_atomic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, read_manifest, write_manifest
-from ..storage.run_state import LEGACY_RUN_FILE, OutputStateError, RunState, check_writable, prepare_output
+from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
+from ..storage.location import Location
+from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, read_manifest, utc_now, write_manifest
+from ..storage.output import OutputLayout, open_output
+from ..storage.run_state import LEGACY_RUN_FILE, RunState
 from ..storage.schema import frame_to_table
 from ..storage.shards import STATE_DIR
+from ..versions import software_versions
 from .distill_inputs import (
     AnnotationRows,
     ColumnChoice,
@@ -81,6 +83,8 @@ OUTPUTS = (
     LEGACY_MANIFEST_FILE,
 )
 """What this job writes in its output folder (the last two: where versions before ``_froq/`` kept them)."""
+OUTPUT = OutputLayout("distill", files=tuple(n for n in OUTPUTS if n != STATE_DIR))
+"""The distill job's output layout (``_froq/`` is every job's; its records are handled by ``open_output``)."""
 SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity")
 
 
@@ -93,47 +97,36 @@ def open_distill_output(
     inputs: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
 ) -> RunState:
-    """Apply ``output.mode`` to the files this job writes, then check/record digests in ``_froq/run.json``.
-    ``inputs``: the annotation file URIs (the output may not be the folder that holds one); ``config``: the
-    settings ``cfg_digest`` covers (recorded, so a refused resume names the keys that changed)."""
+    """Apply ``output.mode`` to the files this job writes (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; ``_froq/run.json`` records the config digest and the digest of the rows used). ``inputs``:
+    the annotation file URIs (the output may not be the folder that holds one); ``config``: the settings
+    ``cfg_digest`` covers (recorded, so a refused resume names the keys that changed). A forced resume drops
+    the training checkpoints (they belong to another config or data)."""
     out = cfg.output
-    check_writable(out.uri, out.storage_options)
-    fs, root = open_fs(out.uri, out.storage_options)
-    if any(parent_uri(uri).rstrip("/") == out.uri.rstrip("/") for uri in inputs):
-        raise OutputStateError(
-            f"output {out.uri} holds annotation files being distilled: choose another output"
-        )
-    fs.invalidate_cache(root)
-    present = [name for name in OUTPUTS if fs.exists(f"{root}/{name}")]
-    if out.mode == "error_if_exists" and present:
-        raise OutputStateError(
-            f"output {out.uri} already holds {', '.join(present)} and output.mode is error_if_exists: choose "
-            "another output, or use mode resume or overwrite"
-        )
-    if out.mode == "overwrite":
-        for name in present:
-            fs.rm(f"{root}/{name}", recursive=True)
-        fs.invalidate_cache(root)
-    state = prepare_output(
-        out.uri, out.storage_options, out.mode, cfg_digest, data_digest, force, config=config
+    state = open_output(
+        Location.of(out),
+        out.mode,
+        OUTPUT,
+        config_digest=cfg_digest,
+        input_digest=data_digest,
+        inputs=inputs,
+        force=force,
+        config=config,
     )
-    if state.forced and fs.exists(f"{root}/{TRAIN_FOLDER}"):
+    train = f"{state.path}/{TRAIN_FOLDER}"
+    if state.forced and state.fs.exists(train):
         log.warning("--force with a changed config or data: the training checkpoints are discarded")
-        fs.rm(f"{root}/{TRAIN_FOLDER}", recursive=True)
+        state.fs.rm(train, recursive=True)
     return state
 
 
-def finished_card(cfg: DistillJob, state: RunState, cfg_digest: str) -> dict[str, Any] | None:
-    """The card of a finished run of this very config in the output (resume only; the manifest, written
-    after the card, must be there too), else None."""
-    if not state.resumed or state.forced:
+def finished_card(state: RunState) -> dict[str, Any] | None:
+    """The card of a finished run of this very config and data in the output (``state.finished``: resume, the
+    manifest written after the card is there), else None."""
+    path = f"{state.path}/{CARD_FILE}"
+    if not state.finished or not state.fs.exists(path):
         return None
-    fs, root = state.fs, state.path
-    path = f"{root}/{CARD_FILE}"
-    if not (fs.exists(path) and fs.exists(f"{root}/{MANIFEST_FILE}")):
-        return None
-    card = read_json(fs, path)
-    return card if card.get("config_digest") == cfg_digest else None
+    return read_json(state.fs, path)
 
 
 def write_parquet(fs, path: str, frame: pd.DataFrame) -> None:
@@ -272,8 +265,8 @@ def train_settings(cfg: DistillJob, n_train: int, scaler: TargetScaler) -> Train
         weight_decay=t.weight_decay,
         loss=t.loss.model_dump(),
         seed=t.seed,
-        target_mean=scaler.mean,
-        target_std=scaler.std,
+        target_mean=scaler.params()[0],
+        target_std=scaler.params()[1],
         shuffle_buffer_rows=t.shuffle_buffer_rows,
     )
 
@@ -345,9 +338,10 @@ def student_card(
 # ------------------------------------------------------------------------------------------------ job
 def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     """Run (or resume) a distillation; returns the run manifest."""
-    started = time.perf_counter()
+    started_at, clock = utc_now(), time.perf_counter()
     choice = ColumnChoice.of(cfg)
     rows = read_annotation_rows(cfg.distill.annotations, cfg.distill.storage_options, choice)
+    seconds = {"read": time.perf_counter() - clock}
     log.info(
         "annotations: %d rows in %d file(s); %d usable (status ok, finite %s); dropped by reason: %s",
         rows.rows_read,
@@ -374,17 +368,19 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     state = open_distill_output(
         cfg, cfg_digest, data_digest, force, tuple(rows.files), config=digest_payload(cfg, extra)
     )
-    done = finished_card(cfg, state, cfg_digest)
+    done = finished_card(state)
     if done is not None:
         log.info(
             "the student in %s is complete (%s): nothing to do (output.mode=overwrite retrains)",
             cfg.output.uri,
             done.get("weights", {}).get("sha256", "")[:12],
         )
-        return read_manifest(cfg.output.uri, cfg.output.storage_options)
+        return read_manifest(Location.of(cfg.output))
 
     ensure_ray(cfg.resources)
+    clock = time.perf_counter()
     data = gather_training_data(cfg, rows, teacher, force)
+    seconds["data"] = time.perf_counter() - clock  # self-training copies and the split
     scaler = TargetScaler().fit(data.train["target"].to_numpy())
     settings = train_settings(cfg, len(data.train), scaler)
     train_uri = join_uri(cfg.output.uri, TRAIN_FOLDER)
@@ -402,6 +398,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         cfg.training.num_workers,
         " with GPUs" if cfg.training.use_gpu else "",
     )
+    clock = time.perf_counter()
     trained = fit_student(
         settings,
         training_datasets(cfg, data),
@@ -413,6 +410,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         resumed_from,
         cfg.training.cpus_per_worker,
     )
+    seconds["train"] = time.perf_counter() - clock
     last = trained.history[-1] if trained.history else {}
     unreadable = int(last.get("train_rows_failed_decode", 0)) + int(
         last.get("validation_rows_failed_decode", 0)
@@ -424,19 +422,21 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
             unreadable,
         )
     load_state_strict(student, trained.state, f"final checkpoint {trained.checkpoint_path}")
-    student.set_target_scale(scaler.mean, scaler.std)
+    student.set_target_scale(*scaler.params())
     student.eval()
+    clock = time.perf_counter()
     card = save_student_artifact(
         cfg.output.uri,
         student,
         student_card(cfg, cfg_digest, data, teacher, teacher_check, scaler, trained, settings),
         storage_options=cfg.output.storage_options,
     )
-    manifest = distill_manifest(cfg, cfg_digest, data, card, trained, time.perf_counter() - started)
-    write_manifest(cfg.output.uri, cfg.output.storage_options, manifest)
-    for line in summary_lines(manifest):
+    seconds["export"] = time.perf_counter() - clock
+    manifest = distill_manifest(cfg, cfg_digest, data, card, trained, started_at, seconds)
+    written = write_manifest(Location.of(cfg.output), manifest)
+    for line in summary_lines(written):
         log.info(line)
-    return manifest
+    return written
 
 
 def distill_manifest(
@@ -445,50 +445,57 @@ def distill_manifest(
     data: TrainingData,
     card: dict[str, Any],
     trained: TrainedStudent,
-    seconds: float,
-) -> dict[str, Any]:
+    started_at: str,
+    stage_seconds: dict[str, float],
+) -> RunManifest:
+    """The distill run's manifest: the common header (``counts_by_status``: the annotation rows by status, a
+    usable row counted ``ok``) and ``results``: the student, its artifact, the self-training and last-epoch
+    read-failure counts, rows, validation metrics and epochs."""
     final = trained.history[-1] if trained.history else {}
     annotations = {st.OK: len(data.annotations.table), **data.annotations.dropped}
-    return {
-        "job": "distill",
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": resolved_dict(cfg),
-        "config_digest": cfg_digest,
-        "versions": software_versions(),
-        "student_id": f"student-{card['arch']}@{card['weights']['sha256'][:12]}",
-        "artifact": {
-            "uri": cfg.output.uri,
-            "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
-            "params": card["params"],
-            "flops": card["flops"],
-        },
-        "counts_by_status": {
-            "annotations": dict(sorted(annotations.items())),
-            "self_training": data.self_training.counts if data.self_training else {},
-            "training_read_failures_last_epoch": {
-                "train": final.get("train_rows_failed_decode", 0),
-                "validation": final.get("validation_rows_failed_decode", 0),
+    return RunManifest(
+        job="distill",
+        started_at=started_at,
+        config=resolved_dict(cfg),
+        config_digest=cfg_digest,
+        counts_by_status=dict(sorted(annotations.items())),
+        stage_seconds=stage_seconds,
+        results={
+            "student_id": f"student-{card['arch']}@{card['weights']['sha256'][:12]}",
+            "artifact": {
+                "uri": cfg.output.uri,
+                "files": [CARD_FILE, WEIGHTS_FILE, ONNX_FILE],
+                "params": card["params"],
+                "flops": card["flops"],
             },
+            "counts_by_status": {
+                "self_training": data.self_training.counts if data.self_training else {},
+                "training_read_failures_last_epoch": {
+                    "train": final.get("train_rows_failed_decode", 0),
+                    "validation": final.get("validation_rows_failed_decode", 0),
+                },
+            },
+            "rows": {"train": len(data.train), "validation": len(data.validation)},
+            "validation": card["validation"],
+            "epochs": trained.epoch + 1,
+            "resumed_from_epoch": trained.resumed_from_epoch,
         },
-        "rows": {"train": len(data.train), "validation": len(data.validation)},
-        "validation": card["validation"],
-        "epochs": trained.epoch + 1,
-        "resumed_from_epoch": trained.resumed_from_epoch,
-        "seconds": round(seconds, 3),
-    }
+    )
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:
-    v = manifest["validation"]
+    """Log lines summing up a written distill manifest."""
+    results = manifest["results"]
+    v = results["validation"]
     metrics = ", ".join(
         f"{k}={v[k]:.4g}" for k in ("spearman", "pearson", "mse") if isinstance(v.get(k), float)
     )
-    a, r = manifest["artifact"], manifest["rows"]
+    a, r = results["artifact"], results["rows"]
     return [
-        f"summary: {manifest['student_id']} ({a['params']:,} params, {a['flops']:,} FLOPs) written to {a['uri']}",
+        f"summary: {results['student_id']} ({a['params']:,} params, {a['flops']:,} FLOPs) written to {a['uri']}",
         (
-            f"summary: {r['train']:,} training / {r['validation']:,} validation rows, {manifest['epochs']} "
+            f"summary: {r['train']:,} training / {r['validation']:,} validation rows, {results['epochs']} "
             f"epoch(s); validation vs teacher: {metrics or 'n/a'}"
         ),
-        f"summary: counts by status: {manifest['counts_by_status']}",
+        f"summary: annotation rows by status: {manifest['counts_by_status']}; {results['counts_by_status']}",
     ]

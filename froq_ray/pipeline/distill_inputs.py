@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import status as st
 from ..config import DistillJob
@@ -31,10 +29,9 @@ from ..distill.split import check_no_leak, split_key_column, validation_mask
 from ..errors import UserError
 from ..models import LoadedModel, load_model
 from ..quality.artifact import CalibrationArtifact
-from ..storage.fs import open_fs
+from ..storage.annotations import AnnotationFile, annotation_files, identities, read_table
 from ..storage.schema import PSEUDO_LABEL_COLUMNS
 from .artifacts import read_artifact
-from .filter import KEEP_LIST, AnnotationFile, annotation_files
 
 log = logging.getLogger("froq_ray")
 
@@ -58,19 +55,9 @@ class AnnotationRows:
 
 
 def distill_files(uris: list[str], storage_options: dict[str, Any]) -> list[AnnotationFile]:
-    """Annotation Parquet files of each URI; a folder with a filter keep-list (and no parts) gives that file."""
-    files: list[AnnotationFile] = []
-    for uri in uris:
-        fs, path = open_fs(uri, storage_options)
-        fs.invalidate_cache(path)  # parts written by worker tasks, maybe in this process's run
-        keep_list = f"{path.rstrip('/')}/{KEEP_LIST}"
-        if fs.isdir(path) and fs.exists(keep_list):
-            has_parts = any(posixpath.basename(p).startswith("part-") for p in fs.ls(path, detail=False))
-            if not has_parts:
-                files.append(AnnotationFile(fs, keep_list))
-                continue
-        files += annotation_files([uri], storage_options)
-    return files
+    """Annotation Parquet files of each URI; a folder with a filter keep-list (and no parts) gives that file
+    (:func:`froq_ray.storage.annotations.annotation_files` with ``keep_lists``)."""
+    return annotation_files(uris, storage_options, keep_lists=True, error=DistillInputError)
 
 
 @dataclass(frozen=True)
@@ -88,20 +75,16 @@ class ColumnChoice:
 
 
 def _read_file(file: AnnotationFile, choice: ColumnChoice) -> pd.DataFrame:
-    with file.fs.open(file.path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        names = parquet.schema_arrow.names
-        required = ["path", "status", choice.target]
-        if choice.identity_source == "column":
-            required.append(choice.identity_column)
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise DistillInputError(
-                f"{file.uri}: no column(s) {missing} (columns: {', '.join(names)}); check distill.target_column "
-                "and distill.identity_column / identity_source"
-            )
-        optional = [c for c in (*ID_COLUMNS, "source_path") if c in names]
-        table = parquet.read(columns=list(dict.fromkeys(required + optional)))
+    required = ["path", "status", choice.target]
+    if choice.identity_source == "column":
+        required.append(choice.identity_column)
+    table = read_table(
+        file,
+        required,
+        optional=(*ID_COLUMNS, "source_path"),
+        hint="check distill.target_column and distill.identity_column / identity_source",
+        error=DistillInputError,
+    )
     target_type = table.schema.field(choice.target).type
     if not (pa.types.is_floating(target_type) or pa.types.is_integer(target_type)):
         raise DistillInputError(
@@ -109,13 +92,8 @@ def _read_file(file: AnnotationFile, choice: ColumnChoice) -> pd.DataFrame:
         )
     frame = table.to_pandas()
     out = pd.DataFrame({"path": frame["path"].astype(str), "status": frame["status"].astype(object)})
-    if choice.identity_source == "column":
-        identity = frame[choice.identity_column]
-        out["identity"] = identity.astype(object).where(identity.notna(), None)
-    elif choice.identity_source == "folder":
-        out["identity"] = [posixpath.basename(posixpath.dirname(p)) for p in out["path"]]
-    else:
-        out["identity"] = None
+    values = frame[choice.identity_column].tolist() if choice.identity_source == "column" else None
+    out["identity"] = identities(out["path"].tolist(), choice.identity_source, values)
     out["target"] = frame[choice.target].astype(np.float64)
     for name in (*ID_COLUMNS, "source_path"):
         out[name] = frame[name].astype(object).where(frame[name].notna(), None) if name in frame else None
@@ -161,6 +139,13 @@ class Teacher:
     @property
     def calibration_id(self) -> str | None:
         return self.artifact.calibration_id if self.artifact else None
+
+    def scoring(self) -> tuple[LoadedModel, str]:
+        """``(model, scoring mode)`` of a teacher that computes the target; raises ``ValueError`` for one that
+        does not (only such a teacher can label self-training copies)."""
+        if self.model is None or self.mode is None:
+            raise ValueError("this teacher does not compute the target (no model / scoring mode loaded)")
+        return self.model, self.mode
 
     def card(self) -> dict[str, Any]:
         if self.model is None:
@@ -246,7 +231,7 @@ def split_table(table: pd.DataFrame, cfg: DistillJob) -> pd.DataFrame:
 def rows_digest(frame: pd.DataFrame, columns: list[str]) -> str:
     """sha256 (hex) of the given columns, row by row in order (floats by their exact repr)."""
     h = hashlib.sha256()
-    for values in zip(*(frame[c].tolist() for c in columns)):
+    for values in zip(*(frame[c].tolist() for c in columns), strict=True):
         h.update(
             (
                 "\t".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values)

@@ -4,9 +4,10 @@ Runs on the driver: it reads only the columns it needs and streams the pair simi
 (``evaluation.protocol``), so a few million pairs need no cluster. The protocol (pairs, threshold, discarding,
 areas) is documented in ``docs/evaluation-protocol.md``.
 
-Evaluation is one step, so ``output.mode`` has no partial state to continue: ``resume`` (the default) and
-``overwrite`` both recompute and replace the evaluation files (``overwrite`` deletes the earlier ones first),
-``error_if_exists`` refuses an output that already holds any of them.
+Evaluation is one step, so ``output.mode`` has no partial state to continue (:mod:`froq_ray.storage.output`):
+``resume`` (the default) does nothing when the output holds the finished evaluation of the same config and
+annotation files, and otherwise recomputes and replaces the evaluation files; ``overwrite`` deletes the earlier
+ones first; ``error_if_exists`` refuses an output that already holds any of them.
 """
 
 from __future__ import annotations
@@ -16,31 +17,43 @@ import json
 import logging
 import posixpath
 import tempfile
+import time
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import status as st
-from ..config import EvaluateJob
+from ..config import EvaluateJob, config_digest, digest_payload, resolved_dict
 from ..engine.modes import PERCENTILE_COLUMN
-from ..engine.runner import software_versions
 from ..errors import UserError
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..evaluation.thresholds import threshold_tables
-from ..storage.fs import check_reachable, join_uri, open_fs, read_json
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
-from ..storage.run_state import LEGACY_RUN_FILE, RUN_FILE, OutputStateError, check_writable
+from ..storage.annotations import (
+    AnnotationFile,
+    annotation_files,
+    embedding_matrix,
+    identities,
+    read_table,
+    require_columns,
+)
+from ..storage.fs import check_reachable, join_uri, open_fs
+from ..storage.location import Location
+from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
+from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
-from ..storage.shards import LEGACY_MARKER_RE, MARKER_RE, PART_RE, STATE_DIR, list_names
 
 log = logging.getLogger("froq_ray")
 
-EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv", MANIFEST_FILE)
-"""What an evaluation writes into ``output.uri`` (``edc.png`` only when ``evaluate.plot`` is null)."""
+EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv")
+"""What an evaluation writes into ``output.uri`` besides ``_froq/`` (``edc.png`` only when ``evaluate.plot`` is
+null)."""
+OUTPUT = OutputLayout("evaluate", files=EVALUATION_FILES, resumable=False)
+"""The evaluate job's output layout: one step, no partial state to resume."""
 HOW_TO_GET_IDENTITIES = (
     "annotate with --set input.identity_from_folder=true (identity = parent folder) or "
     "input.identity_column=<manifest column>, or evaluate with --set evaluate.identity_source=folder"
@@ -54,65 +67,39 @@ class EvaluationInputError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------- output
 
 
-def check_evaluation_output(cfg: EvaluateJob, plot_uri: str) -> list[str]:
-    """Check ``output.uri`` against ``output.mode``; returns the names of earlier evaluation files in it.
-
-    Refused in every mode (:class:`OutputStateError`): an output that holds another job's run (shards,
-    ``_froq/run.json``, markers, or a ``_froq/manifest.json`` of another job; or the same files of the older
-    layout beside the parts), which the evaluation's ``_froq/manifest.json`` would overwrite. With ``error_if_exists``: an output holding any of :data:`EVALUATION_FILES` (or an existing
-    ``evaluate.plot`` file).
-    """
+def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[AnnotationFile]) -> RunState:
+    """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
+    ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
+    :class:`OutputStateError`."""
     out = cfg.output
-    fs, path = open_fs(out.uri, out.storage_options)
-    fs.invalidate_cache(path)
-    state = [f"{STATE_DIR}/{n}" for n in list_names(fs, f"{path}/{STATE_DIR}")]
-    names = list_names(fs, path) + state
-    foreign = [
-        n for n in names if n in (RUN_FILE, LEGACY_RUN_FILE) or PART_RE.match(n) or LEGACY_MARKER_RE.match(n)
-    ]
-    foreign += [n for n in state if MARKER_RE.match(posixpath.basename(n))]
-    for manifest in (MANIFEST_FILE, LEGACY_MANIFEST_FILE):
-        if manifest in names and not foreign:
-            job = read_json(fs, f"{path}/{manifest}").get("job")
-            if job != "evaluate":
-                foreign = [f"{manifest} of a {job!r} run"]
-    if foreign:
-        raise OutputStateError(
-            f"output {out.uri} holds another job's run ({', '.join(foreign[:3])}"
-            f"{', ...' if len(foreign) > 3 else ''}): evaluate writes {MANIFEST_FILE} there, so choose another "
-            "output folder"
-        )
-    existing = [n for n in EVALUATION_FILES if n in names]
-    if out.mode == "error_if_exists":
+    if out.mode == "error_if_exists" and plot_uri != join_uri(out.uri, "edc.png"):
         pfs, ppath = open_fs(plot_uri, out.storage_options)
-        if plot_uri != join_uri(out.uri, "edc.png") and pfs.exists(ppath):
-            existing.append(plot_uri)
-        if existing:
+        if pfs.exists(ppath):
             raise OutputStateError(
-                f"output {out.uri} already holds an evaluation ({', '.join(existing)}) and output.mode is "
-                "error_if_exists: choose another output, or use --mode overwrite (or resume: evaluate recomputes)"
+                f"evaluate.plot {plot_uri} already exists and output.mode is error_if_exists: choose another "
+                "plot path, or set output.mode to resume or overwrite"
             )
-    return existing
+    return open_output(
+        Location.of(out),
+        out.mode,
+        OUTPUT,
+        config_digest=config_digest(cfg),
+        input_digest=files_digest(files),
+        inputs=[f.uri for f in files],
+        config=digest_payload(cfg),
+    )
 
 
 # ------------------------------------------------------------------------------------------ annotations
 
 
-def _annotation_files(cfg: EvaluateJob) -> tuple[object, list[str]]:
+def _annotation_files(cfg: EvaluateJob) -> list[AnnotationFile]:
+    """The annotation files of ``evaluate.annotations`` (:func:`froq_ray.storage.annotations.annotation_files`:
+    a folder's parts, a file, a glob); :class:`EvaluationInputError` when there are none."""
     ev = cfg.evaluate
     check_reachable(ev.annotations, ev.storage_options)
-    fs, path = open_fs(ev.annotations, ev.storage_options)
-    fs.invalidate_cache(path)  # parts written by worker tasks, maybe in this process's run
-    if not fs.exists(path):
-        raise EvaluationInputError(f"annotations not found: {ev.annotations}")
-    files = (
-        [path]
-        if not fs.isdir(path)
-        else sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(posixpath.basename(p)))
-    )
-    if not files:
-        raise EvaluationInputError(f"no part-*.parquet files in {ev.annotations}")
-    return fs, files
+    return annotation_files([ev.annotations], ev.storage_options, error=EvaluationInputError)
 
 
 def _closest(name: str, choices: list[str]) -> str:
@@ -120,24 +107,25 @@ def _closest(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_columns(schema: pa.Schema, cfg: EvaluateJob, where: str) -> None:
-    """Check that the annotation schema holds every column the evaluation reads.
+def check_columns(file: AnnotationFile, schema: pa.Schema, cfg: EvaluateJob) -> None:
+    """Check that the annotation schema (of ``file``) holds every column the evaluation reads.
 
-    Raises :class:`EvaluationInputError` naming the config key, the closest column name and (for quality
-    columns) the annotation's own numeric columns; internal fields (names starting with ``_``) are not offered.
+    Raises :class:`EvaluationInputError` naming the file and the job that writes a missing ``path`` /
+    ``status`` / ``embedding``, or the config key, the closest column name and (for quality columns) the
+    annotation's own numeric columns; internal fields (names starting with ``_``) are not offered.
     """
     ev = cfg.evaluate
+    where = file.uri
     own = [f for f in schema if not f.name.startswith("_")]
     names = [f.name for f in own]
     numeric = [f.name for f in own if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)]
-    for required in ("path", "status"):
-        if required not in names:
-            raise EvaluationInputError(f"{where}: no {required!r} column: not an annotate output")
-    if EMBEDDING not in names:
-        raise EvaluationInputError(
-            f"{where}: no {EMBEDDING!r} column: annotate with scoring.write_embedding=true (the EDC compares "
-            "embeddings)"
-        )
+    require_columns(
+        file,
+        schema,
+        ["path", "status", EMBEDDING],
+        hint="the EDC compares embeddings of annotate rows",
+        error=EvaluationInputError,
+    )
     for column in ev.quality_columns:
         if column not in numeric:
             what = "is not numeric" if column in names else "is not a column"
@@ -152,33 +140,37 @@ def check_columns(schema: pa.Schema, cfg: EvaluateJob, where: str) -> None:
         )
 
 
-def read_annotations(cfg: EvaluateJob) -> pd.DataFrame:
+def read_annotations(cfg: EvaluateJob, files: list[AnnotationFile] | None = None) -> pa.Table:
     """The columns the evaluation needs (``path``, ``status``, ``embedding``, the quality columns and, with
-    ``identity_source=column``, the identity column) of every ``part-*.parquet`` file, in file order."""
+    ``identity_source=column``, the identity column) of every annotation file (default: those of
+    ``evaluate.annotations``), in file order; each file's columns are checked first (:func:`check_columns`)."""
     ev = cfg.evaluate
     columns = ["path", "status", EMBEDDING, *ev.quality_columns]
     if ev.identity_source == "column":
         columns.append(ev.identity_column)
     columns = list(dict.fromkeys(columns))
-    fs, files = _annotation_files(cfg)
-    frames = []
-    for f in files:
-        with fs.open(f, "rb") as handle:
-            table = pq.ParquetFile(handle)
-            check_columns(table.schema_arrow, cfg, f)
-            extra = [c for c in (PERCENTILE_COLUMN,) if c in table.schema_arrow.names and c not in columns]
-            frames.append(table.read(columns=columns + extra).to_pandas())
-    return pd.concat(frames, ignore_index=True)
+    tables = [
+        read_table(
+            f,
+            columns,
+            (PERCENTILE_COLUMN,),
+            error=EvaluationInputError,
+            check=partial(check_columns, f, cfg=cfg),
+        )
+        for f in (files if files is not None else _annotation_files(cfg))
+    ]
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
 
 
 def identities_of(df: pd.DataFrame, cfg: EvaluateJob) -> np.ndarray:
     """One identity label (str) per ok row; :class:`EvaluationInputError` when rows have none, saying how to
     provide them."""
     ev = cfg.evaluate
+    values = df[ev.identity_column].tolist() if ev.identity_source == "column" else None
+    ids = identities(df["path"].tolist(), ev.identity_source, values)
     if ev.identity_source == "folder":
-        return np.array([posixpath.basename(posixpath.dirname(str(p))) for p in df["path"]], dtype=object)
-    ids = df[ev.identity_column]
-    missing = ids.isna().to_numpy()
+        return ids
+    missing = pd.isna(ids)
     if missing.all():
         raise EvaluationInputError(
             f"{ev.annotations} has no identities (column {ev.identity_column!r} is null in all {len(df)} ok "
@@ -190,7 +182,7 @@ def identities_of(df: pd.DataFrame, cfg: EvaluateJob) -> np.ndarray:
             f"{int(missing.sum())} of {len(df)} ok rows have no {ev.identity_column!r} (first: {first}); "
             f"{HOW_TO_GET_IDENTITIES}"
         )
-    return ids.astype(str).to_numpy(dtype=object)
+    return np.array([str(i) for i in ids], dtype=object)
 
 
 def check_pairs(identities: np.ndarray) -> None:
@@ -237,24 +229,37 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
     :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.
     """
+    started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
-    check_writable(out.uri, out.storage_options)
-    earlier = check_evaluation_output(cfg, plot_uri)
-    df = read_annotations(cfg)
-    ok = df[df["status"] == st.OK].reset_index(drop=True)
+    check_reachable(out.uri, out.storage_options, access="write")  # an unreachable output fails first
+    files = _annotation_files(cfg)
+    state = open_evaluation_output(cfg, plot_uri, files)
+    if state.finished:
+        log.info(
+            "%s holds the finished evaluation of this config and these annotations: nothing to do "
+            "(output.mode=overwrite recomputes)",
+            out.uri,
+        )
+        return read_manifest(Location.of(out))
+    table = read_annotations(cfg, files)
+    seconds = {"read": time.perf_counter() - clock}
+    df = table.drop_columns([EMBEDDING]).to_pandas()
+    matrix, has_embedding = embedding_matrix(table.column(EMBEDDING))
+    is_ok = (df["status"] == st.OK).to_numpy()
+    ok = df[is_ok].reset_index(drop=True)
     if len(ok) < 2:
         raise EvaluationInputError(f"only {len(ok)} rows with status ok in {ev.annotations}")
-    no_embedding = ok[EMBEDDING].isna().to_numpy()
+    no_embedding = ~has_embedding[is_ok]
     if no_embedding.any():
         raise EvaluationInputError(
-            f"{int(no_embedding.sum())} ok rows have no embedding (first: "
+            f"{int(no_embedding.sum())} ok rows have no embedding (null, not finite or all zero; first: "
             f"{ok['path'].iloc[int(np.flatnonzero(no_embedding)[0])]})"
         )
     identities = identities_of(ok, cfg)
     check_pairs(identities)
     qualities = _quality_arrays(ok, cfg)
-    embeddings = np.stack(ok[EMBEDDING].to_numpy()).astype(np.float32)
+    embeddings = matrix[is_ok]
     log.info(
         "evaluating %d quality column(s) on %d images of %d identities (%d rows not ok skipped)",
         len(qualities),
@@ -262,9 +267,11 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         len(set(identities)),
         len(df) - len(ok),
     )
+    clock = time.perf_counter()
     curves = compute_edc_curves(
         embeddings, identities, qualities, ev.fmr, threshold=ev.threshold_mode, limits=ev.discard_limits
     )
+    seconds["edc"] = time.perf_counter() - clock
     table = results_table(curves)
     markdown = edc_markdown_table(table)
     percentiles = (
@@ -273,11 +280,8 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         else None
     )
     thresholds = threshold_tables(embeddings, identities, qualities, percentiles, ev.fmr)
-    fs, path = open_fs(out.uri, out.storage_options)
-    if out.mode == "overwrite" and earlier:
-        log.info("output.mode=overwrite: deleting the earlier %s in %s", ", ".join(earlier), out.uri)
-        for name in earlier:
-            fs.rm_file(f"{path}/{name}")
+    fs, path = state.fs, state.path
+    clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         png = plot_edc(
             curves, f"{tmp}/edc.png", title=f"EDC: {posixpath.basename(ev.annotations.rstrip('/'))}"
@@ -289,17 +293,24 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     fs.pipe_file(f"{path}/thresholds.csv", thresholds.to_csv(index=False).encode())
     print(markdown)
     print(thresholds.to_string(index=False))
-    manifest = {
-        "job": "evaluate",
-        "annotations": ev.annotations,
-        "images": len(ok),
-        "rows_not_ok": int(len(df) - len(ok)),
-        "identities": len(set(identities)),
-        "results": json.loads(table.to_json(orient="records")),
-        "thresholds": json.loads(thresholds.to_json(orient="records")),
-        "plot": plot_uri,
-        "versions": software_versions(),
-    }
-    write_manifest(out.uri, out.storage_options, manifest)
+    seconds["write"] = time.perf_counter() - clock
+    manifest = RunManifest(
+        job="evaluate",
+        started_at=started_at,
+        config=resolved_dict(cfg),
+        config_digest=state.run_info["config_digest"],
+        counts_by_status=status_counts(df["status"]),
+        stage_seconds=seconds,
+        results={
+            "annotations": ev.annotations,
+            "images": len(ok),
+            "rows_not_ok": int(len(df) - len(ok)),
+            "identities": len(set(identities)),
+            "edc": json.loads(table.to_json(orient="records")),
+            "thresholds": json.loads(thresholds.to_json(orient="records")),
+            "plot": plot_uri,
+        },
+    )
+    written = write_manifest(Location.of(out), manifest)
     log.info("evaluation written to %s (edc.md, edc.csv, thresholds.csv, %s)", out.uri, plot_uri)
-    return manifest
+    return written

@@ -14,18 +14,18 @@ not ok included (``keep=false``, ``reason=<status>``). Written to ``output.uri``
 ``identity_stats.parquet``, ``summary.json``, ``histograms.png`` and ``_froq/manifest.json``. Input files are only
 read, never moved or deleted; the output may not be an input folder.
 
-``output.mode``: ``error_if_exists`` refuses an output that holds any of these files; ``resume`` and
-``overwrite`` both recompute and replace them (the job has no partial state worth resuming).
+``output.mode`` (:mod:`froq_ray.storage.output`; the job has no partial state worth resuming):
+``error_if_exists`` refuses an output that holds any of these files; ``resume`` does nothing when the output
+holds the finished run of the same config and annotation files, and otherwise recomputes and replaces them;
+``overwrite`` deletes them first.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import posixpath
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,28 +35,31 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import status as st
-from ..config import FilterJob, config_digest, resolved_dict
+from ..config import FilterJob, config_digest, digest_payload, resolved_dict
 from ..curation.centres import CentreAccumulator, CentreSums
 from ..curation.classifiability import CentreIndex
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
-from ..quality.artifact import software_versions
-from ..storage.fs import join_uri, open_fs, to_uri, write_bytes_atomic, write_json_atomic
-from ..storage.listing import has_magic
-from ..storage.manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE, write_manifest
-from ..storage.run_state import OutputStateError, check_writable
+from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, identities, iter_batches
+from ..storage.annotations import annotation_files as read_annotation_files
+from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
+from ..storage.location import Location
+from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, status_counts, utc_now, write_manifest
+from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
-from ..storage.shards import PART_RE
 
 log = logging.getLogger("froq_ray")
 
-KEEP_LIST = "keep_list.parquet"
 IDENTITY_STATS = "identity_stats.parquet"
 SUMMARY = "summary.json"
 HISTOGRAMS = "histograms.png"
-OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, MANIFEST_FILE, LEGACY_MANIFEST_FILE)
-"""What this job writes (the last: where versions before ``_froq/`` wrote the manifest; replaced runs delete it)."""
+OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, LEGACY_MANIFEST_FILE)
+"""What this job writes besides ``_froq/`` (the last: where versions before ``_froq/`` wrote the manifest;
+replaced runs delete it)."""
+OUTPUT = OutputLayout("filter", files=OUTPUT_FILES, resumable=False)
+"""The filter job's output layout: no partial state worth resuming."""
 CR_COLUMN = "cr"
 KEEP_LIST_COLUMNS = (
     "path",
@@ -81,61 +84,18 @@ class FilterInputError(UserError, ValueError):
     """The annotations cannot be filtered (missing, no embeddings, duplicate paths...); names the input."""
 
 
-@dataclass(frozen=True)
-class AnnotationFile:
-    fs: Any
-    path: str
-
-    @property
-    def uri(self) -> str:
-        return to_uri(self.fs, self.path)
+COLUMNS_HINT = "check filter.identity_column / filter.quality_column"
 
 
 # ------------------------------------------------------------------------------------------------ reading
 def annotation_files(uris: list[str], storage_options: dict[str, Any]) -> list[AnnotationFile]:
-    """Each URI: a folder (its ``part-*.parquet``), one Parquet file, or a glob; in the order given. An existing
-    folder or file is read as itself even when its name holds ``*``, ``?`` or ``[``; only a path that does not
-    exist is taken as a glob (as for ``input.uri``)."""
-    files: list[AnnotationFile] = []
-    for uri in uris:
-        fs, path = open_fs(uri, storage_options)
-        fs.invalidate_cache()
-        if fs.isdir(path):
-            found = sorted(p for p in fs.ls(path, detail=False) if PART_RE.match(posixpath.basename(p)))
-        elif fs.isfile(path):
-            found = [path]
-        elif has_magic(uri):
-            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
-        else:
-            raise FilterInputError(f"annotations not found: {uri}")
-        if not found:
-            raise FilterInputError(f"no annotation Parquet files in {uri}")
-        files += [AnnotationFile(fs, p) for p in found]
-    return files
+    """:func:`froq_ray.storage.annotations.annotation_files` of ``filter.annotations`` (folders, files, globs),
+    refusing with :class:`FilterInputError`."""
+    return read_annotation_files(uris, storage_options, error=FilterInputError)
 
 
 def _batches(files: list[AnnotationFile], columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    for file in files:
-        with file.fs.open(file.path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise FilterInputError(
-                    f"{file.uri}: no column(s) {missing}; annotate with scoring.write_embedding=true and "
-                    "check filter.identity_column / filter.quality_column"
-                )
-            yield from parquet.iter_batches(batch_size=chunk_rows, columns=columns)
-
-
-def _embedding_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 (n, D) matrix, bool mask of rows that have an embedding) from a fixed_size_list column."""
-    column = batch.column(EMBEDDING)
-    dim = column.type.list_size
-    flat = column.values.slice(column.offset * dim, len(column) * dim).to_numpy(zero_copy_only=False)
-    matrix = np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
-    present = column.is_valid().to_numpy(zero_copy_only=False)
-    present &= np.isfinite(matrix).all(axis=1) & (np.abs(matrix).sum(axis=1) > 0)
-    return matrix, present
+    return iter_batches(files, columns, chunk_rows, hint=COLUMNS_HINT, error=FilterInputError)
 
 
 def _light_frame(batch: pa.RecordBatch, job: FilterJob) -> pd.DataFrame:
@@ -146,11 +106,8 @@ def _light_frame(batch: pa.RecordBatch, job: FilterJob) -> pd.DataFrame:
             "status": batch.column("status").to_pandas(),
         }
     )
-    if cfg.identity_source == "folder":
-        frame["identity"] = [posixpath.basename(posixpath.dirname(str(p))) for p in frame["path"]]
-    else:
-        frame["identity"] = batch.column(cfg.identity_column).to_pandas()
-    frame["identity"] = frame["identity"].where(frame["identity"].notna(), None).astype(object)
+    values = batch.column(cfg.identity_column).to_pylist() if cfg.identity_source == "column" else None
+    frame["identity"] = identities(frame["path"].tolist(), cfg.identity_source, values)
     if cfg.quality_column != CR_COLUMN:
         frame["quality"] = batch.column(cfg.quality_column).to_pandas().astype(np.float64)
     return frame
@@ -177,7 +134,7 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
     frames = []
     for batch in _batches(files, _columns(job), job.filter.classifiability.chunk_rows):
         frame = _light_frame(batch, job)
-        matrix, present = _embedding_matrix(batch)
+        matrix, present = embedding_matrix(batch.column(EMBEDDING))
         usable = _usable(frame, present)
         if usable.any():
             accumulator.add(CentreSums.from_chunk(matrix[usable], frame["identity"].to_numpy(object)[usable]))
@@ -238,7 +195,7 @@ def score_pass(
     for batch in _batches(files, _columns(job), cfg.chunk_rows):
         rows = slice(offset, offset + batch.num_rows)
         frame = table.iloc[rows]
-        matrix, present = _embedding_matrix(batch)
+        matrix, present = embedding_matrix(batch.column(EMBEDDING))
         usable = _usable(frame, present)
         if usable.any():
             scores = index.score(matrix[usable], frame["identity"].to_numpy(object)[usable])
@@ -275,28 +232,35 @@ def _keep_list(decisions: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _check_output(job: FilterJob, files: list[AnnotationFile]) -> None:
+def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
+    """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
+    :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
+    Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
     out = job.output
-    check_writable(out.uri, out.storage_options)
-    fs, path = open_fs(out.uri, out.storage_options)
-    target = path.rstrip("/")
-    if any(posixpath.dirname(f.path) == target for f in files):
-        raise OutputStateError(
-            f"output {out.uri} holds annotation files being filtered: choose another output"
-        )
-    if out.mode == "error_if_exists":
-        existing = [name for name in OUTPUT_FILES if fs.exists(f"{path}/{name}")]
-        if existing:
-            raise OutputStateError(
-                f"output {out.uri} already holds {', '.join(existing)} and output.mode is error_if_exists"
-            )
+    return open_output(
+        Location.of(out),
+        out.mode,
+        OUTPUT,
+        config_digest=config_digest(job),
+        input_digest=files_digest(files),
+        inputs=[f.uri for f in files],
+        config=digest_payload(job),
+    )
 
 
 def run_filter(job: FilterJob) -> dict[str, Any]:
     """Classifiability + policies -> keep-list, per-identity stats, summary JSON, histograms (module doc)."""
+    started_at = utc_now()
     cfg, out = job.filter, job.output
     files = annotation_files(cfg.annotations, cfg.storage_options)
-    _check_output(job, files)
+    state = open_filter_output(job, files)
+    if state.finished:
+        log.info(
+            "filter: %s holds the finished run of this config and these annotations: nothing to do "
+            "(output.mode=overwrite recomputes)",
+            out.uri,
+        )
+        return read_json(state.fs, f"{state.path}/{SUMMARY}")
     settings = PolicySettings.from_mapping(cfg.policies.model_dump())
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -333,7 +297,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             name: join_uri(out.uri, name) for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS)
         },
     }
-    fs, path = open_fs(out.uri, out.storage_options)
+    fs, path = state.fs, state.path
     write_bytes_atomic(fs, f"{path}/{KEEP_LIST}", _parquet_bytes(_keep_list(decisions)))
     write_bytes_atomic(fs, f"{path}/{IDENTITY_STATS}", _parquet_bytes(stats))
     write_bytes_atomic(
@@ -341,15 +305,16 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     )
     write_json_atomic(fs, f"{path}/{SUMMARY}", result)
     write_manifest(
-        out.uri,
-        out.storage_options,
-        {
-            "job": "filter",
-            "config": resolved_dict(job),
-            "config_digest": config_digest(job),
-            "summary": result,
-            "versions": software_versions(),
-        },
+        Location.of(out),
+        RunManifest(
+            job="filter",
+            started_at=started_at,
+            config=resolved_dict(job),
+            config_digest=state.run_info["config_digest"],
+            counts_by_status=status_counts(decisions["status"]),
+            stage_seconds={k.removesuffix("_s"): v for k, v in timings.items()},
+            results={"summary": result},
+        ),
     )
     if fs.exists(f"{path}/{LEGACY_MANIFEST_FILE}"):  # an older version's manifest would describe another run
         fs.rm_file(f"{path}/{LEGACY_MANIFEST_FILE}")

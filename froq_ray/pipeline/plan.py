@@ -1,5 +1,10 @@
-"""Dry run: list and count the inputs, resolve the config, check the model, credentials and the output, and
-print the shards, resources and output schema. Starts no Ray and writes nothing but a deleted probe object."""
+"""Dry run: resolve the config, check the model, credentials and the output, say what the run would do (new,
+resume, refused: decided by the run's own functions, :func:`froq_ray.engine.runner.plan_job`), count the inputs
+and print the shards, resources and output schema.
+
+The counts come from the output's stored listing (``_froq/inputs/plan.json``) when the run would resume from
+it (no Ray, nothing listed); otherwise the input is listed by the run's Ray listing tasks, which return only
+counts and digests (the driver never holds the listing). Writes nothing but a deleted probe object."""
 
 from __future__ import annotations
 
@@ -8,13 +13,12 @@ import json
 import pyarrow as pa
 
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
+from ..engine.inputs import PLAN_FILE, InputsPlan
 from ..engine.modes import job_scoring_mode
-from ..engine.runner import load_job_model, scoring_stage_config
-from ..storage.fs import open_fs
-from ..storage.listing import list_inputs
-from ..storage.run_state import check_writable
+from ..engine.runner import load_job_model, plan_job, scoring_stage_config
+from ..storage.listing import ListingCounts
 from ..storage.schema import written_schema
-from ..storage.shards import read_markers
+from . import annotate, calibrate
 from .artifacts import read_artifact
 
 SCHEMA_PREFIX = "output schema: "
@@ -26,41 +30,64 @@ def schema_text(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in schema)
 
 
-def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
-    """The plan of ``cfg`` as text lines; its ``output schema:`` line is exactly the schema the run's Parquet
-    parts get (the job's :class:`~froq_ray.engine.modes.ScoringMode` decides both). Raises what the job raises
-    before its Ray work (``UserError`` subclasses for inputs, model, calibration, credentials, output)."""
+def _counts(inputs: InputsPlan) -> ListingCounts:
+    """The listing counts a plan's summary holds (``followed_links`` as a count)."""
+    s = inputs.summary
+    return ListingCounts(
+        s["source"], s["files_seen"], s["skipped"]["by_reason"], [], s["duplicates"], s["beyond_limit"]
+    )
+
+
+def _identities(cfg: AnnotateJob | CalibrateJob) -> str:
+    if cfg.input.identity_from_folder:
+        return "identities from the parent folder names"
+    if cfg.input.identity_column:
+        return f"identities from manifest column {cfg.input.identity_column!r}"
+    return "no identities"
+
+
+def plan_lines(cfg: AnnotateJob | CalibrateJob, force: bool = False) -> list[str]:
+    """The plan of ``cfg`` (run with ``--force`` when ``force``) as text lines; its ``output schema:`` line is
+    exactly the schema the run's Parquet parts get (the job's :class:`~froq_ray.engine.modes.ScoringMode`
+    decides both), its ``output:`` line what the run would do (``refused: <the run's reason>`` included). Raises
+    what the job raises before it decides on the output (``UserError`` subclasses for inputs, model,
+    calibration, credentials)."""
     model = load_job_model(cfg)
-    inputs = list_inputs(cfg.input)  # a dry run lists on the driver; a run lists in Ray tasks (engine.inputs)
-    listing = inputs.table
     mode = job_scoring_mode(cfg)
     artifact = None
     if mode.needs_calibration:
         artifact = read_artifact(cfg.calibration.artifact, model, cfg.input.storage_options)
-    extra = {
-        "weights_sha256": model.weights_sha256,
-        "calibration_id": artifact.calibration_id if artifact else None,
-    }
-    cfg_digest = config_digest(cfg, extra=extra)
-    check_writable(cfg.output.uri, cfg.output.storage_options)
-    fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
-    n_shards = -(-len(listing) // cfg.output.shard_size)
-    done = len(read_markers(fs, path)) if fs.exists(path) else 0
-    r = cfg.resources
     stage = scoring_stage_config(
         cfg,
         mode.name,
         artifact_json=artifact.to_json() if artifact else None,
         candidate_layers=mode.candidate_layers(model),
     )
+    # the digest and output layout the job itself uses, so the plan decides what the run decides
+    extra: dict[str, str | None]
+    if cfg.job == "calibrate":
+        extra, layout = dict(calibrate.digest_extra(model, stage.candidate_layers)), calibrate.OUTPUT
+    else:
+        extra = annotate.digest_extra(model, artifact.calibration_id if artifact else None)
+        layout = annotate.OUTPUT
+    cfg_digest = config_digest(cfg, extra=extra)
+    planned = plan_job(cfg, model, extra, layout, force)
+    inputs, counts = planned.inputs, _counts(planned.inputs)
+    source = (
+        f"the stored listing of the run being resumed ({PLAN_FILE} in the output; not listed again)"
+        if inputs.reused
+        else "listed by Ray tasks that return only counts; nothing written"
+    )
+    refusal_details = str(planned.refusal).splitlines()[1:] if planned.refusal else []
+    r = cfg.resources
     schema = written_schema(mode.output_schema(model, stage))
-    identities = listing["identity"].dropna().nunique()
     lines = [
         f"job: {cfg.job} (config digest {cfg_digest[:16]})",
-        f"inputs: {len(listing):,} images from {cfg.input.uri} ({identities:,} identities)",
+        f"inputs: {inputs.total_rows:,} images from {cfg.input.uri} ({_identities(cfg)}; from {source})",
         (
-            f"inputs {inputs.skipped_line()}; {inputs.duplicates} duplicate manifest row(s) merged; "
-            f"{len(inputs.followed_links)} symlinked folder(s) followed; {inputs.beyond_limit} beyond input.limit"
+            f"inputs {counts.skipped_line()}; {counts.duplicates} duplicate manifest row(s) merged; "
+            f"{inputs.summary['followed_links']} symlinked folder(s) followed; {counts.beyond_limit} beyond "
+            "input.limit"
         ),
         (
             f"model: {model.model_id} (input {model.contract.size}px {model.contract.alignment}, "
@@ -73,10 +100,11 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob) -> list[str]:
             if cfg.job == "calibrate"
             else f"calibration: none needed (scoring mode {mode.name})"
         ),
-        f"output: {cfg.output.uri} (mode {cfg.output.mode}; writable)",
+        f"output: {cfg.output.uri} (mode {cfg.output.mode}): {planned.decision()}",
+        *refusal_details,
         (
-            f"shards: about {n_shards} of up to {cfg.output.shard_size:,} rows (an s3:// prefix is listed per "
-            f"top-level prefix, each cut on its own); {done} completion marker(s) in the output"
+            f"shards: {planned.shards} of up to {cfg.output.shard_size:,} rows (each input part is cut on its "
+            f"own: an s3:// prefix is listed per top-level prefix)"
         ),
         (
             f"resources: ray {'local (started by the job)' if not r.ray_address else r.ray_address}; "

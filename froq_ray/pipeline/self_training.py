@@ -36,12 +36,15 @@ from ..engine.runner import RunResult, prepare_table_job, run_shards, total_coun
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
+from ..storage.output import OutputLayout
 from .distill_inputs import Teacher
 
 log = logging.getLogger("froq_ray")
 
 FOLDER = "self_training"
 IMAGES = "_images"  # "_": like _froq/, skipped by pandas / pyarrow; polars and duckdb glob *.parquet
+OUTPUT = OutputLayout("self_training", files=(IMAGES,), shards=True)
+"""What the self-training copies own in ``<output>/self_training``: shards, ``_froq/`` records, the PNGs."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def degrade_and_store(batch: dict[str, np.ndarray], cfg: DegradeStageConfig) -> 
     status = np.asarray(batch["status"], dtype=object)
     sources = [str(p) for p in batch["path"]]
     rows = np.asarray(batch["row"], dtype=np.int64)
-    paths, records = [], []
-    for i, (source, row) in enumerate(zip(sources, rows)):
+    paths: list[str] = []
+    records: list[str | None] = []  # the applied degradations as JSON; None for a row that failed
+    for i, (source, row) in enumerate(zip(sources, rows, strict=True)):
         copy = int(row) % cfg.copies
         name = degraded_name(source, copy)
         paths.append(join_uri(cfg.images_uri, name))
@@ -112,13 +116,13 @@ def self_training_listing(rows: pd.DataFrame, cfg: DistillJob) -> pd.DataFrame:
 
 def teacher_mode(teacher: Teacher) -> ScoringMode:
     """The scoring mode that recomputes the teacher's target (``teacher.mode``)."""
-    return scoring_mode(teacher.mode)
+    return scoring_mode(teacher.scoring()[1])
 
 
 def self_training_schema(cfg: DistillJob, teacher: Teacher) -> pa.Schema:
     """The teacher mode's output schema (:meth:`~froq_ray.engine.modes.ScoringMode.output_schema` of
     :func:`teacher_stage`: no embedding) + ``source_path`` and ``degradation`` (strings)."""
-    schema = teacher_mode(teacher).output_schema(teacher.model, teacher_stage(cfg, teacher))
+    schema = teacher_mode(teacher).output_schema(teacher.scoring()[0], teacher_stage(cfg, teacher))
     for name in ("source_path", "degradation"):
         schema = schema.append(pa.field(name, pa.string()))
     return schema
@@ -159,7 +163,7 @@ def self_training_settings(cfg: DistillJob, teacher: Teacher) -> dict[str, Any]:
         "self_training": cfg.self_training.model_dump(mode="json"),
         "target_column": cfg.distill.target_column,
         "model": cfg.model.model_dump(mode="json"),
-        "weights_sha256": teacher.model.weights_sha256,
+        "weights_sha256": teacher.scoring()[0].weights_sha256,
         "calibration_id": teacher.calibration_id,
         "shard_size": cfg.output.shard_size,
     }
@@ -179,11 +183,12 @@ def run_self_training(
 ) -> SelfTrainingResult:
     """Write (or finish) ``<output>/self_training``; returns where and what it holds."""
     out, s = cfg.output, cfg.self_training
+    model, mode_name = teacher.scoring()
     uri = join_uri(out.uri, FOLDER)
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
     job = prepare_table_job(
-        cfg, teacher.model, uri, digest, self_training_settings(cfg, teacher), listing, force
+        cfg, model, uri, digest, self_training_settings(cfg, teacher), listing, force, OUTPUT
     )
     pending = job.pending
     log.info(
@@ -192,8 +197,8 @@ def run_self_training(
         len(listing) // s.copies,
         len(pending),
         len(job.shards),
-        teacher.model.model_id,
-        teacher.mode,
+        model.model_id,
+        mode_name,
     )
     result = RunResult({}, 0, 0, 0.0, np.empty(0))
     if pending:
@@ -209,7 +214,7 @@ def run_self_training(
             storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
         )
         mode = teacher_mode(teacher)
-        constants = mode.constants(teacher.model, teacher.calibration_id)
+        constants = mode.constants(model, teacher.calibration_id)
         result = run_shards(
             job,
             teacher_stage(cfg, teacher),

@@ -31,11 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ import torch
 
 from ..errors import UserError
 from ..models.base import LoadedModel
+from ..versions import software_versions
 from .linear import LinearObserver
 from .percentile import quality_percentile
 
@@ -116,19 +115,6 @@ class CalibrationSetDigest:
 
 
 # -------------------------------------------------------------------------------------------- artifact
-def software_versions() -> dict[str, str]:
-    try:
-        froq = metadata.version("froq_ray")
-    except metadata.PackageNotFoundError:
-        froq = "unknown"
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "froq_ray": froq,
-    }
-
-
 def _json_float(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 

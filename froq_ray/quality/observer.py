@@ -173,7 +173,7 @@ class NormObserver:
         self._order = []
 
     def _make_hook(self, name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             tensor = first_tensor(output)
             if tensor is None:
                 return
@@ -212,6 +212,16 @@ class NormObserver:
     def norms(self) -> dict[str, torch.Tensor]:
         """Layer name -> (N,) float32 norms of the counted (last) call; layers not called are absent."""
         return dict(self._norms)
+
+    def stacked_norms(self) -> torch.Tensor:
+        """(L, N) float32: the counted norms of every observed layer, rows in ``layer_names`` order. Raises
+        ``RuntimeError`` naming the layers that produced no tensor in the last forward pass."""
+        missing = [name for name in self.layer_names if name not in self._norms]
+        if missing:
+            raise RuntimeError(
+                f"selected layers produced no output in this forward pass: {', '.join(missing)}"
+            )
+        return torch.stack([self._norms[name] for name in self.layer_names])
 
     def call_counts(self) -> dict[str, int]:
         """Layer name -> number of calls that produced a tensor in the last forward pass."""

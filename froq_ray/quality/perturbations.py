@@ -164,7 +164,7 @@ class PseudoLabeler:
     # ------------------------------------------------------------------------------------- perturbation
     def perturb(self, images: torch.Tensor) -> torch.Tensor:
         """(G, C, H, W) float32 -> (G, P, C, H, W) float32 perturbed copies, in layout order."""
-        noise, occl, layout = self._prepared(tuple(images.shape[1:]))
+        noise, occl, layout = self._prepared(_chw(images))
         x = images.to(torch.float32)
         parts = []
         if layout.flip is not None:
@@ -199,7 +199,7 @@ class PseudoLabeler:
 
     def similarities(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(N, P) cosine similarities between each image's reference embedding and its P copies."""
-        n, per_image = x.shape[0], self.copies_per_image(tuple(x.shape[1:]))
+        n, per_image = x.shape[0], self.copies_per_image(_chw(x))
         owner = torch.arange(n, device=self.device).repeat_interleave(per_image)
         with torch.inference_mode():
             sims = torch.empty(n * per_image, dtype=torch.float32, device=self.device)
@@ -227,10 +227,10 @@ class PseudoLabeler:
                 torch.as_tensor(reference_embedding).to(self.device, torch.float32).reshape(x.shape[0], -1)
             )
         sims = self.similarities(x, reference)
-        _, _, layout = self._prepared(tuple(x.shape[1:]))
+        _, _, layout = self._prepared(_chw(x))
         components = {
             name: sims[:, part].mean(dim=1)
-            for name, part in zip(COMPONENTS, (layout.flip, layout.noise, layout.occlusion))
+            for name, part in zip(COMPONENTS, (layout.flip, layout.noise, layout.occlusion), strict=True)
             if part is not None
         }
         result = {name: value.cpu().numpy().astype(np.float32) for name, value in components.items()}
@@ -238,3 +238,11 @@ class PseudoLabeler:
             torch.stack(list(components.values())).mean(dim=0).cpu().numpy().astype(np.float32)
         )
         return result
+
+
+def _chw(images: torch.Tensor) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an (N, C, H, W) batch; raises ``ValueError`` for another rank."""
+    if images.dim() != 4:
+        raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    _, c, h, w = images.shape
+    return (c, h, w)

@@ -213,7 +213,7 @@ def endpoint_of(uri: str, storage_options: Mapping[str, Any] | None = None) -> s
         return "the default AWS endpoint"
     parts = urlsplit(str(url))
     if parts.username or parts.password:  # never echo credentials embedded in the URL
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return urlunsplit(parts)
 
 

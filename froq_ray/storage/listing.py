@@ -45,18 +45,44 @@ import posixpath
 import re
 import stat
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
-from ..config import InputConfig
 from ..errors import UserError
 from .fs import folder_name, is_absolute_uri, is_local_fs, local_name, open_fs, parent_uri, to_uri
 
 log = logging.getLogger("froq_ray")
+
+
+class InputSource(Protocol):
+    """What listing reads from the job's ``input`` section (:class:`froq_ray.config.InputConfig` is one; storage
+    does not import config, config imports storage -- see ``docs/architecture.md``).
+
+    ``uri``: local path, ``s3://`` prefix, ``.parquet``/``.csv`` manifest or glob; ``extensions``: kept file name
+    endings (lower case, with the dot) for folders and globs; ``path_column`` / ``identity_column``: manifest
+    columns; ``identity_from_folder``: identity = parent folder name; ``storage_options``: fsspec options;
+    ``limit``: keep the first ``limit`` inputs in path order (None = all)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def extensions(self) -> Sequence[str]: ...
+    @property
+    def path_column(self) -> str: ...
+    @property
+    def identity_column(self) -> str | None: ...
+    @property
+    def identity_from_folder(self) -> bool: ...
+    @property
+    def storage_options(self) -> Mapping[str, Any]: ...
+    @property
+    def limit(self) -> int | None: ...
+
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -121,7 +147,7 @@ class ListingCounts:
             parts.append(f"{reason}={group['count']} ({detail})")
         return f"skipped {self.skipped_total} file(s): " + ("; ".join(parts) if parts else "none")
 
-    def log(self, cfg: InputConfig) -> None:
+    def log(self, cfg: InputSource) -> None:
         """One log line each for what was skipped (warning), followed, merged (warning) or cut by the limit."""
         if self.skipped:
             log.warning("inputs from %s: %s", cfg.uri, self.skipped_line())
@@ -138,7 +164,7 @@ class ListingCounts:
                 cfg.uri,
                 self.duplicates,
             )
-        if self.beyond_limit:
+        if self.beyond_limit and cfg.limit is not None:  # rows are dropped only by a limit
             log.info(
                 "inputs from %s: input.limit=%d keeps %d of %d",
                 cfg.uri,
@@ -205,7 +231,7 @@ def merge_skipped(results: list[dict[str, dict[str, Any]]]) -> dict[str, dict[st
     return out
 
 
-def list_inputs(cfg: InputConfig) -> InputListing:
+def list_inputs(cfg: InputSource) -> InputListing:
     """List ``cfg.uri`` (see the module docstring); logs what was skipped or merged as one warning each.
 
     Raises :class:`InputListingError` for a missing input, an input with no image files, a malformed
@@ -217,7 +243,7 @@ def list_inputs(cfg: InputConfig) -> InputListing:
     return listing
 
 
-def list_all_inputs(cfg: InputConfig) -> InputListing:
+def list_all_inputs(cfg: InputSource) -> InputListing:
     """:func:`list_inputs` without ``input.limit`` and without logging (same errors)."""
     fs, root = open_fs(cfg.uri, cfg.storage_options)
     fs.invalidate_cache()
@@ -267,7 +293,7 @@ def split_by_extension(
     return paths, skips.result()
 
 
-def filter_extensions(found: list[str], extensions: list[str], skips: _Skips) -> list[str]:
+def filter_extensions(found: list[str], extensions: Sequence[str], skips: _Skips) -> list[str]:
     """The paths of ``found`` that end with one of ``extensions``; the others are counted in ``skips``."""
     paths = []
     for path in found:
@@ -278,7 +304,7 @@ def filter_extensions(found: list[str], extensions: list[str], skips: _Skips) ->
     return paths
 
 
-def no_images_error(cfg: InputConfig, kind: str, files_found: int) -> InputListingError:
+def no_images_error(cfg: InputSource, kind: str, files_found: int) -> InputListingError:
     """The error for a folder or glob that lists no image file among ``files_found`` files."""
     what = (
         f"no image files among {files_found} file(s)"
@@ -304,7 +330,7 @@ def rows_digest(paths, identities) -> str:
     """sha256 (hex) over ``f"{path}\\t{identity or ''}\\n"`` per row, in order, UTF-8 with surrogate escapes
     (see :func:`input_digest`); ``identities`` may hold None or NaN for a missing identity."""
     h = hashlib.sha256()
-    for path, identity in zip(paths, identities):
+    for path, identity in zip(paths, identities, strict=True):
         ident = (
             "" if identity is None or (isinstance(identity, float) and pd.isna(identity)) else str(identity)
         )
@@ -312,7 +338,7 @@ def rows_digest(paths, identities) -> str:
     return h.hexdigest()
 
 
-def source_kind(cfg: InputConfig, fs, root: str) -> str:
+def source_kind(cfg: InputSource, fs, root: str) -> str:
     """``manifest``, ``folder`` or ``glob`` from what exists at ``root`` (see the module docstring).
 
     Raises :class:`InputListingError` when the input does not exist, is a file that is no manifest, or when
@@ -326,7 +352,7 @@ def source_kind(cfg: InputConfig, fs, root: str) -> str:
     return kind
 
 
-def _source_kind(cfg: InputConfig, fs, root: str) -> str:
+def _source_kind(cfg: InputSource, fs, root: str) -> str:
     local = is_local_fs(fs)
     if os.path.isfile(root) if local else fs.isfile(root):
         if root.lower().endswith(MANIFEST_SUFFIXES):
@@ -343,7 +369,7 @@ def _source_kind(cfg: InputConfig, fs, root: str) -> str:
     raise InputListingError(f"input {cfg.uri}: does not exist")
 
 
-def _keep(path: str, extensions: list[str]) -> bool:
+def _keep(path: str, extensions: Sequence[str]) -> bool:
     return path.lower().endswith(tuple(extensions))
 
 
@@ -431,18 +457,15 @@ def _glob(fs, pattern: str, skips: _Skips) -> list[str]:
     return files
 
 
-def _from_manifest(cfg: InputConfig, fs, path: str) -> tuple[pd.DataFrame, int]:
+def _from_manifest(cfg: InputSource, fs, path: str) -> tuple[pd.DataFrame, int]:
     """(table of unique paths, number of duplicate rows merged)."""
     with fs.open(path, "rb") as f:
         raw = f.read()
-    if path.lower().endswith(".parquet"):
-        rows = _read_parquet(cfg, raw)
-    else:
-        rows = _read_csv(cfg, raw)
+    rows = _read_parquet(cfg, raw) if path.lower().endswith(".parquet") else _read_csv(cfg, raw)
     if not rows:
         raise InputListingError(f"input manifest {cfg.uri}: has no rows")
     folder = parent_uri(cfg.uri)
-    first: dict[str, tuple[int, str | None]] = {}
+    first: dict[str, tuple[str, str | None]] = {}  # resolved path -> (where, identity) of its first row
     duplicates = 0
     for where, record in rows:
         entry = record[cfg.path_column]
@@ -474,7 +497,7 @@ def _from_manifest(cfg: InputConfig, fs, path: str) -> tuple[pd.DataFrame, int]:
     return table, duplicates
 
 
-def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+def _read_csv(cfg: InputSource, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     """[(row description, {column: text})]; any malformation names its 1-based line. Trailing line breaks
     at the end of the file are ignored; a blank line elsewhere is a line with 0 fields (an error)."""
     try:
@@ -499,7 +522,9 @@ def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
                     f"{len(header)} (a comma inside a value needs double quotes)"
                 )
             else:
-                rows.append((f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields))))
+                rows.append(
+                    (f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields, strict=True)))
+                )
             line = reader.line_num + 1
     except csv.Error as exc:
         raise InputListingError(f"input manifest {cfg.uri}: line {reader.line_num}: {exc}") from None
@@ -508,7 +533,7 @@ def _read_csv(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _read_parquet(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+def _read_parquet(cfg: InputSource, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     """[(row description, {column: Python value})]; nulls are None, integers stay integers."""
     try:
         table = pq.read_table(io.BytesIO(raw))
@@ -521,14 +546,14 @@ def _read_parquet(cfg: InputConfig, raw: bytes) -> list[tuple[str, dict[str, Any
     return rows
 
 
-def _check_header(cfg: InputConfig, columns: list[str], where: str) -> None:
+def _check_header(cfg: InputSource, columns: list[str], where: str) -> None:
     repeated = sorted(c for c, n in Counter(columns).items() if n > 1)
     if repeated:
         raise InputListingError(f"input manifest {cfg.uri}: column {repeated[0]!r} appears twice in {where}")
     _require_columns(cfg, columns)
 
 
-def _require_columns(cfg: InputConfig, columns: list[str]) -> None:
+def _require_columns(cfg: InputSource, columns: list[str]) -> None:
     for option, column in (("path_column", cfg.path_column), ("identity_column", cfg.identity_column)):
         if column and column not in columns:
             raise InputListingError(

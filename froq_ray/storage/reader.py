@@ -33,7 +33,7 @@ def read_blobs(
             results = fs.cat_ranges([_fs_path(fs, paths[i]) for i in indices], None, None, on_error="return")
         except Exception as exc:  # noqa: BLE001 - e.g. a bad endpoint fails the whole group the same way
             results = [exc] * len(indices)
-        for i, result in zip(indices, results):
+        for i, result in zip(indices, results, strict=True):
             if isinstance(result, BaseException):
                 errors[i] = _message(paths[i], result)
             else:

@@ -27,7 +27,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,6 +98,9 @@ class RunState:
     """True when an earlier run of the same config and input is being continued."""
     forced: bool = False
     """True when a digest mismatch was overridden with ``force``."""
+    finished: bool = False
+    """True when ``resume`` found a finished run (manifest written) of the same config and input; set by
+    :func:`froq_ray.storage.output.open_output`."""
 
     @property
     def completed(self) -> frozenset[int]:
@@ -120,8 +123,13 @@ def prepare_output(
     force: bool = False,
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
+    job: str | None = None,
+    dry_run: bool = False,
 ) -> RunState:
     """Check the output location against ``mode``, clean what must go, write ``_froq/run.json``; see module doc.
+    Jobs call it through :func:`froq_ray.storage.output.open_output` (the one output lifecycle), which adds the
+    checks every job shares; ``job`` is recorded in ``run.json``. ``dry_run``: the same checks and decisions (the
+    same refusals, the markers a resume keeps), but nothing is created, deleted or written (``froq plan``).
 
     ``config``: the JSON-able settings ``config_digest`` was computed from (recorded with every
     ``storage_options`` mapping redacted, so a refusal can name the keys that changed); ``listing``: the input
@@ -133,13 +141,14 @@ def prepare_output(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     fs, path = open_fs(out_uri, storage_options)
-    if is_local_fs(fs):
+    if is_local_fs(fs) and not dry_run:
         fs.makedirs(path, exist_ok=True)
     state_dir = f"{path}/{STATE_DIR}"
     fs.invalidate_cache(path)
     fs.invalidate_cache(state_dir)
     names, state_names = list_names(fs, path), list_names(fs, state_dir)
     run_info: dict[str, Any] = {
+        **({"job": job} if job is not None else {}),
         "config_digest": config_digest,
         "input_digest": input_digest,
         "schema_version": SCHEMA_VERSION,
@@ -158,13 +167,13 @@ def prepare_output(
                 f"output {out_uri} already holds {len(shards)} shard file(s) and output.mode is "
                 "error_if_exists: choose another output, or use mode resume or overwrite"
             )
-    if mode == "overwrite":
+    if mode == "overwrite" and not dry_run:
         _delete(fs, path, [n for n in names if _owned(n)], [n for n in state_names if _owned_state(n)])
         inputs_dir = f"{state_dir}/inputs"  # the listing of the run being replaced (engine.inputs.INPUTS_DIR)
         if fs.exists(inputs_dir):
             fs.rm(inputs_dir, recursive=True)
             fs.invalidate_cache(state_dir)
-    else:  # leftovers of interrupted writes
+    elif not dry_run:  # leftovers of interrupted writes
         _delete(
             fs, path, [n for n in names if _TEMP_RE.match(n)], [n for n in state_names if _TEMP_RE.match(n)]
         )
@@ -173,7 +182,7 @@ def prepare_output(
 
     if state.resumed and not state.forced:
         state.run_info = read_json(fs, f"{path}/{RUN_FILE}")
-    else:
+    elif not dry_run:
         run_info["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if listing is not None:
             write_bytes_atomic(fs, f"{path}/{INPUTS_FILE}", _listing_parquet(listing))
@@ -247,12 +256,15 @@ def _differences(state: RunState, stored: Mapping[str, Any], listing: pd.DataFra
     return problems
 
 
-def record_input_digest(state: RunState, input_digest: str, force: bool = False) -> None:
+def record_input_digest(
+    state: RunState, input_digest: str, force: bool = False, dry_run: bool = False
+) -> None:
     """Check the digest of the inputs listed for this run against the run record, then record it.
 
     A resumed run normally reuses the listing of the run it continues (same digest). The inputs are listed
     again only when that listing never finished; if the input changed meanwhile the resume is refused, as
-    :func:`prepare_output` refuses a changed config, unless ``force``. Raises :class:`OutputStateError`."""
+    :func:`prepare_output` refuses a changed config, unless ``force``. Raises :class:`OutputStateError`.
+    ``dry_run``: the check and ``state`` updated, nothing written."""
     stored = state.run_info.get("input_digest")
     if stored == input_digest:
         return
@@ -264,22 +276,28 @@ def record_input_digest(state: RunState, input_digest: str, force: bool = False)
         )
     state.forced = state.forced or stored is not None
     state.run_info = {**state.run_info, "input_digest": input_digest}
-    write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
+    if not dry_run:
+        write_json_atomic(state.fs, f"{state.path}/{RUN_FILE}", state.run_info)
 
 
 def discard_stale_shards(
-    state: RunState, bounds: Mapping[int, tuple[int, int]], inputs_digest: str | None = None
+    state: RunState,
+    bounds: Mapping[int, tuple[int, int]],
+    inputs_digest: str | None = None,
+    dry_run: bool = False,
 ) -> int:
     """Delete every part and marker that does not belong to this run's shard plan, before it writes.
 
     ``bounds``: shard index -> ``(start, stop)`` rows of the plan. A marker of an index outside the plan or with
     other bounds (an earlier run with another ``output.shard_size``, resumed with ``--force``), made from another
-    input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
-    ``state.markers``. Returns how many files were deleted. Without this, a forced resume under a new shard
+    input listing (``inputs_digest``: a forced resume that listed the input again) or whose part is missing, and a
+    part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
+    ``state.markers``. Returns how many files were deleted (``dry_run``: would be; nothing is deleted). Without
+    this, a forced resume under a new shard
     layout would keep old parts beside new ones, and rows would appear twice."""
     fs, path = state.fs, state.path
     fs.invalidate_cache(path)
-    parts = [n for n in list_names(fs, path) if PART_RE.match(n)]
+    parts = {n: int(m.group(1)) for n in list_names(fs, path) if (m := PART_RE.match(n))}  # name -> index
     keep = {
         i: m
         for i, m in state.markers.items()
@@ -288,8 +306,9 @@ def discard_stale_shards(
         and (inputs_digest is None or m.get("inputs_digest") == inputs_digest)
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
-    stale_parts = [n for n in parts if int(PART_RE.match(n).group(1)) not in keep]
-    _delete(fs, path, stale_parts, stale_markers)
+    stale_parts = [n for n, i in parts.items() if i not in keep]
+    if not dry_run:
+        _delete(fs, path, stale_parts, stale_markers)
     state.markers = keep
     return len(stale_markers) + len(stale_parts)
 
@@ -346,10 +365,13 @@ def _input_change(state: RunState, stored: Mapping[str, Any], listing: pd.DataFr
         return f"{count} before, {len(listing)} now" if count is not None else ""
     with state.fs.open(path, "rb") as f:
         before = pq.read_table(f).to_pydict()
-    old = list(zip(before["path"], before["identity"]))
-    new = list(zip(text_values(listing["path"], "path"), text_values(listing["identity"], "identity")))
+    old = list(zip(before["path"], before["identity"], strict=True))
+    new = list(
+        zip(text_values(listing["path"], "path"), text_values(listing["identity"], "identity"), strict=True)
+    )
     head = f"{len(old)} before, {len(new)} now"
-    for i, (a, b) in enumerate(zip(old, new)):
+    # strict=False: the two listings may differ in length; the first extra row is reported after the loop
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
         if a != b:
             return f"{head}; first difference at row {i}: {_row(a)} before, {_row(b)} now"
     if len(old) != len(new):
@@ -359,7 +381,7 @@ def _input_change(state: RunState, stored: Mapping[str, Any], listing: pd.DataFr
     return head
 
 
-def _row(row: tuple[str, str | None]) -> str:
+def _row(row: tuple[str | None, str | None]) -> str:
     path, identity = row
     return f"{path} (identity {identity!r})" if identity is not None else f"{path} (no identity)"
 
@@ -396,7 +418,9 @@ def _owned_state(name: str) -> bool:
     return name in STATE_FILES or any(pattern.match(name) for pattern in (MARKER_RE, _TEMP_RE))
 
 
-def _delete(fs: fsspec.AbstractFileSystem, path: str, names: list[str], state_names: list[str] = ()) -> None:
+def _delete(
+    fs: fsspec.AbstractFileSystem, path: str, names: Sequence[str], state_names: Sequence[str] = ()
+) -> None:
     # Markers first, so an interrupted delete never leaves a marker whose part is gone.
     state_dir = f"{path}/{STATE_DIR}"
     marker_first = sorted(state_names, key=lambda n: (not MARKER_RE.match(n), n))

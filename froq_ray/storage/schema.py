@@ -10,7 +10,7 @@ score kind (what ``quality`` means: :data:`SCORE_KINDS`) and its direction (``fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,7 @@ def is_null(value: Any) -> bool:
     return value is pd.NA or value is pd.NaT
 
 
-def text_values(values: np.ndarray | Sequence[Any], name: str = "column") -> list[str | None]:
+def text_values(values: np.ndarray | Iterable[Any], name: str = "column") -> list[str | None]:
     """A text column as a list of ``str`` or ``None``: null markers (:func:`is_null`) become ``None``, strings
     are kept exactly (numpy ``str_`` as plain ``str``); ``bytes`` are decoded as UTF-8. Raises ``TypeError``
     naming ``name`` and the row for any other value (a number is not silently turned into text)."""
@@ -211,7 +211,7 @@ def _floats(values: np.ndarray | Sequence[Any]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
 
 
-def _as_list(values: np.ndarray | Sequence[Any]) -> list[Any]:
+def _as_list(values: np.ndarray | Iterable[Any]) -> list[Any]:
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 

@@ -1,5 +1,5 @@
-"""Deterministic output shards: the run's input parts are cut into row ranges (``engine.inputs``), shard ``i`` is written
-as ``part-{i:05d}.parquet`` and then its completion marker ``_froq/part-{i:05d}.done.json`` (rows, counts by
+"""Deterministic output shards: the run's input parts are cut into row ranges (``engine.inputs``), shard ``i`` is
+written as ``part-{i:05d}.parquet`` and then its completion marker ``_froq/part-{i:05d}.done.json`` (rows, counts by
 status, the shard's input digest). A shard counts as done only when its marker exists; the marker is written
 last.
 

@@ -46,7 +46,8 @@ def annotate_config(inputs, output, student) -> dict:
     }
 
 
-def test_annotate_with_a_student(ray_cluster, lfw_dev_dir, student_dir, tmp_path):
+@pytest.mark.usefixtures("ray_cluster")
+def test_annotate_with_a_student(lfw_dev_dir, student_dir, tmp_path):
     inputs = tmp_path / "in"
     images = lfw_sample(lfw_dev_dir, identities=6, per_identity=2)
 

@@ -48,7 +48,7 @@ def teacher_sections(mobilefacenet_pt) -> dict:
 
 
 @pytest.fixture(scope="module")
-def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
+def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):  # noqa: ARG001 - requested for its side effect: the local Ray cluster
     """An annotate output over 100 LFW-dev faces + 3 bad files, and a second annotation file with one ok row
     whose image is missing (it fails to read in training) and one without a quality."""
     root = tmp_path_factory.mktemp("distill")
@@ -155,9 +155,9 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     assert "validation crops once" in capsys.readouterr().out
     out = root / "full"
     manifest = json.loads((out / "_froq" / "manifest.json").read_text())
-    counts = manifest["counts_by_status"]
+    counts = manifest["results"]["counts_by_status"]
     # annotation rows: 100 faces + the missing image are usable; 3 bad files and one row without quality are not
-    assert counts["annotations"] == {
+    assert manifest["counts_by_status"] == {
         st.OK: n_ok + 1,
         "corrupt": 1,
         "empty": 1,
@@ -196,7 +196,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
     # the artifact and its card
     student = load_student_artifact(str(out))
     card = student.card
-    assert manifest["student_id"] == student.student_id
+    assert manifest["results"]["student_id"] == student.student_id
     assert card["target"]["column"] == "quality" and card["input_size"] == 64 and card["arch"] == "tiny_cnn"
     assert card["teacher"]["model_id"] == ann["model_id"].iloc[0] and card["teacher"]["verified"]
     assert card["teacher"]["calibration_id"] == ann["calibration_id"].iloc[0]

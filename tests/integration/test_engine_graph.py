@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("num_gpus", [0.0, 1.0])
-def test_the_graph_maps_whole_shards_with_and_without_gpus(ray_cluster, tmp_path, num_gpus):
+@pytest.mark.usefixtures("ray_cluster")
+def test_the_graph_maps_whole_shards_with_and_without_gpus(tmp_path, num_gpus):
     scoring = ScoringStageConfig(
         mode="froq",
         model_name="m",

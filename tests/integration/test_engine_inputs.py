@@ -59,7 +59,7 @@ def independent_digest(rows: list[tuple[str, str | None]]) -> str:
 def check_plan(plan, cfg: InputConfig, fs, out: str) -> None:
     """The plan's parts and ranges give exactly list_inputs' rows, counts and digests."""
     listing = list_inputs(cfg)
-    want = list(zip(listing.table["path"], listing.table["identity"]))
+    want = list(zip(listing.table["path"], listing.table["identity"], strict=True))
     assert plan.total_rows == len(want)
     assert plan.summary == {**listing.summary(), "parts": len(plan.parts)}
     all_rows = []
@@ -67,7 +67,7 @@ def check_plan(plan, cfg: InputConfig, fs, out: str) -> None:
         with fs.open(f"{out}/{INPUTS_DIR}/{part.name}", "rb") as f:
             table = pq.read_table(f)
         assert table.schema.field("path").type == pa.string() and not table.schema.field("path").nullable
-        rows = list(zip(table.column("path").to_pylist(), table.column("identity").to_pylist()))
+        rows = list(zip(table.column("path").to_pylist(), table.column("identity").to_pylist(), strict=True))
         assert part.rows == len(rows) and part.digest == independent_digest(rows)
         all_rows += rows
     assert all_rows[: plan.total_rows] == want
@@ -77,12 +77,15 @@ def check_plan(plan, cfg: InputConfig, fs, out: str) -> None:
             assert r.row0 == len(got)
             table = read_range(fs, out, r)
             assert table.num_rows == r.rows <= k
-            got += list(zip(table.column("path").to_pylist(), table.column("identity").to_pylist()))
+            got += list(
+                zip(table.column("path").to_pylist(), table.column("identity").to_pylist(), strict=True)
+            )
         assert got == want
 
 
 @pytest.mark.timeout(300)
-def test_s3_prefix_listed_in_parallel_equals_list_inputs(ray_cluster, s3):  # noqa: F811
+@pytest.mark.usefixtures("ray_cluster")
+def test_s3_prefix_listed_in_parallel_equals_list_inputs(s3):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     for rel in S3_FILES:
         fs.pipe(f"{s3.bucket}/in/{rel}", rel.encode())
@@ -116,7 +119,8 @@ def test_s3_prefix_listed_in_parallel_equals_list_inputs(ray_cluster, s3):  # no
 
 
 @pytest.mark.timeout(300)
-def test_s3_errors_keep_their_class_and_message(ray_cluster, s3, tmp_path):  # noqa: F811
+@pytest.mark.usefixtures("ray_cluster")
+def test_s3_errors_keep_their_class_and_message(s3, tmp_path):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     fs.pipe(f"{s3.bucket}/txt/a/notes.txt", b"t")
     fs.pipe(f"{s3.bucket}/txt/b.md", b"t")
@@ -133,7 +137,8 @@ def test_s3_errors_keep_their_class_and_message(ray_cluster, s3, tmp_path):  # n
 
 
 @pytest.mark.timeout(300)
-def test_local_folder_with_reuse_and_limit(ray_cluster, tmp_path):
+@pytest.mark.usefixtures("ray_cluster")
+def test_local_folder_with_reuse_and_limit(tmp_path):
     root = tmp_path / "images"
     for rel in LOCAL_FILES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +167,8 @@ def test_local_folder_with_reuse_and_limit(ray_cluster, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_csv_and_parquet_manifests(ray_cluster, tmp_path):
+@pytest.mark.usefixtures("ray_cluster")
+def test_csv_and_parquet_manifests(tmp_path):
     fs = fsspec.filesystem("file")
     out = str(tmp_path / "out")
     csv = tmp_path / "m.csv"

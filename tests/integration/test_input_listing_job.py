@@ -25,9 +25,8 @@ from tests.integration.jobfiles import (
 pytestmark = pytest.mark.integration
 
 
-def test_annotate_lists_every_image_once_and_reports_skips(
-    ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path, capsys
-):
+@pytest.mark.usefixtures("ray_cluster")
+def test_annotate_lists_every_image_once_and_reports_skips(lfw_dev_dir, mobilefacenet_pt, tmp_path, capsys):
     first, second, third = lfw_sample(lfw_dev_dir, identities=3, per_identity=1)
     root = tmp_path / "in"
     (root / "P").mkdir(parents=True)
@@ -72,10 +71,10 @@ def test_annotate_lists_every_image_once_and_reports_skips(
     assert out["path"].tolist() == [f"{root}/P/a.jpg", f"{root}/P/b.gif", f"{root}/linked/c.jpg", latin1]
     assert out["identity"].tolist() == ["P", "P", "linked", "P"]
     assert out["status"].tolist() == [st.OK] * 4, out["error"].tolist()
-    by_path = dict(zip(out["path"], out["quality"]))
+    by_path = dict(zip(out["path"], out["quality"], strict=True))
     assert by_path[latin1] == pytest.approx(by_path[f"{root}/P/a.jpg"], rel=1e-5)  # the same bytes
 
-    manifest = read_json_uri(f"{out_uri}/_froq/manifest.json")
+    manifest = read_json_uri(f"{out_uri}/_froq/manifest.json")["results"]
     assert manifest["input"]["images"] == 4
     assert manifest["input"]["source"] == "folder" and manifest["input"]["files_seen"] == 6
     assert manifest["input"]["followed_links"] == 1 and manifest["input"]["duplicates"] == 0

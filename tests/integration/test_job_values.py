@@ -22,7 +22,7 @@ from froq_ray.quality.calibration import calibrate, calibration_layers
 from froq_ray.quality.observer import network_input
 from froq_ray.quality.perturbations import PerturbationSettings, PseudoLabeler
 from froq_ray.quality.scorer import FroqScorer
-from froq_ray.storage.manifest import read_manifest
+from froq_ray.storage.manifest import HEADER_KEYS, read_manifest
 from tests.integration.jobfiles import (
     BAD_FILES,
     FAST_PERTURBATIONS,
@@ -79,12 +79,12 @@ def crops(faces) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def calibrated(ray_cluster, faces, mobilefacenet_pt) -> tuple[Path, Path]:
+def calibrated(ray_cluster, faces, mobilefacenet_pt) -> tuple[Path, Path]:  # noqa: ARG001 - requested for its side effect: the Ray cluster
     """The calibrate job's output folder and the artifact it wrote (as its manifest names it)."""
     root, _ = faces
     cfg = job_config("calibrate", root / "in", root / "cal", mobilefacenet_pt)
     assert run_job("calibrate", write_config(root, "cal", cfg)) == 0
-    return root / "cal", Path(read_manifest(str(root / "cal"))["calibration"]["artifact"])
+    return root / "cal", Path(read_manifest(str(root / "cal"))["results"]["calibration"]["artifact"])
 
 
 def ok_rows_by_path(out: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
@@ -139,6 +139,11 @@ def test_annotate_job_equals_froq_scorer(calibrated, faces, model, crops, mobile
     )
     assert run_job("annotate", write_config(root, "ann", cfg)) == 0
     ok = ok_rows_by_path(read_output(str(root / "ann")), paths)
+    for job, folder in (("calibrate", "cal"), ("annotate", "ann")):  # the header every job writes
+        manifest = read_manifest(str(root / folder))
+        assert set(manifest) == {*HEADER_KEYS, "results"} and manifest["job"] == job
+        assert sum(manifest["counts_by_status"].values()) == len(paths) + len(BAD_FILES)
+        assert set(manifest["stage_seconds"]) == {"list", "read", "decode", "score", "write"}
 
     calibration = CalibrationArtifact.from_json(artifact.read_text(), source=str(artifact))
     expected = FroqScorer(model, calibration).score(crops)  # one batch, NCHW: the plain way
@@ -149,3 +154,10 @@ def test_annotate_job_equals_froq_scorer(calibrated, faces, model, crops, mobile
     assert embedding.shape == (12, model.embedding_size) and embedding.dtype == np.float32
     np.testing.assert_allclose(embedding, expected.embedding, rtol=1e-5, atol=1e-4)
     assert (ok["calibration_id"] == calibration.calibration_id).all()
+    # the CPU actor ran the frozen observed graph (scoring.graph: auto), within the tolerances above
+    scoring = read_manifest(str(root / "ann"))["scoring"]
+    assert (scoring["graph_requested"], scoring["graph"], scoring["graph_used"]) == (
+        "auto",
+        "frozen",
+        ["frozen"],
+    )

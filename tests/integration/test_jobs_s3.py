@@ -45,7 +45,8 @@ def s3_config(job: str, s3, mobilefacenet_pt, input_uri: str, output_uri: str, *
 
 
 @pytest.mark.timeout(600)  # three jobs in a row, over the local S3 server
-def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobilefacenet_pt, tmp_path):
+@pytest.mark.usefixtures("ray_cluster")
+def test_calibrate_annotate_evaluate_over_s3(s3, lfw_dev_dir, mobilefacenet_pt, tmp_path):
     fs = s3.filesystem()
     images = lfw_sample(lfw_dev_dir, identities=8, per_identity=2)
     n_inputs = put_inputs(lambda rel, data: fs.pipe(f"{s3.bucket}/in/{rel}", data), images)
@@ -61,7 +62,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     }
     artifact = read_json_uri(s3.uri("cal", "_froq/calibration.json"), s3.storage_options)
     assert artifact["selected_layers"] and artifact["calibration_set"]["size"] == len(images)
-    assert artifact["model"]["weights_sha256"] == cal_manifest["model"]["weights_sha256"]
+    assert artifact["model"]["weights_sha256"] == cal_manifest["results"]["model"]["weights_sha256"]
     per_image = read_output(s3.uri("cal"), s3.storage_options)
     assert len(per_image) == n_inputs
     ok = per_image[per_image["status"] == st.OK]
@@ -82,7 +83,7 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     out = read_output(s3.uri("ann"), s3.storage_options)
     assert len(out) == n_inputs and out["path"].is_unique
     bad = out[out["path"].str.contains("Bad_Inputs")]
-    assert {p.rsplit("/", 1)[-1]: s for p, s in zip(bad["path"], bad["status"])} == {
+    assert {p.rsplit("/", 1)[-1]: s for p, s in zip(bad["path"], bad["status"], strict=True)} == {
         name.split("/")[1]: status for name, status in BAD_FILES.items()
     }
     assert bad["error"].str.len().min() > 0 and bad["quality"].isna().all() and bad["embedding"].isna().all()
@@ -111,6 +112,6 @@ def test_calibrate_annotate_evaluate_over_s3(ray_cluster, s3, lfw_dev_dir, mobil
     }
     assert run_job("evaluate", write_config(tmp_path, "ev", ev)) == 0
     report = read_json_uri(s3.uri("eval", "_froq/manifest.json"), s3.storage_options)
-    assert report["images"] == len(images) and report["rows_not_ok"] == len(BAD_FILES)
-    assert report["results"][0]["n_genuine"] == 8  # 8 identities x 1 pair
+    assert report["results"]["images"] == len(images) and report["results"]["rows_not_ok"] == len(BAD_FILES)
+    assert report["results"]["edc"][0]["n_genuine"] == 8  # 8 identities x 1 pair
     assert fs.info(f"{s3.bucket}/eval/edc.png")["size"] > 1000

@@ -189,8 +189,9 @@ def test_scoring_outputs_keep_nulls(outputs, name, identities, calibrated):
 
 def test_evaluate_runs_on_folder_identities(outputs):
     report = json.loads((outputs["out"]["eval"] / "_froq" / "manifest.json").read_text())
-    assert report["images"] == outputs["n_ok"] and report["rows_not_ok"] == len(BAD_FILES)
-    assert report["identities"] == 7  # six LFW identities and the person "nan"
+    results = report["results"]
+    assert results["images"] == outputs["n_ok"] and results["rows_not_ok"] == len(BAD_FILES)
+    assert results["identities"] == 7  # six LFW identities and the person "nan"
 
 
 def test_evaluate_without_identities_is_a_clear_error(outputs, capsys):

@@ -9,6 +9,7 @@ from math import comb
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from froq_ray.cli import main
 from tests.conftest import REPO_ROOT
@@ -31,7 +32,8 @@ def readme_commands() -> dict[str, list[str]]:
     return commands
 
 
-def test_readme_annotate_then_evaluate(ray_cluster, lfw_dev_dir, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("ray_cluster")
+def test_readme_annotate_then_evaluate(lfw_dev_dir, tmp_path, monkeypatch):
     commands = readme_commands()
     annotate, evaluate = commands["annotate"], commands["evaluate"]
     subset = tmp_path / "images"

@@ -116,7 +116,8 @@ def test_interrupted_run_resumes_to_exactly_one_row_per_input(
     ok = table[table["status"] == st.OK]
     assert ok["pseudo_label"].notna().all() and (ok["quality"] == ok["pseudo_label"]).all()
     manifest = read_manifest(s3.uri("out"), s3.storage_options)
-    assert manifest["resumed"] and manifest["shards"]["resumed_from_earlier_runs"] == len(before)
+    assert manifest["results"]["resumed"]
+    assert manifest["results"]["shards"]["resumed_from_earlier_runs"] == len(before)
     assert sum(manifest["counts_by_status"].values()) == n_inputs
 
     # a finished job re-run: nothing changes, and it says so

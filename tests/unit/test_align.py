@@ -89,7 +89,7 @@ def test_torch_warp_matches_independent_numpy_sampler() -> None:
     matrix = align.dlib_chip_to_source_matrix()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float64)
     ours = align.warp_arcface_to_dlib_chip(x).permute(0, 2, 3, 1).numpy()
-    for image, chip in zip(images, ours):
+    for image, chip in zip(images, ours, strict=True):
         reference = numpy_bilinear_dlib(image, matrix, 150)
         assert np.abs(chip - reference).max() < 1e-6
         assert (reference == 0).all(axis=-1).mean() > 0.05  # the chip is looser than the crop: black margins
@@ -104,7 +104,7 @@ def test_torch_warp_reproduces_dlib_get_face_chip_on_real_faces() -> None:
     matrix = align.dlib_chip_to_source_matrix(points.astype(np.float64))
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     ours = align.warp_affine(x, matrix, (150, 150)).permute(0, 2, 3, 1).numpy()
-    for crop, chip in zip(crops, ours):
+    for crop, chip in zip(crops, ours, strict=True):
         reference = dlib.get_face_chip(crop, detection, 150, 0.25).astype(np.float64)
         diff = chip - reference
         # dlib truncates its bilinear result to uint8: ours is the same value before truncation

@@ -22,7 +22,7 @@ def test_synthetic_crops_are_reproducible_realistic_and_decodable(tmp_path):
     again = write_crops(tmp_path / "b", 45, seed=3, workers=2, chunk=10)  # other processes, other chunks
     other = write_crops(tmp_path / "c", 45, seed=4)
     assert _files(first) == _files(again)
-    assert all(x != y for x, y in zip(_files(first), _files(other)))
+    assert all(x != y for x, y in zip(_files(first), _files(other), strict=True))
     sizes = np.array([len(b) for b in _files(first)])
     assert first.mean_bytes == pytest.approx(sizes.mean()) and first.max_bytes == sizes.max()
     assert 4500 <= sizes.mean() <= 8500 and sizes.min() > 3000, sizes  # like real 112x112 aligned crops

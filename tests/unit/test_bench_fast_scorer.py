@@ -43,11 +43,10 @@ def _is_channels_last(network: nn.Module) -> bool:
 
 
 def test_resolve_memory_format():
-    assert resolve_memory_format("auto", "cuda") == "channels_last"
-    assert resolve_memory_format("auto", "cpu") == "channels_last"  # measured faster on the CPU too
-    assert resolve_memory_format("channels_last", "cpu") == "channels_last"
+    assert resolve_memory_format("auto") == "channels_last"  # measured faster on CUDA and on the CPU too
+    assert resolve_memory_format("channels_last") == "channels_last"
     with pytest.raises(ValueError, match="memory_format"):
-        resolve_memory_format("nhwc", "cpu")
+        resolve_memory_format("nhwc")
 
 
 def test_channels_last_scores_equal_nchw(model, crops):
@@ -98,7 +97,7 @@ def test_compiled_scorer_equals_eager_and_removes_its_hooks_on_close(model, crop
 
 
 def test_compile_failure_falls_back_to_eager(model, crops, monkeypatch, caplog):
-    def broken(network, backend="inductor"):
+    def broken(_network, _backend="inductor"):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(scorer_module, "compile_network", broken)
@@ -116,7 +115,7 @@ def test_compile_is_not_combined_with_quality_only(model, caplog):
 
 
 def test_compiled_copy_with_wrong_output_is_discarded(model, monkeypatch, caplog):
-    monkeypatch.setattr(scorer_module, "compile_network", lambda network, backend: lambda x: network(x) * 2)
+    monkeypatch.setattr(scorer_module, "compile_network", lambda network, _backend: lambda x: network(x) * 2)
     sample = torch.randn(2, 3, 16, 16)
     with caplog.at_level(logging.WARNING):
         assert compiled_or_eager(model.network, sample) is model.network
@@ -146,3 +145,20 @@ def test_scoring_settings_for_the_manifest():
         and cpu["compile_requested"] is False
     )
     assert scoring_settings(_stage(memory_format="contiguous"))["memory_format"] == "contiguous"
+
+
+def test_scoring_settings_record_the_graph_requested_resolved_and_used():
+    cpu = scoring_settings(_stage(), ["frozen"])
+    assert (cpu["graph_requested"], cpu["graph"], cpu["graph_used"]) == ("auto", "frozen", ["frozen"])
+    gpu = scoring_settings(_stage(num_gpus=1))  # a GPU keeps eager (or compile); nothing scored yet
+    assert (gpu["graph_requested"], gpu["graph"], gpu["graph_used"]) == ("auto", "eager", [])
+    assert scoring_settings(_stage(precision="bf16"))["graph"] == "eager"
+    assert scoring_settings(_stage(compile=True))["graph"] == "eager"
+    # one actor fell back (its frozen graph failed the check), another did not: both are listed
+    mixed = scoring_settings(_stage(graph="frozen"), ["frozen", "eager", "frozen"])
+    assert (mixed["graph"], mixed["graph_used"]) == ("frozen", ["eager", "frozen"])
+    assert scoring_settings(_stage(graph="eager"))["graph"] == "eager"
+    other = scoring_settings(
+        ScoringStageConfig(mode="pseudo_label", model_name="m", model_weights=None, model_options={})
+    )
+    assert (other["graph_requested"], other["graph"], other["graph_used"]) == (None, None, [])

@@ -24,7 +24,7 @@ def _fake_nvidia_smi(tmp_path, monkeypatch) -> None:
 
 
 def test_no_nvidia_smi_means_no_gpu_numbers(monkeypatch):
-    monkeypatch.setattr(monitor.shutil, "which", lambda name: None)
+    monkeypatch.setattr(monitor.shutil, "which", lambda _name: None)
     assert query_gpus() is None
     with ResourceMonitor() as m:
         pass

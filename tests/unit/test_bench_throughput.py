@@ -77,6 +77,8 @@ def test_variants_and_rank_agreement():
     assert [v.name for v in default_variants("cpu", False, False)] == [
         "fp32+nchw",
         "fp32+channels_last",
+        "fp32+channels_last+frozen",
+        "fp32+channels_last+quality_only+frozen",
         "fp32+channels_last+quality_only",
     ]
     model = tiny_fr_model(size=16)
@@ -84,15 +86,23 @@ def test_variants_and_rank_agreement():
     crops = random_crops(10, 16, seed=3)
     results = [
         time_variant(model, artifact, crops, v, "cpu", 4)
-        for v in (Variant(), Variant(memory_format="channels_last", quality_only=True))
+        for v in (
+            Variant(),
+            Variant(memory_format="channels_last", quality_only=True),
+            Variant(memory_format="channels_last", graph="frozen"),
+        )
     ]
     expected = FroqScorer(model, artifact).score(crops).quality
     for r in results:
-        np.testing.assert_allclose(r.quality, expected, rtol=1e-5)
+        np.testing.assert_allclose(r.quality, expected, rtol=1e-4)
         assert r.images == 10 and r.images_per_second > 0
     assert results[1].memory_format_used == "channels_last"
+    assert [r.to_dict()["graph_used"] for r in results] == ["eager", "eager", "frozen"]
     assert all(p.is_contiguous() for p in model.network.parameters())  # restored after the variant
-    assert rank_agreement(results) == {"fp32+channels_last+quality_only": pytest.approx(1.0)}
+    assert rank_agreement(results) == {
+        "fp32+channels_last+quality_only": pytest.approx(1.0),
+        "fp32+channels_last+frozen": pytest.approx(1.0),
+    }
     results[1].quality = -results[1].quality
     assert rank_agreement(results)["fp32+channels_last+quality_only"] == pytest.approx(-1.0)
 

@@ -87,7 +87,7 @@ def test_missing_required_keys_and_job():
     assert problems_of({"input": {"uri": "x"}})[0].startswith("job: required key missing")
     assert (
         problems_of({"job": "annotat"})[0]
-        == "job: must be one of calibrate, annotate, evaluate, filter, distill (got 'annotat')"
+        == "job: must be one of calibrate, annotate, evaluate, filter, distill, export, review (got 'annotat')"
     )
 
 
@@ -216,6 +216,7 @@ def test_digest_stable_and_blind_to_resources_and_output_location():
         ["output.progress_interval_s=5"],
         ["input.storage_options.secret=abc"],
         ["output.storage_options.key=k"],
+        ["scoring.graph=eager"],  # a checked speed option: a resume may switch it
     ]
     for items in insensitive:
         assert config_digest(config_from_dict(annotate_data(), items)) == config_digest(base), items
@@ -329,3 +330,18 @@ def test_a_bad_actor_count_or_range_is_one_error_naming_the_key(value):
         )
     (problem,) = info.value.problems
     assert problem.startswith("resources.actors: must be a count >= 1 or a range [min, max]")
+
+
+def test_scoring_graph_values_and_rules_name_the_key():
+    assert config_from_dict(annotate_data()).scoring.graph == "auto"
+    assert config_from_dict(annotate_data(), ["scoring.graph=frozen"]).scoring.graph == "frozen"
+    assert problems_of(annotate_data(scoring={"graph": "traced"}))[0].startswith("scoring.graph: ")
+    assert problems_of(annotate_data(scoring={"graph": "frozen", "precision": "bf16"})) == [
+        "scoring: graph=frozen runs fp32 only (precision is 'bf16'): use graph=auto or eager"
+    ]
+    assert problems_of(annotate_data(scoring={"graph": "eager", "mode": "pseudo_label"})) == [
+        "scoring: graph is the FROQ scorer's setting (mode=froq); mode is 'pseudo_label'"
+    ]
+    assert config_from_dict(annotate_data(scoring={"mode": "pseudo_label"})).scoring.graph == "auto"
+    data = {**annotate_data(scoring={"graph": "eager"}), "job": "calibrate"}
+    assert problems_of(data) == ["scoring.graph: the calibrate job runs no FROQ scorer (leave graph unset)"]

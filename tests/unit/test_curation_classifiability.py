@@ -52,7 +52,7 @@ def test_leave_one_out_ccs_nnccs_nearest_and_cr_match_brute_force():
     np.testing.assert_allclose(got.ccs, ccs, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.nnccs, nnccs, rtol=1e-5, atol=1e-6)
     assert list(got.nearest_identity) == list(nearest)
-    assert all(n != label for n, label in zip(got.nearest_identity, labels))
+    assert all(n != label for n, label in zip(got.nearest_identity, labels, strict=True))
     np.testing.assert_allclose(got.cr, ccs / (nnccs + 1 + 1e-9), rtol=1e-5, equal_nan=True)
     singleton = np.isnan(ccs)
     assert singleton.any() and (got.note[singleton] == NOTE_SINGLETON).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def write_annotations(folder: Path, rows: pd.DataFrame) -> list[Path]:
     return parts
 
 
-def job(annotations: Path, out: Path, **policies) -> FilterJob:
+def job(annotations: Path, out: Path, mode: str = "error_if_exists", **policies) -> FilterJob:
     return config_from_dict(
         {
             "job": "filter",
@@ -65,7 +66,7 @@ def job(annotations: Path, out: Path, **policies) -> FilterJob:
                 "policies": policies,
                 "histogram_bins": 5,
             },
-            "output": {"uri": str(out), "mode": "error_if_exists"},
+            "output": {"uri": str(out), "mode": mode},
         }
     )
 
@@ -86,7 +87,7 @@ def test_filter_job_end_to_end(tmp_path: Path):
 
     keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
     assert keep["path"].tolist() == rows["path"].tolist()  # every input row, in input order
-    reason = dict(zip(keep["path"], keep["reason"]))
+    reason = dict(zip(keep["path"], keep["reason"], strict=True))
     assert reason["/faces/A/09.jpg"] == "corrupt" and not keep["keep"].iloc[9]
     assert reason["/faces/A/04.jpg"] == "label_noise" and keep["nearest_identity"].iloc[4] == "B"
     assert (
@@ -122,7 +123,7 @@ def test_filter_job_end_to_end(tmp_path: Path):
 
     with pytest.raises(OutputStateError, match="error_if_exists"):
         run_filter(job(tmp_path / "ann", tmp_path / "out"))
-    with pytest.raises(OutputStateError, match="holds annotation files"):
+    with pytest.raises(OutputStateError, match="holds the input .*part-00000.parquet"):
         run_filter(job(tmp_path / "ann", tmp_path / "ann"))
 
 
@@ -210,3 +211,19 @@ def test_a_percentile_floor_is_the_quality_floor_on_the_percentile_column(tmp_pa
     reasons = keep["reason"].iloc[:9]
     assert (reasons[below] == "quality_floor").all() and below.sum() == 3
     assert not keep["keep"].iloc[:9][below].any()
+
+
+def test_resume_of_a_finished_filter_run_does_nothing_and_a_changed_input_recomputes(tmp_path):
+    rows = annotation_rows()
+    write_annotations(tmp_path / "ann", rows)
+    resume = job(tmp_path / "ann", tmp_path / "out", "resume", min_identity_images=2)
+    first = run_filter(resume)
+    files = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in files]
+    assert run_filter(resume) == first  # the finished run's summary, nothing rewritten
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    shutil.rmtree(tmp_path / "ann")
+    write_annotations(tmp_path / "ann", rows.iloc[:9].reset_index(drop=True))  # the corrupt row is gone
+    again = run_filter(resume)
+    assert (again["rows"], first["rows"]) == (9, 10)
+    assert len(pd.read_parquet(tmp_path / "out" / "keep_list.parquet")) == 9

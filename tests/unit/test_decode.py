@@ -228,7 +228,7 @@ def test_truncated_jpeg_is_never_silently_accepted(fraction: float) -> None:
 
 
 def test_non_bytes_input_is_not_an_image() -> None:
-    result = decode_image("a string")  # type: ignore[arg-type]
+    result = decode_image("a string")  # type: ignore[arg-type]  # a wrong type on purpose
     assert result.status == st.NOT_AN_IMAGE and "str" in result.error
 
 
@@ -334,6 +334,6 @@ def test_real_lfw_crops_decode(lfw_dev_dir) -> None:
     paths = sorted((lfw_dev_dir / "images").glob("A*/*.jpg"))[:20]
     batch = decode_batch([p.read_bytes() for p in paths])
     assert batch.statuses == [st.OK] * len(paths)
-    for path, pixels in zip(paths, batch.pixels):
+    for path, pixels in zip(paths, batch.pixels, strict=True):
         with Image.open(path) as reference:
             np.testing.assert_array_equal(pixels, np.asarray(reference.convert("RGB")))

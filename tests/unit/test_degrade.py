@@ -116,7 +116,7 @@ def test_sampled_occlusion_area_is_in_range_and_inside_the_image() -> None:
     lo, hi = DEFAULT_RANGES["occlusion"]
     for _ in range(200):
         p = sample_degradation("occlusion", rng, (112, 96)).params
-        assert 0 <= p["x"] and p["x"] + p["w"] <= 96 and 0 <= p["y"] and p["y"] + p["h"] <= 112
+        assert p["x"] >= 0 and p["x"] + p["w"] <= 96 and p["y"] >= 0 and p["y"] + p["h"] <= 112
         assert lo * 0.9 <= p["w"] * p["h"] / (112 * 96) <= hi * 1.1
 
 

@@ -30,9 +30,9 @@ from froq_ray.distill.serving import student_runner
 from froq_ray.distill.students import build_student, student_contract
 from froq_ray.imaging.prepare import ModelInputTransform
 from tests.tiny_models import hand_artifact, tiny_fr_model
+from tests.tiny_students import seeded_student
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-OPTIONS = {"tiny_cnn": {"width": 4}, "mobilefacenet_student": {"head_hidden": 8}}
 CASES = [
     ("tiny_cnn", 64),
     ("tiny_cnn", 112),
@@ -43,8 +43,7 @@ CASES = [
 
 
 def _student(arch: str, size: int, seed: int = 0, head: str | None = None):
-    torch.manual_seed(seed)
-    network = build_student(arch, size, {**OPTIONS[arch], **({"head": head} if head else {})})
+    network = seeded_student(arch, size, seed, head)
     # move the BatchNorm statistics away from identity so the check exercises them
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -58,7 +57,7 @@ def _student(arch: str, size: int, seed: int = 0, head: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory, one_torch_thread):
+def saved(tmp_path_factory, one_torch_thread):  # noqa: ARG001 - requested for its side effect: one torch thread
     """Every (arch, size) saved once: {case: (folder, network, card)}."""
     out = {}
     for case in CASES:

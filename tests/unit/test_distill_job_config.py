@@ -87,7 +87,7 @@ def test_self_training_needs_a_target_the_teacher_computes():
 
 def test_choices_match_the_modules_that_implement_them():
     assert STUDENT_ARCHS == students.STUDENT_ARCHS
-    assert TEACHER_TARGETS == ("quality", *PSEUDO_LABEL_COLUMNS)
+    assert ("quality", *PSEUDO_LABEL_COLUMNS) == TEACHER_TARGETS
     hints = typing.get_type_hints(LossSection)
     assert typing.get_args(hints["regression"]) == losses.REGRESSION_KINDS
     assert typing.get_args(hints["rank"]) == losses.RANK_KINDS
@@ -142,13 +142,13 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path):
     results = []
     for optimizer in (opt, fresh):
         with torch.no_grad():
-            for p, start in zip(net.parameters(), before):
+            for p, start in zip(net.parameters(), before, strict=True):
                 p.copy_(start)
-        for p, g in zip(net.parameters(), grads):
+        for p, g in zip(net.parameters(), grads, strict=True):
             p.grad = g.clone()
         optimizer.step()
         results.append([p.detach().clone() for p in net.parameters()])
-    assert all(torch.equal(x, y) for x, y in zip(*results))
+    assert all(torch.equal(x, y) for x, y in zip(*results, strict=True))
 
 
 def test_validation_metrics_in_teacher_units():

@@ -160,7 +160,9 @@ def test_split_keeps_copies_with_their_source_and_never_leaks(tmp_path):
     assert set(split["side"]) == {"train", "validation"}
     no_ids = distill_cfg(tmp_path, distill={"identity_source": "none", "validation_fraction": 0.3})
     by_image = split_table(pd.concat([table, copies], ignore_index=True), no_ids).set_index("path")
-    for copy, source in zip(copies["path"], paths):  # without identities a copy follows its source image
+    for copy, source in zip(
+        copies["path"], paths, strict=True
+    ):  # without identities a copy follows its source image
         assert by_image.loc[copy, "split_key"] == source
         assert by_image.loc[copy, "side"] == by_image.loc[source, "side"]
 
@@ -236,5 +238,5 @@ def test_output_modes(tmp_path):
 def test_the_output_may_not_be_an_annotations_folder(tmp_path):
     folder = annotations(tmp_path, "ann", [("/d/p/a.jpg", "p", st.OK, 1.0, "m@1", "c1")])
     cfg = distill_cfg(tmp_path, output={"uri": folder})
-    with pytest.raises(OutputStateError, match="holds annotation files"):
+    with pytest.raises(OutputStateError, match="holds the input .*part-00000.parquet"):
         open_distill_output(cfg, "c", "d", False, (f"{folder}/part-00000.parquet",))

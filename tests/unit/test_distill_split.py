@@ -12,7 +12,7 @@ from froq_ray.distill.split import check_no_leak, split_key_column, validation_m
 
 def _sides(keys, mask) -> dict[str, set[bool]]:
     sides: dict[str, set[bool]] = {}
-    for key, side in zip(keys, mask):
+    for key, side in zip(keys, mask, strict=True):
         sides.setdefault(key, set()).add(bool(side))
     return sides
 

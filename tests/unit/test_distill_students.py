@@ -8,27 +8,21 @@ import torch
 from froq_ray.distill.cost import count_flops, count_params
 from froq_ray.distill.students import (
     STUDENT_ARCHS,
-    StudentNetwork,
     build_student,
     final_map_size,
     student_contract,
 )
 from froq_ray.models.base import read_checkpoint, strip_prefix
 from froq_ray.models.mobilefacenet import IMAGENET_MEAN, IMAGENET_STD, MobileFaceNet
+from tests.tiny_students import TINY_STUDENT_OPTIONS, seeded_student
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TINY = {"tiny_cnn": {"width": 4}, "mobilefacenet_student": {"head_hidden": 8}}
-
-
-def _seeded(arch: str, size: int, seed: int = 0, options: dict | None = None) -> StudentNetwork:
-    torch.manual_seed(seed)
-    return build_student(arch, size, TINY[arch] if options is None else options)
 
 
 @pytest.mark.parametrize("arch", STUDENT_ARCHS)
 @pytest.mark.parametrize("size", [64, 112])
 def test_output_is_one_teacher_unit_value_per_image(arch, size):
-    network = _seeded(arch, size).eval()
+    network = seeded_student(arch, size).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         standardised = network.forward_standardised(x)
@@ -38,12 +32,13 @@ def test_output_is_one_teacher_unit_value_per_image(arch, size):
         assert torch.allclose(network(x), standardised * 0.25 + 2.5)
     state = network.state_dict()
     assert float(state["target_mean"]) == 2.5 and float(state["target_std"]) == 0.25
-    assert network.arch == arch and network.input_size == size and network.options == TINY[arch]
+    assert network.arch == arch and network.input_size == size
+    assert network.options == TINY_STUDENT_OPTIONS[arch]
 
 
 @pytest.mark.parametrize("arch", STUDENT_ARCHS)
 def test_seeded_builds_are_identical(arch):
-    first, second, other = _seeded(arch, 64), _seeded(arch, 64), _seeded(arch, 64, seed=1)
+    first, second, other = (seeded_student(arch, 64, seed) for seed in (0, 0, 1))
     a, b, c = first.state_dict(), second.state_dict(), other.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -55,7 +50,7 @@ def test_contract_and_final_map():
     assert contract.mean == IMAGENET_MEAN and contract.std == IMAGENET_STD
     assert (final_map_size(112), final_map_size(64), final_map_size(100)) == (7, 4, 7)
     for size, kernel in ((112, 7), (64, 4)):
-        network = _seeded("mobilefacenet_student", size)
+        network = seeded_student("mobilefacenet_student", size)
         assert network.gdconv.depthwise.kernel_size == (kernel, kernel)
         assert network.contract == student_contract(size)
 
@@ -85,7 +80,7 @@ def test_bad_arch_option_or_size_is_named(arch, size, options, words):
 def test_non_integer_size_and_bad_scale_are_rejected():
     with pytest.raises(TypeError, match="input_size must be an integer"):
         build_student("tiny_cnn", 64.0)
-    network = _seeded("tiny_cnn", 64)
+    network = seeded_student("tiny_cnn", 64)
     for mean, std in ((0.0, 0.0), (0.0, -1.0), (float("nan"), 1.0)):
         with pytest.raises(ValueError, match="std > 0"):
             network.set_target_scale(mean, std)
@@ -145,9 +140,9 @@ def test_init_weights_from_an_unrelated_checkpoint_fails(tmp_path):
 
 @pytest.mark.parametrize("size", [64, 112])
 def test_energy_head_reads_the_log_norm_of_every_trunk_stage(size):
-    network = _seeded("mobilefacenet_student", size, options={"head_hidden": 8, "head": "energy"}).eval()
+    network = seeded_student("mobilefacenet_student", size, head="energy").eval()
     seen = {}
-    network.energy_norm.register_forward_hook(lambda module, args, out: seen.update(inputs=args[0]))
+    network.energy_norm.register_forward_hook(lambda _module, args, _out: seen.update(inputs=args[0]))
     x = torch.randn(3, 3, size, size)
     with torch.no_grad():
         assert network(x).shape == (3,)
@@ -163,5 +158,5 @@ def test_energy_head_reads_the_log_norm_of_every_trunk_stage(size):
     # log L2 norm, with an epsilon of 1e-6 on the squared norm (a fresh network's late maps are tiny)
     assert torch.allclose(inputs[:, : squares.shape[1]], 0.5 * (squares + 1e-6).log(), atol=1e-4)
     assert torch.equal(inputs[:, squares.shape[1] :], pooled)
-    plain = _seeded("mobilefacenet_student", size)  # the default head: the pooled features only
+    plain = seeded_student("mobilefacenet_student", size)  # the default head: the pooled features only
     assert plain.head[0].in_features == 512 and not hasattr(plain, "energy_norm")

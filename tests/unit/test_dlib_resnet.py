@@ -264,7 +264,7 @@ def test_named_modules_and_stage_sizes(model: dlib_resnet.LoadedModel) -> None:
         assert name in names
     sizes: dict[str, tuple[int, ...]] = {}
     hooks = [
-        names[n].register_forward_hook(lambda m, i, o, n=n: sizes.__setitem__(n, tuple(o.shape)))
+        names[n].register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, tuple(o.shape)))
         for n in ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "fc")
     ]
     with torch.no_grad():
@@ -363,3 +363,19 @@ def test_mismatched_file_layers_fail_clearly(parsed: dlib_dat.DlibNetwork) -> No
     rewired[4] = dataclasses.replace(parsed.layers[4], wiring_before=0)
     with pytest.raises(ModelLoadError, match="residual wiring"):
         dlib_resnet.state_from_dat(network, dataclasses.replace(parsed, layers=rewired))
+
+
+@pytest.mark.parametrize(
+    "mean_rgb",
+    [
+        dlib_resnet.MEAN_RGB_PIXELS[:2],  # a short list used to pass: zip stopped at the shorter one
+        (*dlib_resnet.MEAN_RGB_PIXELS, 0.0),
+        (dlib_resnet.MEAN_RGB_PIXELS[0] + 1.0, *dlib_resnet.MEAN_RGB_PIXELS[1:]),
+    ],
+)
+def test_input_layer_with_other_means_is_refused(mean_rgb) -> None:
+    net = dlib_dat.DlibNetwork(loss={}, input={"nr": 150, "nc": 150, "mean_rgb": mean_rgb}, layers=[])
+    with pytest.raises(ModelLoadError, match="does not match the contract"):
+        dlib_resnet._check_input(net)
+    fine = dataclasses.replace(net, input={**net.input, "mean_rgb": dlib_resnet.MEAN_RGB_PIXELS})
+    dlib_resnet._check_input(fine)  # the contract's own means pass

@@ -104,7 +104,8 @@ def test_read_range_reads_only_the_row_groups_it_touches(tmp_path, monkeypatch):
         got = read_range(fs, str(tmp_path), InputRange("part-00000-00000.parquet", start, stop, 100))
         assert got.schema == SCHEMA
         assert (
-            list(zip(got.column("path").to_pylist(), got.column("identity").to_pylist())) == rows[start:stop]
+            list(zip(got.column("path").to_pylist(), got.column("identity").to_pylist(), strict=True))
+            == rows[start:stop]
         )
         assert read_groups[-1] == groups
     with pytest.raises(ValueError, match="has 23 rows"):

@@ -14,7 +14,7 @@ from froq_ray.distill.artifact import save_student_artifact
 from froq_ray.distill.students import build_student
 from froq_ray.engine import stages
 from froq_ray.engine.modes import MODES, UnknownScoringModeError, job_scoring_mode, scoring_mode
-from froq_ray.engine.stages import PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
+from froq_ray.engine.stages import GRAPH_COLUMN, PIXELS, ScoringStage, ScoringStageConfig, arrow_to_columns
 from froq_ray.errors import UserError
 from froq_ray.quality.calibration import calibration_layers, degraded_copies, observe_norms_and_embeddings
 from froq_ray.storage.schema import read_metadata, schema_metadata, to_table
@@ -219,9 +219,8 @@ def decoded(pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(MODES))
-def test_each_runner_fills_exactly_the_columns_its_schema_adds(
-    name, model, student_dir, monkeypatch, one_torch_thread
-):
+@pytest.mark.usefixtures("one_torch_thread")
+def test_each_runner_fills_exactly_the_columns_its_schema_adds(name, model, student_dir, monkeypatch):
     mode = MODES[name]
     kw = {}
     if name == "froq":
@@ -237,14 +236,19 @@ def test_each_runner_fills_exactly_the_columns_its_schema_adds(
     if (
         name != "student"
     ):  # the student is loaded by its mode from the artifact; the FR modes get the tiny model
-        monkeypatch.setattr(stages, "load_scoring_model", lambda c: model)
+        monkeypatch.setattr(stages, "load_scoring_model", lambda _cfg: model)
     stage = ScoringStage(cfg)
     size = stage.model.contract.size
     out = arrow_to_columns(stage(decoded(random_crops(5, size, seed=3))))
 
     schema = mode.output_schema(stage.model, cfg)
     constants = mode.constants(stage.model, "cal-1" if mode.needs_calibration else None)
-    produced = set(out) - {"row", "shard", "_t_score"}  # row bookkeeping and the score seconds (engine.write)
+    # row bookkeeping, the score seconds and the observed graph's name (engine.write summarises them per shard)
+    produced = set(out) - {"row", "shard", "_t_score", GRAPH_COLUMN}
+    if name == "froq":  # a CPU actor in fp32 runs the frozen observed graph (graph: auto)
+        assert stage.graph == "frozen" and list(out[GRAPH_COLUMN]) == ["frozen"] * 5
+    else:
+        assert stage.graph is None and GRAPH_COLUMN not in out
     assert produced | set(constants) == set(schema.names)  # nothing missing, nothing extra
     assert np.isnan(out["quality"][0]) and np.isfinite(out["quality"][1:]).all()
     if name in ("pseudo_label", "calibrate"):
@@ -298,7 +302,7 @@ def test_froq_runner_writes_the_percentile_of_the_stored_quantiles(model, monkey
         np.testing.assert_array_equal(out["quality_percentile"], expected)
         assert (
             out["quality_percentile"].dtype == np.float32
-            and (0 <= expected).all()
+            and (expected >= 0).all()
             and (expected <= 100).all()
         )
     else:  # an artifact without quantiles (schema version 1): the column is there, every value null

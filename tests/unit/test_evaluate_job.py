@@ -78,7 +78,7 @@ def brute_force_edc(emb: np.ndarray, ids: list[str], q: np.ndarray, fmr: Fractio
     sim = [float(unit[i] @ unit[j]) for i, j in pairs]
     gen = [ids[i] == ids[j] for i, j in pairs]
     pq_ = [min(float(q[i]), float(q[j])) for i, j in pairs]
-    impostors = sorted((s for s, g in zip(sim, gen) if not g), reverse=True)
+    impostors = sorted((s for s, g in zip(sim, gen, strict=True) if not g), reverse=True)
     k = int(fmr * len(impostors))  # floor: accept at most k impostors
     tau = np.nextafter(impostors[k], np.inf)
     order = sorted(range(len(pairs)), key=lambda p: pq_[p])  # Python's sort is stable
@@ -214,9 +214,19 @@ def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_
         for p in (tmp_path / "ev").rglob("*")
         if p.is_file()
     }
-    assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png", "thresholds.csv"]
+    assert sorted(before) == [
+        "_froq/manifest.json",
+        "_froq/run.json",
+        "edc.csv",
+        "edc.md",
+        "edc.png",
+        "thresholds.csv",
+    ]
     line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
-    assert "already holds an evaluation (edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json)" in line
+    assert (
+        f"output {tmp_path / 'ev'} already holds edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json "
+        "and 1 more and output.mode is error_if_exists" in line
+    )
     after = {
         str(p.relative_to(tmp_path / "ev")): p.read_bytes()
         for p in (tmp_path / "ev").rglob("*")
@@ -230,6 +240,18 @@ def test_error_if_exists_on_an_empty_output_runs(capsys, tmp_path):
     code, err = evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists")
     assert code == 0, err
     assert (tmp_path / "ev" / "edc.csv").is_file()
+
+
+def test_resume_of_the_finished_evaluation_does_nothing(capsys, tmp_path):
+    write_annotations(tmp_path / "ann", labelled(), seed=0)
+    assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev")[0] == 0
+    files = sorted(p for p in (tmp_path / "ev").rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in files]
+    (tmp_path / "ev" / "notes.txt").write_text("mine")
+    code, err = evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "resume")
+    assert code == 0, err
+    assert [p.stat().st_mtime_ns for p in files] == stamps  # nothing rewritten
+    assert (tmp_path / "ev" / "notes.txt").read_text() == "mine"
 
 
 def test_resume_recomputes_and_replaces(capsys, tmp_path):
@@ -263,7 +285,12 @@ def test_overwrite_deletes_the_earlier_files_first(capsys, tmp_path):
     )
     assert code == 0, err
     # the earlier plot in the output is gone (this run's plot went elsewhere); the rest was rewritten
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_froq", "edc.csv", "edc.md", "thresholds.csv"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
+        "_froq",
+        "edc.csv",
+        "edc.md",
+        "thresholds.csv",
+    ]
     assert elsewhere.stat().st_size > 0
 
 
@@ -271,7 +298,7 @@ def test_an_annotate_output_is_never_an_evaluate_output(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
     for mode in ("resume", "overwrite"):
         line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ann", "--mode", mode))
-        assert "holds another job's run (part-00000.parquet)" in line
+        assert f"holds the input {tmp_path / 'ann' / 'part-00000.parquet'}" in line
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["part-00000.parquet"]
 
 
@@ -279,7 +306,8 @@ def test_evaluate_help_says_what_each_mode_does(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "resume (default) and overwrite both recompute" in text and "error_if_exists refuses" in text
+    assert "resume (default) does nothing when the output holds the finished evaluation" in text
+    assert "overwrite deletes the earlier files first" in text and "error_if_exists refuses" in text
 
 
 def test_threshold_table_is_written_with_the_percentile_threshold(capsys, tmp_path):

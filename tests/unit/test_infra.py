@@ -65,9 +65,9 @@ def test_cluster_launcher_config():
     assert any(t["resources"].get("GPU", 0) >= 1 for t in types.values())
     gpu_workers = max(t.get("max_workers", 0) for t in types.values() if t["resources"].get("GPU", 0) >= 1)
     header = "\n".join(
-        l.lstrip("# ")
-        for l in (ROOT / "infra/cluster-gpu-aws.yaml").read_text().splitlines()
-        if l.startswith("#")
+        line.lstrip("# ")
+        for line in (ROOT / "infra/cluster-gpu-aws.yaml").read_text().splitlines()
+        if line.startswith("#")
     )
     command = header[header.index("python jobs/") :].split("\n")[0]
     check_command(command)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -47,22 +48,33 @@ def bn_spec(prefix: str, channels: int, affine: bool = True) -> Spec:
 def stage_blocks(blocks: tuple[int, ...]):
     """(stage index from 1, block index, in channels, out channels) for every block."""
     in_ch = WIDTHS[0]
-    for stage, (width, count) in enumerate(zip(WIDTHS, blocks), start=1):
+    for stage, (width, count) in enumerate(zip(WIDTHS, blocks, strict=True), start=1):
         for b in range(count):
             yield stage, b, in_ch if b == 0 else width, width
         in_ch = width
+
+
+def branch_spec(names: list[str], cin: int, w: int) -> Spec:
+    """The improved-residual branch of both families, BN - conv 3x3 - BN - PReLU - conv 3x3 - BN, under the six
+    module names given in that order."""
+    bn_in, conv1, bn_mid, prelu, conv2, bn_out = names
+    return {
+        **bn_spec(bn_in, cin),
+        f"{conv1}.weight": (w, cin, 3, 3),
+        **bn_spec(bn_mid, w),
+        f"{prelu}.weight": (w,),
+        f"{conv2}.weight": (w, w, 3, 3),
+        **bn_spec(bn_out, w),
+    }
 
 
 def iresnet_spec(blocks: tuple[int, ...]) -> Spec:
     spec: Spec = {"conv1.weight": (64, 3, 3, 3), **bn_spec("bn1", 64), "prelu.weight": (64,)}
     for stage, b, cin, w in stage_blocks(blocks):
         p = f"layer{stage}.{b}"
-        spec.update(bn_spec(f"{p}.bn1", cin))
-        spec[f"{p}.conv1.weight"] = (w, cin, 3, 3)
-        spec.update(bn_spec(f"{p}.bn2", w))
-        spec[f"{p}.prelu.weight"] = (w,)
-        spec[f"{p}.conv2.weight"] = (w, w, 3, 3)
-        spec.update(bn_spec(f"{p}.bn3", w))
+        spec.update(
+            branch_spec([f"{p}.{n}" for n in ("bn1", "conv1", "bn2", "prelu", "conv2", "bn3")], cin, w)
+        )
         if b == 0:  # every stage starts with stride 2, so its first block projects the shortcut
             spec[f"{p}.downsample.0.weight"] = (w, cin, 1, 1)
             spec.update(bn_spec(f"{p}.downsample.1", w))
@@ -80,12 +92,7 @@ def adaface_spec(units: tuple[int, ...]) -> Spec:
         if cin != w:  # otherwise the shortcut is a weightless MaxPool2d(1, stride)
             spec[f"{p}.shortcut_layer.0.weight"] = (w, cin, 1, 1)
             spec.update(bn_spec(f"{p}.shortcut_layer.1", w))
-        spec.update(bn_spec(f"{p}.res_layer.0", cin))
-        spec[f"{p}.res_layer.1.weight"] = (w, cin, 3, 3)
-        spec.update(bn_spec(f"{p}.res_layer.2", w))
-        spec[f"{p}.res_layer.3.weight"] = (w,)
-        spec[f"{p}.res_layer.4.weight"] = (w, w, 3, 3)
-        spec.update(bn_spec(f"{p}.res_layer.5", w))
+        spec.update(branch_spec([f"{p}.res_layer.{i}" for i in range(6)], cin, w))
     spec.update(bn_spec("output_layer.0", 512))
     spec.update({"output_layer.3.weight": (512, FLAT), "output_layer.3.bias": (512,)})
     spec.update(bn_spec("output_layer.4", 512, affine=False))
@@ -96,22 +103,27 @@ def layout(network: nn.Module) -> Spec:
     return {k: tuple(v.shape) for k, v in network.state_dict().items()}
 
 
-@pytest.mark.parametrize("depth", sorted(IRESNET_BLOCKS))
-def test_iresnet_key_layout(depth: int) -> None:
+# name: (build it, its spec, blocks per stage, keys outside the blocks); every block has 18 keys
+LAYOUTS = {
+    **{
+        f"iresnet{depth}": (partial(build_iresnet, depth), iresnet_spec, blocks, 43)
+        for depth, blocks in IRESNET_BLOCKS.items()
+    },
+    **{
+        name: (partial(AdaFaceBackbone, units), adaface_spec, units, 35)
+        for name, units in ADAFACE_UNITS.items()
+    },
+}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_key_layout(name: str) -> None:
+    build, spec, blocks, outside_blocks = LAYOUTS[name]
     with torch.device("meta"):  # layout only: no memory, no init cost for r100/r200
-        network = build_iresnet(depth)
-    expected = iresnet_spec(IRESNET_BLOCKS[depth])
+        network = build()
+    expected = spec(blocks)
     assert layout(network) == expected
-    assert len(expected) == 43 + 18 * sum(IRESNET_BLOCKS[depth])
-
-
-@pytest.mark.parametrize("name", sorted(ADAFACE_UNITS))
-def test_adaface_key_layout(name: str) -> None:
-    with torch.device("meta"):
-        network = AdaFaceBackbone(ADAFACE_UNITS[name])
-    expected = adaface_spec(ADAFACE_UNITS[name])
-    assert layout(network) == expected
-    assert len(expected) == 35 + 18 * sum(ADAFACE_UNITS[name])
+    assert len(expected) == outside_blocks + 18 * sum(blocks)
 
 
 # ---------------------------------------------------------------------------------------------------- round trips
@@ -175,29 +187,25 @@ def adaface_ir18_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, n
     return path, network
 
 
-def test_iresnet18_round_trip(iresnet18_ckpt, inputs: torch.Tensor) -> None:
-    path, original = iresnet18_ckpt
-    model = load_model("iresnet18", str(path))
+@pytest.mark.parametrize(
+    "name, checkpoint, family, channel_order",
+    [
+        pytest.param("iresnet18", "iresnet18_ckpt", "iresnet", "RGB", id="iresnet18-arcface_torch-pth"),
+        pytest.param("adaface_ir18", "adaface_ir18_ckpt", "adaface", "BGR", id="adaface_ir18-lightning-ckpt"),
+    ],
+)
+def test_round_trip(request, inputs: torch.Tensor, name, checkpoint, family, channel_order) -> None:
+    path, original = request.getfixturevalue(checkpoint)
+    model = load_model(name, str(path))
     with torch.inference_mode():
         expected, got = original(inputs), model.network(inputs)
     assert got.shape == (1, 512) and torch.isfinite(got).all() and got.abs().max() > 0
     assert torch.equal(got, expected)
     assert model.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert model.family == "iresnet" and model.embedding_size == 512
+    assert model.family == family and model.embedding_size == 512
     c = model.contract
-    assert (c.size, c.channel_order, c.mean, c.std) == (112, "RGB", (0.5,) * 3, (0.5,) * 3)
+    assert (c.size, c.channel_order, c.mean, c.std) == (112, channel_order, (0.5,) * 3, (0.5,) * 3)
     assert not model.network.training and not any(p.requires_grad for p in model.network.parameters())
-
-
-def test_adaface_ir18_round_trip_of_a_lightning_checkpoint(adaface_ir18_ckpt, inputs: torch.Tensor) -> None:
-    path, original = adaface_ir18_ckpt
-    model = load_model("adaface_ir18", str(path))
-    with torch.inference_mode():
-        expected, got = original(inputs), model.network(inputs)
-    assert got.shape == (1, 512) and torch.isfinite(got).all() and got.abs().max() > 0
-    assert torch.equal(got, expected)
-    assert model.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert model.family == "adaface" and model.embedding_size == 512
 
 
 # ---------------------------------------------------------------------------------------------------- wrong checkpoints
@@ -240,7 +248,7 @@ def test_adaface_ir18_into_ir50_and_iresnet_into_adaface(adaface_ir18_ckpt, ires
         load_model("adaface_ir18", str(iresnet18_ckpt[0]))
 
 
-# ---------------------------------------------------------------------------------------------------- AdaFace input order
+# ------------------------------------------------------------------------------------------------ AdaFace input order
 
 
 def test_adaface_channel_orders(adaface_ir18_ckpt) -> None:

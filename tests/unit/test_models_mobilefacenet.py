@@ -99,7 +99,7 @@ def test_embedding_has_the_contract_shape(model) -> None:
 def test_shared_relu_fires_twice_per_forward(model) -> None:
     calls: list[tuple[int, ...]] = []
     modules = dict(model.network.named_modules())
-    handle = modules["dw_conv.relu"].register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    handle = modules["dw_conv.relu"].register_forward_hook(lambda _m, _i, o: calls.append(tuple(o.shape)))
     try:
         with torch.inference_mode():
             model.network(torch.randn(2, 3, 112, 112))
@@ -112,7 +112,7 @@ def test_inplace_relu6_overwrites_the_batchnorm_output_a_hook_kept(model) -> Non
     """Upstream quirk: conv1.2 is ReLU6(inplace=True), so a kept (not cloned) BN output gets clamped later."""
     kept: dict[str, torch.Tensor] = {}
 
-    def keep(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def keep(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         kept["reference"] = output
         kept["copy"] = output.clone()
 

@@ -80,7 +80,7 @@ def test_internal_modules_are_observable_and_agree_with_the_state_dict_model(
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
-        return lambda module, inputs, output: seen.__setitem__(name, output.clone())
+        return lambda _module, _inputs, output: seen.__setitem__(name, output.clone())
 
     onnx_modules = dict(onnx_model.network.named_modules())
     pt_modules = dict(state_dict_model.network.named_modules())
@@ -100,7 +100,8 @@ def test_internal_modules_are_observable_and_agree_with_the_state_dict_model(
     torch.testing.assert_close(seen["onnx"], seen["pt"], atol=1e-4, rtol=1e-4)
 
 
-def test_torchvision_shim_is_temporary_and_its_functions_fail_clearly(onnx_model) -> None:
+@pytest.mark.usefixtures("onnx_model")  # an ONNX model was loaded (and the shim removed) before this test
+def test_torchvision_shim_is_temporary_and_its_functions_fail_clearly() -> None:
     assert importlib.util.find_spec("torchvision") is None  # this project never installs torchvision
     onnx2torch = import_onnx2torch()
     assert "torchvision" not in sys.modules and "torchvision.ops" not in sys.modules

@@ -10,21 +10,20 @@ from froq_ray.quality.observer import (
     NormObserver,
     StopPoint,
     candidate_layers,
-    network_input,
     probe_stop_point,
     stop_point_from_order,
 )
-from tests.tiny_models import flat_norms, manual_activations, random_crops, tiny_fr_model
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_fr_model(size=16)
+from tests.tiny_models import (
+    flat_norms,
+    manual_activations,
+    tiny_model_fixture,  # noqa: F401  (the module fixture ``model``)
+    tiny_network_input,
+)
 
 
 @pytest.fixture(scope="module")
 def x(model):
-    return network_input(random_crops(6, 16, seed=1), model.input_transform(), torch.device("cpu"))
+    return tiny_network_input(model, 6, seed=1)
 
 
 def observe(network, names, x, stop_at=None):
@@ -56,7 +55,7 @@ def test_in_place_modification_after_the_module_does_not_change_its_norm(model, 
     # value bn2 produced. A hook that only keeps a reference (and takes the norm after forward) is wrong.
     truth = manual_activations(model.network, x)
     kept = {}
-    handle = model.network.block.bn2.register_forward_hook(lambda m, i, o: kept.setdefault("ref", o))
+    handle = model.network.block.bn2.register_forward_hook(lambda _m, _i, o: kept.setdefault("ref", o))
     with torch.no_grad():
         model.network(x)
     handle.remove()
@@ -157,7 +156,7 @@ def test_truncated_forward_gives_same_norms_and_skips_later_modules(model, x):
     assert stop == StopPoint("block.act", 2)
     _, full, _, _ = observe(model.network, selected, x)
     later = []
-    handle = model.network.down.register_forward_hook(lambda m, i, o: later.append(1))
+    handle = model.network.down.register_forward_hook(lambda *_: later.append(1))
     try:
         out, truncated, calls, _ = observe(model.network, selected, x, stop_at=stop)
     finally:

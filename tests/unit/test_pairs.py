@@ -133,7 +133,9 @@ def _collect(blocks) -> dict[tuple[int, int], tuple[float, bool]]:
     for blk in blocks:
         assert blk.sim.dtype == np.float64 and blk.genuine.dtype == bool
         assert len(blk.sim) == len(blk.genuine) == len(blk.i) == len(blk.j)
-        for s, g, i, j in zip(blk.sim.tolist(), blk.genuine.tolist(), blk.i.tolist(), blk.j.tolist()):
+        for s, g, i, j in zip(
+            blk.sim.tolist(), blk.genuine.tolist(), blk.i.tolist(), blk.j.tolist(), strict=True
+        ):
             assert i < j and (i, j) not in seen
             seen[(i, j)] = (s, g)
     return seen

@@ -9,21 +9,18 @@ import pytest
 import torch
 
 from froq_ray.imaging.contract import InputContract
-from froq_ray.quality.observer import network_input
 from froq_ray.quality.perturbations import PerturbationSettings, PseudoLabeler, noise_masks, occlusion_masks
-from tests.tiny_models import random_crops, tiny_fr_model
+from tests.tiny_models import (
+    tiny_model_fixture,  # noqa: F401  (the module fixture ``model``)
+    tiny_network_input,
+)
 
 SMALL = PerturbationSettings(noise_masks=3, noise_alphas=(1e-3, 0.2), noise_seed=7, occlusion_cell=5)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_fr_model(size=16)
-
-
-@pytest.fixture(scope="module")
 def x(model):
-    return network_input(random_crops(5, 16, seed=3), model.input_transform(), torch.device("cpu"))
+    return tiny_network_input(model, 5, seed=3)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -146,7 +143,7 @@ def test_forward_passes_are_fused_across_images(model, x):
     per_image = 1 + 3 * 2 + 9
     assert labeler.copies_per_image((3, 16, 16)) == per_image
     sizes = []
-    handle = model.network.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    handle = model.network.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
     try:
         labeler(x)
     finally:

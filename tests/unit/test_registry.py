@@ -81,4 +81,4 @@ def test_unknown_options_are_rejected(name: str, mobilefacenet_pt: Path) -> None
 def test_a_name_cannot_be_registered_twice() -> None:
     available_models()  # make sure the families are registered
     with pytest.raises(ValueError, match="registered twice"):
-        register_model("mobilefacenet", "mobilefacenet", True, "duplicate")(lambda weights, options: None)
+        register_model("mobilefacenet", "mobilefacenet", True, "duplicate")(lambda _weights, _options: None)

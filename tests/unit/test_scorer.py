@@ -49,7 +49,7 @@ def test_quality_only_equals_full_and_stops_early(model, artifact, crops):
     fast = FroqScorer(model, artifact, quality_only=True)
     assert fast.stop_at == StopPoint("block.act", 2)
     ran_later = []
-    handle = model.network.down.register_forward_hook(lambda m, i, o: ran_later.append(1))
+    handle = model.network.down.register_forward_hook(lambda *_: ran_later.append(1))
     try:
         result = fast.score(crops)
     finally:
@@ -62,7 +62,7 @@ def test_quality_only_equals_full_and_stops_early(model, artifact, crops):
 def test_model_batch_size_does_not_change_results(model, artifact, crops, batch_size):
     reference = FroqScorer(model, artifact, model_batch_size=256).score(crops)
     sizes = []
-    handle = model.network.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    handle = model.network.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
     try:
         chunked = FroqScorer(model, artifact, model_batch_size=batch_size).score(crops)
     finally:

@@ -31,8 +31,8 @@ def artifact(model):
 
 
 @pytest.fixture
-def stage(model, artifact, monkeypatch, one_torch_thread):
-    monkeypatch.setattr(stages, "load_scoring_model", lambda cfg: model)
+def stage(model, artifact, monkeypatch, one_torch_thread):  # noqa: ARG001 - requested for its side effect: one torch thread
+    monkeypatch.setattr(stages, "load_scoring_model", lambda _cfg: model)
     cfg = ScoringStageConfig(
         mode="froq",
         model_name=model.name,
@@ -41,6 +41,8 @@ def stage(model, artifact, monkeypatch, one_torch_thread):
         artifact_json=artifact.to_json(),
         device="cpu",
         model_batch_size=3,
+        # the poison check is Python control flow on the values, which a traced (frozen) graph cannot keep
+        graph="eager",
     )
     return ScoringStage(cfg)
 

@@ -82,7 +82,7 @@ def test_json_atomic_local_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
-def test_open_fs_s3_via_env_endpoint_and_json(s3, monkeypatch):  # noqa: F811
+def test_open_fs_s3_via_env_endpoint_and_json(s3, monkeypatch):  # noqa: F811 - the s3 fixture imported above
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
     fs, path = open_fs(s3.uri("dir"), {})  # endpoint and credentials both from the environment
     assert path == f"{s3.bucket}/dir"

@@ -127,7 +127,7 @@ def test_input_digest_tracks_paths_identities_and_order():
     assert len(digests) == 4
 
 
-def test_s3_prefix_glob_and_manifest(s3):  # noqa: F811
+def test_s3_prefix_glob_and_manifest(s3):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     for rel in FILES:
         fs.pipe(f"{s3.bucket}/data/{rel}", rel.encode())
@@ -384,7 +384,10 @@ def test_duplicate_manifest_paths_warned_and_conflicting_identities_refused(tmp_
     manifest.write_text("path,who\na.jpg,A\nc.jpg,C\n./a.jpg,B\n")
     with pytest.raises(
         InputListingError,
-        match=rf"path {tmp_path}/a.jpg has two identities: 'A' \(data row 1 \(line 2\)\) and 'B' \(data row 3 \(line 4\)\)",
+        match=(
+            rf"path {tmp_path}/a.jpg has two identities: "
+            r"'A' \(data row 1 \(line 2\)\) and 'B' \(data row 3 \(line 4\)\)"
+        ),
     ):
         list_inputs(InputConfig(uri=str(manifest), identity_column="who"))
     parquet = tmp_path / "m.parquet"
@@ -400,7 +403,7 @@ def test_limit_counts_what_it_leaves_out(tree):
     assert (len(result.table), result.beyond_limit) == (1, len(IMAGES) - 1)
 
 
-def test_s3_glob_characters_manifest_errors_and_skips(s3):  # noqa: F811
+def test_s3_glob_characters_manifest_errors_and_skips(s3):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     fs.pipe(f"{s3.bucket}/faces [2019]/p/1.jpg", b"1")
     fs.pipe(f"{s3.bucket}/faces [2019]/p/notes.txt", b"n")

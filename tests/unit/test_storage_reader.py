@@ -24,7 +24,7 @@ def test_local_bytes_errors_and_empty(tmp_path):
     assert read_blobs([], None) == ([], [])
 
 
-def test_s3_and_local_mixed_batch_keeps_order(s3, tmp_path):  # noqa: F811
+def test_s3_and_local_mixed_batch_keeps_order(s3, tmp_path):  # noqa: F811 - the s3 fixture imported above
     fs = s3.filesystem()
     fs.pipe(f"{s3.bucket}/img/1.jpg", b"one")
     fs.pipe(f"{s3.bucket}/img/2.jpg", b"two" * 1000)
@@ -55,7 +55,7 @@ def test_unreachable_endpoint_is_an_error_per_item_not_an_exception():
     assert all(e.startswith("s3://b/") for e in errors)
 
 
-def test_filesystem_cached_per_process(s3, monkeypatch):  # noqa: F811
+def test_filesystem_cached_per_process(s3, monkeypatch):  # noqa: F811 - the s3 fixture imported above
     built = []
     original = reader.filesystem
     monkeypatch.setattr(reader, "_FS_CACHE", {})

@@ -5,14 +5,18 @@ Every behaviour runs on a local folder and on the local S3 server.
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from froq_ray.storage.fs import read_json
-from froq_ray.storage.manifest import read_manifest, write_manifest
+from froq_ray.storage.location import Location
+from froq_ray.storage.manifest import HEADER_KEYS, RunManifest, read_manifest, write_manifest
 from froq_ray.storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
 from froq_ray.storage.schema import annotation_schema, to_table
 from froq_ray.storage.shards import Shard, list_names, write_shard
+from froq_ray.versions import software_versions
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 
 CFG, INP = "c" * 64, "i" * 64
@@ -100,7 +104,7 @@ def test_overwrite_deletes_only_our_files(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     write_shards(state, [0, 1])
-    write_manifest(uri, options, {"counts": {"ok": 2}})
+    write_manifest(Location(uri, options), manifest_of({"ok": 2}))
     put(state, ".part-00001.parquet.tmp-" + "0" * 32)
     put(state, "notes.txt")
     put(state, "part-1.parquet")  # not our naming scheme
@@ -142,7 +146,7 @@ def test_check_writable_probe(out):
     assert list_names(state.fs, f"{state.path}/_froq") == ["run.json"]
 
 
-def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811
+def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811 - the s3 fixture imported above
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(OutputStateError, match=f"output {blocker}/out is not writable"):
@@ -157,17 +161,31 @@ def test_check_writable_failures_name_the_output(tmp_path, s3):  # noqa: F811
 
 def test_manifest_round_trip_redacts_credentials(out):
     uri, options = out
-    manifest = {
-        "config": {"input": {"storage_options": {"secret": "s3cr3t", "endpoint_url": "http://h"}}},
-        "counts": {"ok": 3, "corrupt": 1},
-        "throughput_images_per_s": 12.5,
-    }
-    written = write_manifest(uri, options, manifest)
-    assert written == uri.rstrip("/") + "/_froq/manifest.json"
+    config = {"input": {"storage_options": {"secret": "s3cr3t", "endpoint_url": "http://h"}}}
+    manifest = RunManifest(
+        "annotate",
+        "2026-01-01T00:00:00Z",
+        config,
+        CFG,
+        {"ok": 3, "corrupt": 1},
+        {"read": 1.23456},
+        {"throughput_images_per_s": 12.5},
+    )
+    written = write_manifest(Location(uri, options), manifest)
     back = read_manifest(uri, options)
-    assert back["counts"] == {"ok": 3, "corrupt": 1} and back["throughput_images_per_s"] == 12.5
+    assert read_manifest(Location(uri, options)) == back
+    assert back == written and set(back) == {*HEADER_KEYS, "results"}
+    assert back["counts_by_status"] == {"ok": 3, "corrupt": 1} and back["stage_seconds"] == {"read": 1.235}
+    assert back["results"] == {"throughput_images_per_s": 12.5} and back["versions"] == software_versions()
     assert back["config"]["input"]["storage_options"] == {"secret": "***", "endpoint_url": "http://h"}
-    assert manifest["config"]["input"]["storage_options"]["secret"] == "s3cr3t"
+    assert config["input"]["storage_options"]["secret"] == "s3cr3t"
+    assert "s3cr3t" not in json.dumps(back)
+    with pytest.raises(TypeError, match="RunManifest"):
+        write_manifest(Location(uri, options), {"job": "annotate"})
+
+
+def manifest_of(counts: dict[str, int]) -> RunManifest:
+    return RunManifest("annotate", "2026-01-01T00:00:00Z", {}, CFG, counts)
 
 
 def test_read_manifest_missing(tmp_path):
@@ -180,7 +198,7 @@ def test_plain_pandas_reads_the_output_folder(out):
     uri, options = out
     state = prepare_output(uri, options, "resume", CFG, INP)
     write_shards(state, [0, 1, 2])
-    write_manifest(uri, options, {"counts": {"ok": 3}})
+    write_manifest(Location(uri, options), manifest_of({"ok": 3}))
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     df = pd.read_parquet(uri, storage_options=options or None)
     assert len(df) == 3 and df["status"].tolist() == ["ok"] * 3
@@ -198,7 +216,7 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
     listing = pd.DataFrame({"path": ["/x.jpg", "/y.jpg", "/z.jpg"], "identity": [None, "a", "b"]})
     state = prepare_output(uri, {}, "resume", CFG, INP, listing=listing)
     write_shards(state, [0, 1, 2])
-    write_manifest(uri, {}, {"counts": {"ok": 3}})
+    write_manifest(Location(uri), manifest_of({"ok": 3}))
     put(state, "_froq/calibration.json", b"{}")
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
     assert sorted(p.name for p in (tmp_path / "out" / "_froq").iterdir()) == [
@@ -365,3 +383,42 @@ def test_overwrite_removes_the_earlier_input_listing(out):
     prepare_output(uri, options, "overwrite", CFG, INP)
     state.fs.invalidate_cache()
     assert not state.fs.exists(f"{state.path}/_froq/inputs/plan.json")
+
+
+def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
+    """``froq plan``: the same refusals and kept markers as the run, no file created, deleted or written."""
+    from froq_ray.storage.run_state import discard_stale_shards, record_input_digest
+
+    uri, options = out
+    fresh_uri = str(tmp_path / "never-created") if not options else uri + "-fresh"
+    dry = prepare_output(fresh_uri, options, "resume", CFG, INP, dry_run=True)
+    assert not dry.resumed and not dry.fs.exists(dry.path)  # a fresh output is not even created
+
+    state = prepare_output(uri, options, "resume", CFG, INP)
+    write_shards(state, [0, 1])
+    put(state, ".part-00001.parquet.tmp-" + "0" * 32)  # a leftover a run would delete
+
+    def snapshot():
+        state.fs.invalidate_cache()
+        return sorted(state.fs.find(state.path))
+
+    before = snapshot()
+    dry = prepare_output(uri, options, "resume", CFG, INP, dry_run=True)
+    assert dry.resumed and set(dry.markers) == {0, 1}
+    assert discard_stale_shards(dry, {0: (0, 1)}, dry_run=True) == 2  # shard 1's marker and part, kept
+    assert set(dry.markers) == {0}
+    record_input_digest(dry, INP, dry_run=True)
+    for mode in ("overwrite", "error_if_exists"):
+        if mode == "error_if_exists":
+            with pytest.raises(OutputStateError, match=f"output {uri} already holds 4 shard file"):
+                prepare_output(uri, options, mode, CFG, INP, dry_run=True)
+        else:
+            assert prepare_output(uri, options, mode, "d" * 64, INP, dry_run=True).markers == {}
+    with pytest.raises(OutputStateError, match="cannot resume into") as refused:
+        prepare_output(uri, options, "resume", "d" * 64, INP, dry_run=True)
+    forced = prepare_output(uri, options, "resume", "d" * 64, INP, force=True, dry_run=True)
+    assert forced.forced and forced.resumed
+    assert snapshot() == before
+    with pytest.raises(OutputStateError) as run_refused:  # the run (it removes the leftover first)
+        prepare_output(uri, options, "resume", "d" * 64, INP)
+    assert str(refused.value) == str(run_refused.value)  # the plan states the run's own reason

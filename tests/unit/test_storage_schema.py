@@ -90,7 +90,7 @@ def test_round_trip_through_plain_pandas(tmp_path, dim):
     }
 
 
-def test_without_embedding_and_list_input(tmp_path):
+def test_without_embedding_and_list_input():
     rng = np.random.default_rng(0)
     columns = make_columns(3, None, rng)
     columns = {k: v for k, v in columns.items() if k not in PSEUDO_LABEL_COLUMNS}

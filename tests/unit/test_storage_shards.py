@@ -70,7 +70,7 @@ def test_write_shard_local(tmp_path):
     check_written(fs, out_dir, shard, table, marker)
 
 
-def test_write_shard_s3(s3):  # noqa: F811
+def test_write_shard_s3(s3):  # noqa: F811 - the s3 fixture imported above
     fs, out_dir = open_fs(s3.uri("out"), s3.storage_options)
     shard = Shard(0, 0, 3)
     table = small_table(["corrupt", "ok", "ok"])
@@ -91,7 +91,7 @@ def test_marker_is_written_after_the_part(tmp_path, monkeypatch):
     calls = []
     original = fs.pipe_file
 
-    def failing_pipe(path, data, **kw):
+    def failing_pipe(path, _data, **_kw):
         calls.append(path)
         raise OSError("disk full")
 

@@ -1,0 +1,516 @@
+"""The export job: the images a keep-list keeps -> identity folders, Parquet shards or WebDataset tar shards.
+
+Reads the keep-list of ``froq filter`` (``export.keep_list``: its output folder or the ``keep_list.parquet``
+file; columns ``path``, ``keep``, optional ``identity``, ``quality``) with the one annotation reader
+(:mod:`froq_ray.storage.annotations`), takes the rows with ``keep`` true, sorted by
+path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
+
+- ``folder``: ``<identity>/<file name>`` (copies, or with ``export.link=true`` symbolic links for local sources and
+  output); two kept files of one identity with one name get ``-<row>`` before the extension.
+- ``parquet``: ``part-NNNNN.parquet`` with ``image`` (``struct<bytes: binary, path: string>``, Hugging Face's
+  ``Image`` feature, named in the file's ``huggingface`` metadata, so ``datasets.load_dataset("parquet", ...)``
+  decodes it), ``path`` (the source), ``identity``, ``label`` (int64: the identity's index in
+  ``_froq/classes.json``, -1 without an identity) and ``quality`` (float32, null where the keep-list has none).
+- ``webdataset``: ``shard-NNNNN.tar`` (Python's ``tarfile``) with, per image, ``<key>.<ext>`` (the bytes as
+  stored, ``ext`` the source's lower-case extension), ``<key>.cls`` (the label) and ``<key>.json`` (``path``,
+  ``identity``, ``label``, ``quality``); ``key`` is the row's 9-digit index among the kept rows.
+
+Sources are read through fsspec (``export.storage_options``), in batches, and never written: an output that is
+a source's folder, lies inside one or holds a source is refused. A source that cannot be read (missing,
+unreadable) is skipped, counted by reason and named in the log, in ``_froq/manifest.json`` (``results.skipped``,
+and ``counts_by_status``) and in ``_froq/skipped.parquet``; every other kept image is exported.
+
+``output.mode`` is the one output lifecycle (:func:`froq_ray.storage.output.open_output` with :data:`OUTPUT`, a
+``listed`` layout): before a shard writes anything, ``_froq/files-NNNNN.json`` names the files it will write
+(:func:`~froq_ray.storage.output.record_files`); its completion marker ``_froq/part-NNNNN.done.json`` (files,
+counts, skips) comes last. ``resume`` skips shards with a marker and refuses a changed config or keep-list
+unless ``force`` (then shards of another plan, rows or format are undone and written again); ``overwrite``
+first deletes every file an earlier export listed (and only those); ``error_if_exists`` refuses an output an
+export has written to. Any mode refuses an output that holds files no export wrote, so nothing of yours is
+overwritten.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import tarfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import ExportJob, config_digest, digest_payload, resolved_dict
+from ..errors import UserError
+from ..storage.annotations import KEEP_LIST, annotation_files, read_table
+from ..storage.fs import join_uri, local_path, open_fs, protocol_of, write_bytes_atomic, write_json_atomic
+from ..storage.listing import input_digest
+from ..storage.location import Location
+from ..storage.manifest import RunManifest, utc_now, write_manifest
+from ..storage.output import OutputLayout, discard_listed_shards, open_output, record_files
+from ..storage.reader import read_blobs
+from ..storage.run_state import OutputStateError, RunState
+from ..storage.schema import text_values
+from ..storage.shards import STATE_DIR, marker_name, part_name
+
+log = logging.getLogger("froq_ray")
+
+SKIPPED_FILE = f"{STATE_DIR}/skipped.parquet"
+CLASSES_FILE = f"{STATE_DIR}/classes.json"
+OUTPUT = OutputLayout("export", files=(SKIPPED_FILE, CLASSES_FILE), shards=True, listed=True)
+"""The export job's output layout: its file names come from the keep-list (identity folders), so each shard
+lists them before writing (``listed``); besides those, the skip table and the class list in ``_froq/``."""
+KEEP_LIST_HINT = f"export.keep_list takes a `froq filter` output or its {KEEP_LIST}"
+NO_LABEL = -1
+READ_BATCH = 64
+"""Source images read at a time (concurrently for object stores)."""
+HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+PARQUET_SCHEMA = pa.schema(
+    [
+        pa.field("image", HF_IMAGE),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("identity", pa.string()),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("quality", pa.float32()),
+    ],
+    metadata={
+        b"huggingface": json.dumps(
+            {
+                "info": {
+                    "features": {
+                        "image": {"_type": "Image"},
+                        "path": {"dtype": "string", "_type": "Value"},
+                        "identity": {"dtype": "string", "_type": "Value"},
+                        "label": {"dtype": "int64", "_type": "Value"},
+                        "quality": {"dtype": "float32", "_type": "Value"},
+                    }
+                }
+            }
+        ).encode()
+    },
+)
+"""The Parquet export's columns; the ``huggingface`` metadata makes ``datasets`` read ``image`` as an image."""
+
+
+class ExportInputError(UserError, ValueError):
+    """The keep-list cannot be exported as asked (missing, no ``path``/``keep`` column, an identity that cannot
+    be a folder name...); the message names the keep-list and the row."""
+
+
+@dataclass(frozen=True)
+class KeepList:
+    rows: pd.DataFrame
+    """The kept rows sorted by path: ``path``, ``identity`` (None without one), ``quality`` (float32, NaN without
+    one), ``label`` (the identity's index in ``classes``, -1 without one)."""
+    uri: str
+    total_rows: int
+    """Rows of the keep-list, kept or not."""
+    classes: list[str]
+    """The kept identities, sorted: ``label`` i is ``classes[i]``."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    index: int
+    start: int
+    stop: int
+
+
+def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
+    """The kept rows of the keep-list at ``uri`` (a filter output folder, a Parquet file, or a glob of them,
+    read in order) through :mod:`froq_ray.storage.annotations`. Raises :class:`ExportInputError` for a
+    missing keep-list, a missing ``path``/``keep`` column, a ``keep`` column that is not boolean or has nulls,
+    a null or repeated kept path."""
+    try:
+        files = annotation_files([uri], storage_options, keep_lists=True, error=ExportInputError)
+    except ExportInputError as exc:
+        raise ExportInputError(f"keep-list: {exc} ({KEEP_LIST_HINT})") from None
+    tables = [
+        read_table(f, ("path", "keep"), ("identity", "quality"), hint=KEEP_LIST_HINT, error=ExportInputError)
+        for f in files
+    ]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    uri = files[0].uri if len(files) == 1 else uri
+    keep = table.column("keep")
+    if not pa.types.is_boolean(keep.type) or keep.null_count:
+        raise ExportInputError(f"{uri}: keep must be a boolean column without nulls (it is {keep.type})")
+    kept = table.filter(keep)
+    n = kept.num_rows
+    frame = pd.DataFrame(
+        {
+            "path": text_values(kept.column("path").to_pylist(), "path"),
+            "identity": text_values(kept.column("identity").to_pylist(), "identity")
+            if "identity" in kept.column_names
+            else [None] * n,
+            "quality": np.asarray(
+                [np.nan if v is None else v for v in kept.column("quality").to_pylist()], dtype=np.float32
+            )
+            if "quality" in kept.column_names
+            else np.full(n, np.nan, np.float32),
+        }
+    )
+    nulls = frame.index[frame["path"].isna()]
+    if len(nulls):
+        raise ExportInputError(f"{uri}: kept row {int(nulls[0])} has a null path")
+    repeated = frame["path"][frame["path"].duplicated()]
+    if len(repeated):
+        raise ExportInputError(f"{uri}: {len(repeated)} kept path(s) appear twice, e.g. {repeated.iloc[0]}")
+    frame = frame.sort_values("path", kind="stable", ignore_index=True)
+    classes = sorted({i for i in frame["identity"] if i is not None})
+    index = {name: k for k, name in enumerate(classes)}
+    frame["label"] = np.asarray(
+        [NO_LABEL if i is None else index[i] for i in frame["identity"]], dtype=np.int64
+    )
+    return KeepList(frame, uri, table.num_rows, classes)
+
+
+def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
+    """Export the kept images (module doc); returns the run manifest (:class:`RunManifest` as written: the
+    common header and ``results``). ``force``: resume even though the config or keep-list changed. Raises
+    :class:`ExportInputError` and :class:`~froq_ray.storage.run_state.OutputStateError`."""
+    cfg, out = job.export, job.output
+    started_at, started = utc_now(), time.perf_counter()
+    keep = read_keep_list(cfg.keep_list, cfg.storage_options)
+    kept, keep_uri, keep_rows, classes = keep.rows, keep.uri, keep.total_rows, keep.classes
+    targets = _targets(kept, cfg.format)
+    _check_sources_apart(kept["path"], out.uri, out.storage_options)
+    if cfg.link:
+        _check_linkable(kept["path"], out.uri)
+    listing = kept[["path", "identity"]]
+    extra = {"keep_list_rows": keep_rows}
+    digest = config_digest(job, extra=extra)
+    state = open_output(
+        Location.of(out),
+        out.mode,
+        OUTPUT,
+        config_digest=digest,
+        input_digest=input_digest(listing),
+        inputs=[keep_uri],
+        force=force,
+        config=digest_payload(job, extra=extra),
+        listing=listing,
+    )
+    fs, root = state.fs, state.path
+    shards = [
+        ShardPlan(i, start, min(start + cfg.shard_size, len(kept)))
+        for i, start in enumerate(range(0, len(kept), cfg.shard_size))
+    ]
+    current = {s.index for s in shards if _is_current(state.markers.get(s.index), s, kept, cfg)}
+    undone = discard_listed_shards(state, current)
+    if undone:
+        log.info("export: undid %d shard(s) of an earlier, other plan or interrupted write", undone)
+    write_json_atomic(fs, f"{root}/{CLASSES_FILE}", classes)
+    pending = [s for s in shards if s.index not in state.markers]
+    read_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    log.info(
+        "export: %d of %d keep-list rows kept; %d shard(s), %d to write (%s) -> %s",
+        len(kept),
+        keep_rows,
+        len(shards),
+        len(pending),
+        cfg.format,
+        out.uri,
+    )
+    for shard in pending:
+        marker = _export_shard(job, state, kept.iloc[shard.start : shard.stop], targets, shard)
+        state.markers[shard.index] = marker
+        log.info(
+            "export: shard %d/%d done (%d written, %d skipped)",
+            shard.index + 1,
+            len(shards),
+            marker["written"],
+            len(marker["skipped"]),
+        )
+    skipped = [row for s in shards for row in state.markers[s.index]["skipped"]]
+    _write_skipped(fs, root, skipped)
+    results = _results(job, keep, state, shards, len(pending))
+    manifest = write_manifest(
+        Location.of(out),
+        RunManifest(
+            job="export",
+            started_at=started_at,
+            config=resolved_dict(job),
+            config_digest=digest,
+            counts_by_status=_counts(results, keep_rows),
+            stage_seconds={"prepare": read_seconds, "export": time.perf_counter() - started},
+            results=results,
+        ),
+    )
+    if skipped:
+        log.warning(
+            "export: %d kept image(s) skipped %s, e.g. %s (all listed in %s)",
+            len(skipped),
+            results["skipped"]["by_reason"],
+            skipped[0]["path"],
+            join_uri(out.uri, SKIPPED_FILE),
+        )
+    log.info("export: %d image(s) written to %s", results["written"], out.uri)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------ targets
+def _targets(kept: pd.DataFrame, fmt: str) -> list[str]:
+    """Each kept row's file in the output, relative: ``<identity>/<name>`` for folder, else the shard files are
+    named per shard and this is the image member's extension (``jpg``...)."""
+    if fmt != "folder":
+        return [_extension(p, i) for i, p in enumerate(kept["path"])]
+    names = []
+    for i, (path, identity) in enumerate(zip(kept["path"], kept["identity"], strict=True)):
+        if identity is None:
+            raise ExportInputError(
+                f"kept row {path} has no identity: format=folder needs one folder per identity "
+                "(export it as parquet or webdataset, where identity is null and label -1)"
+            )
+        if "/" in identity or "\\" in identity or identity in (".", "..", STATE_DIR) or not identity.strip():
+            raise ExportInputError(f"identity {identity!r} (row {path}) cannot be a folder name")
+        names.append((identity, posixpath.basename(local_path(path)), i))
+    counts = Counter((identity, name) for identity, name, _ in names)
+    out = []
+    for identity, name, i in names:
+        if counts[(identity, name)] > 1:
+            stem, ext = posixpath.splitext(name)
+            name = f"{stem}-{i}{ext}"
+        out.append(f"{identity}/{name}")
+    return out
+
+
+def _extension(path: str, row: int) -> str:
+    ext = posixpath.splitext(posixpath.basename(local_path(path)))[1].lower().lstrip(".")
+    if not ext or not re.fullmatch(r"[a-z0-9]+", ext):
+        raise ExportInputError(f"kept row {row} ({path}): no file extension to name its image member by")
+    return ext
+
+
+def _shard_file(fmt: str, index: int) -> str:
+    return part_name(index) if fmt == "parquet" else f"shard-{index:05d}.tar"
+
+
+def _is_current(marker: dict[str, Any] | None, shard: ShardPlan, kept: pd.DataFrame, cfg) -> bool:
+    """Whether an earlier run's marker is this shard of this plan: same rows (bounds and their digest), format
+    and link setting (only a forced resume can find one that is not)."""
+    if marker is None:
+        return False
+    rows = kept.iloc[shard.start : shard.stop]
+    return (
+        (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
+        and (marker.get("format"), marker.get("link")) == (cfg.format, cfg.link)
+        and marker.get("rows_digest") == input_digest(rows)
+    )
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _check_sources_apart(paths: pd.Series, out_uri: str, storage_options: dict[str, Any]) -> None:
+    """Refuse an output that is (or lies inside) a source image's folder, or that holds a source image."""
+    _, out_path = open_fs(out_uri, storage_options)
+    protocol = protocol_of(out_uri)
+    out_path = _real(out_path, protocol).rstrip("/")
+    folders = set()
+    for path in paths:
+        if protocol_of(path) != protocol:
+            continue
+        source = _real(local_path(path) if protocol == "file" else path.split("://", 1)[-1], protocol)
+        if source.startswith(out_path + "/"):
+            raise OutputStateError(f"output {out_uri} holds source image {path}: export to another folder")
+        folders.add(posixpath.dirname(source))
+    ancestor = out_path
+    while ancestor not in ("", "/"):
+        if ancestor in folders:
+            raise OutputStateError(
+                f"output {out_uri} is inside the source folder {ancestor}: export outside the source images"
+            )
+        ancestor = posixpath.dirname(ancestor)
+
+
+def _real(path: str, protocol: str) -> str:
+    return os.path.realpath(path) if protocol == "file" else path
+
+
+def _check_linkable(paths: pd.Series, out_uri: str) -> None:
+    remote = [p for p in [out_uri, *paths] if protocol_of(p) != "file"]
+    if remote:
+        raise ExportInputError(
+            f"export.link=true needs local sources and a local output ({remote[0]} is not): copy instead"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def _export_shard(
+    job: ExportJob, state: RunState, rows: pd.DataFrame, targets: list[str], shard: ShardPlan
+) -> dict[str, Any]:
+    cfg, fs, root = job.export, state.fs, state.path
+    if cfg.format == "folder":
+        files = [targets[i] for i in range(shard.start, shard.stop)]
+    else:
+        files = [_shard_file(cfg.format, shard.index)]
+    record_files(state, shard.index, files)
+    written, skipped, members = 0, [], []
+    paths = rows["path"].tolist()
+    for start in range(0, len(paths), READ_BATCH):
+        batch = range(start, min(start + READ_BATCH, len(paths)))
+        blobs = _read(paths[start : batch.stop], cfg.link, cfg.storage_options)
+        for j, (blob, error) in zip(batch, blobs, strict=True):
+            row = rows.iloc[j]
+            if error is not None:
+                skipped.append({"path": row["path"], "reason": _reason(error), "error": error})
+                continue
+            i = shard.start + j
+            if cfg.format == "folder":
+                _write_member(fs, root, targets[i], row["path"], blob, cfg.link)
+            else:
+                assert blob is not None  # shards never link: every source read without error has its bytes
+                members.append((i, row, targets[i], blob))
+            written += 1
+    if cfg.format == "parquet":
+        write_bytes_atomic(fs, f"{root}/{files[0]}", _parquet_shard(members))
+    elif cfg.format == "webdataset":
+        write_bytes_atomic(fs, f"{root}/{files[0]}", _tar_shard(members))
+    marker = {
+        "shard": shard.index,
+        "start": shard.start,
+        "stop": shard.stop,
+        "rows": shard.stop - shard.start,
+        "written": written,
+        "skipped": skipped,
+        "rows_digest": input_digest(rows),
+        "files": files,
+        "format": cfg.format,
+        "link": cfg.link,
+        "written_at": utc_now(),
+    }
+    write_json_atomic(fs, f"{root}/{STATE_DIR}/{marker_name(shard.index)}", marker)
+    return marker
+
+
+def _read(
+    paths: list[str], link: bool, storage_options: dict[str, Any]
+) -> list[tuple[bytes | None, str | None]]:
+    """(bytes or None, error or None) per source; with ``link`` only whether the file exists (nothing is read)."""
+    if link:
+        return [(None, None) if os.path.isfile(local_path(p)) else (None, f"{p}: not found") for p in paths]
+    blobs, errors = read_blobs(paths, storage_options)
+    return list(zip(blobs, errors, strict=True))
+
+
+def _reason(error: str) -> str:
+    return "missing" if error.endswith(": not found") else "read_error"
+
+
+def _write_member(fs, root: str, target: str, source: str, blob: bytes | None, link: bool) -> None:
+    path = f"{root}/{target}"
+    if not link:
+        assert blob is not None  # a copy: every source read without error has its bytes
+        write_bytes_atomic(fs, path, blob)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):  # a link this export made in an earlier, interrupted try
+        os.remove(path)
+    os.symlink(os.path.abspath(local_path(source)), path)
+
+
+def _parquet_shard(members: list[tuple[int, pd.Series, str, bytes]]) -> bytes:
+    table = pa.table(
+        {
+            "image": pa.array(
+                [
+                    {"bytes": blob, "path": posixpath.basename(local_path(row["path"]))}
+                    for _, row, _, blob in members
+                ],
+                type=HF_IMAGE,
+            ),
+            "path": pa.array([row["path"] for _, row, _, _ in members], pa.string()),
+            "identity": pa.array([row["identity"] for _, row, _, _ in members], pa.string()),
+            "label": pa.array([int(row["label"]) for _, row, _, _ in members], pa.int64()),
+            "quality": pa.array(
+                np.asarray([row["quality"] for _, row, _, _ in members], dtype=np.float32), from_pandas=True
+            ),
+        },
+        schema=PARQUET_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _tar_shard(members: list[tuple[int, pd.Series, str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i, row, ext, blob in members:
+            key = f"{i:09d}"
+            quality = float(row["quality"])
+            meta = {
+                "path": row["path"],
+                "identity": row["identity"],
+                "label": int(row["label"]),
+                "quality": quality if np.isfinite(quality) else None,
+            }
+            for name, data in (
+                (f"{key}.{ext}", blob),
+                (f"{key}.cls", str(int(row["label"])).encode()),
+                (f"{key}.json", json.dumps(meta, sort_keys=True).encode()),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _write_skipped(fs, root: str, skipped: list[dict[str, str]]) -> None:
+    table = pa.table(
+        {
+            "path": pa.array([s["path"] for s in skipped], pa.string()),
+            "reason": pa.array([s["reason"] for s in skipped], pa.string()),
+            "error": pa.array([s["error"] for s in skipped], pa.string()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(fs, f"{root}/{SKIPPED_FILE}", sink.getvalue().to_pybytes())
+
+
+def _results(
+    job: ExportJob, keep: KeepList, state: RunState, shards: list[ShardPlan], written_now: int
+) -> dict[str, Any]:
+    """The manifest's ``results``: keep-list, counts, skips (the first 100 paths), format, shards, files."""
+    done = [state.markers[s.index] for s in shards]
+    skipped = [row for m in done for row in m["skipped"]]
+    by_reason = Counter(row["reason"] for row in skipped)
+    return {
+        "keep_list": keep.uri,
+        "keep_list_rows": keep.total_rows,
+        "kept": len(keep.rows),
+        "written": sum(m["written"] for m in done),
+        "skipped": {
+            "count": len(skipped),
+            "by_reason": dict(sorted(by_reason.items())),
+            "paths": [row["path"] for row in skipped[:100]],
+            "all_in": SKIPPED_FILE,
+        },
+        "format": job.export.format,
+        "link": job.export.link,
+        "shards": len(shards),
+        "shards_written_this_run": written_now,
+        "files": sum(len(m["files"]) for m in done),
+        "identities": len(keep.classes),
+        "classes": CLASSES_FILE,
+        "resumed": state.resumed,
+        "forced": state.forced,
+    }
+
+
+def _counts(results: dict[str, Any], keep_rows: int) -> dict[str, int]:
+    """The header's ``counts_by_status`` over the keep-list's rows: ``exported``, each skip reason, ``not_kept``
+    (rows with ``keep`` false); statuses without rows are left out."""
+    statuses = {"exported": results["written"], "not_kept": keep_rows - results["kept"]}
+    statuses |= results["skipped"]["by_reason"]
+    return dict(sorted((status, n) for status, n in statuses.items() if n))

@@ -1,0 +1,380 @@
+"""`froq export`: a keep-list's real LFW-dev images -> identity folders (copies or links), Parquet shards, WebDataset
+tar shards, read back with pandas, Hugging Face `datasets` and `webdataset` and compared byte for byte with the
+sources; a missing source is a counted, named skip; output modes; the sources are never touched."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from froq_ray.cli import main
+from froq_ray.pipeline.filter import KEEP_LIST
+from tests.integration.jobfiles import lfw_sample
+
+IDENTITIES = 3
+PER_IDENTITY = 3
+
+
+@pytest.fixture
+def source(tmp_path, lfw_dev_dir) -> Path:
+    """3 identities x 3 real crops copied to tmp/src/<identity>/<file>."""
+    for path in lfw_sample(lfw_dev_dir, identities=IDENTITIES, per_identity=PER_IDENTITY):
+        (tmp_path / "src" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp_path / "src" / path.parent.name / path.name)
+    return tmp_path / "src"
+
+
+@pytest.fixture
+def keep_list(tmp_path, source) -> pd.DataFrame:
+    """A filter output folder whose keep-list keeps 7 of the 9 images (a null quality on one kept row)."""
+    paths = sorted(str(p) for p in source.rglob("*.jpg"))
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "identity": [Path(p).parent.name for p in paths],
+            "keep": [i not in (1, 5) for i in range(len(paths))],
+            "reason": ["kept" if i not in (1, 5) else "quality_floor" for i in range(len(paths))],
+            "quality": [None if i == 3 else 10.0 + i for i in range(len(paths))],
+        }
+    )
+    (tmp_path / "filter").mkdir()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "filter" / KEEP_LIST)
+    return frame
+
+
+def kept(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = frame[frame.keep].reset_index(drop=True)
+    classes = sorted(set(rows.identity))
+    return rows.assign(label=[classes.index(i) for i in rows.identity])
+
+
+def export(tmp_path: Path, fmt: str, *extra: str, out: str = "out") -> int:
+    return main(
+        [
+            "export",
+            "--keep-list",
+            str(tmp_path / "filter"),
+            "--output",
+            str(tmp_path / out),
+            "--format",
+            fmt,
+            "--set",
+            "export.shard_size=3",
+            *extra,
+        ]
+    )
+
+
+def digests(folder: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "_froq" / "manifest.json").read_text())
+
+
+@pytest.fixture
+def hf_offline(tmp_path, monkeypatch):
+    """Hugging Face `datasets` with its cache in tmp and no network."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return tmp_path / "hf-cache"
+
+
+def test_folder_copies_every_kept_image_under_its_identity(tmp_path, source, keep_list):
+    before = digests(source)
+    assert export(tmp_path, "folder") == 0
+    out = tmp_path / "out"
+    want = kept(keep_list)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and "_froq" not in p.parts)
+    assert [str(p.relative_to(out)) for p in files] == [
+        f"{i}/{Path(p).name}" for p, i in zip(want.path, want.identity, strict=True)
+    ]
+    for path, identity in zip(want.path, want.identity, strict=True):
+        assert (out / identity / Path(path).name).read_bytes() == Path(path).read_bytes()
+        assert not (out / identity / Path(path).name).is_symlink()
+    assert digests(source) == before  # sources untouched (content and modification time)
+    m = manifest(out)["results"]
+    assert (m["keep_list_rows"], m["kept"], m["written"], m["skipped"]["count"]) == (9, 7, 7, 0)
+    assert (m["shards"], m["format"]) == (3, "folder")
+    assert manifest(out)["counts_by_status"] == {"exported": 7, "not_kept": 2}
+    assert json.loads((out / "_froq" / "classes.json").read_text()) == sorted(set(want.identity))
+
+
+def test_folder_links_point_at_the_sources(tmp_path, source, keep_list):
+    before = digests(source)
+    assert export(tmp_path, "folder", "--set", "export.link=true") == 0
+    for path, identity in zip(kept(keep_list).path, kept(keep_list).identity, strict=True):
+        link = tmp_path / "out" / identity / Path(path).name
+        assert link.is_symlink() and os.readlink(link) == path
+        assert link.read_bytes() == Path(path).read_bytes()
+    # overwriting the linked export removes the links, never what they point at
+    assert export(tmp_path, "parquet", "--mode", "overwrite") == 0
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+    assert digests(source) == before
+
+
+def test_parquet_shards_read_back_with_pandas_and_datasets(tmp_path, keep_list, hf_offline):
+    assert export(tmp_path, "parquet") == 0
+    out = tmp_path / "out"
+    want = kept(keep_list)
+    assert sorted(p.name for p in out.glob("*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    df = pd.read_parquet(out)
+    assert df.columns.tolist() == ["image", "path", "identity", "label", "quality"]
+    assert df.path.tolist() == want.path.tolist() and df.identity.tolist() == want.identity.tolist()
+    assert df.label.tolist() == want.label.tolist()
+    assert [img["bytes"] for img in df.image] == [Path(p).read_bytes() for p in want.path]
+    expected_quality = want.quality.astype(np.float32).to_numpy()
+    np.testing.assert_array_equal(df.quality.to_numpy(), expected_quality)  # NaN (null) where none
+    assert df.quality.isna().tolist() == want.quality.isna().tolist()
+
+    import datasets
+
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(out / "*.parquet"), split="train", cache_dir=str(hf_offline)
+    )
+    assert ds.num_rows == 7 and isinstance(ds.features["image"], datasets.Image)
+    assert ds["path"] == want.path.tolist() and ds["label"] == want.label.tolist()
+    first = ds[0]["image"]
+    np.testing.assert_array_equal(
+        np.asarray(first.convert("RGB")), np.asarray(Image.open(want.path[0]).convert("RGB"))
+    )
+    raw = ds.cast_column("image", datasets.Image(decode=False))
+    assert [r["bytes"] for r in raw["image"]] == [Path(p).read_bytes() for p in want.path]
+
+
+def test_webdataset_shards_read_back_with_webdataset_and_datasets(tmp_path, keep_list, hf_offline):
+    assert export(tmp_path, "webdataset") == 0
+    out = tmp_path / "out"
+    want = kept(keep_list)
+    tars = sorted(str(p) for p in out.glob("shard-*.tar"))
+    assert [Path(t).name for t in tars] == ["shard-00000.tar", "shard-00001.tar", "shard-00002.tar"]
+
+    import webdataset as wds
+
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(7)]
+    assert [s["jpg"] for s in samples] == [Path(p).read_bytes() for p in want.path]
+    assert [int(s["cls"]) for s in samples] == want.label.tolist()
+    meta = [json.loads(s["json"]) for s in samples]
+    assert [m["path"] for m in meta] == want.path.tolist() and [
+        m["identity"] for m in meta
+    ] == want.identity.tolist()
+    assert [m["quality"] for m in meta] == [None if np.isnan(q) else pytest.approx(q) for q in want.quality]
+
+    import datasets
+
+    ds = datasets.load_dataset("webdataset", data_files=tars, split="train", cache_dir=str(hf_offline))
+    assert ds.num_rows == 7
+    assert ds["__key__"] == [f"{i:09d}" for i in range(7)]
+    assert [int(c) for c in ds["cls"]] == want.label.tolist()
+    assert [j["identity"] for j in ds["json"]] == want.identity.tolist()
+    np.testing.assert_array_equal(
+        np.asarray(ds[6]["jpg"].convert("RGB")), np.asarray(Image.open(want.path[6]).convert("RGB"))
+    )
+
+
+def test_a_missing_source_is_a_counted_named_skip(tmp_path, keep_list, capsys):
+    want = kept(keep_list)
+    gone = want.path[2]
+    os.remove(gone)
+    assert export(tmp_path, "webdataset") == 0
+    out = tmp_path / "out"
+    m = manifest(out)["results"]
+    assert (m["kept"], m["written"]) == (7, 6)
+    assert manifest(out)["counts_by_status"] == {"exported": 6, "missing": 1, "not_kept": 2}
+    assert m["skipped"] == {
+        "count": 1,
+        "by_reason": {"missing": 1},
+        "paths": [gone],
+        "all_in": "_froq/skipped.parquet",
+    }
+    skipped = pd.read_parquet(out / "_froq" / "skipped.parquet")
+    assert skipped.path.tolist() == [gone] and skipped.reason.tolist() == ["missing"]
+    assert f"1 kept image(s) skipped {{'missing': 1}}, e.g. {gone}" in capsys.readouterr().out  # the log
+    import webdataset as wds
+
+    paths = [
+        json.loads(s["json"])["path"]
+        for s in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False)
+    ]
+    assert paths == [p for p in want.path if p != gone]
+
+
+def test_output_modes(tmp_path, keep_list, capsys):
+    out = tmp_path / "out"
+    assert export(tmp_path, "folder") == 0
+    markers = {p.name: p.read_text() for p in (out / "_froq").glob("part-*.done.json")}
+    assert len(markers) == 3
+    # resume: a finished export changes nothing
+    assert export(tmp_path, "folder") == 0
+    assert {p.name: p.read_text() for p in (out / "_froq").glob("part-*.done.json")} == markers
+    # resume after an interrupted shard redoes that shard only
+    (out / "_froq" / "part-00001.done.json").unlink()
+    shutil.rmtree(out / kept(keep_list).identity[4])
+    assert export(tmp_path, "folder") == 0
+    after = {p.name: p.read_text() for p in (out / "_froq").glob("part-*.done.json")}
+    assert after["part-00000.done.json"] == markers["part-00000.done.json"]
+    assert after["part-00002.done.json"] == markers["part-00002.done.json"]
+    assert (out / kept(keep_list).identity[4] / Path(kept(keep_list).path[4]).name).is_file()
+    # a changed format does not resume
+    capsys.readouterr()
+    assert export(tmp_path, "parquet") == 2
+    assert "export.format" in capsys.readouterr().err
+    # error_if_exists refuses an export folder
+    assert export(tmp_path, "parquet", "--mode", "error_if_exists") == 2
+    assert "error_if_exists" in capsys.readouterr().err
+    # overwrite removes the earlier export's files (and only those), then writes the new one
+    (out / "_froq" / "note.txt").write_text("mine")
+    assert export(tmp_path, "parquet", "--mode", "overwrite") == 0
+    top = sorted(p.name for p in out.iterdir())
+    assert top == ["_froq", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert (out / "_froq" / "note.txt").read_text() == "mine"
+    assert len(pd.read_parquet(out)) == 7
+
+
+def test_force_resumes_a_changed_config_leaving_only_the_new_plan(tmp_path, keep_list, capsys):
+    """The refusal of a changed config suggests --force; a forced resume undoes every shard of the earlier
+    plan (other format, other shard size) and writes this one, so nothing of the earlier export stays."""
+    out = tmp_path / "out"
+    assert export(tmp_path, "folder") == 0
+    capsys.readouterr()
+    assert export(tmp_path, "parquet") == 2
+    err = capsys.readouterr().err
+    assert "export.format" in err and "--force to resume anyway" in err
+    assert export(tmp_path, "parquet", "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_froq",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
+    assert pd.read_parquet(out).path.tolist() == kept(keep_list).path.tolist()
+    assert manifest(out)["results"]["forced"] and manifest(out)["results"]["shards_written_this_run"] == 3
+    # a forced resume with another shard size keeps no part of the earlier plan
+    assert export(tmp_path, "parquet", "--force", "--set", "export.shard_size=5") == 0
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in (out / "_froq").glob("*-0000*.json")) == [
+        "files-00000.json",
+        "files-00001.json",
+        "part-00000.done.json",
+        "part-00001.done.json",
+    ]
+    assert pd.read_parquet(out).path.tolist() == kept(keep_list).path.tolist()
+    # the same config resumes without --force and writes nothing
+    assert export(tmp_path, "parquet", "--set", "export.shard_size=5") == 0
+    assert manifest(out)["results"]["shards_written_this_run"] == 0 and not manifest(out)["results"]["forced"]
+
+
+def test_refusals_name_the_problem(tmp_path, source, keep_list, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "report.pdf").write_bytes(b"%PDF")
+    assert export(tmp_path, "folder", "--mode", "overwrite", out="busy") == 2
+    assert "did not write (e.g. report.pdf)" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "report.pdf").read_bytes() == b"%PDF"
+
+    inside = source / kept(keep_list).identity[0] / "export"
+    assert export(tmp_path, "folder", out=str(inside.relative_to(tmp_path))) == 2
+    assert "inside the source folder" in capsys.readouterr().err and not inside.exists()
+
+    assert export(tmp_path, "parquet", "--set", "export.link=true") == 2
+    assert "link=true is only for format=folder" in capsys.readouterr().err
+
+    assert main(["export", "--keep-list", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")]) == 2
+    assert f"keep-list: annotations not found: {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
+def test_a_keep_list_without_identities_exports_nulls_to_parquet(tmp_path, source):
+    paths = sorted(str(p) for p in source.rglob("*.jpg"))[:2]
+    (tmp_path / "filter").mkdir()
+    table = pa.table({"path": paths, "keep": [True, True], "identity": pa.array([None, None], pa.string())})
+    pq.write_table(table, tmp_path / "filter" / KEEP_LIST)
+    assert export(tmp_path, "parquet") == 0
+    df = pd.read_parquet(tmp_path / "out")
+    assert df.identity.isna().all() and df.label.tolist() == [-1, -1]
+    assert export(tmp_path, "folder", out="folder") == 2
+
+
+@pytest.mark.usefixtures("keep_list")
+def test_tar_members_are_plain_files(tmp_path):
+    import tarfile
+
+    assert export(tmp_path, "webdataset") == 0
+    with tarfile.open(tmp_path / "out" / "shard-00000.tar") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [
+            f"00000000{i}.{e}" for i in range(3) for e in ("jpg", "cls", "json")
+        ]
+        assert all(m.isfile() for m in members)
+        data = tar.extractfile(members[0]).read()
+    assert Image.open(io.BytesIO(data)).size == (112, 112)
+
+
+def test_the_shipped_config_validates(monkeypatch):
+    from froq_ray.config import load_config
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    cfg = load_config(REPO_ROOT / "configs" / "export.yaml", expected_job="export")
+    assert cfg.export.keep_list == str(REPO_ROOT / "out" / "filter") and cfg.export.format == "folder"
+    assert cfg.output.uri == str(REPO_ROOT / "out" / "export")
+
+
+def test_s3_sources_to_s3_webdataset_and_folder(tmp_path, s3, keep_list):
+    """Keep-list, sources and output on the local S3 server: the shards hold the objects' bytes; a missing
+    object is a named skip; the folder format writes <identity>/<name> keys."""
+    fs = s3.filesystem()
+    want = kept(keep_list)
+    uris = {p: s3.uri("src", Path(p).parent.name, Path(p).name) for p in keep_list.path}
+    for local, uri in uris.items():
+        fs.pipe(uri.removeprefix("s3://"), Path(local).read_bytes())
+    gone = uris[want.path[0]]
+    fs.rm(gone.removeprefix("s3://"))
+    remote = keep_list.assign(path=[uris[p] for p in keep_list.path])
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(remote, preserve_index=False), buffer)
+    fs.pipe(s3.uri("filter", KEEP_LIST).removeprefix("s3://"), buffer.getvalue())
+    options = json.dumps(s3.storage_options)
+    common = ["--keep-list", s3.uri("filter"), "--set", f"export.storage_options={options}"]
+    common += ["--set", f"output.storage_options={options}"]
+
+    assert main(["export", *common, "--output", s3.uri("wds"), "--format", "webdataset"]) == 0
+    import webdataset as wds
+
+    tars = sorted(fs.glob(s3.uri("wds", "shard-*.tar").removeprefix("s3://")))
+    local = tmp_path / "tars"
+    local.mkdir()
+    for key in tars:
+        (local / Path(key).name).write_bytes(fs.cat(key))
+    samples = list(wds.WebDataset(sorted(str(p) for p in local.iterdir()), shardshuffle=False))
+    assert [s["jpg"] for s in samples] == [Path(p).read_bytes() for p in want.path[1:]]
+    with fs.open(s3.uri("wds", "_froq", "manifest.json").removeprefix("s3://"), "rt") as f:
+        m = json.load(f)
+    assert m["results"]["skipped"]["paths"] == [gone] and m["results"]["written"] == 6
+
+    assert main(["export", *common, "--output", s3.uri("folder"), "--format", "folder"]) == 0
+    for path, identity in zip(want.path[1:], want.identity[1:], strict=True):
+        assert (
+            fs.cat(s3.uri("folder", identity, Path(path).name).removeprefix("s3://"))
+            == Path(path).read_bytes()
+        )

@@ -1,0 +1,261 @@
+"""One output lifecycle: every job's output layout goes through ``storage.output.open_output``, and
+error_if_exists / overwrite / resume behave the same way for each (parametrised over all jobs). A ``listed``
+layout (export: file names from the input) also refuses files no run of it listed, so its foreign file here lies
+in ``_froq/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from froq_ray.errors import UserError
+from froq_ray.pipeline import annotate, calibrate, distill, evaluate, export, review, self_training
+from froq_ray.pipeline import filter as filter_job
+from froq_ray.storage.location import Location
+from froq_ray.storage.manifest import RunManifest, write_manifest
+from froq_ray.storage.output import OutputLayout, discard_listed_shards, open_output, record_files
+from froq_ray.storage.run_state import LEGACY_FILES, OutputStateError
+
+LAYOUTS = {
+    "annotate": annotate.OUTPUT,
+    "calibrate": calibrate.OUTPUT,
+    "self_training": self_training.OUTPUT,
+    "distill": distill.OUTPUT,
+    "evaluate": evaluate.OUTPUT,
+    "filter": filter_job.OUTPUT,
+    "export": export.OUTPUT,
+    "review": review.OUTPUT,
+}
+CFG, INP = "c" * 64, "i" * 64
+LISTED = "Some_One/a.jpg"  # a file a listed layout's shard names before writing it
+
+
+def foreign(layout: OutputLayout) -> str:
+    """A file no job writes: never touched (in ``_froq/`` for a listed layout, which refuses it elsewhere)."""
+    return "_froq/notes.txt" if layout.listed else "notes.txt"
+
+
+def open_(out: Path, mode: str, layout: OutputLayout, cfg: str = CFG, **kwargs):
+    return open_output(Location(str(out)), mode, layout, config_digest=cfg, input_digest=INP, **kwargs)
+
+
+def finished_run(out: Path, layout: OutputLayout) -> dict[str, bytes]:
+    """Write what a finished run of ``layout.job`` leaves (through ``open_output``, as the job does); returns
+    every file under ``out`` with its bytes."""
+    state = open_(out, "resume", layout)
+    for name in current_files(layout):
+        if name.endswith(".json"):
+            (out / name).write_text(json.dumps({"job": layout.job, "name": name}))
+        elif "." in name:
+            (out / name).write_bytes(f"{layout.job} {name}".encode())
+        else:  # a folder (checkpoints, copies, images)
+            (out / name).mkdir()
+            (out / name / "inside.bin").write_bytes(b"x")
+    files = [LISTED, "part-00000.parquet"] if layout.listed else []
+    if layout.listed:
+        record_files(state, 0, files)
+        (out / LISTED).parent.mkdir()
+        (out / LISTED).write_bytes(b"listed")
+    if layout.shards:
+        (out / "part-00000.parquet").write_bytes(b"PAR1 part")
+        marker = {"start": 0, "stop": 1, **({"files": files} if layout.listed else {})}
+        (out / "_froq" / "part-00000.done.json").write_text(json.dumps(marker))
+    write_manifest(Location(str(out)), RunManifest(layout.job, "2026-01-01T00:00:00Z", {}, CFG))
+    (out / foreign(layout)).write_text("mine")
+    return snapshot(out)
+
+
+def current_files(layout: OutputLayout) -> list[str]:
+    """The files a run of this version writes (not where older versions wrote their records)."""
+    return [n for n in layout.files if n not in LEGACY_FILES]
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def owned_names(layout: OutputLayout) -> set[str]:
+    names = {"_froq/run.json", "_froq/manifest.json"}
+    for name in current_files(layout):
+        names.add(name if "." in name else f"{name}/inside.bin")
+    if layout.shards:
+        names |= {"part-00000.parquet", "_froq/part-00000.done.json"}
+    if layout.listed:
+        names |= {LISTED, "_froq/files-00000.json"}
+    return names
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request) -> OutputLayout:
+    return LAYOUTS[request.param]
+
+
+def test_every_job_declares_its_layout_with_its_own_name(layout):
+    assert layout.job in LAYOUTS and LAYOUTS[layout.job] is layout
+
+
+def test_error_if_exists_refuses_a_finished_run_naming_the_path_and_the_key(layout, tmp_path):
+    out = tmp_path / "out"
+    before = finished_run(out, layout)
+    assert set(before) == owned_names(layout) | {foreign(layout)}
+    with pytest.raises(OutputStateError) as refused:
+        open_(out, "error_if_exists", layout)
+    message = str(refused.value)
+    assert isinstance(refused.value, UserError) and "\n" not in message
+    assert message.startswith(f"output {out} already holds ") and "output.mode" in message
+    assert snapshot(out) == before  # nothing touched
+
+
+def test_error_if_exists_accepts_a_folder_of_foreign_files(layout, tmp_path):
+    out = tmp_path / "out"
+    (out / foreign(layout)).parent.mkdir(parents=True)
+    (out / foreign(layout)).write_text("mine")
+    state = open_(out, "error_if_exists", layout)
+    assert not state.resumed and not state.finished
+    assert sorted(snapshot(out)) == sorted(["_froq/run.json", foreign(layout)])
+
+
+def test_overwrite_replaces_only_what_the_job_owns(layout, tmp_path):
+    out = tmp_path / "out"
+    finished_run(out, layout)
+    state = open_(out, "overwrite", layout)
+    assert not state.resumed and not state.finished and not state.markers
+    after = snapshot(out)
+    assert sorted(after) == sorted(["_froq/run.json", foreign(layout)])
+    assert after[foreign(layout)] == b"mine"
+    # folders the job's files left empty go too
+    assert sorted(p.name for p in out.iterdir()) == sorted({"_froq", foreign(layout).split("/")[0]})
+    assert json.loads(after["_froq/run.json"])["job"] == layout.job
+
+
+def test_resume_after_a_finished_run_does_nothing(layout, tmp_path):
+    out = tmp_path / "out"
+    before = finished_run(out, layout)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    state = open_(out, "resume", layout)
+    assert state.finished and state.resumed and not state.forced
+    assert state.completed == (frozenset({0}) if layout.shards else frozenset())
+    assert snapshot(out) == before
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+
+
+def test_resume_of_another_config_refuses_or_recomputes_by_the_layout(layout, tmp_path):
+    """The one legitimate difference: a job with partial state refuses to mix configs (unless forced); a job
+    without partial state has nothing to protect and computes the new config's results."""
+    out = tmp_path / "out"
+    finished_run(out, layout)
+    if layout.resumable:
+        with pytest.raises(OutputStateError, match=f"cannot resume into {out}: the config differs"):
+            open_(out, "resume", layout, cfg="d" * 64)
+        assert open_(out, "resume", layout, cfg="d" * 64, force=True).forced
+    else:
+        state = open_(out, "resume", layout, cfg="d" * 64)
+        assert not state.finished
+        assert json.loads((out / "_froq" / "run.json").read_text())["config_digest"] == "d" * 64
+
+
+@pytest.mark.parametrize("mode", ["resume", "overwrite", "error_if_exists"])
+def test_an_output_holding_an_input_is_refused_in_every_mode(layout, mode, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    inputs = [str(out / "part-00000.parquet")]
+    (out / "part-00000.parquet").write_bytes(b"PAR1 input")
+    with pytest.raises(OutputStateError, match=f"output {out} holds the input {inputs[0]}"):
+        open_(out, mode, layout, inputs=inputs)
+    # an input folder under a name the job owns counts too; one merely beside the output does not
+    owned = (*layout.files, "_froq")[0]
+    with pytest.raises(OutputStateError, match="holds the input"):
+        open_(tmp_path / "other", mode, layout, inputs=[str(tmp_path / "other" / owned / "x")])
+    open_(tmp_path / "third", mode, layout, inputs=[str(tmp_path / "third-inputs" / "a.parquet")])
+    assert (out / "part-00000.parquet").read_bytes() == b"PAR1 input"
+
+
+@pytest.mark.parametrize("mode", ["resume", "overwrite", "error_if_exists"])
+def test_another_jobs_run_is_refused_in_every_mode(layout, mode, tmp_path):
+    other = LAYOUTS["evaluate" if layout.job != "evaluate" else "filter"]
+    out = tmp_path / "out"
+    before = finished_run(out, other)
+    with pytest.raises(OutputStateError, match=f"output {out} holds another job's run .*{other.job}"):
+        open_(out, mode, layout)
+    assert snapshot(out) == before
+
+
+def test_a_location_opens_its_filesystem_once_and_joins_with_its_options(tmp_path):
+    options = {"anon": True}
+    where = Location(f"s3://bucket/runs/{tmp_path.name}", options)
+    below = where.join("_froq", "manifest.json")
+    assert below == Location(f"s3://bucket/runs/{tmp_path.name}/_froq/manifest.json", options)
+    assert below.path == f"bucket/runs/{tmp_path.name}/_froq/manifest.json"
+    assert below.uri_of(below.path) == below.uri and below.fs is below.fs  # opened once
+    local = Location(str(tmp_path / "out"))
+    assert (local.path, local.uri_of(local.path), local.storage_options) == (str(tmp_path / "out"),) * 2 + (
+        {},
+    )
+    section = SimpleNamespace(uri="s3://b/o", storage_options={"key": "k"})
+    assert Location.of(section) == Location("s3://b/o", {"key": "k"})
+
+
+def test_an_unknown_mode_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        open_(tmp_path / "out", "append", LAYOUTS["annotate"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["resume", "overwrite", "error_if_exists"])
+def test_a_file_no_run_listed_is_refused_by_a_listed_layout_only(layout, mode, tmp_path):
+    """A listed job's names come from its input, so it could write over a user's file: it refuses any file
+    outside ``_froq/`` no run of it listed, in every mode; the other jobs leave such files alone."""
+    out = tmp_path / "out"
+    (out / "Some_One").mkdir(parents=True)
+    (out / "Some_One" / "mine.jpg").write_bytes(b"mine")
+    if layout.listed:
+        with pytest.raises(OutputStateError) as refused:
+            open_(out, mode, layout)
+        assert str(refused.value) == (
+            f"output {out} holds 1 file(s) that {layout.job} did not write (e.g. Some_One/mine.jpg): "
+            f"{layout.job} writes only into an empty folder or its own earlier output, so choose another output.uri"
+        )
+        assert not (out / "_froq").exists()
+    else:
+        open_(out, mode, layout)
+    assert (out / "Some_One" / "mine.jpg").read_bytes() == b"mine"
+
+
+def test_a_listed_shard_of_another_plan_is_undone_markers_first(tmp_path):
+    """``discard_listed_shards``: shards not kept lose their marker, the files their list and marker name
+    (a link itself, never its target, nor a file a kept shard holds) and their list; kept shards and foreign
+    ``_froq/`` files stay."""
+    layout = LAYOUTS["export"]
+    out = tmp_path / "out"
+    state = open_(out, "resume", layout)
+    target = tmp_path / "source.jpg"
+    target.write_bytes(b"source")
+    plans = {0: ["A/0.jpg", "A/1.jpg"], 1: ["B/2.jpg"], 2: ["B/3.jpg"]}
+    for index, files in plans.items():
+        record_files(state, index, files)
+        for name in files:
+            (out / name).parent.mkdir(exist_ok=True)
+            (out / name).symlink_to(target)
+        (out / "_froq" / f"part-{index:05d}.done.json").write_text(json.dumps({"files": files}))
+    # an interrupted shard of another plan: its list names a file not written yet and one kept shard 0 holds
+    (out / "_froq" / "files-00003.json").write_text(json.dumps(["C/4.jpg", "A/1.jpg"]))
+    (out / "_froq" / "notes.txt").write_text("mine")
+    state.markers = {0: {}, 1: {}, 2: {}}
+    assert discard_listed_shards(state, keep={0, 2}) == 2
+    assert sorted(state.markers) == [0, 2]
+    assert sorted(snapshot(out)) == [
+        "A/0.jpg",
+        "A/1.jpg",
+        "B/3.jpg",
+        "_froq/files-00000.json",
+        "_froq/files-00002.json",
+        "_froq/notes.txt",
+        "_froq/part-00000.done.json",
+        "_froq/part-00002.done.json",
+        "_froq/run.json",
+    ]
+    assert target.read_bytes() == b"source"
+    assert open_(out, "resume", layout).completed == frozenset({0, 2})
