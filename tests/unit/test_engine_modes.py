@@ -298,7 +298,7 @@ def test_froq_runner_writes_the_percentile_of_the_stored_quantiles(model, monkey
         np.testing.assert_array_equal(out["quality_percentile"], expected)
         assert (
             out["quality_percentile"].dtype == np.float32
-            and (0 <= expected).all()
+            and (expected >= 0).all()
             and (expected <= 100).all()
         )
     else:  # an artifact without quantiles (schema version 1): the column is there, every value null

@@ -216,7 +216,9 @@ def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_
     }
     assert sorted(before) == ["_froq/manifest.json", "edc.csv", "edc.md", "edc.png", "thresholds.csv"]
     line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
-    assert "already holds an evaluation (edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json)" in line
+    assert (
+        "already holds an evaluation (edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json)" in line
+    )
     after = {
         str(p.relative_to(tmp_path / "ev")): p.read_bytes()
         for p in (tmp_path / "ev").rglob("*")
@@ -263,7 +265,12 @@ def test_overwrite_deletes_the_earlier_files_first(capsys, tmp_path):
     )
     assert code == 0, err
     # the earlier plot in the output is gone (this run's plot went elsewhere); the rest was rewritten
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["_froq", "edc.csv", "edc.md", "thresholds.csv"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == [
+        "_froq",
+        "edc.csv",
+        "edc.md",
+        "thresholds.csv",
+    ]
     assert elsewhere.stat().st_size > 0
 
 
