@@ -272,7 +272,7 @@ class LabelledCalibrateMode(CalibrateMode):
         schema = super().output_schema(model, cfg, candidate_layers=candidate_layers)
         copies = cfg.degraded_copies
         if copies:
-            layers = len(candidate_layers if candidate_layers is not None else cfg.candidate_layers)
+            layers = len(candidate_layers if candidate_layers is not None else cfg.candidate_layers or ())
             schema = schema.append(pa.field(DEGRADED_NORMS, pa.list_(pa.float32(), copies * layers)))
             schema = schema.append(
                 pa.field(DEGRADED_EMBEDDING, pa.list_(pa.float32(), copies * model.embedding_size))

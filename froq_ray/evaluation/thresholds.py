@@ -90,7 +90,10 @@ def pairs_of(
     blocks = list(all_pairs_similarity(embeddings, identities, **pair_options))
     if not blocks:
         raise ValueError("no pairs")
-    return tuple(np.concatenate([getattr(b, k) for b in blocks]) for k in ("i", "j", "sim", "genuine"))
+    i, j, sim, genuine = (
+        np.concatenate([getattr(b, k) for b in blocks]) for k in ("i", "j", "sim", "genuine")
+    )
+    return i, j, sim, genuine
 
 
 def threshold_tables(

@@ -111,7 +111,7 @@ def labelled_artifact(cfg: CalibrateJob, model, layers: list[str], calls: dict[s
     and its ``degraded_copies`` copies (id ``<path>#degraded<c>``), the target computed against the clean
     images; images without an identity or a defined target are left out and counted in ``settings``."""
     c = cfg.calibration
-    columns = ("identity", NORMS_KEY, EMBEDDING_KEY)
+    columns: tuple[str, ...] = ("identity", NORMS_KEY, EMBEDDING_KEY)
     if c.degraded_copies:
         columns += (DEGRADED_NORMS, DEGRADED_EMBEDDING)
     paths, obs = read_observations(cfg, len(layers), columns)

@@ -1,4 +1,5 @@
-"""FROQ core: perturbation pseudo-labels, norm observer, calibration, artifact, scorer (plain torch/numpy)."""
+"""FROQ core: perturbation pseudo-labels, norm observer, calibration (greedy / linear observer), artifact, quality
+percentiles, scorer (plain torch/numpy)."""
 
 from .artifact import (
     ArtifactError,
@@ -17,9 +18,12 @@ from .calibration import (
     greedy_selection,
     layer_utilities,
     observe_calibration_batch,
+    observe_norms_and_embeddings,
     spearman,
 )
+from .linear import LinearObserver, fit_linear, grouped_folds, ridge_weights
 from .observer import NormObserver, StopPoint, candidate_layers, probe_stop_point
+from .percentile import quality_percentile, quality_quantiles
 from .perturbations import PerturbationSettings, PseudoLabeler
 from .scorer import FroqScorer, ScoreResult
 
@@ -31,6 +35,7 @@ __all__ = [
     "CalibrationSetDigest",
     "FroqScorer",
     "GreedyResult",
+    "LinearObserver",
     "NormObserver",
     "PerturbationSettings",
     "PseudoLabeler",
@@ -41,10 +46,16 @@ __all__ = [
     "candidate_layers",
     "check_matches",
     "concat_observations",
+    "fit_linear",
     "greedy_selection",
+    "grouped_folds",
     "layer_utilities",
     "load_artifact",
     "observe_calibration_batch",
+    "observe_norms_and_embeddings",
     "probe_stop_point",
+    "quality_percentile",
+    "quality_quantiles",
+    "ridge_weights",
     "spearman",
 ]

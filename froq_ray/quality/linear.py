@@ -195,7 +195,8 @@ def fit_linear(
     y = np.asarray(target, dtype=np.float64)
     if norms.ndim != 2 or norms.shape != (y.size, len(layer_names)) or len(groups) != y.size:
         raise ValueError(
-            f"norms {norms.shape}, target ({y.size},), {len(groups)} identities and {len(layer_names)} layers must align"
+            f"norms {norms.shape}, target ({y.size},), {len(groups)} identities and {len(layer_names)} layers "
+            "must align"
         )
     if not np.isfinite(y).all():
         raise ValueError("the linear observer's target must be finite on every calibration image")
@@ -240,7 +241,7 @@ def fit_linear(
         intercept=b,
         penalty=best,
         folds=folds,
-        cv=cv,
+        cv=dict[str, float | None](cv),  # NaN (no defined Spearman) is stored as JSON null
         excluded=excluded,
         top_n=top_n,
     )

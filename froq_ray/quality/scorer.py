@@ -201,10 +201,11 @@ class FroqScorer:
         if artifact.linear is not None:
             lin = artifact.linear
             index = [lin.layers.index(name) for name in self.layers]
-            self._linear = tuple(
+            weights, means, scales = (
                 torch.tensor([values[i] for i in index], dtype=torch.float32, device=self.device)[:, None]
                 for values in (lin.weights, lin.means, lin.scales)
-            ) + (float(lin.intercept),)
+            )
+            self._linear = (weights, means, scales, float(lin.intercept))
         self.network = model.network.to(self.device)
         self.transform = model.input_transform().to(self.device)
         self.stop_at: StopPoint | None = None

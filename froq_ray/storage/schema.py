@@ -103,8 +103,8 @@ def score_kind_metadata(score_kind: str) -> dict[bytes, bytes]:
 
 
 def with_score_kind(schema: pa.Schema, score_kind: str) -> pa.Schema:
-    """``schema`` with ``froq_ray.score_kind`` and ``froq_ray.score_direction`` added to its key-value metadata (kept by :func:`to_table`, so every
-    part written with this schema says what its ``quality`` means)."""
+    """``schema`` with ``froq_ray.score_kind`` and ``froq_ray.score_direction`` added to its key-value metadata
+    (kept by :func:`to_table`, so every part written with this schema says what its ``quality`` means)."""
     return schema.with_metadata({**(schema.metadata or {}), **score_kind_metadata(score_kind)})
 
 
