@@ -9,7 +9,7 @@ depend on BLAS rounding or on faiss's strict ``>`` of range search, and equals a
 - :class:`DuplicateFinder`: near-duplicate image pairs, streamed: each chunk is added to the index, then
   searched against everything added so far (itself included), keeping pairs whose other row came earlier, so
   every pair (within or across identities) is found exactly once, as ``(row_a < row_b)``. Memory: the index,
-  N x D float32, plus the pairs.
+  N x D float32 (on CPU the float64 decision reads faiss's own storage; on GPU a host copy), plus the pairs.
 - :func:`merge_suggestions`: identity pairs whose centre directions have cosine >= threshold, once per pair
   (``identity_a < identity_b`` by name), symmetric by construction.
 - :class:`EvalOverlap`: identities whose centre, or any image, has cosine >= threshold to any embedding of an
@@ -30,6 +30,9 @@ from .centres import CentreTable
 
 CANDIDATE_SLACK = 1e-4
 """faiss candidates are taken this far below the threshold, then decided in float64 (module doc)."""
+BLAS_DATABASE_BLOCK = 65_536
+"""faiss's ``distance_compute_blas_database_bs`` (process-wide; faiss's default 1024 makes its CPU GEMMs
+~2x slower here, docs/curation.md) set when an index is made."""
 GPU_MAX_K = 2048
 """faiss GPU indexes return at most this many neighbours per query (range search is k-NN with growing k)."""
 
@@ -61,6 +64,9 @@ class InnerProductIndex:
         import faiss
 
         gpus = faiss_gpus()
+        faiss.cvar.distance_compute_blas_database_bs = max(
+            faiss.cvar.distance_compute_blas_database_bs, BLAS_DATABASE_BLOCK
+        )
         if gpu is True and gpus == 0:
             raise ValueError("a GPU faiss index was asked for but faiss sees no GPU (faiss-cpu build?)")
         self.on_gpu = bool(gpus) if gpu == "auto" else bool(gpu)
@@ -72,7 +78,7 @@ class InnerProductIndex:
         self.dim = int(dim)
         index = faiss.IndexFlatIP(self.dim)
         self.index = faiss.index_cpu_to_all_gpus(index) if self.on_gpu else index
-        self._vectors: list[np.ndarray] = []
+        self._vectors: list[np.ndarray] = []  # GPU only: the host copy of the rows (CPU: faiss's own storage)
         self._stacked: np.ndarray | None = None
 
     @property
@@ -90,11 +96,23 @@ class InnerProductIndex:
             raise ValueError(f"vectors have dimension {x.shape[1]}, the index {self.dim}")
         if len(x):
             self.index.add(x)
-            self._vectors.append(x)
+            if self.on_gpu:
+                self._vectors.append(x)
             self._stacked = None
 
     def vectors(self) -> np.ndarray:
-        """All added rows (N, D) float32 (kept beside the faiss index for the float64 decision)."""
+        """All added rows (N, D) float32, for the float64 decision: on CPU a read-only view of the faiss
+        index's own storage (no copy); on GPU a host copy kept beside the index."""
+        if not self.on_gpu:
+            import faiss
+
+            if self.ntotal == 0:
+                return np.zeros((0, self.dim), np.float32)
+
+            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim)
+            view = np.asarray(flat).reshape(self.ntotal, self.dim)
+            view.flags.writeable = False
+            return view
         if self._stacked is None:
             self._stacked = (
                 np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), np.float32)
