@@ -248,8 +248,8 @@ def _models(files: list[AnnotationFile]) -> set[str]:
 
 
 def resolve_thresholds(job: FilterJob, files: list[AnnotationFile]) -> dict[str, Any]:
-    """Every threshold as a number or None (``preset`` resolved, :mod:`froq_ray.curation.presets`) and the
-    preset's name. Raises :class:`FilterInputError` naming ``filter.model_preset`` for an unknown model name or
+    """Every threshold as a number or None (``preset`` resolved, :mod:`froq_ray.curation.presets`), the
+    annotations' ``model`` (None when unknown) and the ``preset``'s name. Raises :class:`FilterInputError` naming ``filter.model_preset`` for an unknown model name or
     annotations of more than one model."""
     cfg = job.filter
     model: str | None = cfg.model_preset
@@ -268,6 +268,7 @@ def resolve_thresholds(job: FilterJob, files: list[AnnotationFile]) -> dict[str,
     name, preset = presets.preset_for(model)
     noise = cfg.policies.label_noise
     return {
+        "model": model,
         "preset": name,
         "ccs_floor": presets.resolve(noise.ccs_floor, preset, "ccs_floor"),
         "margin": presets.resolve(noise.margin, preset, "margin"),
@@ -285,7 +286,7 @@ def policy_settings(job: FilterJob, thresholds: dict[str, Any]) -> PolicySetting
     return PolicySettings.from_mapping(values)
 
 
-def eval_embeddings(job: FilterJob, dim: int, model: str) -> tuple[np.ndarray, list[str]]:
+def eval_embeddings(job: FilterJob, dim: int, model: str | None) -> tuple[np.ndarray, list[str]]:
     """Unit embeddings (M, D) float32 and paths of the ok rows of ``filter.eval_overlap.embeddings``. Raises
     :class:`FilterInputError` naming that key: missing, no usable row, another dimension or model."""
     cfg = job.filter.eval_overlap
@@ -337,8 +338,7 @@ def neighbour_reports(
     )
     overlap = None
     if cfg.eval_overlap.embeddings:
-        model = thresholds["preset"] if thresholds["preset"] in presets.MODEL_PRESETS else None
-        unit, names = eval_embeddings(job, centres.dim, model)
+        unit, names = eval_embeddings(job, centres.dim, thresholds["model"])
         overlap = EvalOverlap(centres, unit, names, thresholds["eval_overlap"])
     if finder is not None or overlap is not None:
         offset = 0

@@ -283,6 +283,20 @@ def test_filter_threshold_and_preset_errors_name_the_key(tmp_path: Path):
     cfg.filter.duplicates.max_pairs = 5
     with pytest.raises(FilterInputError, match="filter.duplicates.max_pairs: more than 5"):
         run_filter(cfg)
+    other = annotation_rows()
+    other["model_id"] = "mobilefacenet@0123"
+    write_annotations(tmp_path / "other_model", other)
+    mixed = annotation_rows()
+    mixed["model_id"] = "dlib_resnet_v1@55533b28a958"
+    write_annotations(tmp_path / "dlib", mixed)
+    cfg = job(tmp_path / "dlib", tmp_path / "out4")
+    cfg.filter.eval_overlap.embeddings = [str(tmp_path / "other_model")]
+    with pytest.raises(FilterInputError, match="filter.eval_overlap.embeddings: embeddings of mobilefacenet"):
+        run_filter(cfg)
+    cfg = job(tmp_path / "dlib", tmp_path / "out5")
+    cfg.filter.annotations = [str(tmp_path / "dlib"), str(tmp_path / "other_model")]
+    with pytest.raises(FilterInputError, match="filter.model_preset=auto: .* 2 models"):
+        run_filter(cfg)
     cfg = job(tmp_path / "ann", tmp_path / "out3")
     cfg.filter.eval_overlap.embeddings = [str(tmp_path / "nowhere")]
     with pytest.raises(FilterInputError, match="annotations not found: .*nowhere"):
@@ -300,6 +314,7 @@ def test_model_presets_resolve_from_the_model_id_column(tmp_path: Path):
     got = resolve_thresholds(cfg, annotation_files([str(tmp_path / "ann")], {}))
     dlib = MODEL_PRESETS["dlib_resnet_v1"]
     assert got == {
+        "model": "dlib_resnet_v1",
         "preset": "dlib_resnet_v1",
         "ccs_floor": dlib.ccs_floor,
         "margin": dlib.margin,
