@@ -109,7 +109,7 @@ class InnerProductIndex:
             if self.ntotal == 0:
                 return np.zeros((0, self.dim), np.float32)
 
-            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim)
+            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.ntotal * self.dim)  # type: ignore[union-attr]
             view = np.asarray(flat).reshape(self.ntotal, self.dim)
             view.flags.writeable = False
             return view

@@ -60,7 +60,7 @@ def model_name(model_id: str | None) -> str | None:
 
 def preset_for(model: str | None) -> tuple[str, ThresholdPreset]:
     """(what the summary calls it, the preset) for a model name: its own preset, or the default one."""
-    if model in MODEL_PRESETS:
+    if model is not None and model in MODEL_PRESETS:
         return str(model), MODEL_PRESETS[model]
     return f"default (no preset for model {model or 'unknown'})", DEFAULT_PRESET
 

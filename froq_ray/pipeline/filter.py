@@ -377,7 +377,7 @@ def neighbour_reports(
         found = overlap.result()
         found = found[found["overlap"]].reset_index(drop=True)
         rows = found.pop("image_row").to_numpy()
-        found.insert(found.columns.get_loc("image_nearest_eval"), "image_path", paths[rows])
+        found.insert(int(found.columns.get_loc("image_nearest_eval")), "image_path", paths[rows])  # type: ignore[arg-type]
         reports[EVAL_OVERLAP] = found.drop(columns="overlap")
     return reports
 
