@@ -340,6 +340,15 @@ def neighbour_reports(
     if cfg.eval_overlap.embeddings:
         unit, names = eval_embeddings(job, centres.dim, thresholds["model"])
         overlap = EvalOverlap(centres, unit, names, thresholds["eval_overlap"])
+    if finder is not None:
+        images = int((table["status"].to_numpy(dtype=object) == st.OK).sum())
+        log.info(
+            "filter: near-duplicate search over up to %d images: exact all pairs, ~%.1e flops on %s "
+            "(filter.duplicates.enabled=false skips it; docs/curation.md has the measured rates)",
+            images,
+            float(images) ** 2 * centres.dim,
+            finder.index.device,
+        )
     if finder is not None or overlap is not None:
         offset = 0
         for batch in _batches(files, _columns(job), cfg.classifiability.chunk_rows):
