@@ -11,6 +11,15 @@ phase ever holds all embeddings. Each phase runs in its own child process so tha
   ``--queries`` images; the cost is linear in the number of query images, so the whole set's time is
   extrapolated as time x (all images / queries).
 
+- ``faiss``: the same nearest-other-centre search for the same queries with faiss (exact ``IndexFlatIP``,
+  k=2, own centre dropped; ``froq_ray.curation.neighbours``), checked against the hand-written result; and the
+  identity-merge search (``--queries`` centres range-searched against all centres at ``--merge-threshold``,
+  extrapolated to all centres);
+- ``dups_torch`` / ``dups_faiss``: the near-duplicate search, ``--dup-queries`` images against all images
+  (hand-written: the blocked torch matmul of ``nearest_other_centre`` with the images as the matrix; faiss:
+  ``DuplicateFinder``'s range search, threshold ``--dup-threshold``, float64 decision), extrapolated to all
+  images.
+
 Memory: peak RSS of the child (``resource.getrusage``) minus its RSS after imports, and the tracemalloc peak
 (numpy allocations; torch's own allocator is not traced, so RSS is the number to read).
 
@@ -37,6 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 DEFAULT_OUT = REPO_ROOT / "docs" / "results" / "curation_scale.json"
 CENTRES_FILE = REPO_ROOT / ".bench" / "curation_scale_centres.npz"
+NEAREST_FILE = REPO_ROOT / ".bench" / "curation_scale_nearest.npy"
+PHASES = ("centres", "search", "faiss", "dups_torch", "dups_faiss")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--phase", choices=["centres", "search"], help=argparse.SUPPRESS)
+    p.add_argument("--merge-threshold", type=float, default=0.5)
+    p.add_argument("--dup-queries", type=int, default=1024, help="images searched in the duplicate phases")
+    p.add_argument("--dup-threshold", type=float, default=0.95)
+    p.add_argument("--skip-dups", action="store_true", help="leave out the two near-duplicate phases")
+    p.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -141,8 +156,9 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     own = table.index_of(labels)
     t0 = time.perf_counter()
-    nearest_other_centre(unit, own, index.centres, args.block_rows, args.block_centres)
+    _, nearest = nearest_other_centre(unit, own, index.centres, args.block_rows, args.block_centres)
     search_s = time.perf_counter() - t0
+    np.save(NEAREST_FILE, nearest)
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     flops = 2.0 * args.queries * len(table) * args.dim
@@ -157,6 +173,129 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
         "tile_bytes": int(min(args.block_rows, args.queries) * min(args.block_centres, len(table)) * 4),
         "peak_rss_delta_bytes": peak_rss_bytes() - base,
         "tracemalloc_peak_bytes": int(traced_peak),
+    }
+
+
+def _load_table() -> Any:
+    from froq_ray.curation.centres import CentreTable
+
+    saved = np.load(CENTRES_FILE)
+    return CentreTable(
+        saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"]
+    )
+
+
+def _queries(args: argparse.Namespace, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` images of the first chunk, L2-normalised (as the search phase takes them)."""
+    from froq_ray.curation.centres import l2_normalise
+
+    x, labels = chunk(args, 0, min(args.chunk_identities, args.identities))
+    return l2_normalise(x[:count]), labels[:count].copy()
+
+
+def phase_faiss(args: argparse.Namespace) -> dict[str, Any]:
+    """faiss nearest other centre (k=2, own dropped) and the merge range search, beside the hand-written."""
+    from froq_ray.curation.neighbours import InnerProductIndex
+
+    base = rss_bytes()
+    table = _load_table()
+    unit, labels = _queries(args, args.queries)
+    own = table.index_of(labels)
+    t0 = time.perf_counter()
+    index = InnerProductIndex(table.dim)
+    index.add(table.directions)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    values, ids = index.index.search(unit, 2)
+    first_is_own = ids[:, 0] == own
+    nearest = np.where(first_is_own, ids[:, 1], ids[:, 0])
+    search_s = time.perf_counter() - t0
+    hand = np.load(NEAREST_FILE)
+    merge_queries = min(args.queries, len(table))
+    t0 = time.perf_counter()
+    q, other, _ = index.range_pairs(table.directions[:merge_queries], args.merge_threshold)
+    merge_s = time.perf_counter() - t0
+    flops = 2.0 * args.queries * len(table) * args.dim
+    return {
+        "device": index.device,
+        "build_s": build_s,
+        "nnccs_only_s": search_s,
+        "nnccs_gflops": flops / search_s / 1e9,
+        "same_nearest_as_hand_written": int((nearest == hand).sum()),
+        "queries": int(args.queries),
+        "merge_queries": int(merge_queries),
+        "merge_threshold": args.merge_threshold,
+        "merge_pairs_found": int((other != q).sum()),
+        "merge_s": merge_s,
+        "merge_extrapolated_all_centres_s": merge_s * len(table) / merge_queries,
+        "peak_rss_delta_bytes": peak_rss_bytes() - base,
+    }
+
+
+def _all_chunks(args: argparse.Namespace):
+    for first in range(0, args.identities, args.chunk_identities):
+        yield chunk(args, first, min(args.chunk_identities, args.identities - first))
+
+
+def phase_dups_torch(args: argparse.Namespace) -> dict[str, Any]:
+    """Hand-written: the blocked torch matmul + running top-1 of ``nearest_other_centre``, images as the
+    matrix (the same flops as a thresholded search; one similarity tile at a time)."""
+    import torch
+
+    from froq_ray.curation.centres import l2_normalise
+    from froq_ray.curation.classifiability import nearest_other_centre
+
+    base = rss_bytes()
+    n = args.identities * args.images
+    images = np.empty((n, args.dim), dtype=np.float32)
+    row = 0
+    for x, _ in _all_chunks(args):
+        images[row : row + len(x)] = l2_normalise(x)
+        row += len(x)
+    unit = images[: args.dup_queries].copy()
+    t0 = time.perf_counter()
+    nearest_other_centre(
+        unit, np.arange(len(unit)), torch.from_numpy(images), args.block_rows, args.block_centres
+    )
+    search_s = time.perf_counter() - t0
+    return {
+        "images": n,
+        "queries": int(args.dup_queries),
+        "search_s": search_s,
+        "extrapolated_all_images_s": search_s * n / args.dup_queries,
+        "matrix_bytes": int(images.nbytes),
+        "peak_rss_delta_bytes": peak_rss_bytes() - base,
+    }
+
+
+def phase_dups_faiss(args: argparse.Namespace) -> dict[str, Any]:
+    """faiss: every image added chunk by chunk to an exact IndexFlatIP, then the range search of the queries."""
+    from froq_ray.curation.centres import l2_normalise
+    from froq_ray.curation.neighbours import InnerProductIndex
+
+    base = rss_bytes()
+    index = InnerProductIndex(args.dim)
+    build_s = 0.0
+    for x, _ in _all_chunks(args):
+        unit = l2_normalise(x)
+        t0 = time.perf_counter()
+        index.add(unit)
+        build_s += time.perf_counter() - t0
+    queries = index.vectors()[: args.dup_queries].copy()
+    t0 = time.perf_counter()
+    q, ids, _ = index.range_pairs(queries, args.dup_threshold)
+    search_s = time.perf_counter() - t0
+    n = index.ntotal
+    return {
+        "device": index.device,
+        "images": n,
+        "queries": int(args.dup_queries),
+        "threshold": args.dup_threshold,
+        "pairs_found_excluding_self": int((ids != q).sum()),
+        "build_s": build_s,
+        "search_s": search_s,
+        "extrapolated_all_images_s": search_s * n / args.dup_queries,
+        "peak_rss_delta_bytes": peak_rss_bytes() - base,
     }
 
 
@@ -186,11 +325,19 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-        result = phase_centres(args) if args.phase == "centres" else phase_search(args)
-        print(json.dumps(result))
+        phases = {
+            "centres": phase_centres,
+            "search": phase_search,
+            "faiss": phase_faiss,
+            "dups_torch": phase_dups_torch,
+            "dups_faiss": phase_dups_faiss,
+        }
+        print(json.dumps(phases[args.phase](args)))
         return 0
     centres = run_phase(args, "centres", argv)
     search = run_phase(args, "search", argv)
+    faiss_search = run_phase(args, "faiss", argv)
+    dups = {} if args.skip_dups else {p: run_phase(args, p, argv) for p in ("dups_torch", "dups_faiss")}
     images = centres["images"]
     search["extrapolated_all_images_s"] = search["score_s"] * images / search["queries"]
     report = {
@@ -207,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                 "block_centres",
                 "threads",
                 "seed",
+                "merge_threshold",
+                "dup_queries",
+                "dup_threshold",
             )
         },
         "machine": {
@@ -216,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "centres": centres,
         "search": search,
+        "faiss": faiss_search,
+        **dups,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -245,6 +397,50 @@ def main(argv: list[str] | None = None) -> int:
             "linear in images",
         ),
     ]
+    rows += [
+        (
+            f"faiss: nearest other centre of {faiss_search['queries']:,} images",
+            f"{faiss_search['nnccs_only_s']:.1f} s",
+            mib(faiss_search["peak_rss_delta_bytes"]),
+            (
+                f"hand-written {search['nnccs_only_s']:.1f} s; {faiss_search['nnccs_gflops']:.1f} GFLOP/s; "
+                f"same nearest for {faiss_search['same_nearest_as_hand_written']:,} of {faiss_search['queries']:,}; "
+                f"index build {faiss_search['build_s']:.1f} s ({faiss_search['device']})"
+            ),
+        ),
+        (
+            f"faiss: identity merges, all {centres['identities']:,} centres (extrapolated)",
+            f"{faiss_search['merge_extrapolated_all_centres_s']:,.0f} s",
+            "same",
+            (
+                f"{faiss_search['merge_queries']:,} centres range-searched in {faiss_search['merge_s']:.1f} s "
+                f"at cosine >= {args.merge_threshold}: {faiss_search['merge_pairs_found']} pairs"
+            ),
+        ),
+    ]
+    if dups:
+        torch_d, faiss_d = dups["dups_torch"], dups["dups_faiss"]
+        rows += [
+            (
+                f"hand-written: near-duplicates, all {images:,} images (extrapolated)",
+                f"{torch_d['extrapolated_all_images_s']:,.0f} s",
+                mib(torch_d["peak_rss_delta_bytes"]),
+                (
+                    f"{torch_d['queries']:,} queries vs all images in {torch_d['search_s']:.1f} s; "
+                    f"image matrix {mib(torch_d['matrix_bytes'])}"
+                ),
+            ),
+            (
+                f"faiss: near-duplicates, all {images:,} images (extrapolated)",
+                f"{faiss_d['extrapolated_all_images_s']:,.0f} s",
+                mib(faiss_d["peak_rss_delta_bytes"]),
+                (
+                    f"{faiss_d['queries']:,} queries in {faiss_d['search_s']:.1f} s at cosine >= "
+                    f"{args.dup_threshold}: {faiss_d['pairs_found_excluding_self']} pairs; index build "
+                    f"{faiss_d['build_s']:.1f} s"
+                ),
+            ),
+        ]
     print(f"| step ({args.dim}-d, {args.threads} thread(s)) | time | peak RSS over baseline | notes |")
     print("| --- | --- | --- | --- |")
     for row in rows:

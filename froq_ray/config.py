@@ -377,13 +377,34 @@ class PerIdentityPolicy(Section):
         return self
 
 
-class LabelNoisePolicy(Section):
-    """Suspected label noise: CCS below ``ccs_floor`` or NNCCS - CCS above ``margin`` (null: off)."""
+Preset = Literal["preset"]
+"""A threshold given as ``preset``: the value for the annotations' model (``froq_ray.curation.presets``)."""
 
-    ccs_floor: float | None = Field(default=0.2, ge=-1, le=1)
-    margin: float | None = Field(default=0.0, ge=-2, le=2)
-    drop: bool = True
-    """Drop flagged images (false: only flag them in the keep-list)."""
+
+def _cosine_or_preset(value: Any, low: float, high: float) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
+        raise ValueError(f"must be between {low:g} and {high:g} (or preset), got {value}")
+    return value
+
+
+class LabelNoisePolicy(Section):
+    """Suspected label noise: CCS below ``ccs_floor`` or NNCCS - CCS above ``margin`` (null: off; ``preset``:
+    the value measured on LFW-dev for the annotations' model)."""
+
+    ccs_floor: float | Preset | None = "preset"
+    margin: float | Preset | None = "preset"
+    drop: bool = False
+    """Drop flagged images (false, the default: only flag them in the keep-list)."""
+
+    @field_validator("ccs_floor")
+    @classmethod
+    def _ccs_range(cls, value: Any) -> Any:
+        return _cosine_or_preset(value, -1, 1)
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_range(cls, value: Any) -> Any:
+        return _cosine_or_preset(value, -2, 2)
 
 
 class PoliciesConfig(Section):
@@ -399,6 +420,56 @@ class PoliciesConfig(Section):
     """Drop identities left with fewer images than this (1 = off)."""
 
 
+class DuplicatesConfig(Section):
+    """Near-duplicate image pairs (cosine >= ``threshold``, within and across identities): reported in
+    ``duplicates.parquet``, never dropped."""
+
+    enabled: bool = True
+    threshold: float | Preset = "preset"
+    max_pairs: int = Field(default=1_000_000, ge=1)
+    """Refuse (an error naming this key) when more pairs than this are found: a threshold too low."""
+
+    @field_validator("threshold")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        return _cosine_or_preset(value, -1, 1)
+
+
+class IdentityMergesConfig(Section):
+    """Identity pairs whose class centres have cosine >= ``threshold``: suggested merges in
+    ``identity_merges.parquet``, never applied."""
+
+    enabled: bool = True
+    threshold: float | Preset = "preset"
+
+    @field_validator("threshold")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        return _cosine_or_preset(value, -1, 1)
+
+
+class EvalOverlapConfig(Section):
+    """Identities of the training set that overlap an evaluation set: the centre or any image has cosine >=
+    ``threshold`` to any evaluation embedding. Off while ``embeddings`` is empty."""
+
+    embeddings: list[LocalOrUri] = Field(default_factory=list)
+    """Annotate output(s) of the evaluation images, made with the same model (``embedding`` column)."""
+    threshold: float | Preset = "preset"
+    drop: bool = True
+    """Drop every image of an overlapping identity (reason ``eval_overlap``); false: report only."""
+    storage_options: StorageOptions = Field(default_factory=dict)
+
+    @field_validator("threshold")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        return _cosine_or_preset(value, -1, 1)
+
+    @field_validator("embeddings", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class FilterConfig(Section):
     """Training-set curation of annotation output(s): classifiability + policies -> a keep-list."""
 
@@ -412,6 +483,11 @@ class FilterConfig(Section):
     storage_options: StorageOptions = Field(default_factory=dict)
     classifiability: ClassifiabilityConfig = Field(default_factory=ClassifiabilityConfig)
     policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+    model_preset: str = "auto"
+    """Whose thresholds ``preset`` means: ``auto`` (the annotations' ``model_id``) or a model name."""
+    duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
+    identity_merges: IdentityMergesConfig = Field(default_factory=IdentityMergesConfig)
+    eval_overlap: EvalOverlapConfig = Field(default_factory=EvalOverlapConfig)
 
     @field_validator("annotations", mode="before")
     @classmethod

@@ -6,6 +6,8 @@ of these that applies, in this order:
 
 1. ``<status>`` -- the row's status when it is not ``ok`` (decode/read/model failures are never kept);
    ``identity_missing`` / ``embedding_missing`` -- an ok row without a label or an embedding;
+   ``eval_overlap`` -- the row's identity overlaps the evaluation set (optional ``eval_overlap`` bool
+   column, dropped when ``drop_eval_overlap``);
 2. ``quality_missing`` -- quality is NaN, when any quality policy (3, 5, 6) is on;
 3. ``quality_floor`` -- quality < ``quality_floor``;
 4. ``label_noise`` -- flagged by :mod:`.label_noise` (when ``label_noise.drop``);
@@ -39,9 +41,11 @@ QUALITY_MISSING = "quality_missing"
 QUALITY_FLOOR = "quality_floor"
 LABEL_NOISE = "label_noise"
 GLOBAL_LOWEST = "global_lowest"
+EVAL_OVERLAP = "eval_overlap"
 IDENTITY_CAP = "identity_cap"
 IDENTITY_TOO_SMALL = "identity_too_small"
 POLICY_REASONS = (
+    EVAL_OVERLAP,
     QUALITY_MISSING,
     QUALITY_FLOOR,
     LABEL_NOISE,
@@ -75,9 +79,12 @@ class IdentityCap:
 
 @dataclass(frozen=True)
 class NoiseRule:
+    """Label-noise thresholds as numbers (the filter resolves ``preset``) and whether flags drop rows
+    (default: reported only)."""
+
     ccs_floor: float | None = 0.2
     margin: float | None = 0.0
-    drop: bool = True
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class PolicySettings:
     per_identity: IdentityCap = field(default_factory=IdentityCap)
     min_identity_images: int = 1
     label_noise: NoiseRule = field(default_factory=NoiseRule)
+    drop_eval_overlap: bool = True
 
     @property
     def uses_quality(self) -> bool:
@@ -165,6 +173,8 @@ def apply_policies(table: pd.DataFrame, settings: PolicySettings) -> pd.DataFram
         settings.label_noise.margin,
     )
     flagged = noise.flagged & usable
+    if settings.drop_eval_overlap and "eval_overlap" in table:
+        _drop(reason, table["eval_overlap"].to_numpy(dtype=bool), EVAL_OVERLAP)
     if settings.uses_quality:
         _drop(reason, ~np.isfinite(quality), QUALITY_MISSING)
     if settings.quality_floor is not None:

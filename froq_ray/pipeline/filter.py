@@ -31,13 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from .. import status as st
 from ..config import FilterJob, config_digest, digest_payload, resolved_dict
-from ..curation.centres import CentreAccumulator, CentreSums
+from ..curation import presets
+from ..curation.centres import CentreAccumulator, CentreSums, CentreTable, l2_normalise
 from ..curation.classifiability import CentreIndex
+from ..curation.neighbours import DuplicateFinder, EvalOverlap, merge_suggestions
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
@@ -55,7 +58,19 @@ log = logging.getLogger("froq_ray")
 IDENTITY_STATS = "identity_stats.parquet"
 SUMMARY = "summary.json"
 HISTOGRAMS = "histograms.png"
-OUTPUT_FILES = (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, LEGACY_MANIFEST_FILE)
+DUPLICATES = "duplicates.parquet"
+IDENTITY_MERGES = "identity_merges.parquet"
+EVAL_OVERLAP = "eval_overlap.parquet"
+OUTPUT_FILES = (
+    KEEP_LIST,
+    IDENTITY_STATS,
+    SUMMARY,
+    HISTOGRAMS,
+    DUPLICATES,
+    IDENTITY_MERGES,
+    EVAL_OVERLAP,
+    LEGACY_MANIFEST_FILE,
+)
 """What this job writes besides ``_froq/`` (the last: where versions before ``_froq/`` wrote the manifest;
 replaced runs delete it)."""
 OUTPUT = OutputLayout("filter", files=OUTPUT_FILES, resumable=False)
@@ -218,6 +233,201 @@ def score_pass(
     return scored
 
 
+# ------------------------------------------------------------------------------ duplicates, merges, overlap
+def _models(files: list[AnnotationFile]) -> set[str]:
+    """The model names in the files' ``model_id`` columns (files without the column add nothing)."""
+    names: set[str] = set()
+    for file in files:
+        with file.fs.open(file.path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            if "model_id" not in parquet.schema_arrow.names:
+                continue
+            values = pc.unique(parquet.read(columns=["model_id"]).column("model_id")).to_pylist()
+        names |= {presets.model_name(v) for v in values if v is not None}  # type: ignore[misc]
+    return names
+
+
+def resolve_thresholds(job: FilterJob, files: list[AnnotationFile]) -> dict[str, Any]:
+    """Every threshold as a number or None (``preset`` resolved, :mod:`froq_ray.curation.presets`), the
+    annotations' ``model`` (None when unknown) and the ``preset``'s name. Raises :class:`FilterInputError`
+    naming ``filter.model_preset`` for an unknown model name or annotations of more than one model."""
+    cfg = job.filter
+    model: str | None = cfg.model_preset
+    if model == "auto":
+        found = _models(files)
+        if len(found) > 1:
+            raise FilterInputError(
+                f"filter.model_preset=auto: the annotations hold embeddings of {len(found)} models "
+                f"({', '.join(sorted(found))}); their similarities cannot be compared"
+            )
+        model = found.pop() if found else None
+    elif model not in presets.MODEL_PRESETS:
+        raise FilterInputError(
+            f"filter.model_preset: no preset for {model!r} (presets: auto, {', '.join(presets.MODEL_PRESETS)})"
+        )
+    name, preset = presets.preset_for(model)
+    noise = cfg.policies.label_noise
+    return {
+        "model": model,
+        "preset": name,
+        "ccs_floor": presets.resolve(noise.ccs_floor, preset, "ccs_floor"),
+        "margin": presets.resolve(noise.margin, preset, "margin"),
+        "duplicate": presets.resolve(cfg.duplicates.threshold, preset, "duplicate"),
+        "merge": presets.resolve(cfg.identity_merges.threshold, preset, "merge"),
+        "eval_overlap": presets.resolve(cfg.eval_overlap.threshold, preset, "eval_overlap"),
+    }
+
+
+def policy_settings(job: FilterJob, thresholds: dict[str, Any]) -> PolicySettings:
+    """``filter.policies`` with the label-noise thresholds resolved, plus ``filter.eval_overlap.drop``."""
+    values = job.filter.policies.model_dump()
+    values["label_noise"] |= {"ccs_floor": thresholds["ccs_floor"], "margin": thresholds["margin"]}
+    values["drop_eval_overlap"] = job.filter.eval_overlap.drop
+    return PolicySettings.from_mapping(values)
+
+
+def eval_embeddings(job: FilterJob, dim: int, model: str | None) -> tuple[np.ndarray, list[str]]:
+    """Unit embeddings (M, D) float32 and paths of the ok rows of ``filter.eval_overlap.embeddings``. Raises
+    :class:`FilterInputError` naming that key: missing, no usable row, another dimension or model."""
+    cfg = job.filter.eval_overlap
+    key = "filter.eval_overlap.embeddings"
+    files = read_annotation_files(cfg.embeddings, cfg.storage_options, error=FilterInputError)
+    others = _models(files) - {model}
+    if others and model is not None:
+        raise FilterInputError(
+            f"{key}: embeddings of {', '.join(sorted(others))}, the annotations of {model}"
+        )
+    matrices, names = [], []
+    hint = f"{key}: annotate the evaluation images with scoring.write_embedding=true"
+    for batch in iter_batches(
+        files,
+        ["path", "status", EMBEDDING],
+        job.filter.classifiability.chunk_rows,
+        hint=hint,
+        error=FilterInputError,
+    ):
+        matrix, present = embedding_matrix(batch.column(EMBEDDING))
+        ok = present & (batch.column("status").to_numpy(zero_copy_only=False) == st.OK)
+        matrices.append(matrix[ok])
+        names += [p for p, keep in zip(batch.column("path").to_pylist(), ok, strict=True) if keep]
+    if not names:
+        raise FilterInputError(f"{key}: no ok rows with an embedding in {', '.join(cfg.embeddings)}")
+    unit = l2_normalise(np.concatenate(matrices))
+    if unit.shape[1] != dim:
+        raise FilterInputError(f"{key}: embeddings of dimension {unit.shape[1]}, the annotations {dim}")
+    return unit, names
+
+
+def neighbour_reports(
+    job: FilterJob,
+    files: list[AnnotationFile],
+    table: pd.DataFrame,
+    centres: CentreTable,
+    thresholds: dict[str, Any],
+) -> dict[str, pd.DataFrame]:
+    """The enabled reports, by output file name: near-duplicate image pairs (:data:`DUPLICATES`), identity
+    merge suggestions (:data:`IDENTITY_MERGES`), identities overlapping the evaluation set
+    (:data:`EVAL_OVERLAP`, only those that overlap). One more streamed pass over the embeddings of the usable
+    rows when duplicates or eval overlap are on (:mod:`froq_ray.curation.neighbours`)."""
+    cfg = job.filter
+    reports: dict[str, pd.DataFrame] = {}
+    finder = (
+        DuplicateFinder(centres.dim, thresholds["duplicate"], cfg.duplicates.max_pairs)
+        if cfg.duplicates.enabled
+        else None
+    )
+    overlap = None
+    if cfg.eval_overlap.embeddings:
+        unit, names = eval_embeddings(job, centres.dim, thresholds["model"])
+        overlap = EvalOverlap(centres, unit, names, thresholds["eval_overlap"])
+    if finder is not None:
+        images = int((table["status"].to_numpy(dtype=object) == st.OK).sum())
+        log.info(
+            "filter: near-duplicate search over up to %d images: exact all pairs, ~%.1e flops on %s "
+            "(filter.duplicates.enabled=false skips it; docs/curation.md has the measured rates)",
+            images,
+            float(images) ** 2 * centres.dim,
+            finder.index.device,
+        )
+    if finder is not None or overlap is not None:
+        offset = 0
+        for batch in _batches(files, _columns(job), cfg.classifiability.chunk_rows):
+            frame = table.iloc[offset : offset + batch.num_rows]
+            matrix, present = embedding_matrix(batch.column(EMBEDDING))
+            usable = _usable(frame, present)
+            rows = offset + np.flatnonzero(usable)
+            unit = l2_normalise(matrix[usable])
+            if finder is not None:
+                try:
+                    finder.add(unit, rows)
+                except ValueError as exc:
+                    raise FilterInputError(f"filter.duplicates.max_pairs: {exc}") from None
+            if overlap is not None:
+                overlap.add_images(unit, centres.index_of(frame["identity"].to_numpy(object)[usable]), rows)
+            offset += batch.num_rows
+    paths = table["path"].to_numpy(object)
+    labels = table["identity"].to_numpy(object)
+    if finder is not None:
+        pairs = finder.pairs()
+        a, b = pairs["row_a"].to_numpy(), pairs["row_b"].to_numpy()
+        reports[DUPLICATES] = pd.DataFrame(
+            {
+                "path_a": paths[a],
+                "path_b": paths[b],
+                "identity_a": labels[a],
+                "identity_b": labels[b],
+                "same_identity": labels[a] == labels[b],
+                "cosine": pairs["cosine"].astype(np.float64),
+            }
+        )
+    if cfg.identity_merges.enabled:
+        reports[IDENTITY_MERGES] = merge_suggestions(centres, thresholds["merge"])
+    if overlap is not None:
+        found = overlap.result()
+        found = found[found["overlap"]].reset_index(drop=True)
+        rows = found.pop("image_row").to_numpy()
+        found.insert(int(found.columns.get_loc("image_nearest_eval")), "image_path", paths[rows])  # type: ignore[arg-type]
+        reports[EVAL_OVERLAP] = found.drop(columns="overlap")
+    return reports
+
+
+def report_counts(reports: dict[str, pd.DataFrame], thresholds: dict[str, Any]) -> dict[str, Any]:
+    """The summary's (and manifest's) counts of each report; ``enabled: false`` for those not run."""
+    out: dict[str, Any] = {}
+    dups = reports.get(DUPLICATES)
+    out["near_duplicates"] = (
+        {"enabled": False}
+        if dups is None
+        else {
+            "enabled": True,
+            "threshold": thresholds["duplicate"],
+            "pairs": len(dups),
+            "within_identity": int(dups["same_identity"].sum()),
+            "across_identities": int((~dups["same_identity"]).sum()),
+            "images": int(pd.concat([dups["path_a"], dups["path_b"]]).nunique()),
+        }
+    )
+    merges = reports.get(IDENTITY_MERGES)
+    out["identity_merges"] = (
+        {"enabled": False}
+        if merges is None
+        else {"enabled": True, "threshold": thresholds["merge"], "pairs": len(merges)}
+    )
+    overlap = reports.get(EVAL_OVERLAP)
+    out["eval_overlap"] = (
+        {"enabled": False}
+        if overlap is None
+        else {
+            "enabled": True,
+            "threshold": thresholds["eval_overlap"],
+            "identities": len(overlap),
+            "images": int(overlap["images"].sum()),
+            "by": {str(k): int(v) for k, v in sorted(overlap["overlap_by"].value_counts().items())},
+        }
+    )
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ writing
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
@@ -261,7 +471,8 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             out.uri,
         )
         return read_json(state.fs, f"{state.path}/{SUMMARY}")
-    settings = PolicySettings.from_mapping(cfg.policies.model_dump())
+    thresholds = resolve_thresholds(job, files)
+    settings = policy_settings(job, thresholds)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     table, sums = centre_pass(job, files)
@@ -279,6 +490,11 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     start = time.perf_counter()
     scored = score_pass(job, files, table, index)
     timings["classifiability_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    reports = neighbour_reports(job, files, scored, index.table, thresholds)
+    timings["neighbours_s"] = time.perf_counter() - start
+    if EVAL_OVERLAP in reports:
+        scored["eval_overlap"] = scored["identity"].isin(set(reports[EVAL_OVERLAP]["identity"])).to_numpy()
     decisions = apply_policies(scored, settings)
     stats = identity_stats(decisions)
     result = {
@@ -286,6 +502,8 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
         "inputs": [f.uri for f in files],
         "quality_column": cfg.quality_column,
         "policies": cfg.policies.model_dump(mode="json"),
+        "thresholds": thresholds,
+        **report_counts(reports, thresholds),
         "classifiability": {
             "device": str(index.device),
             "dtype": str(index.centres.dtype).removeprefix("torch."),
@@ -294,10 +512,13 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
-            name: join_uri(out.uri, name) for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS)
+            name: join_uri(out.uri, name)
+            for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, *reports)
         },
     }
     fs, path = state.fs, state.path
+    for name, frame in reports.items():
+        write_bytes_atomic(fs, f"{path}/{name}", _parquet_bytes(frame))
     write_bytes_atomic(fs, f"{path}/{KEEP_LIST}", _parquet_bytes(_keep_list(decisions)))
     write_bytes_atomic(fs, f"{path}/{IDENTITY_STATS}", _parquet_bytes(stats))
     write_bytes_atomic(

@@ -79,7 +79,9 @@ def test_filter_job_end_to_end(tmp_path: Path):
     rows = annotation_rows()
     parts = write_annotations(tmp_path / "ann", rows)
     before = digest(parts)
-    result = run_filter(job(tmp_path / "ann", tmp_path / "out", min_identity_images=2))
+    result = run_filter(
+        job(tmp_path / "ann", tmp_path / "out", min_identity_images=2, label_noise={"drop": True})
+    )
     assert digest(parts) == before and sorted(p.name for p in (tmp_path / "ann").iterdir()) == [
         "part-00000.parquet",
         "part-00001.parquet",
@@ -174,7 +176,156 @@ def test_shipped_filter_config_is_valid():
     from froq_ray.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "filter.yaml", expected_job="filter")
-    assert isinstance(cfg, FilterJob) and cfg.filter.policies.label_noise.ccs_floor == 0.2
+    noise = cfg.filter.policies.label_noise
+    assert isinstance(cfg, FilterJob) and (noise.ccs_floor, noise.margin, noise.drop) == (
+        "preset",
+        "preset",
+        False,
+    )
+    assert cfg.filter.duplicates.enabled and cfg.filter.eval_overlap.embeddings == []
+
+
+def _pairs_at(unit: np.ndarray, threshold: float) -> set[tuple[int, int]]:
+    sims = unit.astype(np.float64) @ unit.astype(np.float64).T
+    return {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(sims >= threshold, k=1)), strict=True)}
+
+
+def test_filter_reports_duplicates_merges_and_drops_eval_overlap(tmp_path: Path):
+    """B filed under two names (a merge), one image under both (a cross-identity duplicate), and
+    C in the evaluation set (dropped); every report equals a numpy brute force on the same embeddings."""
+    from froq_ray.curation.centres import CentreSums, l2_normalise
+
+    rows = annotation_rows(seed=3)
+    rows.loc[6, "embedding"] = rows.loc[5, "embedding"].copy()  # B/06 is an exact copy of B_alias/05
+    rows.loc[[7, 5], "identity"] = "B_alias"  # two of B's images under another name
+    rows["path"] = [f"/faces/{label}/{i:02d}.jpg" for i, label in enumerate(rows["identity"])]
+    write_annotations(tmp_path / "ann", rows)
+    eval_rows = annotation_rows(seed=3).iloc[[8]].reset_index(drop=True)  # C's only image, as an eval image
+    eval_rows["path"] = ["/bench/C.jpg"]
+    write_eval = tmp_path / "bench"
+    schema_rows = pd.concat([eval_rows] * 8, ignore_index=True)
+    schema_rows["path"] = [f"/bench/C{i}.jpg" for i in range(8)]
+    write_annotations(write_eval, schema_rows)
+    cfg = job(tmp_path / "ann", tmp_path / "out")
+    cfg.filter.duplicates.threshold = 0.9
+    cfg.filter.identity_merges.threshold = 0.5
+    cfg.filter.eval_overlap.embeddings = [str(write_eval)]
+    cfg.filter.eval_overlap.threshold = 0.999
+    result = run_filter(cfg)
+
+    ok = rows.iloc[:9]
+    unit = l2_normalise(np.stack(ok["embedding"].to_numpy()))
+    labels = ok["identity"].to_numpy(object)
+    dups = pd.read_parquet(tmp_path / "out" / "duplicates.parquet")
+    expected = _pairs_at(unit, 0.9)
+    paths = ok["path"].tolist()
+    got = {(paths.index(a), paths.index(b)) for a, b in zip(dups["path_a"], dups["path_b"], strict=True)}
+    assert got == expected and (5, 6) in got and len(dups) == len(expected)
+    assert dups["same_identity"].tolist() == [labels[a] == labels[b] for a, b in sorted(got)]
+    assert list(dups.columns) == ["path_a", "path_b", "identity_a", "identity_b", "same_identity", "cosine"]
+
+    merges = pd.read_parquet(tmp_path / "out" / "identity_merges.parquet")
+    table = CentreSums.from_chunk(unit, labels).table()
+    sims = table.directions.astype(np.float64) @ table.directions.astype(np.float64).T
+    names = table.identities
+    want = {(names[a], names[b]) for a, b in zip(*np.nonzero(np.triu(sims >= 0.5, k=1)), strict=True)}
+    assert set(zip(merges["identity_a"], merges["identity_b"], strict=True)) == want and len(merges) == len(
+        want
+    )
+    assert ("B", "B_alias") in want
+
+    overlap = pd.read_parquet(tmp_path / "out" / "eval_overlap.parquet")
+    assert overlap["identity"].tolist() == ["C"] and overlap["overlap_by"].tolist() == ["centre+image"]
+    assert overlap["image_path"].tolist() == ["/faces/C/08.jpg"]
+    assert overlap["image_nearest_eval"].iloc[0].startswith("/bench/C")
+    keep = pd.read_parquet(tmp_path / "out" / "keep_list.parquet")
+    assert keep.set_index("path").loc["/faces/C/08.jpg", "reason"] == "eval_overlap"
+    assert (keep["reason"] == "eval_overlap").sum() == 1
+
+    manifest = json.loads((tmp_path / "out" / "_froq" / "manifest.json").read_text())["results"]["summary"]
+    assert manifest["near_duplicates"]["pairs"] == len(expected) == result["near_duplicates"]["pairs"]
+    assert manifest["identity_merges"]["pairs"] == len(want)
+    assert manifest["eval_overlap"] == {
+        "enabled": True,
+        "threshold": 0.999,
+        "identities": 1,
+        "images": 1,
+        "by": {"centre+image": 1},
+    }
+    assert manifest["thresholds"]["preset"].startswith("default")
+    assert manifest["dropped_by_reason"]["eval_overlap"] == 1
+
+
+def test_filter_threshold_and_preset_errors_name_the_key(tmp_path: Path):
+    write_annotations(tmp_path / "ann", annotation_rows())
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(
+            {
+                "job": "filter",
+                "filter": {
+                    "annotations": "a",
+                    "duplicates": {"threshold": 1.5},
+                    "identity_merges": {"threshold": "presets"},
+                },
+                "output": {"uri": "o"},
+            }
+        )
+    problems = " ".join(info.value.problems)
+    assert "filter.duplicates.threshold" in problems and "filter.identity_merges.threshold" in problems
+    from froq_ray.pipeline.filter import FilterInputError
+
+    cfg = job(tmp_path / "ann", tmp_path / "out")
+    cfg.filter.model_preset = "no_such_model"
+    with pytest.raises(FilterInputError, match="filter.model_preset: no preset for 'no_such_model'"):
+        run_filter(cfg)
+    cfg = job(tmp_path / "ann", tmp_path / "out2")
+    cfg.filter.duplicates.threshold = -1.0
+    cfg.filter.duplicates.max_pairs = 5
+    with pytest.raises(FilterInputError, match="filter.duplicates.max_pairs: more than 5"):
+        run_filter(cfg)
+    other = annotation_rows()
+    other["model_id"] = "mobilefacenet@0123"
+    write_annotations(tmp_path / "other_model", other)
+    mixed = annotation_rows()
+    mixed["model_id"] = "dlib_resnet_v1@55533b28a958"
+    write_annotations(tmp_path / "dlib", mixed)
+    cfg = job(tmp_path / "dlib", tmp_path / "out4")
+    cfg.filter.eval_overlap.embeddings = [str(tmp_path / "other_model")]
+    with pytest.raises(FilterInputError, match="filter.eval_overlap.embeddings: embeddings of mobilefacenet"):
+        run_filter(cfg)
+    cfg = job(tmp_path / "dlib", tmp_path / "out5")
+    cfg.filter.annotations = [str(tmp_path / "dlib"), str(tmp_path / "other_model")]
+    with pytest.raises(FilterInputError, match="filter.model_preset=auto: .* 2 models"):
+        run_filter(cfg)
+    cfg = job(tmp_path / "ann", tmp_path / "out3")
+    cfg.filter.eval_overlap.embeddings = [str(tmp_path / "nowhere")]
+    with pytest.raises(FilterInputError, match="annotations not found: .*nowhere"):
+        run_filter(cfg)
+
+
+def test_model_presets_resolve_from_the_model_id_column(tmp_path: Path):
+    from froq_ray.curation.presets import MODEL_PRESETS
+    from froq_ray.pipeline.filter import annotation_files, resolve_thresholds
+
+    rows = annotation_rows()
+    rows["model_id"] = "dlib_resnet_v1@55533b28a958"
+    write_annotations(tmp_path / "ann", rows)
+    cfg = job(tmp_path / "ann", tmp_path / "out")
+    got = resolve_thresholds(cfg, annotation_files([str(tmp_path / "ann")], {}))
+    dlib = MODEL_PRESETS["dlib_resnet_v1"]
+    assert got == {
+        "model": "dlib_resnet_v1",
+        "preset": "dlib_resnet_v1",
+        "ccs_floor": dlib.ccs_floor,
+        "margin": dlib.margin,
+        "duplicate": dlib.duplicate,
+        "merge": dlib.merge,
+        "eval_overlap": dlib.eval_overlap,
+    }
+    cfg.filter.policies.label_noise.margin = None  # numbers and null are used as typed
+    cfg.filter.duplicates.threshold = 0.5
+    got = resolve_thresholds(cfg, annotation_files([str(tmp_path / "ann")], {}))
+    assert (got["margin"], got["duplicate"], got["ccs_floor"]) == (None, 0.5, dlib.ccs_floor)
 
 
 def test_an_existing_annotations_path_with_glob_characters_is_read_as_itself(tmp_path):

@@ -61,13 +61,23 @@ def test_label_noise_rules():
     assert not flag_label_noise(table()["ccs"], table()["nnccs"], None, None).flagged.any()
 
 
-def test_default_settings_drop_label_noise_and_keep_failed_rows_as_not_kept():
+def test_default_settings_report_label_noise_without_dropping_and_keep_failed_rows_as_not_kept():
     out = reasons(PolicySettings())
-    assert counts(out) == {"label_noise": 3, "corrupt": 1, "identity_missing": 1}
-    assert dropped_rows(out, "label_noise") == [4, 6, 7]
+    assert counts(out) == {"corrupt": 1, "identity_missing": 1}
     assert out["label_noise"].tolist() == [i in (4, 6, 7) for i in range(len(ROWS))]
-    flag_only = reasons(PolicySettings(label_noise=NoiseRule(drop=False)))
-    assert counts(flag_only) == {"corrupt": 1, "identity_missing": 1} and flag_only["label_noise"].sum() == 3
+    dropping = reasons(PolicySettings(label_noise=NoiseRule(drop=True)))
+    assert counts(dropping) == {"label_noise": 3, "corrupt": 1, "identity_missing": 1}
+    assert dropped_rows(dropping, "label_noise") == [4, 6, 7]
+    assert dropping["label_noise"].tolist() == out["label_noise"].tolist()
+
+
+def test_eval_overlap_drops_its_identities_first_unless_report_only():
+    frame = table().assign(eval_overlap=lambda t: t["identity"].eq("B").to_numpy())
+    out = apply_policies(frame, PolicySettings(label_noise=NoiseRule(drop=True)))
+    assert dropped_rows(out, "eval_overlap") == [5, 6]  # row 6 is also label noise: the first reason wins
+    assert dropped_rows(out, "label_noise") == [4, 7]
+    kept = apply_policies(frame, PolicySettings(drop_eval_overlap=False))
+    assert "eval_overlap" not in set(kept["reason"])
 
 
 def test_quality_floor_and_missing_quality():
@@ -100,7 +110,7 @@ def test_small_identities_are_dropped_after_the_other_policies():
 
 
 def test_composed_policies_and_the_report():
-    settings = PolicySettings(quality_floor=0.35, min_identity_images=2)
+    settings = PolicySettings(quality_floor=0.35, min_identity_images=2, label_noise=NoiseRule(drop=True))
     out = reasons(settings)
     assert counts(out) == {
         "quality_missing": 1,
