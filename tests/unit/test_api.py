@@ -37,6 +37,7 @@ COLUMNS = [
     "height",
     "model_id",
     "calibration_id",
+    "quality_percentile",
 ]
 
 
@@ -57,12 +58,17 @@ def truth(faces):
     artifact = read_artifact("builtin", model)
     crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in faces])
     result = FroqScorer(model, artifact, device="cpu").score(crops)
-    return result.quality, result.embedding, artifact.calibration_id, model.model_id
+    percentile = None if artifact.quality_quantiles is None else artifact.percentile(result.quality)
+    return result.quality, result.embedding, artifact.calibration_id, model.model_id, percentile
 
 
 def test_paths_give_the_method_cores_values(scorer, faces, truth):
-    quality, embedding, calibration_id, model_id = truth
+    quality, embedding, calibration_id, model_id, percentile = truth
     df = scorer.score([str(p) for p in faces], identities=[p.parent.name for p in faces])
+    if percentile is None:  # an artifact without the calibration set's quantiles: null, as in the Parquet
+        assert df.quality_percentile.isna().all()
+    else:
+        np.testing.assert_allclose(df.quality_percentile.to_numpy(), percentile, rtol=1e-5)
     assert list(df.columns) == COLUMNS and len(df) == len(faces)
     assert df.path.tolist() == [str(p) for p in faces]
     assert df.identity.tolist() == [p.parent.name for p in faces]
