@@ -28,7 +28,9 @@ def plot_edc(
 ) -> Path:
     """Draw each method's EDC and write a PNG to ``path`` (parent folders are created). Step-integrated curves
     are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments; the points of
-    a coarse grid are marked."""
+    a coarse grid are marked. A method with a bootstrap ``band`` gets its 95 % band shaded in its colour. The
+    random-discard curve (expected FNMR = FNMR(0)) and the ideal curve (``EdcResult.ideal``) of the first
+    method are drawn as grey references: all methods share the pairs, so they share both."""
     if not curves:
         raise ValueError("no EDC curves to plot")
     fig = Figure(figsize=(7.0, 4.8))
@@ -37,7 +39,7 @@ def plot_edc(
     for name, result in curves.items():
         style = "steps-post" if result.integration == "step" else "default"
         marker = "o" if result.discard.size <= 50 else None  # mark the points of a coarse grid
-        ax.plot(
+        (line,) = ax.plot(
             result.discard,
             result.fnmr,
             drawstyle=style,
@@ -45,6 +47,35 @@ def plot_edc(
             marker=marker,
             markersize=3.5,
             label=_label(name, result),
+        )
+        if result.band is not None:
+            ax.fill_between(
+                result.discard,
+                result.band.fnmr_lo,
+                result.band.fnmr_hi,
+                step="post" if result.integration == "step" else None,
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
+    ref = next(iter(curves.values()))
+    ax.plot(
+        [0.0, float(ref.discard[-1])],
+        [ref.fnmr0, ref.fnmr0],
+        color="0.45",
+        linestyle="--",
+        linewidth=1.0,
+        label="random discarding (expected)",
+    )
+    if ref.ideal is not None:
+        ax.plot(
+            ref.discard,
+            ref.ideal,
+            drawstyle="steps-post" if ref.integration == "step" else "default",
+            color="0.45",
+            linestyle=":",
+            linewidth=1.2,
+            label="ideal (false non-matches first)",
         )
     first = next(iter(curves.values()))
     ax.set_xlabel("fraction of pairs discarded (lowest pair quality first)")

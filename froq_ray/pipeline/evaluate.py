@@ -33,6 +33,7 @@ from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..evaluation.thresholds import threshold_tables
+from ..evaluation.uncertainty import BAND, small_sample_warnings
 from ..storage.annotations import (
     AnnotationFile,
     annotation_files,
@@ -275,6 +276,30 @@ def _join_summary(joined: ScoreJoin, cfg: EvaluateJob) -> dict:
     }
 
 
+def _curves(curves: dict) -> dict:
+    """Per method, the EDC points for the manifest: discard fractions, FNMR, the ideal curve, the random
+    (expected) FNMR and, with a bootstrap, the band; NaN as null."""
+
+    def listed(values) -> list:
+        return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
+
+    out = {}
+    for name, res in curves.items():
+        out[name] = {
+            "discard": listed(res.discard),
+            "fnmr": listed(res.fnmr),
+            "ideal": listed(res.ideal),
+            "random": res.fnmr0,
+        }
+        if res.band is not None:
+            out[name] |= {
+                "fnmr_lo": listed(res.band.fnmr_lo),
+                "fnmr_hi": listed(res.band.fnmr_hi),
+                "pauc_undefined_replicates": {f"{k:g}": v for k, v in res.band.undefined.items()},
+            }
+    return out
+
+
 def _orient(qualities: dict[str, np.ndarray], cfg: EvaluateJob) -> dict[str, np.ndarray]:
     """Negate the ``evaluate.lower_is_better`` columns, so that higher is better for every method."""
     lower = cfg.evaluate.lower_is_better
@@ -351,11 +376,20 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     )
     clock = time.perf_counter()
     curves = compute_edc_curves(
-        embeddings, identities, qualities, ev.fmr, threshold=ev.threshold_mode, limits=ev.discard_limits
+        embeddings,
+        identities,
+        qualities,
+        ev.fmr,
+        threshold=ev.threshold_mode,
+        limits=ev.discard_limits,
+        bootstrap=ev.bootstrap,
     )
     seconds["edc"] = time.perf_counter() - clock
     table = results_table(curves)
-    markdown = edc_markdown_table(table)
+    warnings = [line for name, res in curves.items() for line in small_sample_warnings(name, res, res.band)]
+    for line in warnings:
+        log.warning("small sample: %s", line)
+    markdown = edc_markdown_table(table) + "".join(f"\n> **Warning:** {line}\n" for line in warnings)
     percentiles = (
         {"quality": ok[PERCENTILE_COLUMN].to_numpy(np.float64)}
         if PERCENTILE_COLUMN in ok and ok[PERCENTILE_COLUMN].notna().all()
@@ -393,6 +427,14 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             "edc": json.loads(table.to_json(orient="records")),
             "thresholds": json.loads(thresholds.to_json(orient="records")),
             "plot": plot_uri,
+            "bootstrap": {
+                "replicates": ev.bootstrap,
+                "seed": 0,
+                "percentiles": list(BAND),
+                "resampled": "identities",
+            },
+            "curves": _curves(curves),
+            "warnings": warnings,
             **({"scores": _join_summary(joined, cfg)} if joined is not None else {}),
         },
     )

@@ -174,3 +174,45 @@ def test_parquet_nan_score_and_clashing_names_are_refused(capsys, tmp_path):
         )
     )
     assert "evaluate.lower_is_better: 't' is not an evaluated column" in line
+
+
+def test_evaluate_writes_the_band_the_reference_curves_and_the_small_sample_warning(capsys, tmp_path):
+    ids = labelled()
+    write_annotations(tmp_path / "ann", ids)
+    paths = [f"/faces/{i}/{k:03d}.jpg" for k, i in enumerate(ids)]
+    other_tool_csv(tmp_path / "other.csv", [(p, str(k % 7), str(-k)) for k, p in enumerate(paths)])
+    code = main(
+        [
+            "evaluate",
+            "--annotations",
+            str(tmp_path / "ann"),
+            "--output",
+            str(tmp_path / "ev"),
+            "--scores",
+            str(tmp_path / "other.csv"),
+            "--set",
+            "evaluate.fmr=0.1",
+            "--set",
+            "evaluate.bootstrap=40",
+        ]
+    )
+    log = capsys.readouterr().out
+    assert code == 0, log
+    table = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method")
+    manifest = json.loads((tmp_path / "ev" / "_froq" / "manifest.json").read_text())["results"]
+    for method in ("quality", "ser_fiq", "blur"):
+        row = table.loc[method]
+        for limit in ("0.2", "0.3"):
+            assert row[f"pauc_lo@{limit}"] <= row[f"pauc@{limit}"] <= row[f"pauc_hi@{limit}"]
+        curve = manifest["curves"][method]
+        assert curve["random"] == row["fnmr0"] and len(curve["fnmr_lo"]) == len(curve["discard"]) == 7
+        n_fnm = round(row["fnmr0"] * row["n_genuine"])  # 24 genuine pairs: the ideal reaches 0 at 24 * d >= F
+        removed = [int(Fraction(k, 20) * 120) for k in range(7)]
+        assert curve["ideal"] == [max(0, n_fnm - m) / (24 - min(m, n_fnm)) for m in removed]
+    assert manifest["bootstrap"]["replicates"] == 40
+    warnings = manifest["warnings"]
+    assert any(line.startswith("quality: only ") for line in warnings)
+    markdown = (tmp_path / "ev" / "edc.md").read_text()
+    assert all(f"> **Warning:** {line}" in markdown for line in warnings)
+    assert all(f"WARNING froq_ray: small sample: {line}" in log for line in warnings)
+    assert "95% band lo@0.2" in markdown
