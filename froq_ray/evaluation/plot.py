@@ -10,10 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .edc import EdcResult
+from .edc import EdcResult, ideal_fnmr
 
 
 def _label(name: str, result: EdcResult) -> str:
@@ -29,8 +30,8 @@ def plot_edc(
     """Draw each method's EDC and write a PNG to ``path`` (parent folders are created). Step-integrated curves
     are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments; the points of
     a coarse grid are marked. A method with a bootstrap ``band`` gets its 95 % band shaded in its colour. The
-    random-discard curve (expected FNMR = FNMR(0)) and the ideal curve (``EdcResult.ideal``) of the first
-    method are drawn as grey references: all methods share the pairs, so they share both."""
+    random-discard curve (expected FNMR = FNMR(0)) and the ideal curve (``edc.ideal_fnmr``, at every removal
+    count up to 2,000 and then on 2,000 points) of the first method are drawn as grey references: all methods share the pairs, so they share both."""
     if not curves:
         raise ValueError("no EDC curves to plot")
     fig = Figure(figsize=(7.0, 4.8))
@@ -67,11 +68,15 @@ def plot_edc(
         linewidth=1.0,
         label="random discarding (expected)",
     )
-    if ref.ideal is not None:
+    if ref.ideal is not None:  # closed form: drawn at every removal count, not only at the grid points
+        n_pairs = ref.n_genuine + ref.n_impostor
+        top = int(np.floor(float(ref.discard[-1]) * n_pairs))
+        removed = np.unique(np.r_[np.linspace(0, top, 2000).astype(np.int64), np.arange(min(top, 2000) + 1)])
+        n_fnm = int(round(ref.fnmr0 * ref.n_genuine))
         ax.plot(
-            ref.discard,
-            ref.ideal,
-            drawstyle="steps-post" if ref.integration == "step" else "default",
+            removed / n_pairs,
+            ideal_fnmr(ref.n_genuine, n_fnm, ref.n_impostor, removed),
+            drawstyle="steps-post",
             color="0.45",
             linestyle=":",
             linewidth=1.2,
