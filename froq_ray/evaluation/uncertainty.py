@@ -67,6 +67,14 @@ def identity_counts(n_identities: int, replicates: int, seed: int = 0) -> np.nda
     return counts
 
 
+def results_fmr(results: Mapping[str, EdcResult]) -> float:
+    """The target FMR shared by the methods (ValueError when they differ)."""
+    targets = {res.fmr_target for res in results.values()}
+    if len(targets) != 1:
+        raise ValueError(f"the methods have different target FMRs: {sorted(targets)}")
+    return targets.pop()
+
+
 def pair_weights(counts: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, genuine: np.ndarray) -> np.ndarray:
     """How often each pair counts in one replicate (int64, one per pair): ``c[a]`` for a genuine pair,
     ``c[a] * c[b]`` for an impostor pair (``counts``: one replicate's row of :func:`identity_counts`)."""
@@ -74,79 +82,108 @@ def pair_weights(counts: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, genuine
     return np.where(genuine, ca, ca * counts[id_b])
 
 
-def _weighted_threshold(scores_desc: np.ndarray, weights_desc: np.ndarray, fmr: float) -> float:
+def _weighted_threshold(
+    scores_desc: np.ndarray, weights_desc: np.ndarray, fmr: float, total: int | None = None
+) -> float:
     """``fmr_threshold`` of the impostor list where score ``scores_desc[i]`` occurs ``weights_desc[i]`` times
-    (scores in descending order): just above the (k+1)-th largest, k = floor(fmr * total weight)."""
-    cum = np.cumsum(weights_desc)
-    total = int(cum[-1]) if cum.size else 0
+    (scores in descending order): just above the (k+1)-th largest, k = floor(fmr * total weight). ``total``
+    (the weight of all impostors) may be given when only the highest impostors are passed; raises
+    ``_TooFew`` when those do not reach the (k+1)-th."""
+    cum = np.cumsum(weights_desc, dtype=np.int64)
+    total = (int(cum[-1]) if cum.size else 0) if total is None else total
     if total == 0:
         return -np.inf
     k = int(_floor_times(fmr, total))
     if k >= total:
         return -np.inf
+    if not cum.size or cum[-1] < k + 1:
+        raise _TooFew
     return float(np.nextafter(scores_desc[np.searchsorted(cum, k + 1, side="left")], np.inf))
 
 
+class _TooFew(Exception):
+    """The highest impostors passed to ``_weighted_threshold`` do not reach the (k+1)-th largest."""
+
+
 def weighted_fnmr_curve(
-    similarity: np.ndarray,
-    genuine: np.ndarray,
-    order: np.ndarray,
-    weights: np.ndarray,
+    s_sorted: np.ndarray,
+    g_sorted: np.ndarray,
+    w_sorted: np.ndarray,
     discard: Sequence,
     fmr: float,
     threshold: str = "fixed",
-    impostor_desc: np.ndarray | None = None,
-    sorted_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    tau: float | None = None,
 ) -> np.ndarray:
-    """FNMR at each discard fraction (``discard``: exact fractions) for pairs counted ``weights`` times.
+    """FNMR at each discard fraction (``discard``: exact fractions, ascending) for pairs counted ``w_sorted``
+    times, the pairs given in the stable ascending order of their pair quality (``s_sorted`` float64
+    similarity, ``g_sorted`` bool genuine flag, ``w_sorted`` int weights, all in that order).
 
-    ``order`` is the stable ascending order of the pair quality (``np.argsort(q, kind="stable")``);
-    ``impostor_desc`` the impostor indices by descending similarity and ``sorted_pairs`` the pair
-    (similarity, genuine) in ``order`` (each computed when not given; pass them to reuse them). With
-    ``weights`` all ones this is exactly ``edc(..., sampling="grid", ties="stable")``'s FNMR. Returns float64
-    (len(discard),), NaN where no genuine pair is kept.
+    ``tau``: the fixed threshold, computed from the weighted impostors when ``None``. With all weights one this
+    is exactly ``edc(..., sampling="grid", ties="stable")``'s FNMR. Returns float64 (len(discard),), NaN where
+    no genuine pair is kept.
     """
-    if impostor_desc is None:
-        imp = np.flatnonzero(~genuine)
-        impostor_desc = imp[np.argsort(-similarity[imp], kind="stable")]
-    imp_s = similarity[impostor_desc]
-    s_sorted, g_sorted = sorted_pairs if sorted_pairs is not None else (similarity[order], genuine[order])
-    w_sorted = weights[order]
-    cum = np.cumsum(w_sorted)
+    cum = np.cumsum(w_sorted, dtype=np.int64)
     total = int(cum[-1])
     cuts = [int(_floor_times(d, total)) for d in discard]
     gw = np.where(g_sorted, w_sorted, 0)
-    cum_g = np.cumsum(gw)
     fnmr = np.full(len(cuts), np.nan)
-    tau = _weighted_threshold(imp_s, weights[impostor_desc], fmr) if threshold == "fixed" else None
-    if tau is not None:
-        fnm_w = np.where(g_sorted & (s_sorted < tau), w_sorted, 0)
-        cum_f = np.cumsum(fnm_w)
+    imp_desc = None
+    if threshold != "fixed" or tau is None:
+        imp = np.flatnonzero(~g_sorted)
+        imp_desc = imp[np.argsort(-s_sorted[imp], kind="stable")]
+    if threshold == "fixed":
+        if tau is None:
+            assert imp_desc is not None
+            tau = _weighted_threshold(s_sorted[imp_desc], w_sorted[imp_desc], fmr)
+        fw = np.where(s_sorted < tau, gw, 0)
+        gen_total, fnm_total = int(gw.sum()), int(fw.sum())
+        prev, gen_before, fnm_before = 0, 0, 0
+        for k, m in enumerate(cuts):
+            j = int(np.searchsorted(cum, m, side="right"))  # pairs [0, j) wholly dropped
+            gen_before += int(gw[prev:j].sum())
+            fnm_before += int(fw[prev:j].sum())
+            prev = j
+            part = m - (int(cum[j - 1]) if j else 0)  # copies of pair j dropped
+            kept_g = gen_total - gen_before - (part if j < w_sorted.size and g_sorted[j] else 0)
+            kept_f = fnm_total - fnm_before - (part if j < w_sorted.size and fw[j] else 0)
+            if kept_g > 0:
+                fnmr[k] = kept_f / kept_g
+        return fnmr
+    assert imp_desc is not None
     for k, m in enumerate(cuts):
-        j = int(np.searchsorted(cum, m, side="right"))  # pairs [0, j) wholly dropped
-        part = m - (int(cum[j - 1]) if j else 0)  # copies of pair j dropped
-        if threshold == "fixed":
-            kept_g = (
-                int(cum_g[-1])
-                - (int(cum_g[j - 1]) if j else 0)
-                - (part if j < order.size and g_sorted[j] else 0)
-            )
-            dropped_f = (int(cum_f[j - 1]) if j else 0) + (part if j < order.size and fnm_w[j] else 0)
-            kept_f = int(cum_f[-1]) - dropped_f
-        else:
-            kept = w_sorted.copy()
-            kept[:j] = 0
-            if j < order.size:
-                kept[j] -= part
-            kept_w = np.empty_like(kept)
-            kept_w[order] = kept  # back to pair order
-            tau_m = _weighted_threshold(imp_s, kept_w[impostor_desc], fmr)
-            gk = np.where(g_sorted, kept, 0)
-            kept_g = int(gk.sum())
-            kept_f = int(gk[s_sorted < tau_m].sum())
+        j = int(np.searchsorted(cum, m, side="right"))
+        kept = w_sorted.astype(np.int64)
+        kept[:j] = 0
+        if j < kept.size:
+            kept[j] -= m - (int(cum[j - 1]) if j else 0)
+        tau_m = _weighted_threshold(s_sorted[imp_desc], kept[imp_desc], fmr)
+        gk = np.where(g_sorted, kept, 0)
+        kept_g = int(gk.sum())
         if kept_g > 0:
-            fnmr[k] = kept_f / kept_g
+            fnmr[k] = int(gk[s_sorted < tau_m].sum()) / kept_g
     return fnmr
+
+
+def _fixed_tau(
+    counts: np.ndarray,
+    similarity: np.ndarray,
+    impostor_desc: np.ndarray,
+    imp_a: np.ndarray,
+    imp_b: np.ndarray,
+    total: int,
+    fmr: float,
+) -> float:
+    """One replicate's fixed threshold from its weighted impostors (``impostor_desc``: impostor pair indices by
+    descending similarity; ``imp_a``/``imp_b``: their identity codes in that order; ``total``: the replicate's
+    impostor weight). Reads only the highest impostors, doubling how many until they reach the (k+1)-th."""
+    k = int(_floor_times(fmr, total)) if total else 0
+    top = min(impostor_desc.size, 4 * (k + 1) + 4096)
+    while True:
+        weights = counts[imp_a[:top]] * counts[imp_b[:top]]
+        try:
+            return _weighted_threshold(similarity[impostor_desc[:top]], weights, fmr, total)
+        except _TooFew:
+            top = min(impostor_desc.size, 2 * top)
 
 
 def bootstrap_band(
@@ -165,7 +202,8 @@ def bootstrap_band(
     ``similarity`` float64 (P,), ``genuine`` bool (P,), ``pair_quality[name]`` (P,) any numeric (only the order
     matters), ``id_a``/``id_b`` int (P,) identity codes 0..n_identities-1 of each pair's images, ``results``
     the methods' :class:`EdcResult` (grid sampling, stable ties: their options are used). Raises ValueError
-    for ``replicates < 1`` or a result that is not on a grid with stable ties.
+    for ``replicates < 1`` or a result that is not on a grid with stable ties. Per replicate and method: a few
+    sequential passes over the pairs (the pairs in each method's order are prepared once).
     """
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
@@ -174,26 +212,53 @@ def bootstrap_band(
             raise ValueError(f"{name}: the bootstrap supports sampling='grid' with ties='stable' only")
         if res.threshold_mode not in THRESHOLD_MODES or res.integration not in INTEGRATIONS:
             raise ValueError(f"{name}: unknown threshold mode or integration")
-    counts = identity_counts(n_identities, replicates, seed)
+    # counts as int32 while no product of two counts can overflow it (counts sum to n_identities)
+    small = n_identities <= 46_340
+    counts = identity_counts(n_identities, replicates, seed).astype(np.int32 if small else np.int64)
+    code = np.int16 if n_identities <= 2**15 else np.int32
     imp = np.flatnonzero(~genuine)
     impostor_desc = imp[np.argsort(-similarity[imp], kind="stable")]
-    orders = {name: np.argsort(pair_quality[name], kind="stable") for name in results}
-    in_order = {name: (similarity[order], genuine[order]) for name, order in orders.items()}
+    imp_a, imp_b = id_a[impostor_desc].astype(code), id_b[impostor_desc].astype(code)
+    # impostor pairs per identity pair: a replicate's impostor weight is then c @ M @ c (small K only)
+    between = None
+    if n_identities <= 2048:
+        flat = id_a[imp].astype(np.int64) * n_identities + id_b[imp]
+        between = np.bincount(flat, minlength=n_identities**2).reshape(n_identities, n_identities)
+        del flat
+    del imp
+    in_order = {}
+    for name in results:
+        order = np.argsort(pair_quality[name], kind="stable")
+        in_order[name] = (
+            similarity[order],
+            genuine[order],
+            id_a[order].astype(code),
+            id_b[order].astype(code),
+        )
+        del order
     curves = {name: np.empty((replicates, res.discard.size)) for name, res in results.items()}
     for b in range(replicates):
-        weights = pair_weights(counts[b], id_a, id_b, genuine)
+        c = counts[b]
+        c64 = c.astype(np.int64)
+        total_impostor = (
+            int(c64 @ between @ c64) if between is not None else int(np.dot(c64[imp_a], c64[imp_b]))
+        )
+        tau = None
+        if any(res.threshold_mode == "fixed" for res in results.values()):
+            tau = _fixed_tau(c, similarity, impostor_desc, imp_a, imp_b, total_impostor, results_fmr(results))
         for name, res in results.items():
+            s_sorted, g_sorted, a_sorted, b_sorted = in_order[name]
+            ca = c[a_sorted]
+            w_sorted = np.where(g_sorted, ca, ca * c[b_sorted])
             grid = discard_grid(res.settings["step"], res.settings["limits"])
             curves[name][b] = weighted_fnmr_curve(
-                similarity,
-                genuine,
-                orders[name],
-                weights,
+                s_sorted,
+                g_sorted,
+                w_sorted,
                 grid,
                 res.fmr_target,
                 res.threshold_mode,
-                impostor_desc,
-                in_order[name],
+                tau if res.threshold_mode == "fixed" else None,
             )
     bands = {}
     for name, res in results.items():
