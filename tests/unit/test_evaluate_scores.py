@@ -4,6 +4,7 @@ join counted against a plain-Python recount, the one-line refusals of bad score 
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -216,3 +217,22 @@ def test_evaluate_writes_the_band_the_reference_curves_and_the_small_sample_warn
     assert all(f"> **Warning:** {line}" in markdown for line in warnings)
     assert all(f"WARNING froq_ray: small sample: {line}" in log for line in warnings)
     assert "95% band lo@0.2" in markdown
+
+
+def test_a_changed_score_file_is_evaluated_again_on_resume(capsys, tmp_path):
+    ids = labelled()
+    write_annotations(tmp_path / "ann", ids)
+    paths = [f"/faces/{i}/{k:03d}.jpg" for k, i in enumerate(ids)]
+    csv = tmp_path / "other.csv"
+    args = ["--scores", str(csv), "--set", "evaluate.fmr=0.1", "--set", "evaluate.bootstrap=0"]
+    other_tool_csv(csv, [(p, str(k), "0") for k, p in enumerate(paths)])
+    assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev", *args)[0] == 0
+    first = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method").loc["ser_fiq", "pauc_raw@0.3"]
+    other_tool_csv(csv, [(p, str(-k), "0") for k, p in enumerate(paths)])  # the opposite order
+    os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))
+    assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev", *args)[0] == 0
+    second = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method").loc["ser_fiq", "pauc_raw@0.3"]
+    expected = brute_force_edc(
+        write_annotations(tmp_path / "ann2", ids)["embedding"], ids, -np.arange(16.0), Fraction(1, 10)
+    )
+    assert second == pytest.approx(expected["pauc_raw@0.3"], rel=1e-12) and second != first
