@@ -91,6 +91,18 @@ def read_scores(uri: str, storage_options: Mapping[str, Any] | None = None) -> E
     duplicate path, a score that is empty, not a number, NaN or infinite, or a non-numeric Parquet column.
     """
     table = _read_table(uri, storage_options)
+    table = (
+        pa.table(  # dictionary-encoded (categorical) columns as their plain values
+            {
+                f.name: table.column(f.name).cast(f.type.value_type)
+                if pa.types.is_dictionary(f.type)
+                else table.column(f.name)
+                for f in table.schema
+            }
+        )
+        if len(set(table.schema.names)) == len(table.schema.names)
+        else table
+    )
     names = table.schema.names
     if "path" not in names:
         raise ScoreFileError(f"evaluate.scores: {uri} has no 'path' column (columns: {', '.join(names)})")

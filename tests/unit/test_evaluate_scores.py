@@ -236,3 +236,14 @@ def test_a_changed_score_file_is_evaluated_again_on_resume(capsys, tmp_path):
         write_annotations(tmp_path / "ann2", ids)["embedding"], ids, -np.arange(16.0), Fraction(1, 10)
     )
     assert second == pytest.approx(expected["pauc_raw@0.3"], rel=1e-12) and second != first
+
+
+def test_categorical_paths_and_integer_scores_of_a_parquet_file(tmp_path):
+    paths = ["b.jpg", "a.jpg", "c.jpg"]
+    pd.DataFrame({"path": pd.Categorical(paths), "n": np.array([3, 1, 2], np.int16)}).to_parquet(
+        tmp_path / "s.parquet"
+    )
+    scores = read_scores(str(tmp_path / "s.parquet"))
+    assert scores.paths.tolist() == paths and scores.columns["n"].tolist() == [3.0, 1.0, 2.0]
+    joined = join_scores(np.array(["a.jpg", "b.jpg", "d.jpg"], dtype=object), [scores])
+    assert joined.keep.tolist() == [True, True, False] and joined.scores["n"].tolist() == [1.0, 3.0]
