@@ -170,6 +170,13 @@ def join_scores(
     source: dict[str, str] = {}
     missing, unmatched, not_ok, positions = {}, {}, {}, {}
     index = pd.Index(paths)
+    if files and not index.is_unique:
+        dup = paths[index.duplicated()][0]
+        rows = np.flatnonzero(paths == dup)[:2] + 1
+        raise ScoreFileError(
+            f"evaluate.scores: the annotations hold path {dup!r} twice (ok rows {rows[0]} and {rows[1]}), so "
+            "scores cannot be joined to them by path"
+        )
     other = set(not_ok_paths)
     for f in files:
         for name in f.columns:

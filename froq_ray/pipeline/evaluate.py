@@ -322,9 +322,14 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     quality threshold, the ``quality_percentile`` threshold when the annotations hold that column for
     ``quality``, and the FNMR at the fixed FMR after dropping: :mod:`froq_ray.evaluation.thresholds`),
     ``_froq/manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
-    (default ``<output.uri>/edc.png``). Raises :class:`EvaluationInputError` (annotations unusable: missing
-    columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
-    :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.
+    (default ``<output.uri>/edc.png``). With ``evaluate.scores`` each external score column is evaluated beside
+    the quality columns on the ok rows that have every score, and the skipped paths go to
+    ``skipped_scores.csv``; with ``evaluate.bootstrap`` > 0 the table and plot get 95 % identity-bootstrap bands;
+    small-sample warnings go to the log, ``edc.md`` and the manifest (docs/evaluation-protocol.md). Raises
+    :class:`EvaluationInputError` (annotations unusable: missing columns, no identities, no genuine or no
+    impostor pairs, non-finite qualities, unknown ``lower_is_better`` column),
+    :class:`~froq_ray.evaluation.external.ScoreFileError` (a score file unusable) and
+    :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), all one line.
     """
     started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output

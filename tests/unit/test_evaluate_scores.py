@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from froq_ray.cli import main
-from froq_ray.evaluation.external import join_scores, read_scores
+from froq_ray.evaluation.external import ScoreFileError, join_scores, read_scores
 from tests.unit.test_evaluate_job import (
     brute_force_edc,
     evaluate,
@@ -247,3 +247,12 @@ def test_categorical_paths_and_integer_scores_of_a_parquet_file(tmp_path):
     assert scores.paths.tolist() == paths and scores.columns["n"].tolist() == [3.0, 1.0, 2.0]
     joined = join_scores(np.array(["a.jpg", "b.jpg", "d.jpg"], dtype=object), [scores])
     assert joined.keep.tolist() == [True, True, False] and joined.scores["n"].tolist() == [1.0, 3.0]
+
+
+def test_annotations_with_a_repeated_path_cannot_be_joined(tmp_path):
+    pd.DataFrame({"path": ["a.jpg"], "s": [1.0]}).to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(ScoreFileError, match=r"the annotations hold path 'b.jpg' twice \(ok rows 2 and 4\)"):
+        join_scores(
+            np.array(["a.jpg", "b.jpg", "c.jpg", "b.jpg"], dtype=object),
+            [read_scores(str(tmp_path / "s.parquet"))],
+        )
