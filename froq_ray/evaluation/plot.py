@@ -31,7 +31,8 @@ def plot_edc(
     are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments; the points of
     a coarse grid are marked. A method with a bootstrap ``band`` gets its 95 % band shaded in its colour. The
     random-discard curve (expected FNMR = FNMR(0)) and the ideal curve (``edc.ideal_fnmr``, at every removal
-    count up to 2,000 and then on 2,000 points) of the first method are drawn as grey references: all methods share the pairs, so they share both."""
+    count up to 2,000 and then on 2,000 points) of the first method are drawn as grey references: all methods
+    share the pairs, so they share both."""
     if not curves:
         raise ValueError("no EDC curves to plot")
     fig = Figure(figsize=(7.0, 4.8))

@@ -306,8 +306,8 @@ def _orient(qualities: dict[str, np.ndarray], cfg: EvaluateJob) -> dict[str, np.
     unknown = [name for name in lower if name not in qualities]
     if unknown:
         raise EvaluationInputError(
-            f"evaluate.lower_is_better: {unknown[0]!r} is not an evaluated column{_closest(unknown[0], list(qualities))}"
-            f"; evaluated: {', '.join(qualities)}"
+            f"evaluate.lower_is_better: {unknown[0]!r} is not an evaluated column"
+            f"{_closest(unknown[0], list(qualities))}; evaluated: {', '.join(qualities)}"
         )
     return {name: -values if name in lower else values for name, values in qualities.items()}
 
