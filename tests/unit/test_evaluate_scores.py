@@ -15,6 +15,7 @@ import pytest
 
 from froq_ray.cli import main
 from froq_ray.evaluation.external import ScoreFileError, join_scores, read_scores
+from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 from tests.unit.test_evaluate_job import (
     brute_force_edc,
     evaluate,
@@ -256,3 +257,13 @@ def test_annotations_with_a_repeated_path_cannot_be_joined(tmp_path):
             np.array(["a.jpg", "b.jpg", "c.jpg", "b.jpg"], dtype=object),
             [read_scores(str(tmp_path / "s.parquet"))],
         )
+
+
+def test_score_files_are_read_from_s3(s3):  # noqa: F811 - the s3 fixture imported above
+    fs = s3.filesystem()
+    fs.pipe(f"{s3.bucket}/tools/other.csv", b"path,ser_fiq\ns3://b/x/1.jpg,0.25\ns3://b/x/2.jpg,0.75\n")
+    scores = read_scores(s3.uri("tools/other.csv"), s3.storage_options)
+    assert scores.paths.tolist() == ["s3://b/x/1.jpg", "s3://b/x/2.jpg"]
+    assert scores.columns["ser_fiq"].tolist() == [0.25, 0.75]
+    with pytest.raises(ScoreFileError, match=r"tools/missing.csv does not exist"):
+        read_scores(s3.uri("tools/missing.csv"), s3.storage_options)
