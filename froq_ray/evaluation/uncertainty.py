@@ -113,12 +113,15 @@ def weighted_fnmr_curve(
     fmr: float,
     threshold: str = "fixed",
     tau: float | None = None,
+    impostor_desc: np.ndarray | None = None,
 ) -> np.ndarray:
     """FNMR at each discard fraction (``discard``: exact fractions, ascending) for pairs counted ``w_sorted``
     times, the pairs given in the stable ascending order of their pair quality (``s_sorted`` float64
     similarity, ``g_sorted`` bool genuine flag, ``w_sorted`` int weights, all in that order).
 
-    ``tau``: the fixed threshold, computed from the weighted impostors when ``None``. With all weights one this
+    ``tau``: the fixed threshold, computed from the weighted impostors when ``None``; ``impostor_desc``: the
+    positions (in this order) of the impostors by descending similarity, computed when ``None`` and needed
+    only when a threshold is computed here (pass it to reuse it). With all weights one this
     is exactly ``edc(..., sampling="grid", ties="stable")``'s FNMR. Returns float64 (len(discard),), NaN where
     no genuine pair is kept.
     """
@@ -127,8 +130,8 @@ def weighted_fnmr_curve(
     cuts = [int(_floor_times(d, total)) for d in discard]
     gw = np.where(g_sorted, w_sorted, 0)
     fnmr = np.full(len(cuts), np.nan)
-    imp_desc = None
-    if threshold != "fixed" or tau is None:
+    imp_desc = impostor_desc
+    if imp_desc is None and (threshold != "fixed" or tau is None):
         imp = np.flatnonzero(~g_sorted)
         imp_desc = imp[np.argsort(-s_sorted[imp], kind="stable")]
     if threshold == "fixed":
@@ -236,6 +239,14 @@ def bootstrap_band(
             id_b[order].astype(code),
         )
         del order
+    recomputed_desc = {}
+    for name, res in results.items():
+        if (
+            res.threshold_mode == "recomputed"
+        ):  # impostor positions in the method's order, by score descending
+            s_sorted, g_sorted = in_order[name][:2]
+            imp_pos = np.flatnonzero(~g_sorted)
+            recomputed_desc[name] = imp_pos[np.argsort(-s_sorted[imp_pos], kind="stable")]
     curves = {name: np.empty((replicates, res.discard.size)) for name, res in results.items()}
     for b in range(replicates):
         c = counts[b]
@@ -259,6 +270,7 @@ def bootstrap_band(
                 res.fmr_target,
                 res.threshold_mode,
                 tau if res.threshold_mode == "fixed" else None,
+                recomputed_desc.get(name),
             )
     bands = {}
     for name, res in results.items():

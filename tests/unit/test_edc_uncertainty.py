@@ -196,3 +196,28 @@ def test_a_wide_band_warns():
     assert hi - lo > MAX_BAND_WIDTH
     expected = f"q: the 95% bootstrap band of pAUC@0.3 is [{lo:.3f}, {hi:.3f}], wider than 0.2"
     assert expected in small_sample_warnings("q", res, res.band)
+
+
+def test_recomputed_band_matches_replicates_of_the_expanded_pair_list():
+    rng = np.random.default_rng(12)
+    labels = ["Ada", "Bob", "Cy", "Dee"]
+    ids = [name for name in labels for _ in range(4)]
+    centres = {name: rng.normal(size=6) for name in labels}
+    emb = np.stack([centres[i] + 1.0 * rng.normal(size=6) for i in ids])
+    qual = rng.integers(0, 5, size=16).astype(float)  # ties among pair qualities
+    res = compute_edc_curves(
+        emb, ids, {"q": qual}, 0.1, threshold="recomputed", bootstrap=12, bootstrap_seed=1
+    )
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    pairs = list(itertools.combinations(range(16), 2))
+    s = np.array([unit[i] @ unit[j] for i, j in pairs])
+    g = np.array([ids[i] == ids[j] for i, j in pairs])
+    q = np.array([min(qual[i], qual[j]) for i, j in pairs])
+    code = np.array([labels.index(i) for i in ids])
+    curves = []
+    for c in identity_counts(4, 12, seed=1):
+        w = np.array([c[code[i]] if g[k] else c[code[i]] * c[code[j]] for k, (i, j) in enumerate(pairs)])
+        expanded = np.repeat(np.arange(len(pairs)), w)
+        curves.append(edc(s[expanded], g[expanded], q[expanded], fmr=0.1, threshold="recomputed").fnmr)
+    np.testing.assert_allclose(res["q"].band.fnmr_lo, np.nanpercentile(curves, 2.5, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(res["q"].band.fnmr_hi, np.nanpercentile(curves, 97.5, axis=0), rtol=1e-12)
