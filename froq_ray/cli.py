@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         "that already holds them",
     )
     p.add_argument("--annotations", help="evaluate.annotations: an annotate output folder")
+    p.add_argument(
+        "--scores",
+        action="append",
+        help="evaluate.scores: a CSV or Parquet of path + score columns from another tool (repeatable)",
+    )
     p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")
     _add_job_args(p, with_input=False)
     p.add_argument(
@@ -107,6 +112,7 @@ SHORTCUTS = (
     ("output", "output.uri"),
     ("mode", "output.mode"),
     ("annotations", "evaluate.annotations"),
+    ("scores", "evaluate.scores"),
     ("filter_annotations", "filter.annotations"),
     ("distill_annotations", "distill.annotations"),
     ("export_keep_list", "export.keep_list"),

@@ -342,6 +342,13 @@ class EvaluateConfig(Section):
     discard_limits: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.2, 0.3])
     plot: LocalOrUri | None = None
     """EDC PNG path; ``null`` = ``edc.png`` in ``output.uri``."""
+    scores: list[LocalOrUri] = Field(default_factory=list)
+    """CSV or Parquet files of another tool's scores: a ``path`` column (matched to the annotations' ``path``
+    exactly as written) and one or more numeric score columns, each evaluated beside the quality columns."""
+    lower_is_better: list[str] = Field(default_factory=list)
+    """Score (or quality) columns where a lower value means a better image (default: higher is better)."""
+    bootstrap: int = Field(default=200, ge=0)
+    """Bootstrap replicates (identities resampled with replacement, seed 0) for the 95 % bands; 0 = off."""
     storage_options: StorageOptions = Field(default_factory=dict)
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -77,6 +77,8 @@ class EdcResult:
     ties: str = "stable"
     integration: str = "step"
     settings: dict = field(default_factory=dict)
+    ideal: np.ndarray | None = None  # FNMR(d) of the ideal discarder (ideal_fnmr), same points as ``fnmr``
+    band: Any = None  # uncertainty.EdcBand when a bootstrap ran (set by protocol.compute_edc_curves)
 
     def pauc_normalised(self, limit: float) -> float:
         return self.pauc[limit].normalised
@@ -332,6 +334,25 @@ def _fnmr_exact(
 # ------------------------------------------------------------------------------------------------ the areas
 
 
+def ideal_fnmr(n_genuine: int, n_false_non_match: int, n_impostor: int, removed: np.ndarray) -> np.ndarray:
+    """FNMR after removing ``removed[k]`` pairs in the ideal order: the false non-matches first, then the
+    impostors (highest similarity first), the genuine matches last.
+
+    With ``G`` genuine pairs, ``F`` of them false non-matches at the threshold before discarding, ``I``
+    impostors and ``m`` pairs removed: ``FNMR = max(0, F - m) / (G - min(m, F) - max(0, m - F - I))``, NaN when
+    no genuine pair is kept. For ``m < F`` this is ``(F - m) / (G - m)``, then 0. In both threshold modes no
+    order does better with a fixed threshold (a removal drops at most one false non-match). With a recomputed
+    threshold it is the curve of that same order (no impostor is dropped while false non-matches remain, and
+    dropping the highest impostors first never raises the threshold): a reference, not a bound, since dropping
+    an impostor can lower the threshold past several genuine pairs. Returns float64 of ``removed``'s shape."""
+    m = np.asarray(removed, dtype=np.int64)
+    kept_fnm = np.maximum(0, n_false_non_match - m)
+    kept_gen = (
+        n_genuine - np.minimum(m, n_false_non_match) - np.maximum(0, m - n_false_non_match - n_impostor)
+    )
+    return _ratio(kept_fnm, kept_gen)
+
+
 def _ideal_area(fnmr0: float, limit: float) -> float:
     """Integral of max(0, fnmr0 - d) over [0, limit]."""
     if fnmr0 >= limit:
@@ -410,11 +431,13 @@ def edc(
     del impostor_scores
     evaluate = _fnmr_on_grid if sampling == "grid" else _fnmr_exact
     fnmr, taus = evaluate(s, g, q, cuts, fmr, tau0, threshold == "recomputed", ties)
+    n_genuine = int(g.sum())
+    ideal = ideal_fnmr(n_genuine, int(np.count_nonzero(s[g] < tau0)), n_impostor, cuts)
     return EdcResult(
         fnmr0=float(fnmr[0]),
         tau=tau0,
         fmr_at_tau=float(fmr_at_tau),
-        n_genuine=int(g.sum()),
+        n_genuine=n_genuine,
         n_impostor=n_impostor,
         discard=discard,
         fnmr=fnmr,
@@ -426,4 +449,5 @@ def edc(
         ties=ties,
         integration=integration,
         settings={"step": float(step), "limits": [float(x) for x in limits]},
+        ideal=ideal,
     )

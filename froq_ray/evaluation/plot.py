@@ -10,10 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .edc import EdcResult
+from .edc import EdcResult, ideal_fnmr
 
 
 def _label(name: str, result: EdcResult) -> str:
@@ -28,7 +29,10 @@ def plot_edc(
 ) -> Path:
     """Draw each method's EDC and write a PNG to ``path`` (parent folders are created). Step-integrated curves
     are drawn as steps (the FNMR holds until the next point), trapezoid ones as straight segments; the points of
-    a coarse grid are marked."""
+    a coarse grid are marked. A method with a bootstrap ``band`` gets its 95 % band shaded in its colour. The
+    random-discard curve (expected FNMR = FNMR(0)) and the ideal curve (``edc.ideal_fnmr``, at every removal
+    count up to 2,000 and then on 2,000 points) of the first method are drawn as grey references: all methods
+    share the pairs, so they share both."""
     if not curves:
         raise ValueError("no EDC curves to plot")
     fig = Figure(figsize=(7.0, 4.8))
@@ -37,7 +41,7 @@ def plot_edc(
     for name, result in curves.items():
         style = "steps-post" if result.integration == "step" else "default"
         marker = "o" if result.discard.size <= 50 else None  # mark the points of a coarse grid
-        ax.plot(
+        (line,) = ax.plot(
             result.discard,
             result.fnmr,
             drawstyle=style,
@@ -45,6 +49,39 @@ def plot_edc(
             marker=marker,
             markersize=3.5,
             label=_label(name, result),
+        )
+        if result.band is not None:
+            ax.fill_between(
+                result.discard,
+                result.band.fnmr_lo,
+                result.band.fnmr_hi,
+                step="post" if result.integration == "step" else None,
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
+    ref = next(iter(curves.values()))
+    ax.plot(
+        [0.0, float(ref.discard[-1])],
+        [ref.fnmr0, ref.fnmr0],
+        color="0.45",
+        linestyle="--",
+        linewidth=1.0,
+        label="random discarding (expected)",
+    )
+    if ref.ideal is not None:  # closed form: drawn at every removal count, not only at the grid points
+        n_pairs = ref.n_genuine + ref.n_impostor
+        top = int(np.floor(float(ref.discard[-1]) * n_pairs))
+        removed = np.unique(np.r_[np.linspace(0, top, 2000).astype(np.int64), np.arange(min(top, 2000) + 1)])
+        n_fnm = int(round(ref.fnmr0 * ref.n_genuine))
+        ax.plot(
+            removed / n_pairs,
+            ideal_fnmr(ref.n_genuine, n_fnm, ref.n_impostor, removed),
+            drawstyle="steps-post",
+            color="0.45",
+            linestyle=":",
+            linewidth=1.2,
+            label="ideal (false non-matches first)",
         )
     first = next(iter(curves.values()))
     ax.set_xlabel("fraction of pairs discarded (lowest pair quality first)")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .edc import DEFAULT_FMR, DEFAULT_LIMITS, DEFAULT_STEP, EdcResult, edc
 from .pairs import DEFAULT_SAMPLED_IMPOSTORS, PairPlan, all_pairs_similarity, plan_pairs
+from .uncertainty import bootstrap_band
 
 
 @dataclass
@@ -29,6 +30,9 @@ class CollectedPairs:
     genuine: np.ndarray
     pair_rank: dict[str, np.ndarray]
     plan: PairPlan
+    identity_a: np.ndarray | None = None  # int32 identity codes of each pair's images (keep_identities=True)
+    identity_b: np.ndarray | None = None
+    n_identities: int = 0
 
 
 def quality_ranks(quality: np.ndarray, name: str = "quality") -> np.ndarray:
@@ -50,8 +54,10 @@ def collect_pairs(
     impostors: str = "auto",
     n_impostors: int = DEFAULT_SAMPLED_IMPOSTORS,
     seed: int = 0,
+    keep_identities: bool = False,
 ) -> CollectedPairs:
-    """Stream the pairs once into preallocated arrays (no list of pair indices is ever kept)."""
+    """Stream the pairs once into preallocated arrays (no list of pair indices is ever kept; with
+    ``keep_identities`` the identity code (int32, sorted-label order) of each pair's two images is)."""
     n_images = len(embeddings)
     ranks = {}
     for name, quality in qualities.items():
@@ -62,6 +68,10 @@ def collect_pairs(
     similarity = np.empty(plan.n_pairs, dtype=np.float64)
     genuine = np.empty(plan.n_pairs, dtype=bool)
     pair_rank = {name: np.empty(plan.n_pairs, dtype=rank.dtype) for name, rank in ranks.items()}
+    labels, inverse = np.unique(np.asarray(identities, dtype=object).astype(str), return_inverse=True)
+    codes = inverse.astype(np.int32).reshape(-1)
+    size = plan.n_pairs if keep_identities else 0
+    id_a, id_b = np.empty(size, np.int32), np.empty(size, np.int32)
     filled = 0
     blocks = all_pairs_similarity(
         embeddings, identities, block, impostors=impostors, n_impostors=n_impostors, seed=seed
@@ -72,10 +82,14 @@ def collect_pairs(
         genuine[filled:stop] = blk.genuine
         for name, rank in ranks.items():
             np.minimum(rank[blk.i], rank[blk.j], out=pair_rank[name][filled:stop])
+        if keep_identities:
+            id_a[filled:stop], id_b[filled:stop] = codes[blk.i], codes[blk.j]
         filled = stop
     if filled != plan.n_pairs:
         raise RuntimeError(f"pair stream yielded {filled} pairs, plan said {plan.n_pairs}")
-    return CollectedPairs(similarity, genuine, pair_rank, plan)
+    if not keep_identities:
+        return CollectedPairs(similarity, genuine, pair_rank, plan)
+    return CollectedPairs(similarity, genuine, pair_rank, plan, id_a, id_b, labels.size)
 
 
 def compute_edc_curves(
@@ -94,8 +108,13 @@ def compute_edc_curves(
     impostors: str = "auto",
     n_impostors: int = DEFAULT_SAMPLED_IMPOSTORS,
     seed: int = 0,
+    bootstrap: int = 0,
+    bootstrap_seed: int = 0,
 ) -> dict[str, EdcResult]:
-    """One :class:`EdcResult` per quality method, all over the same pairs (see ``edc`` for the options)."""
+    """One :class:`EdcResult` per quality method, all over the same pairs (see ``edc`` for the options).
+
+    ``bootstrap`` > 0 also sets each result's ``band`` (:func:`~froq_ray.evaluation.uncertainty.bootstrap_band`:
+    that many identity-bootstrap replicates, seeded ``bootstrap_seed``; grid sampling and stable ties only)."""
     pairs = collect_pairs(
         embeddings,
         identities,
@@ -104,13 +123,14 @@ def compute_edc_curves(
         impostors=impostors,
         n_impostors=n_impostors,
         seed=seed,
+        keep_identities=bootstrap > 0,
     )
     results = {}
     for name in qualities:
         results[name] = edc(
             pairs.similarity,
             pairs.genuine,
-            pairs.pair_rank.pop(name),
+            pairs.pair_rank[name] if bootstrap else pairs.pair_rank.pop(name),
             fmr=fmr,
             threshold=threshold,
             sampling=sampling,
@@ -120,11 +140,27 @@ def compute_edc_curves(
             integration=integration,
         )
         results[name].settings["impostors_sampled"] = pairs.plan.impostors_sampled
+    if bootstrap:
+        assert pairs.identity_a is not None and pairs.identity_b is not None
+        bands = bootstrap_band(
+            pairs.similarity,
+            pairs.genuine,
+            pairs.pair_rank,
+            pairs.identity_a,
+            pairs.identity_b,
+            pairs.n_identities,
+            results,
+            bootstrap,
+            bootstrap_seed,
+        )
+        for name, band in bands.items():
+            results[name].band = band
     return results
 
 
 def results_table(results: Mapping[str, EdcResult]) -> pd.DataFrame:
-    """One row per method: FNMR(0), tau, pair counts, normalised and raw pAUC (and above-ideal area) per L."""
+    """One row per method: FNMR(0), tau, pair counts, normalised and raw pAUC (and above-ideal area) per L, and
+    with a bootstrap band the 2.5 / 97.5 percentiles of the normalised pAUC (``pauc_lo@L``, ``pauc_hi@L``)."""
     rows = []
     for name, res in results.items():
         row = {
@@ -140,6 +176,10 @@ def results_table(results: Mapping[str, EdcResult]) -> pd.DataFrame:
             row[f"pauc_raw@{limit:g}"] = value.raw
         for limit, value in sorted(res.pauc.items()):
             row[f"above_ideal@{limit:g}"] = value.above_ideal
+        if res.band is not None:
+            for limit in sorted(res.pauc):
+                row[f"pauc_lo@{limit:g}"] = res.band.pauc_lo[limit]
+                row[f"pauc_hi@{limit:g}"] = res.band.pauc_hi[limit]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -171,6 +211,10 @@ def _header(column: str) -> str:
         return f"raw pAUC@{column.split('@')[1]}"
     if column.startswith("pauc@"):
         return f"pAUC@{column.split('@')[1]} (norm.)"
+    if column.startswith("pauc_lo@"):
+        return f"95% band lo@{column.split('@')[1]}"
+    if column.startswith("pauc_hi@"):
+        return f"95% band hi@{column.split('@')[1]}"
     if column.startswith("above_ideal@"):
         return f"above ideal@{column.split('@')[1]}"
     return column

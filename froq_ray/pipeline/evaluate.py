@@ -28,10 +28,12 @@ from .. import status as st
 from ..config import EvaluateJob, config_digest, digest_payload, resolved_dict
 from ..engine.modes import PERCENTILE_COLUMN
 from ..errors import UserError
+from ..evaluation.external import ScoreFileError, ScoreJoin, join_scores, read_scores
 from ..evaluation.pairs import plan_pairs
 from ..evaluation.plot import plot_edc
 from ..evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from ..evaluation.thresholds import threshold_tables
+from ..evaluation.uncertainty import BAND, small_sample_warnings
 from ..storage.annotations import (
     AnnotationFile,
     annotation_files,
@@ -49,9 +51,11 @@ from ..storage.schema import EMBEDDING
 
 log = logging.getLogger("froq_ray")
 
-EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv")
+EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv", "skipped_scores.csv")
 """What an evaluation writes into ``output.uri`` besides ``_froq/`` (``edc.png`` only when ``evaluate.plot`` is
-null)."""
+null, ``skipped_scores.csv`` only with ``evaluate.scores``)."""
+EXAMPLES = 10
+"""Paths named in the log and the manifest per kind of skip (all of them are in ``skipped_scores.csv``)."""
 OUTPUT = OutputLayout("evaluate", files=EVALUATION_FILES, resumable=False)
 """The evaluate job's output layout: one step, no partial state to resume."""
 HOW_TO_GET_IDENTITIES = (
@@ -215,6 +219,99 @@ def _quality_arrays(ok: pd.DataFrame, cfg: EvaluateJob) -> dict[str, np.ndarray]
     return qualities
 
 
+def _score_files(cfg: EvaluateJob) -> list[AnnotationFile]:
+    """The ``evaluate.scores`` files (digested with the annotations, so a changed score file is re-evaluated);
+    :class:`~froq_ray.evaluation.external.ScoreFileError` when one does not exist."""
+    out = []
+    for uri in cfg.evaluate.scores:
+        check_reachable(uri, cfg.evaluate.storage_options)
+        fs, path = open_fs(uri, cfg.evaluate.storage_options)
+        if not fs.isfile(path):
+            raise ScoreFileError(f"evaluate.scores: {uri} does not exist (or is not a file)")
+        out.append(AnnotationFile(fs, path))
+    return out
+
+
+def external_scores(ok: pd.DataFrame, not_ok_paths: np.ndarray, cfg: EvaluateJob) -> ScoreJoin | None:
+    """Read ``evaluate.scores`` and join them to the ok rows by exact path (:mod:`froq_ray.evaluation.external`);
+    the skips are logged with up to :data:`EXAMPLES` paths each. ``None`` without score files."""
+    ev = cfg.evaluate
+    if not ev.scores:
+        return None
+    files = [read_scores(uri, ev.storage_options) for uri in ev.scores]
+    joined = join_scores(ok["path"].to_numpy(object), files, ev.quality_columns, not_ok_paths)
+    for what, per_file in (
+        ("ok annotation rows have no score in", joined.missing),
+        ("score rows match no annotation row in", joined.unmatched),
+        ("score rows match an annotation row that is not ok in", joined.not_ok),
+    ):
+        for uri, paths in per_file.items():
+            if paths:
+                log.warning(
+                    "%d %s %s (skipped; first: %s)", len(paths), what, uri, ", ".join(paths[:EXAMPLES])
+                )
+    log.info(
+        "external scores %s joined by exact path: %d of %d ok images have every score",
+        ", ".join(joined.source),
+        int(joined.keep.sum()),
+        len(ok),
+    )
+    return joined
+
+
+def _join_summary(joined: ScoreJoin, cfg: EvaluateJob) -> dict:
+    def named(per_file: dict[str, list[str]]) -> dict:
+        return {uri: {"count": len(p), "first": p[:EXAMPLES]} for uri, p in per_file.items()}
+
+    return {
+        "files": list(cfg.evaluate.scores),
+        "columns": joined.source,
+        "lower_is_better": list(cfg.evaluate.lower_is_better),
+        "join": "path, exactly as written",
+        "images_evaluated": int(joined.keep.sum()),
+        "annotation_rows_without_score": named(joined.missing),
+        "score_rows_without_annotation": named(joined.unmatched),
+        "score_rows_of_rows_not_ok": named(joined.not_ok),
+        "skipped_list": "skipped_scores.csv",
+    }
+
+
+def _curves(curves: dict) -> dict:
+    """Per method, the EDC points for the manifest: discard fractions, FNMR, the ideal curve, the random
+    (expected) FNMR and, with a bootstrap, the band; NaN as null."""
+
+    def listed(values) -> list:
+        return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
+
+    out = {}
+    for name, res in curves.items():
+        out[name] = {
+            "discard": listed(res.discard),
+            "fnmr": listed(res.fnmr),
+            "ideal": listed(res.ideal),
+            "random": res.fnmr0,
+        }
+        if res.band is not None:
+            out[name] |= {
+                "fnmr_lo": listed(res.band.fnmr_lo),
+                "fnmr_hi": listed(res.band.fnmr_hi),
+                "pauc_undefined_replicates": {f"{k:g}": v for k, v in res.band.undefined.items()},
+            }
+    return out
+
+
+def _orient(qualities: dict[str, np.ndarray], cfg: EvaluateJob) -> dict[str, np.ndarray]:
+    """Negate the ``evaluate.lower_is_better`` columns, so that higher is better for every method."""
+    lower = cfg.evaluate.lower_is_better
+    unknown = [name for name in lower if name not in qualities]
+    if unknown:
+        raise EvaluationInputError(
+            f"evaluate.lower_is_better: {unknown[0]!r} is not an evaluated column"
+            f"{_closest(unknown[0], list(qualities))}; evaluated: {', '.join(qualities)}"
+        )
+    return {name: -values if name in lower else values for name, values in qualities.items()}
+
+
 # ---------------------------------------------------------------------------------------------- the job
 
 
@@ -225,16 +322,21 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     quality threshold, the ``quality_percentile`` threshold when the annotations hold that column for
     ``quality``, and the FNMR at the fixed FMR after dropping: :mod:`froq_ray.evaluation.thresholds`),
     ``_froq/manifest.json`` to ``output.uri`` and the EDC PNG to ``evaluate.plot``
-    (default ``<output.uri>/edc.png``). Raises :class:`EvaluationInputError` (annotations unusable: missing
-    columns, no identities, no genuine or no impostor pairs, non-finite qualities) and
-    :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), both one line.
+    (default ``<output.uri>/edc.png``). With ``evaluate.scores`` each external score column is evaluated beside
+    the quality columns on the ok rows that have every score, and the skipped paths go to
+    ``skipped_scores.csv``; with ``evaluate.bootstrap`` > 0 the table and plot get 95 % identity-bootstrap bands;
+    small-sample warnings go to the log, ``edc.md`` and the manifest (docs/evaluation-protocol.md). Raises
+    :class:`EvaluationInputError` (annotations unusable: missing columns, no identities, no genuine or no
+    impostor pairs, non-finite qualities, unknown ``lower_is_better`` column),
+    :class:`~froq_ray.evaluation.external.ScoreFileError` (a score file unusable) and
+    :class:`~froq_ray.storage.run_state.OutputStateError` (output refused by ``output.mode``), all one line.
     """
     started_at, clock = utc_now(), time.perf_counter()
     ev, out = cfg.evaluate, cfg.output
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
     check_reachable(out.uri, out.storage_options, access="write")  # an unreachable output fails first
     files = _annotation_files(cfg)
-    state = open_evaluation_output(cfg, plot_uri, files)
+    state = open_evaluation_output(cfg, plot_uri, files + _score_files(cfg))
     if state.finished:
         log.info(
             "%s holds the finished evaluation of this config and these annotations: nothing to do "
@@ -248,6 +350,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     matrix, has_embedding = embedding_matrix(table.column(EMBEDDING))
     is_ok = (df["status"] == st.OK).to_numpy()
     ok = df[is_ok].reset_index(drop=True)
+    rows_not_ok = int(len(df) - len(ok))
     if len(ok) < 2:
         raise EvaluationInputError(f"only {len(ok)} rows with status ok in {ev.annotations}")
     no_embedding = ~has_embedding[is_ok]
@@ -257,23 +360,41 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             f"{ok['path'].iloc[int(np.flatnonzero(no_embedding)[0])]})"
         )
     identities = identities_of(ok, cfg)
-    check_pairs(identities)
     qualities = _quality_arrays(ok, cfg)
     embeddings = matrix[is_ok]
+    joined = external_scores(ok, df["path"].to_numpy(object)[~is_ok], cfg)
+    if joined is not None:
+        ok, identities, embeddings = (
+            ok[joined.keep].reset_index(drop=True),
+            identities[joined.keep],
+            embeddings[joined.keep],
+        )
+        qualities = {name: values[joined.keep] for name, values in qualities.items()} | joined.scores
+    qualities = _orient(qualities, cfg)
+    check_pairs(identities)
     log.info(
         "evaluating %d quality column(s) on %d images of %d identities (%d rows not ok skipped)",
         len(qualities),
         len(ok),
         len(set(identities)),
-        len(df) - len(ok),
+        rows_not_ok,
     )
     clock = time.perf_counter()
     curves = compute_edc_curves(
-        embeddings, identities, qualities, ev.fmr, threshold=ev.threshold_mode, limits=ev.discard_limits
+        embeddings,
+        identities,
+        qualities,
+        ev.fmr,
+        threshold=ev.threshold_mode,
+        limits=ev.discard_limits,
+        bootstrap=ev.bootstrap,
     )
     seconds["edc"] = time.perf_counter() - clock
     table = results_table(curves)
-    markdown = edc_markdown_table(table)
+    warnings = [line for name, res in curves.items() for line in small_sample_warnings(name, res, res.band)]
+    for line in warnings:
+        log.warning("small sample: %s", line)
+    markdown = edc_markdown_table(table) + "".join(f"\n> **Warning:** {line}\n" for line in warnings)
     percentiles = (
         {"quality": ok[PERCENTILE_COLUMN].to_numpy(np.float64)}
         if PERCENTILE_COLUMN in ok and ok[PERCENTILE_COLUMN].notna().all()
@@ -291,6 +412,8 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     fs.pipe_file(f"{path}/edc.md", (markdown + "\n").encode())
     fs.pipe_file(f"{path}/edc.csv", table.to_csv(index=False).encode())
     fs.pipe_file(f"{path}/thresholds.csv", thresholds.to_csv(index=False).encode())
+    if joined is not None:
+        fs.pipe_file(f"{path}/skipped_scores.csv", joined.skipped_rows().to_csv(index=False).encode())
     print(markdown)
     print(thresholds.to_string(index=False))
     seconds["write"] = time.perf_counter() - clock
@@ -304,11 +427,20 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         results={
             "annotations": ev.annotations,
             "images": len(ok),
-            "rows_not_ok": int(len(df) - len(ok)),
+            "rows_not_ok": rows_not_ok,
             "identities": len(set(identities)),
             "edc": json.loads(table.to_json(orient="records")),
             "thresholds": json.loads(thresholds.to_json(orient="records")),
             "plot": plot_uri,
+            "bootstrap": {
+                "replicates": ev.bootstrap,
+                "seed": 0,
+                "percentiles": list(BAND),
+                "resampled": "identities",
+            },
+            "curves": _curves(curves),
+            "warnings": warnings,
+            **({"scores": _join_summary(joined, cfg)} if joined is not None else {}),
         },
     )
     written = write_manifest(Location.of(out), manifest)

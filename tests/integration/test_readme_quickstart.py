@@ -3,6 +3,7 @@ its output (on a copy of three identities' folders, on the real local Ray cluste
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from math import comb
@@ -53,10 +54,21 @@ def test_readme_annotate_then_evaluate(lfw_dev_dir, tmp_path, monkeypatch):
     assert evaluate[evaluate.index("--annotations") + 1] == annotate[annotate.index("--output") + 1]
     assert main(evaluate) == 0
     out = tmp_path / evaluate[evaluate.index("--output") + 1]
-    assert sorted(p.name for p in out.iterdir()) == ["_froq", "edc.csv", "edc.md", "edc.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_froq",
+        "edc.csv",
+        "edc.md",
+        "edc.png",
+        "thresholds.csv",
+    ]
     table = pd.read_csv(out / "edc.csv")
     n_genuine = sum(comb(n, 2) for n in IDENTITIES.values())
     assert table[["method", "n_genuine", "n_impostor"]].values.tolist() == [
         ["quality", n_genuine, comb(15, 2) - n_genuine]
     ]
     assert table["fnmr0"].between(0, 1).all()
+    assert {"pauc_lo@0.3", "pauc_hi@0.3"} <= set(table.columns)  # the default 200-replicate bootstrap band
+    # 15 images: far too few false non-matches for the pAUC to mean anything, and the job says so
+    n_fnm = round(table["fnmr0"].iloc[0] * n_genuine)
+    warnings = json.loads((out / "_froq" / "manifest.json").read_text())["results"]["warnings"]
+    assert f"quality: only {n_fnm} false non-matches before discarding (fewer than 30): " in warnings[0]
