@@ -41,6 +41,7 @@ from .errors import UserError
 from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
+from .vocabulary import Device, Graph, IdentitySource, Precision, SplitKeySource
 
 JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export", "review")
 BUILTIN = "builtin"
@@ -201,11 +202,11 @@ class ScoringConfig(Section):
     mode: Literal["froq", "pseudo_label", "student"] = "froq"
     student_artifact: LocalOrUri | None = None
     """The student artifact directory written by ``froq distill`` (``mode: student`` only)."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     quality_only: bool = False
     """Stop the forward pass after the deepest selected layer (no embedding)."""
     write_embedding: bool = True
-    graph: Literal["auto", "frozen", "eager"] = "auto"
+    graph: Graph = "auto"
     """How ``mode: froq`` runs its observed forward pass: ``frozen`` (one TorchScript graph, batch-norm folded,
     checked against ``eager`` on a batch at start-up and falling back to it), ``eager`` (the network with
     observer hooks), ``auto`` = frozen on a CPU actor in fp32, eager otherwise. A speed option (results agree
@@ -259,7 +260,7 @@ class ResourcesConfig(Section):
     """Rows per Ray block of the distill job's training data. (annotate and calibrate move one output shard,
     ``output.shard_size`` rows, per block from the read task to the write task.)"""
     model_batch_size: int = Field(default=128, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
     @field_validator("actors", mode="before")
     @classmethod
@@ -311,7 +312,7 @@ class EvaluateConfig(Section):
 
     annotations: LocalOrUri
     """Output folder (or Parquet file/glob) of an annotate run; it must hold embeddings."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     """``column``: the annotations' ``identity_column``; ``folder``: the parent folder of ``path``."""
     identity_column: str = "identity"
     quality_columns: list[str] = Field(default_factory=lambda: ["quality"], min_length=1)
@@ -327,9 +328,9 @@ class EvaluateConfig(Section):
 class ClassifiabilityConfig(Section):
     """How the filter job computes CCS / NNCCS / CR (see ``froq_ray.curation.classifiability``)."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     """Where the nearest-centre search runs (``auto``: cuda when available)."""
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     """Dtype of the centre matrix and similarity tiles on cuda; the search always runs in fp32 on cpu."""
     block_rows: int = Field(default=4096, ge=1)
     """Images per similarity tile."""
@@ -383,7 +384,7 @@ class FilterConfig(Section):
 
     annotations: list[LocalOrUri] = Field(min_length=1)
     """Annotate output folder(s), Parquet file(s) or globs; they must hold embeddings and identities."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     identity_column: str = "identity"
     quality_column: str = "quality"
     """The column the quality policies rank by; ``cr`` ranks by the computed certainty ratio."""
@@ -431,7 +432,7 @@ class ReviewConfig(Section):
     """Annotate output folder(s), Parquet file(s) or globs (``path``, ``status`` and the quality column)."""
     filter: LocalOrUri | None = None
     """A ``froq filter`` output folder of these annotations: label-noise flags, decisions, merges, duplicates."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     """Identities without a filter output (with one, the keep-list's identities are shown)."""
     identity_column: str = "identity"
     quality_column: str = "quality"
@@ -476,7 +477,7 @@ class DistillDataConfig(Section):
     """Annotate output folder(s), Parquet file(s) or globs, or a filter output (its ``keep_list.parquet``)."""
     target_column: str = Field(default="quality", min_length=1)
     """Any numeric column: ``quality`` (FROQ), ``pseudo_label`` or a component, or ``cr`` from a keep-list."""
-    identity_source: Literal["column", "folder", "none"] = "column"
+    identity_source: SplitKeySource = "column"
     """Split key: the identity (``column`` or parent ``folder``), or ``none``: the (source) image path."""
     identity_column: str = "identity"
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -523,7 +524,7 @@ class SelfTrainingConfig(Section):
     """Degradation kinds of ``froq_ray.imaging.degrade`` to draw from (default: all, occlusion included)."""
     kinds_per_copy: int = Field(default=1, ge=1)
     """How many distinct kinds are applied to one copy."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
     """Pseudo-label settings of the teacher (used when the target is a pseudo-label column)."""
 

@@ -291,7 +291,7 @@ def job_scoring_mode(cfg: AnnotateJob | CalibrateJob) -> ScoringMode:
 def pseudo_labeler(stage: ScoringStage) -> Any:
     """A :class:`~froq_ray.quality.perturbations.PseudoLabeler` for the actor ``stage`` (its perturbation
     settings and precision) over :func:`perturbation_network`."""
-    from ..quality.observer import autocast_dtype
+    from ..models.inference import autocast_dtype
     from ..quality.perturbations import PerturbationSettings, PseudoLabeler
 
     cfg = stage.cfg

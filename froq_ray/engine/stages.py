@@ -198,16 +198,6 @@ def load_scoring_model(cfg: ScoringStageConfig):
     return scoring_mode(cfg.mode).load_model(cfg)
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is visible to this worker")
-    return requested
-
-
 class ScoringStage:
     """Loads the model once per actor; each call scores the rows whose decode succeeded.
 
@@ -221,7 +211,9 @@ class ScoringStage:
 
     def __init__(self, cfg: ScoringStageConfig) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        from ..models.inference import resolve_device
+
+        self.device = resolve_device(cfg.device, "resources.device")
         self.model = load_scoring_model(cfg)
         self.model.network.to(self.device)
         self.graph: str | None = None

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging.contract import InputContract
-from .observer import as_embedding, autocast_context, iter_chunks, precision_name
+from ..models.inference import autocast_context, precision_name
+from .observer import as_embedding, iter_chunks
 
 COMPONENTS = ("pl_flip", "pl_noise", "pl_occlusion")
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..models.base import LoadedModel
+from ..vocabulary import GRAPHS, MEMORY_FORMATS
 from .accelerate import frozen_observed_network
 from .artifact import CalibrationArtifact, check_matches
 from .observer import (
@@ -58,9 +59,11 @@ from .observer import (
 
 log = logging.getLogger(__name__)
 
-MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
-GRAPHS = ("auto", "frozen", "eager")
-CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2, "fp16": 1e-2}  # relative, on a check batch
+CHECK_TOLERANCE = {
+    "fp32": 1e-3,
+    "bf16": 3e-2,
+    "fp16": 1e-2,
+}  # relative, on a check batch, per PRECISIONS name
 
 
 def resolve_memory_format(requested: str) -> str:
