@@ -282,26 +282,9 @@ def scoring_stage_config(
     artifact_json: str | None = None,
     candidate_layers: tuple[str, ...] | None = None,
 ) -> ScoringStageConfig:
-    r = cfg.resources
-    return ScoringStageConfig(
-        mode=mode,
-        model_name=cfg.model.name,
-        model_weights=cfg.model.weights,
-        model_options=dict(cfg.model.options),
-        artifact_json=artifact_json,
-        student_artifact=cfg.scoring.student_artifact,
-        storage_options=dict(cfg.input.storage_options),
-        device=r.device,
-        precision=cfg.scoring.precision,
-        quality_only=cfg.scoring.quality_only,
-        write_embedding=cfg.scoring.write_embedding,
-        graph=cfg.scoring.graph,
-        model_batch_size=r.model_batch_size,
-        perturbation=cfg.scoring.perturbation.model_dump(),
-        candidate_layers=candidate_layers,
-        num_gpus=r.num_gpus_per_actor,
-        num_cpus=r.num_cpus_per_actor,
-        actors=r.actor_range,
+    """:meth:`ScoringStageConfig.from_job` (kept for the job drivers that call it by this name)."""
+    return ScoringStageConfig.from_job(
+        cfg, mode, artifact_json=artifact_json, candidate_layers=candidate_layers
     )
 
 

@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import status as st
+
+if TYPE_CHECKING:
+    from ..config import DistillJob, ModelJobBase
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,62 @@ class ScoringStageConfig:
     num_cpus: float = 1.0
     actors: tuple[int, int] = (1, 1)
     """Scoring actors (min, max): Ray Data autoscales the pool between them."""
+
+    @classmethod
+    def from_job(
+        cls,
+        job: ModelJobBase | DistillJob,
+        mode: str,
+        *,
+        artifact_json: str | None = None,
+        candidate_layers: tuple[str, ...] | None = None,
+        **overrides: Any,
+    ) -> ScoringStageConfig:
+        """The one mapping from a job config to its scoring stage (``mode``: a ScoringMode name).
+
+        Every model job (calibrate, annotate) takes ``model``, the ``resources`` of the actors and the whole
+        ``scoring`` section (precision, quality_only, write_embedding, graph, memory_format, compile,
+        perturbation, student_artifact) with ``input.storage_options``. The distill job's teacher (self-training
+        copies) takes ``model``, ``resources``, ``self_training.precision`` / ``perturbation`` and writes no
+        embedding; the other scoring settings keep their defaults. ``overrides`` set fields on top (e.g. the
+        teacher's ``quality_only``)."""
+        r = job.resources
+        common: dict[str, Any] = {
+            "mode": mode,
+            "model_name": job.model.name,
+            "model_weights": job.model.weights,
+            "model_options": dict(job.model.options),
+            "artifact_json": artifact_json,
+            "candidate_layers": candidate_layers,
+            "device": r.device,
+            "model_batch_size": r.model_batch_size,
+            "num_gpus": r.num_gpus_per_actor,
+            "num_cpus": r.num_cpus_per_actor,
+            "actors": r.actor_range,
+        }
+        from ..config import ModelJobBase as ModelJob
+
+        if isinstance(job, ModelJob):
+            s = job.scoring
+            section: dict[str, Any] = {
+                "student_artifact": s.student_artifact,
+                "storage_options": dict(job.input.storage_options),
+                "precision": s.precision,
+                "quality_only": s.quality_only,
+                "write_embedding": s.write_embedding,
+                "graph": s.graph,
+                "memory_format": s.memory_format,
+                "compile": s.compile,
+                "perturbation": s.perturbation.model_dump(),
+            }
+        else:
+            t = job.self_training
+            section = {
+                "precision": t.precision,
+                "write_embedding": False,
+                "perturbation": t.perturbation.model_dump(),
+            }
+        return cls(**{**common, **section, **overrides})
 
 
 def expected_actor_device(cfg: ScoringStageConfig) -> str:

@@ -39,9 +39,10 @@ def _counts(inputs: InputsPlan) -> ListingCounts:
 
 
 def _identities(cfg: AnnotateJob | CalibrateJob) -> str:
-    if cfg.input.identity_from_folder:
+    source = cfg.input.identity_source
+    if source == "folder":
         return "identities from the parent folder names"
-    if cfg.input.identity_column:
+    if source == "column":
         return f"identities from manifest column {cfg.input.identity_column!r}"
     return "no identities"
 

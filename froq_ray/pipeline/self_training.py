@@ -131,23 +131,12 @@ def self_training_schema(cfg: DistillJob, teacher: Teacher) -> pa.Schema:
 def teacher_stage(cfg: DistillJob, teacher: Teacher) -> ScoringStageConfig:
     """The annotate scoring stage with the teacher: no embedding (the forward pass stops after the deepest
     selected layer where the mode would compute one)."""
-    r, s = cfg.resources, cfg.self_training
     mode = teacher_mode(teacher)
-    return ScoringStageConfig(
-        mode=mode.name,
-        model_name=cfg.model.name,
-        model_weights=cfg.model.weights,
-        model_options=dict(cfg.model.options),
+    return ScoringStageConfig.from_job(
+        cfg,
+        mode.name,
         artifact_json=teacher.artifact.to_json() if teacher.artifact else None,
-        device=r.device,
-        precision=s.precision,
         quality_only=mode.computes_embedding,
-        write_embedding=False,
-        model_batch_size=r.model_batch_size,
-        perturbation=s.perturbation.model_dump(),
-        num_gpus=r.num_gpus_per_actor,
-        num_cpus=r.num_cpus_per_actor,
-        actors=r.actor_range,
     )
 
 
