@@ -231,7 +231,7 @@ def scoring_settings(cfg: ScoringStageConfig, graphs_used: Sequence[str] = ()) -
     otherwise) is what the actors are set to run (``graph_requested`` resolved for their device);
     ``graph_used`` lists the graphs the actors of this run reported (``graphs_used``: ``eager`` where the
     frozen graph failed its check), empty when no shard was scored."""
-    from ..quality.scorer import resolve_graph, resolve_memory_format
+    from ..quality.accelerate import resolve_graph, resolve_memory_format
 
     device = expected_actor_device(cfg)
     froq = cfg.mode == "froq"

@@ -5,13 +5,20 @@ embeddings."""
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+from ..imaging.prepare import as_batch_tensor, network_input
 from ..vocabulary import PRECISIONS, Precision
 from .base import LoadedModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Each name of :data:`froq_ray.vocabulary.PRECISIONS` -> its autocast dtype (``None``: fp32, no autocast)."""
@@ -62,6 +69,60 @@ def autocast_context(
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def to_memory_format(x: torch.Tensor, memory_format: str) -> torch.Tensor:
+    """``x`` in ``channels_last`` (NHWC strides) for that format, else unchanged (``contiguous``)."""
+    return x.contiguous(memory_format=torch.channels_last) if memory_format == "channels_last" else x
+
+
+def host_batch(crops: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A batch as a tensor; a uint8 host batch bound for CUDA is pinned so that its copies can be non-blocking
+    (pageable memory when pinning fails, e.g. under a locked-memory limit)."""
+    batch = as_batch_tensor(crops)
+    if torch.device(device).type == "cuda" and batch.device.type == "cpu" and batch.dtype == torch.uint8:
+        try:
+            return batch.pin_memory()
+        except RuntimeError as exc:
+            log.debug("pinned memory unavailable (%s)", exc)
+    return batch
+
+
+def model_batches(
+    crops: np.ndarray | torch.Tensor,
+    transform: torch.nn.Module,
+    device: torch.device | str,
+    batch_size: int,
+    memory_format: str = "contiguous",
+) -> Iterator[torch.Tensor]:
+    """The one batched-inference feed: ``crops`` (uint8 (N, H, W, 3) or float (N, C, H, W), numpy or torch) ->
+    float32 network input on ``device``, ``batch_size`` rows at a time (the last batch may be smaller), in
+    ``memory_format``. uint8 host batches bound for CUDA come from pinned memory with non-blocking copies
+    (:func:`host_batch`), and ``transform`` (a ``ModelInputTransform`` on ``device``) runs on the device
+    (:func:`~froq_ray.imaging.prepare.network_input`). The caller holds ``torch.inference_mode()`` (see
+    :func:`map_model_batches`). ``ValueError`` for ``batch_size < 1``; what ``network_input`` raises."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = torch.device(device)
+    batch = host_batch(crops, device)
+    for start in range(0, batch.shape[0], batch_size):
+        chunk = batch[start : start + batch_size]
+        if chunk.device != device:
+            chunk = chunk.to(device, non_blocking=chunk.is_pinned())
+        yield to_memory_format(network_input(chunk, transform, device), memory_format)
+
+
+def map_model_batches(
+    fn: Callable[[torch.Tensor], T],
+    crops: np.ndarray | torch.Tensor,
+    transform: torch.nn.Module,
+    device: torch.device | str,
+    batch_size: int,
+    memory_format: str = "contiguous",
+) -> list[T]:
+    """``[fn(x) for x in model_batches(...)]`` under ``torch.inference_mode()``: one result per model batch."""
+    with torch.inference_mode():
+        return [fn(x) for x in model_batches(crops, transform, device, batch_size, memory_format)]
+
+
 def embed_crops(
     model: LoadedModel, crops: np.ndarray, batch_size: int = 128, device: str | torch.device = "cpu"
 ) -> np.ndarray:
@@ -74,18 +135,17 @@ def embed_crops(
         raise ValueError(f"expected uint8 crops (N, H, W, 3), got {crops.dtype} {crops.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    device = torch.device(device)
     transform = model.input_transform(source_size=crops.shape[1]).to(device)
     network = model.network.to(device)
-    out = np.empty((crops.shape[0], model.embedding_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, crops.shape[0], batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size])).to(device)
-            emb = network(transform(batch))
-            emb = emb.reshape(emb.shape[0], -1)
-            if emb.shape[1] != model.embedding_size:
-                raise ValueError(
-                    f"{model.name} returned embeddings of width {emb.shape[1]}, expected {model.embedding_size}"
-                )
-            out[start : start + emb.shape[0]] = emb.float().cpu().numpy()
-    return out
+
+    def embed(x: torch.Tensor) -> np.ndarray:
+        emb = network(x)
+        emb = emb.reshape(emb.shape[0], -1)
+        if emb.shape[1] != model.embedding_size:
+            raise ValueError(
+                f"{model.name} returned embeddings of width {emb.shape[1]}, expected {model.embedding_size}"
+            )
+        return emb.float().cpu().numpy()
+
+    parts = map_model_batches(embed, crops, transform, device, batch_size)
+    return np.concatenate(parts) if parts else np.empty((0, model.embedding_size), dtype=np.float32)
