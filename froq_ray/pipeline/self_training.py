@@ -32,7 +32,7 @@ from .. import status as st
 from ..config import DistillJob
 from ..engine.dataset import MapStage
 from ..engine.modes import ScoringMode, scoring_mode
-from ..engine.runner import RunResult, prepare_table_job, run_shards, total_counts
+from ..engine.runner import RunResult, prepare_table_run, run_shards, total_counts
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
@@ -176,7 +176,7 @@ def run_self_training(
     uri = join_uri(out.uri, FOLDER)
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
-    job = prepare_table_job(
+    job = prepare_table_run(
         cfg, model, uri, digest, self_training_settings(cfg, teacher), listing, force, OUTPUT
     )
     pending = job.pending
