@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import status as st
+from ..vocabulary import Graph, MemoryFormat, Precision
 
 if TYPE_CHECKING:
     from ..config import DistillJob, ModelJobBase
@@ -143,15 +144,15 @@ class ScoringStageConfig:
     """``mode: student``: the student artifact folder (read with ``storage_options``)."""
     storage_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     quality_only: bool = False
     write_embedding: bool = True
     model_batch_size: int = 128
-    memory_format: str = "auto"
+    memory_format: MemoryFormat = "auto"
     """``auto`` (= channels_last, NCHW where a network does not allow it) | ``channels_last`` | ``contiguous``."""
     compile: bool = False
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
-    graph: str = "auto"
+    graph: Graph = "auto"
     """``mode: froq``'s observed forward pass: ``auto`` | ``frozen`` | ``eager``
     (:func:`froq_ray.quality.scorer.resolve_graph`)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
