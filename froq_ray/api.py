@@ -24,7 +24,7 @@ import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from pydantic import AfterValidator, Field
 
 from .config import BUILTIN, LocalOrUri, Section, resolve_local_path, validate_section
 from .errors import UserError
+from .vocabulary import Device, Precision
 
 log = logging.getLogger("froq_ray")
 
@@ -61,8 +62,8 @@ class ScorerSettings(Section):
     """The model family's options (``model.options`` in a job config)."""
     calibration: Annotated[str, Field(min_length=1), AfterValidator(_artifact_location)] = BUILTIN
     """``builtin`` (the calibration shipped for the model) or a ``calibration.json`` path / URI."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Device = "auto"
+    precision: Precision = "fp32"
     quality_only: bool = False
     """Stop the forward pass after the deepest selected layer: no ``embedding`` column."""
     batch_size: int = Field(default=128, ge=1)

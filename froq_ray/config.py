@@ -33,6 +33,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,7 @@ from .errors import UserError
 from .imaging.degrade import ALL_KINDS, check_kinds
 from .storage.fs import is_remote, redact
 from .storage.schema import PSEUDO_LABEL_COLUMNS
+from .vocabulary import Device, Graph, IdentitySource, MemoryFormat, Precision, SplitKeySource
 
 JOBS = ("calibrate", "annotate", "evaluate", "filter", "distill", "export", "review")
 BUILTIN = "builtin"
@@ -160,6 +162,15 @@ class InputConfig(Section):
             raise ValueError("identity_column and identity_from_folder=true cannot both be set")
         return self
 
+    @property
+    def identity_source(self) -> IdentitySource | None:
+        """The two identity keys in the one identity vocabulary (:data:`froq_ray.vocabulary.IdentitySource`, as
+        ``evaluate`` / ``filter`` / ``review.identity_source``): ``folder`` with ``identity_from_folder``,
+        ``column`` with an ``identity_column``, None without identities."""
+        if self.identity_from_folder:
+            return "folder"
+        return "column" if self.identity_column else None
+
 
 class ModelConfig(Section):
     """Which face-recognition model (registry name) and its weights; ``weights: null`` = built-in weights."""
@@ -203,15 +214,34 @@ class CalibrateCalibrationConfig(CalibrationConfig):
 
 
 class PerturbationConfig(Section):
-    """Pseudo-label (auxiliary FIQA) settings; defaults are the FROQ reference's."""
+    """Pseudo-label (auxiliary FIQA) settings; defaults are the FROQ reference's. The allowed values are the
+    core's (:func:`froq_ray.quality.perturbations.setting_problem`): ``noise_masks: 0`` or ``noise_alphas: []``
+    turns noise off, ``occlusion_cell: 0`` occlusion, and at least one component must stay on. Build the core
+    object with :meth:`froq_ray.quality.perturbations.PerturbationSettings.from_config`."""
 
     flip: bool = True
-    noise_masks: int = Field(default=10, ge=1)
-    noise_alphas: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: [0.001], min_length=1
-    )
+    noise_masks: int = 10
+    noise_alphas: list[float] = Field(default_factory=lambda: [0.001])
     noise_seed: int = 0
-    occlusion_cell: int = Field(default=14, ge=1)
+    occlusion_cell: int = 14
+
+    @field_validator("noise_masks", "noise_alphas", "occlusion_cell")
+    @classmethod
+    def _core_rule(cls, value: Any, info: ValidationInfo) -> Any:
+        from .quality.perturbations import setting_problem  # torch: only when a value is given
+
+        problem = setting_problem(str(info.field_name), value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _core_accepts(self) -> PerturbationConfig:
+        if self.model_fields_set:  # the defaults are the reference's (no torch import for them)
+            from .quality.perturbations import PerturbationSettings
+
+            PerturbationSettings.from_config(self)
+        return self
 
 
 class ScoringConfig(Section):
@@ -222,16 +252,23 @@ class ScoringConfig(Section):
     mode: Literal["froq", "pseudo_label", "student"] = "froq"
     student_artifact: LocalOrUri | None = None
     """The student artifact directory written by ``froq distill`` (``mode: student`` only)."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     quality_only: bool = False
     """Stop the forward pass after the deepest selected layer (no embedding)."""
     write_embedding: bool = True
-    graph: Literal["auto", "frozen", "eager"] = "auto"
+    graph: Graph = "auto"
     """How ``mode: froq`` runs its observed forward pass: ``frozen`` (one TorchScript graph, batch-norm folded,
     checked against ``eager`` on a batch at start-up and falling back to it), ``eager`` (the network with
     observer hooks), ``auto`` = frozen on a CPU actor in fp32, eager otherwise. A speed option (results agree
     within 1e-3 relative, measured 3e-6): not part of the config digest. The graph each actor really ran is in
     the run manifest (``scoring.graph_used``)."""
+    memory_format: MemoryFormat = "auto"
+    """The scoring network's memory format: ``auto`` = ``channels_last`` where a check batch at start-up agrees with
+    NCHW (``contiguous`` otherwise), ``channels_last``, ``contiguous`` (NCHW). A speed option (not in the config
+    digest); the format used is in the run manifest (``scoring.memory_format``)."""
+    compile: bool = False
+    """``torch.compile`` the scoring network (mode ``froq``, ``pseudo_label``; checked against the eager pass on a
+    batch at start-up, falling back to it). A speed option (not in the config digest)."""
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
 
     @model_validator(mode="after")
@@ -242,6 +279,10 @@ class ScoringConfig(Section):
             raise ValueError(
                 f"graph=frozen runs fp32 only (precision is {self.precision!r}): use graph=auto or eager"
             )
+        if self.compile and self.graph == "frozen":
+            raise ValueError("compile=true runs the eager graph under torch.compile: use graph=auto or eager")
+        if self.compile and self.mode == "student":
+            raise ValueError("compile is not used with mode=student (a student runs eagerly): leave it unset")
         if self.mode == "student":
             if self.student_artifact is None:
                 raise ValueError("mode=student needs student_artifact (a `froq distill` output folder)")
@@ -280,7 +321,7 @@ class ResourcesConfig(Section):
     """Rows per Ray block of the distill job's training data. (annotate and calibrate move one output shard,
     ``output.shard_size`` rows, per block from the read task to the write task.)"""
     model_batch_size: int = Field(default=128, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
     @field_validator("actors", mode="before")
     @classmethod
@@ -332,7 +373,7 @@ class EvaluateConfig(Section):
 
     annotations: LocalOrUri
     """Output folder (or Parquet file/glob) of an annotate run; it must hold embeddings."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     """``column``: the annotations' ``identity_column``; ``folder``: the parent folder of ``path``."""
     identity_column: str = "identity"
     quality_columns: list[str] = Field(default_factory=lambda: ["quality"], min_length=1)
@@ -355,9 +396,9 @@ class EvaluateConfig(Section):
 class ClassifiabilityConfig(Section):
     """How the filter job computes CCS / NNCCS / CR (see ``froq_ray.curation.classifiability``)."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     """Where the nearest-centre search runs (``auto``: cuda when available)."""
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     """Dtype of the centre matrix and similarity tiles on cuda; the search always runs in fp32 on cpu."""
     block_rows: int = Field(default=4096, ge=1)
     """Images per similarity tile."""
@@ -482,7 +523,7 @@ class FilterConfig(Section):
 
     annotations: list[LocalOrUri] = Field(min_length=1)
     """Annotate output folder(s), Parquet file(s) or globs; they must hold embeddings and identities."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     identity_column: str = "identity"
     quality_column: str = "quality"
     """The column the quality policies rank by; ``cr`` ranks by the computed certainty ratio."""
@@ -535,7 +576,7 @@ class ReviewConfig(Section):
     """Annotate output folder(s), Parquet file(s) or globs (``path``, ``status`` and the quality column)."""
     filter: LocalOrUri | None = None
     """A ``froq filter`` output folder of these annotations: label-noise flags, decisions, merges, duplicates."""
-    identity_source: Literal["column", "folder"] = "column"
+    identity_source: IdentitySource = "column"
     """Identities without a filter output (with one, the keep-list's identities are shown)."""
     identity_column: str = "identity"
     quality_column: str = "quality"
@@ -580,7 +621,7 @@ class DistillDataConfig(Section):
     """Annotate output folder(s), Parquet file(s) or globs, or a filter output (its ``keep_list.parquet``)."""
     target_column: str = Field(default="quality", min_length=1)
     """Any numeric column: ``quality`` (FROQ), ``pseudo_label`` or a component, or ``cr`` from a keep-list."""
-    identity_source: Literal["column", "folder", "none"] = "column"
+    identity_source: SplitKeySource = "column"
     """Split key: the identity (``column`` or parent ``folder``), or ``none``: the (source) image path."""
     identity_column: str = "identity"
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -627,7 +668,7 @@ class SelfTrainingConfig(Section):
     """Degradation kinds of ``froq_ray.imaging.degrade`` to draw from (default: all, occlusion included)."""
     kinds_per_copy: int = Field(default=1, ge=1)
     """How many distinct kinds are applied to one copy."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Precision = "fp32"
     perturbation: PerturbationConfig = Field(default_factory=PerturbationConfig)
     """Pseudo-label settings of the teacher (used when the target is a pseudo-label column)."""
 
@@ -1097,7 +1138,8 @@ _NOT_IN_DIGEST: dict[str, Any] = {
     "resources": True,
     "input": {"storage_options"},
     "output": {"uri", "mode", "storage_options", "progress_interval_s"},
-    "scoring": {"graph"},  # a speed option, checked against the eager pass (a resume may change it)
+    # speed options, each checked against the plain eager pass (a resume may change them)
+    "scoring": {"graph", "memory_format", "compile"},
     "evaluate": {"storage_options"},
     "filter": {"storage_options"},
     "distill": {"storage_options"},
@@ -1112,7 +1154,8 @@ def config_digest(cfg: JobConfig, extra: Mapping[str, Any] | None = None) -> str
     """sha256 (hex) of the canonical JSON of the settings that change results.
 
     Excluded: ``resources`` (actors, batch sizes, device, cluster), ``output.uri/mode/progress_interval_s``,
-    ``scoring.graph`` (a checked speed option) and every ``storage_options`` (credentials, endpoints).
+    ``scoring.graph`` / ``memory_format`` / ``compile`` (checked speed options) and every ``storage_options``
+    (credentials, endpoints).
     Included: the job, input selection, model, calibration, scoring and ``output.shard_size`` (it fixes the
     shard layout). ``extra`` (JSON-able) folds in what the config only names, e.g.
     ``{"weights_sha256": ..., "calibration_id": ...}``, so that new weights or a new built-in artifact behind

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import UserError
+from .vocabulary import Precision
 
 
 class RayStageError(UserError, ValueError):
@@ -110,7 +111,7 @@ def ray_stage(
     options: Mapping[str, Any] | None = None,
     calibration: str = "builtin",
     device: str = "auto",
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     quality_only: bool = False,
     model_batch_size: int = 128,
     storage_options: Mapping[str, Any] | None = None,

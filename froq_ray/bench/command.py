@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..vocabulary import DEVICES, PRECISIONS
 from .throughput import PHASES, BenchSettings, run_benchmark, table, write_result
 
 EXAMPLES = """examples:
@@ -32,10 +33,10 @@ def parser() -> argparse.ArgumentParser:
         "--weights", help="weights file; default: seeded random weights when the model needs a file"
     )
     ap.add_argument("--n", type=int, default=2000, help="JPEG crops to generate and score")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--device", choices=list(DEVICES), default="auto")
     ap.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=["auto", *PRECISIONS],
         default="auto",
         help="froq_ray path precision; auto = bf16 on CUDA, fp32 on CPU (the reference loop is fp32)",
     )

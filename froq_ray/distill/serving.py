@@ -15,7 +15,7 @@ import torch
 
 from ..imaging.prepare import ModelInputTransform
 from ..models.base import LoadedModel
-from ..quality.observer import iter_chunks, network_input
+from ..models.inference import map_model_batches
 from .artifact import load_student_artifact
 
 FAMILY = "student"
@@ -57,7 +57,7 @@ def student_runner(
     ``memory_format`` as for the teacher (``scoring.memory_format``): ``auto`` runs channels_last when a check
     batch gives the same output as NCHW, so students and teacher are timed and served alike.
     """
-    from ..quality.scorer import apply_memory_format, check_batch, resolve_memory_format, to_memory_format
+    from ..quality.accelerate import apply_memory_format, check_batch, resolve_memory_format
 
     transform = transform.to(device)
     network = network.to(device).eval()
@@ -66,11 +66,9 @@ def student_runner(
     fmt = apply_memory_format(network, resolve_memory_format(memory_format), sample)
 
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
-        parts = []
-        with torch.inference_mode():
-            for rows in iter_chunks(len(pixels), batch_size):
-                x = to_memory_format(network_input(pixels[rows], transform, target), fmt)
-                parts.append(network(x).float().cpu().numpy())
+        parts = map_model_batches(
+            lambda x: network(x).float().cpu().numpy(), pixels, transform, target, batch_size, fmt
+        )
         quality = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
         return {"quality": quality.astype(np.float32)}
 

@@ -210,7 +210,7 @@ class PseudoLabelMode(ScoringMode):
     occlusion cell larger than the input, raise ``ValueError`` when the runner is built."""
 
     def build_runner(self, stage: ScoringStage) -> Runner:
-        from ..quality.observer import network_input
+        from ..imaging.prepare import network_input
 
         labeler = pseudo_labeler(stage)
         transform = stage.model.input_transform().to(stage.device)
@@ -382,7 +382,7 @@ def job_scoring_mode(cfg: AnnotateJob | CalibrateJob) -> ScoringMode:
 def pseudo_labeler(stage: ScoringStage) -> Any:
     """A :class:`~froq_ray.quality.perturbations.PseudoLabeler` for the actor ``stage`` (its perturbation
     settings and precision) over :func:`perturbation_network`."""
-    from ..quality.observer import autocast_dtype
+    from ..models.inference import autocast_dtype
     from ..quality.perturbations import PerturbationSettings, PseudoLabeler
 
     cfg = stage.cfg
@@ -399,7 +399,12 @@ def perturbation_network(model: LoadedModel, device: str, cfg: ScoringStageConfi
     """The network for the perturbed copies (no hooks needed): a frozen copy on the CPU, where it is 2-3x
     faster; elsewhere the original in the configured memory format, compiled when asked (each checked against
     the plain network on a batch, with a fallback)."""
-    from ..quality.scorer import apply_memory_format, check_batch, compiled_or_eager, resolve_memory_format
+    from ..quality.accelerate import (
+        apply_memory_format,
+        check_batch,
+        compiled_or_eager,
+        resolve_memory_format,
+    )
 
     sample = check_batch(model.contract.size, device)
     if device == "cpu":

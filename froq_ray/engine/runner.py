@@ -62,7 +62,7 @@ class NoProgressError(UserError, RuntimeError):
 
 
 @dataclass
-class PreparedJob:
+class PreparedRun:
     """Everything decided on the driver before scoring starts (no rows: the inputs live in ``inputs``' parts).
 
     ``cfg``: the validated job config; ``model``: the driver's loaded model (for the schema and ids);
@@ -70,7 +70,7 @@ class PreparedJob:
     finished shards); ``inputs``: the listing plan; ``ranges``/``shards``: one :class:`InputRange` and one
     :class:`Shard` per output shard, in order; ``pending``: the shards still to write; ``list_seconds``: wall
     seconds of the listing; ``identity_extra``: job-specific values recorded in the run identity. Built by
-    :func:`prepare_job`, which raises (output state, listing errors); the object itself does not."""
+    :func:`prepare_run`, which raises (output state, listing errors); the object itself does not."""
 
     cfg: ModelJob
     model: LoadedModel
@@ -100,14 +100,14 @@ def load_job_model(cfg: ModelJob) -> LoadedModel:
     return model
 
 
-def prepare_job(
+def prepare_run(
     cfg: ModelJob,
     model: LoadedModel,
     extra: dict[str, Any],
     force: bool,
     layout: OutputLayout,
     dry_run: bool = False,
-) -> PreparedJob:
+) -> PreparedRun:
     """Check the output against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with the job's
     ``layout``), list the inputs into it (or reuse the listing of the run being resumed), cut the shards and
     find the pending ones.
@@ -153,13 +153,13 @@ class PlannedRun:
     """What a run of a job would do (``froq plan``), decided by the run's own functions.
 
     ``inputs``: the listing's plan (the stored one when the run would reuse it, else counted by the listing
-    tasks); ``shards``: how many shards the run cuts from it; ``job``: the dry-run :class:`PreparedJob`, None
+    tasks); ``shards``: how many shards the run cuts from it; ``job``: the dry-run :class:`PreparedRun`, None
     when the run would be refused; ``refusal``: the run's refusal message (its first line, then detail lines).
     """
 
     inputs: InputsPlan
     shards: int
-    job: PreparedJob | None = None
+    job: PreparedRun | None = None
     refusal: str | None = None
 
     def decision(self) -> str:
@@ -179,15 +179,15 @@ class PlannedRun:
         return f"new run: {total} shard(s) to write{earlier if state.mode == 'overwrite' else ''}"
 
 
-def plan_job(
+def plan_run(
     cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], layout: OutputLayout, force: bool = False
 ) -> PlannedRun:
-    """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_job` with
+    """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_run` with
     ``dry_run``. Where the run would be refused the refusal is returned (not raised) and the inputs are still
     counted by the listing tasks. Starts or joins Ray only when the input has to be listed (no stored listing
     that the run would reuse). Raises what listing raises (``InputListingError``)."""
     try:
-        job = prepare_job(cfg, model, extra, force, layout, dry_run=True)
+        job = prepare_run(cfg, model, extra, force, layout, dry_run=True)
     except OutputStateError as exc:
         ensure_ray(cfg.resources)
         fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
@@ -196,7 +196,7 @@ def plan_job(
     return PlannedRun(job.inputs, len(job.shards), job)
 
 
-def prepare_table_job(
+def prepare_table_run(
     cfg: Any,
     model: LoadedModel,
     out_uri: str,
@@ -205,8 +205,8 @@ def prepare_table_job(
     table: pd.DataFrame,
     force: bool,
     layout: OutputLayout,
-) -> PreparedJob:
-    """:func:`prepare_job` for inputs a job derived on the driver (the distill job's self-training copies, a
+) -> PreparedRun:
+    """:func:`prepare_run` for inputs a job derived on the driver (the distill job's self-training copies, a
     ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
     state = open_output(
         Location(out_uri, dict(cfg.output.storage_options)),
@@ -225,7 +225,7 @@ def prepare_table_job(
     return _with_shards(cfg, model, digest, state, inputs, 0.0, {})
 
 
-def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run=False) -> PreparedJob:
+def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run=False) -> PreparedRun:
     shard_size = cfg.output.shard_size
     ranges = inputs.ranges(shard_size)
     shards = [Shard(i, r.row0, r.row0 + r.stop - r.start) for i, r in enumerate(ranges)]
@@ -244,7 +244,7 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run
         shard_size,
         len(shards) - len(pending),
     )
-    return PreparedJob(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))
+    return PreparedRun(cfg, model, digest, state, inputs, ranges, shards, pending, list_seconds, dict(extra))
 
 
 def _done(markers: dict[int, dict[str, Any]], shard: Shard) -> bool:
@@ -252,7 +252,7 @@ def _done(markers: dict[int, dict[str, Any]], shard: Shard) -> bool:
     return marker is not None and (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
 
 
-def _committed(job: PreparedJob) -> int:
+def _committed(job: PreparedRun) -> int:
     """How many of ``job``'s pending shards have a completion marker now (one listing of ``_froq``): write
     tasks commit shards before the driver receives their records, so the driver's own count can lag."""
     markers = read_markers(job.state.fs, job.state.path)
@@ -282,26 +282,9 @@ def scoring_stage_config(
     artifact_json: str | None = None,
     candidate_layers: tuple[str, ...] | None = None,
 ) -> ScoringStageConfig:
-    r = cfg.resources
-    return ScoringStageConfig(
-        mode=mode,
-        model_name=cfg.model.name,
-        model_weights=cfg.model.weights,
-        model_options=dict(cfg.model.options),
-        artifact_json=artifact_json,
-        student_artifact=cfg.scoring.student_artifact,
-        storage_options=dict(cfg.input.storage_options),
-        device=r.device,
-        precision=cfg.scoring.precision,
-        quality_only=cfg.scoring.quality_only,
-        write_embedding=cfg.scoring.write_embedding,
-        graph=cfg.scoring.graph,
-        model_batch_size=r.model_batch_size,
-        perturbation=cfg.scoring.perturbation.model_dump(),
-        candidate_layers=candidate_layers,
-        num_gpus=r.num_gpus_per_actor,
-        num_cpus=r.num_cpus_per_actor,
-        actors=r.actor_range,
+    """:meth:`ScoringStageConfig.from_job` (kept for the job drivers that call it by this name)."""
+    return ScoringStageConfig.from_job(
+        cfg, mode, artifact_json=artifact_json, candidate_layers=candidate_layers
     )
 
 
@@ -326,7 +309,7 @@ class RunResult:
 
 
 def run_shards(
-    job: PreparedJob,
+    job: PreparedRun,
     stage: ScoringStageConfig,
     schema: pa.Schema,
     constants: dict[str, str | None],
@@ -403,7 +386,7 @@ def run_shards(
     )
 
 
-def scoring_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str, int]) -> RunManifest:
+def scoring_manifest(job: PreparedRun, result: RunResult, total_counts: dict[str, int]) -> RunManifest:
     """The run manifest of a scoring job (:class:`~froq_ray.storage.manifest.RunManifest`): the common header
     (counts over every shard of the output, this run's stage seconds) and ``results``: model, input, shards,
     this run's rows, seconds and counts, resumed / forced. The job adds its own entries to ``results``."""
@@ -444,7 +427,7 @@ def scoring_manifest(job: PreparedJob, result: RunResult, total_counts: dict[str
     )
 
 
-def total_counts(job: PreparedJob, result: RunResult) -> dict[str, int]:
+def total_counts(job: PreparedRun, result: RunResult) -> dict[str, int]:
     """Counts over every shard of the output: the markers of shards completed by earlier runs plus this run's."""
     counts = Counter(result.counts)
     pending = {s.index for s in job.pending}
@@ -454,7 +437,7 @@ def total_counts(job: PreparedJob, result: RunResult) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def nothing_to_do(job: PreparedJob) -> bool:
+def nothing_to_do(job: PreparedRun) -> bool:
     """True (and says so) when every shard of the output is complete: a re-run changes nothing."""
     if job.pending:
         return False

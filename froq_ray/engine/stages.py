@@ -11,11 +11,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import status as st
+from ..vocabulary import Graph, MemoryFormat, Precision
+
+if TYPE_CHECKING:
+    from ..config import DistillJob, ModelJobBase
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +144,15 @@ class ScoringStageConfig:
     """``mode: student``: the student artifact folder (read with ``storage_options``)."""
     storage_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     quality_only: bool = False
     write_embedding: bool = True
     model_batch_size: int = 128
-    memory_format: str = "auto"
+    memory_format: MemoryFormat = "auto"
     """``auto`` (= channels_last, NCHW where a network does not allow it) | ``channels_last`` | ``contiguous``."""
     compile: bool = False
     """``torch.compile`` the scoring network (checked against eager on a batch; falls back when it fails)."""
-    graph: str = "auto"
+    graph: Graph = "auto"
     """``mode: froq``'s observed forward pass: ``auto`` | ``frozen`` | ``eager``
     (:func:`froq_ray.quality.scorer.resolve_graph`)."""
     perturbation: dict[str, Any] = field(default_factory=dict)
@@ -160,6 +164,62 @@ class ScoringStageConfig:
     num_cpus: float = 1.0
     actors: tuple[int, int] = (1, 1)
     """Scoring actors (min, max): Ray Data autoscales the pool between them."""
+
+    @classmethod
+    def from_job(
+        cls,
+        job: ModelJobBase | DistillJob,
+        mode: str,
+        *,
+        artifact_json: str | None = None,
+        candidate_layers: tuple[str, ...] | None = None,
+        **overrides: Any,
+    ) -> ScoringStageConfig:
+        """The one mapping from a job config to its scoring stage (``mode``: a ScoringMode name).
+
+        Every model job (calibrate, annotate) takes ``model``, the ``resources`` of the actors and the whole
+        ``scoring`` section (precision, quality_only, write_embedding, graph, memory_format, compile,
+        perturbation, student_artifact) with ``input.storage_options``. The distill job's teacher (self-training
+        copies) takes ``model``, ``resources``, ``self_training.precision`` / ``perturbation`` and writes no
+        embedding; the other scoring settings keep their defaults. ``overrides`` set fields on top (e.g. the
+        teacher's ``quality_only``)."""
+        r = job.resources
+        common: dict[str, Any] = {
+            "mode": mode,
+            "model_name": job.model.name,
+            "model_weights": job.model.weights,
+            "model_options": dict(job.model.options),
+            "artifact_json": artifact_json,
+            "candidate_layers": candidate_layers,
+            "device": r.device,
+            "model_batch_size": r.model_batch_size,
+            "num_gpus": r.num_gpus_per_actor,
+            "num_cpus": r.num_cpus_per_actor,
+            "actors": r.actor_range,
+        }
+        from ..config import ModelJobBase as ModelJob
+
+        if isinstance(job, ModelJob):
+            s = job.scoring
+            section: dict[str, Any] = {
+                "student_artifact": s.student_artifact,
+                "storage_options": dict(job.input.storage_options),
+                "precision": s.precision,
+                "quality_only": s.quality_only,
+                "write_embedding": s.write_embedding,
+                "graph": s.graph,
+                "memory_format": s.memory_format,
+                "compile": s.compile,
+                "perturbation": s.perturbation.model_dump(),
+            }
+        else:
+            t = job.self_training
+            section = {
+                "precision": t.precision,
+                "write_embedding": False,
+                "perturbation": t.perturbation.model_dump(),
+            }
+        return cls(**{**common, **section, **overrides})
 
 
 def expected_actor_device(cfg: ScoringStageConfig) -> str:
@@ -175,7 +235,7 @@ def scoring_settings(cfg: ScoringStageConfig, graphs_used: Sequence[str] = ()) -
     otherwise) is what the actors are set to run (``graph_requested`` resolved for their device);
     ``graph_used`` lists the graphs the actors of this run reported (``graphs_used``: ``eager`` where the
     frozen graph failed its check), empty when no shard was scored."""
-    from ..quality.scorer import resolve_graph, resolve_memory_format
+    from ..quality.accelerate import resolve_graph, resolve_memory_format
 
     device = expected_actor_device(cfg)
     froq = cfg.mode == "froq"
@@ -201,16 +261,6 @@ def load_scoring_model(cfg: ScoringStageConfig):
     return scoring_mode(cfg.mode).load_model(cfg)
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is visible to this worker")
-    return requested
-
-
 class ScoringStage:
     """Loads the model once per actor; each call scores the rows whose decode succeeded.
 
@@ -224,7 +274,9 @@ class ScoringStage:
 
     def __init__(self, cfg: ScoringStageConfig) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        from ..models.inference import resolve_device
+
+        self.device = resolve_device(cfg.device, "resources.device")
         self.model = load_scoring_model(cfg)
         self.model.network.to(self.device)
         self.graph: str | None = None

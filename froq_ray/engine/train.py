@@ -43,7 +43,7 @@ from torch import nn
 from .. import status as st
 from ..distill.losses import LossConfig, TargetScaler, distill_loss
 from ..distill.students import StudentNetwork, build_student, student_contract
-from ..imaging.prepare import ModelInputTransform
+from ..imaging.prepare import ModelInputTransform, network_input
 from ..models.base import load_state_strict
 from ..quality.calibration import spearman
 
@@ -169,9 +169,9 @@ def _usable_rows(batch: dict[str, np.ndarray]) -> np.ndarray:
 def _inputs(
     batch: dict[str, np.ndarray], rows: np.ndarray, transform: ModelInputTransform, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    pixels = torch.from_numpy(np.ascontiguousarray(batch[PIXELS][rows])).to(device)
+    """(float32 student input (n, 3, S, S), float32 targets (n,)) of ``rows``, both on ``device``."""
     target = torch.from_numpy(np.asarray(batch[TARGET][rows], dtype=np.float32)).to(device)
-    return transform(pixels), target
+    return network_input(batch[PIXELS][rows], transform, device), target
 
 
 def _agreed_min(value: int, world_size: int, device: torch.device) -> int:

@@ -7,6 +7,7 @@ here, on the CPU or the GPU alike.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +17,37 @@ from .contract import InputContract
 SOURCE_ALIGNMENT = "arcface112"
 
 
+def as_batch_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A numpy array (any strides, e.g. a reversed view) or tensor -> tensor, without copying when possible."""
+    if isinstance(batch, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(batch))
+    return torch.as_tensor(batch)
+
+
+def network_input(
+    batch: np.ndarray | torch.Tensor, transform: nn.Module, device: torch.device
+) -> torch.Tensor:
+    """A batch -> float32 NCHW network input on ``device``.
+
+    uint8 batches are crops (N, H, W, 3) and go through ``transform`` (a ``ModelInputTransform`` already on
+    ``device``); floating batches are taken to be network input already (N, C, H, W) and are only moved. The one
+    place crops become network input (scorer, pseudo-labels, calibration, students, the embedding loop). Raises
+    ``TypeError`` for another dtype, ``ValueError`` for float input that is not 4-D.
+    """
+    tensor = as_batch_tensor(batch)
+    if tensor.dtype == torch.uint8:
+        return transform(tensor.to(device))
+    if not tensor.is_floating_point():
+        raise TypeError(f"expected uint8 crops or float network input, got dtype {tensor.dtype}")
+    if tensor.dim() != 4:
+        raise ValueError(f"expected float network input of shape (N, C, H, W), got {tuple(tensor.shape)}")
+    return tensor.to(device=device, dtype=torch.float32)
+
+
 class ModelInputTransform(nn.Module):
+    """uint8 crops (N, H, W, 3) RGB -> float32 (N, 3, S, S) network input of ``contract`` (geometry, scaling,
+    normalisation, channel order); ``ValueError`` for another shape. Move it to the device the crops are on."""
+
     scale: torch.Tensor  # (1, 3, 1, 1) float32 buffers: x * scale + shift == (x / 255 - mean) / std
     shift: torch.Tensor
 

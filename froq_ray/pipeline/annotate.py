@@ -9,7 +9,7 @@ from ..engine.modes import job_scoring_mode
 from ..engine.runner import (
     load_job_model,
     nothing_to_do,
-    prepare_job,
+    prepare_run,
     run_shards,
     scoring_manifest,
     scoring_stage_config,
@@ -46,7 +46,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         else None
     )
     calibration_id = artifact.calibration_id if artifact else None
-    job = prepare_job(cfg, model, digest_extra(model, calibration_id), force, OUTPUT)
+    job = prepare_run(cfg, model, digest_extra(model, calibration_id), force, OUTPUT)
     if nothing_to_do(job):
         return read_manifest(Location.of(cfg.output))
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)

@@ -24,7 +24,7 @@ from ..engine.modes import DEGRADED_EMBEDDING, DEGRADED_NORMS, MODES, job_scorin
 from ..engine.runner import (
     RunResult,
     load_job_model,
-    prepare_job,
+    prepare_run,
     run_shards,
     scoring_manifest,
     scoring_stage_config,
@@ -171,7 +171,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     model = load_job_model(cfg)
     layers, calls = calibration_layers(model)
-    job = prepare_job(cfg, model, digest_extra(model, layers), force, OUTPUT)
+    job = prepare_run(cfg, model, digest_extra(model, layers), force, OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,

@@ -31,6 +31,7 @@ from ..models import LoadedModel, load_model
 from ..quality.artifact import CalibrationArtifact
 from ..storage.annotations import AnnotationFile, annotation_files, identities, read_table
 from ..storage.schema import PSEUDO_LABEL_COLUMNS
+from ..vocabulary import SplitKeySource
 from .artifacts import read_artifact
 
 log = logging.getLogger("froq_ray")
@@ -65,7 +66,7 @@ class ColumnChoice:
     """Which columns hold the target and the identity (``identity_source``: column | folder | none)."""
 
     target: str
-    identity_source: str = "column"
+    identity_source: SplitKeySource = "column"
     identity_column: str = "identity"
 
     @classmethod

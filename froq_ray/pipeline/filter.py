@@ -44,6 +44,7 @@ from ..curation.neighbours import DuplicateFinder, EvalOverlap, merge_suggestion
 from ..curation.policies import PolicySettings, apply_policies
 from ..curation.report import histograms_png, identity_stats, summary
 from ..errors import UserError
+from ..models.inference import resolve_device, torch_dtype
 from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, identities, iter_batches
 from ..storage.annotations import annotation_files as read_annotation_files
 from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
@@ -92,7 +93,6 @@ KEEP_LIST_COLUMNS = (
     "label_noise_rule",
     "cr_note",
 )
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class FilterInputError(UserError, ValueError):
@@ -175,13 +175,8 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
 def search_setup(job: FilterJob) -> tuple[torch.device, torch.dtype]:
     """Device and similarity dtype for the nearest-centre search (fp32 on cpu whatever the precision)."""
     cfg = job.filter.classifiability
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FilterInputError("filter.classifiability.device is cuda but torch sees no GPU")
-    device = torch.device(name)
-    dtype = _DTYPES[cfg.precision] if device.type == "cuda" else torch.float32
+    device = torch.device(resolve_device(cfg.device, "filter.classifiability.device"))
+    dtype = torch_dtype(cfg.precision) if device.type == "cuda" else torch.float32
     return device, dtype
 
 

@@ -1,5 +1,5 @@
 """Dry run: resolve the config, check the model, credentials and the output, say what the run would do (new,
-resume, refused: decided by the run's own functions, :func:`froq_ray.engine.runner.plan_job`), count the inputs
+resume, refused: decided by the run's own functions, :func:`froq_ray.engine.runner.plan_run`), count the inputs
 and print the shards, resources and output schema.
 
 The counts come from the output's stored listing (``_froq/inputs/plan.json``) when the run would resume from
@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..config import AnnotateJob, CalibrateJob, config_digest, resolved_dict
 from ..engine.inputs import PLAN_FILE, InputsPlan
 from ..engine.modes import job_scoring_mode
-from ..engine.runner import load_job_model, plan_job, scoring_stage_config
+from ..engine.runner import load_job_model, plan_run, scoring_stage_config
 from ..storage.listing import ListingCounts
 from ..storage.schema import written_schema
 from . import annotate, calibrate
@@ -39,9 +39,10 @@ def _counts(inputs: InputsPlan) -> ListingCounts:
 
 
 def _identities(cfg: AnnotateJob | CalibrateJob) -> str:
-    if cfg.input.identity_from_folder:
+    source = cfg.input.identity_source
+    if source == "folder":
         return "identities from the parent folder names"
-    if cfg.input.identity_column:
+    if source == "column":
         return f"identities from manifest column {cfg.input.identity_column!r}"
     return "no identities"
 
@@ -71,7 +72,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob, force: bool = False) -> list[str
         extra = annotate.digest_extra(model, artifact.calibration_id if artifact else None)
         layout = annotate.OUTPUT
     cfg_digest = config_digest(cfg, extra=extra)
-    planned = plan_job(cfg, model, extra, layout, force)
+    planned = plan_run(cfg, model, extra, layout, force)
     inputs, counts = planned.inputs, _counts(planned.inputs)
     source = (
         f"the stored listing of the run being resumed ({PLAN_FILE} in the output; not listed again)"

@@ -32,7 +32,7 @@ from .. import status as st
 from ..config import DistillJob
 from ..engine.dataset import MapStage
 from ..engine.modes import ScoringMode, scoring_mode
-from ..engine.runner import RunResult, prepare_table_job, run_shards, total_counts
+from ..engine.runner import RunResult, prepare_table_run, run_shards, total_counts
 from ..engine.stages import PIXELS, DecodeStageConfig, ScoringStageConfig
 from ..imaging.degrade import degrade, image_rng
 from ..storage.fs import join_uri, open_fs, write_bytes_atomic
@@ -131,23 +131,12 @@ def self_training_schema(cfg: DistillJob, teacher: Teacher) -> pa.Schema:
 def teacher_stage(cfg: DistillJob, teacher: Teacher) -> ScoringStageConfig:
     """The annotate scoring stage with the teacher: no embedding (the forward pass stops after the deepest
     selected layer where the mode would compute one)."""
-    r, s = cfg.resources, cfg.self_training
     mode = teacher_mode(teacher)
-    return ScoringStageConfig(
-        mode=mode.name,
-        model_name=cfg.model.name,
-        model_weights=cfg.model.weights,
-        model_options=dict(cfg.model.options),
+    return ScoringStageConfig.from_job(
+        cfg,
+        mode.name,
         artifact_json=teacher.artifact.to_json() if teacher.artifact else None,
-        device=r.device,
-        precision=s.precision,
         quality_only=mode.computes_embedding,
-        write_embedding=False,
-        model_batch_size=r.model_batch_size,
-        perturbation=s.perturbation.model_dump(),
-        num_gpus=r.num_gpus_per_actor,
-        num_cpus=r.num_cpus_per_actor,
-        actors=r.actor_range,
     )
 
 
@@ -187,7 +176,7 @@ def run_self_training(
     uri = join_uri(out.uri, FOLDER)
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
-    job = prepare_table_job(
+    job = prepare_table_run(
         cfg, model, uri, digest, self_training_settings(cfg, teacher), listing, force, OUTPUT
     )
     pending = job.pending

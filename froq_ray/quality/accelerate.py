@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..models.inference import autocast_context, autocast_dtype
+from ..models.inference import to_memory_format as to_memory_format
+from ..vocabulary import GRAPHS, MEMORY_FORMATS
 from .observer import NormObserver, as_embedding
 
 log = logging.getLogger(__name__)
@@ -161,3 +164,103 @@ def frozen_observed_network(
     observed = ObservedNetwork(network, layers, with_embedding).eval()
     with observed.observer:
         return frozen_module(observed, sample, what=f"the observed {type(network).__name__}")
+
+
+# ------------------------------------------------------------------------- network optimisation (scorer + students)
+# Memory format, torch.compile and the check batch they are verified on: used by the FROQ scorer, the
+# pseudo-label / calibrate modes (engine/modes.py) and the student runner (distill/serving.py).
+
+CHECK_TOLERANCE = {
+    "fp32": 1e-3,
+    "bf16": 3e-2,
+    "fp16": 1e-2,
+}  # relative, on a check batch, per PRECISIONS name
+
+
+def resolve_memory_format(requested: str) -> str:
+    """``auto`` -> ``channels_last`` (faster on CUDA and on oneDNN CPUs alike for the zoo's CNNs; a network
+    for which it is not equivalent falls back in :func:`apply_memory_format`); other names are checked and
+    kept. Raises ``ValueError`` for a name not in :data:`MEMORY_FORMATS`."""
+    if requested not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {list(MEMORY_FORMATS)}, got {requested!r}")
+    return "channels_last" if requested == "auto" else requested
+
+
+def resolve_graph(requested: str, device: torch.device | str, precision: str, compile: bool) -> str:
+    """The observed graph a scorer runs: ``auto`` -> ``frozen`` on the CPU in fp32 without ``compile`` (where
+    it is measured faster), ``eager`` otherwise (a GPU keeps eager or ``torch.compile``; bf16/fp16 autocast
+    stays eager). Raises ``ValueError`` for a name not in :data:`GRAPHS` and for ``frozen`` with a precision
+    other than fp32 or with ``compile``."""
+    if requested not in GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {requested!r}")
+    if requested == "auto":
+        cpu = torch.device(device).type == "cpu"
+        return "frozen" if cpu and precision == "fp32" and not compile else "eager"
+    if requested == "frozen" and (precision != "fp32" or compile):
+        raise ValueError(
+            f"graph 'frozen' runs fp32 without torch.compile (got precision {precision!r}, compile={compile})"
+        )
+    return requested
+
+
+def check_batch(size: int, device: torch.device | str) -> torch.Tensor:
+    """The fixed batch (2 seeded normal images, float NCHW network input of side ``size``) on which an
+    optimised network (layout, compile, TorchScript copy) is compared with the plain one."""
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def max_relative_difference(candidate: torch.Tensor, reference: torch.Tensor) -> float:
+    scale = float(reference.float().abs().max().clamp_min(1e-6))
+    return float((candidate.float() - reference.float()).abs().max()) / scale
+
+
+def apply_memory_format(network: nn.Module, memory_format: str, sample: torch.Tensor) -> str:
+    """Put ``network`` (in place) in ``memory_format`` if it runs and matches NCHW on ``sample`` (float NCHW
+    network input on the network's device); returns the format in use (``contiguous`` after a fallback)."""
+    if memory_format == "contiguous":
+        return memory_format
+    with torch.inference_mode():
+        reference = as_embedding(network(sample))
+        try:
+            # Module.to takes memory_format at runtime; torch's type overloads omit it
+            network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            candidate = as_embedding(network(sample.contiguous(memory_format=torch.channels_last)))
+            error = max_relative_difference(candidate, reference)
+        except Exception as exc:  # noqa: BLE001 - a layout is an optimisation: any failure falls back
+            error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
+        else:
+            reason = f"relative difference {error:.2e} on the check batch"
+    if error <= CHECK_TOLERANCE["fp32"]:
+        return memory_format
+    # Module.to takes memory_format at runtime; torch's type overloads omit it
+    network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    log.warning("channels_last not used for %s (%s); running NCHW", type(network).__name__, reason)
+    return "contiguous"
+
+
+def compile_network(network: nn.Module, backend: str = "inductor") -> Callable[..., Any]:
+    """``torch.compile`` with fixed shapes first (a batch of another size compiles once more)."""
+    return torch.compile(network, backend=backend, dynamic=False)
+
+
+def compiled_or_eager(
+    network: nn.Module, sample: torch.Tensor, precision: str = "fp32", backend: str = "inductor"
+) -> Callable[..., Any]:
+    """A compiled ``network`` for hook-free passes (e.g. perturbed copies), or ``network`` itself when
+    compiling fails or its output on ``sample`` differs from the eager output (logged)."""
+    device, dtype = sample.device, autocast_dtype(precision)
+    try:
+        with torch.inference_mode(), autocast_context(device, dtype):
+            expected = as_embedding(network(sample))
+            compiled = compile_network(network, backend)
+            error, reason = max_relative_difference(as_embedding(compiled(sample)), expected), None
+    except Exception as exc:  # noqa: BLE001 - compilation is an optimisation: any failure falls back
+        error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
+    if error > CHECK_TOLERANCE[precision]:
+        log.warning(
+            "torch.compile not used for %s (%s); running eagerly",
+            type(network).__name__,
+            reason or f"relative difference {error:.2e} from eager on the check batch",
+        )
+        return network
+    return compiled

@@ -23,73 +23,29 @@ the execution order seen in one probe pass: the selected layer whose counted (la
 The probe assumes the module call structure does not depend on the input values (true for FR backbones).
 
 This module also holds the small plumbing shared by the pseudo-labeler, calibration and the scorer:
-precision names -> autocast, uint8 crops -> network input, network output -> embedding.
+uint8 crops -> network input, network output -> embedding.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# uint8 crops -> network input lives in imaging/prepare.py; re-exported for the callers that import it from here
+from ..imaging.prepare import as_batch_tensor as as_batch_tensor
+from ..imaging.prepare import network_input as network_input
+
+# precision plumbing lives in models/inference.py; re-exported for the callers that import it from here
+from ..models.inference import autocast_context as autocast_context
+from ..models.inference import autocast_dtype as autocast_dtype
+from ..models.inference import precision_name as precision_name
 
 
 # ----------------------------------------------------------------------------------------------- plumbing
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """``"fp32"|"bf16"|"fp16"`` -> the autocast dtype (``None`` for fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
-
-
-def precision_name(dtype: torch.dtype | None) -> str:
-    """The inverse of :func:`autocast_dtype`."""
-    for name, value in PRECISIONS.items():
-        if value == dtype:
-            return name
-    raise ValueError(f"unsupported autocast dtype {dtype}")
-
-
-def autocast_context(
-    device: torch.device | str, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` on ``device``'s type, or a no-op context for fp32 (``dtype=None``)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def as_batch_tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A numpy array (any strides, e.g. a reversed view) or tensor -> tensor, without copying when possible."""
-    if isinstance(batch, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(batch))
-    return torch.as_tensor(batch)
-
-
-def network_input(
-    batch: np.ndarray | torch.Tensor, transform: nn.Module, device: torch.device
-) -> torch.Tensor:
-    """A batch -> float32 NCHW network input on ``device``.
-
-    uint8 batches are crops (N, H, W, 3) and go through ``transform`` (a ``ModelInputTransform`` already on
-    ``device``); floating batches are taken to be network input already (N, C, H, W) and are only moved.
-    """
-    tensor = as_batch_tensor(batch)
-    if tensor.dtype == torch.uint8:
-        return transform(tensor.to(device))
-    if not tensor.is_floating_point():
-        raise TypeError(f"expected uint8 crops or float network input, got dtype {tensor.dtype}")
-    if tensor.dim() != 4:
-        raise ValueError(f"expected float network input of shape (N, C, H, W), got {tuple(tensor.shape)}")
-    return tensor.to(device=device, dtype=torch.float32)
-
-
 def first_tensor(output: Any) -> torch.Tensor | None:
     """The tensor a module output stands for: itself, or the first tensor of a tuple/list (else None)."""
     if isinstance(output, torch.Tensor):

@@ -25,6 +25,7 @@ rows, so one forward pass carries the copies of many images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,14 +35,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging.contract import InputContract
-from .observer import as_embedding, autocast_context, iter_chunks, precision_name
+from ..models.inference import autocast_context, precision_name
+from .observer import as_embedding, iter_chunks
 
 COMPONENTS = ("pl_flip", "pl_noise", "pl_occlusion")
 
 
+def setting_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed for the :class:`PerturbationSettings` field ``name`` (None when it is): the one
+    definition of the allowed values, which the ``scoring.perturbation`` config section applies too.
+    ``noise_masks`` and ``occlusion_cell`` are integers >= 0 (0 turns the component off), ``max_forward_batch``
+    an integer >= 1, every ``noise_alphas`` value a number in (0, 1) (an empty list turns noise off),
+    ``flip`` true or false."""
+    if name == "flip":
+        return None if isinstance(value, bool) else f"must be true or false (got {value!r})"
+    if name == "noise_alphas":
+        bad = [a for a in value if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1]
+        return f"every alpha must be a number in (0, 1) (got {bad[0]!r})" if bad else None
+    low = {"noise_masks": 0, "occlusion_cell": 0, "max_forward_batch": 1}.get(name)
+    if low is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer (got {value!r})"
+    return None if value >= low else f"must be >= {low} (got {value!r})"
+
+
+NO_COMPONENT = (
+    "at least one pseudo-label component must be enabled (flip, noise_masks > 0, occlusion_cell > 0)"
+)
+
+
 @dataclass(frozen=True)
 class PerturbationSettings:
-    """Pseudo-label settings. ``noise_masks=0`` or no alphas disables noise; ``occlusion_cell=0`` occlusion."""
+    """Pseudo-label settings. ``noise_masks=0`` or no alphas disables noise; ``occlusion_cell=0`` occlusion.
+
+    The allowed values are :func:`setting_problem`'s; ``ValueError`` (``"<field>: <why>"``) for another value
+    and for settings that enable no component."""
 
     flip: bool = True
     noise_masks: int = 10
@@ -51,11 +80,13 @@ class PerturbationSettings:
     max_forward_batch: int = 1024
 
     def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            problem = setting_problem(name, getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"{name}: {problem}")
         object.__setattr__(self, "noise_alphas", tuple(float(a) for a in self.noise_alphas))
-        if self.noise_masks < 0 or self.occlusion_cell < 0 or self.max_forward_batch < 1:
-            raise ValueError(f"invalid perturbation settings: {self}")
         if not (self.flip or self.noise_enabled or self.occlusion_enabled):
-            raise ValueError("at least one pseudo-label component must be enabled")
+            raise ValueError(NO_COMPONENT)
 
     @property
     def noise_enabled(self) -> bool:
@@ -71,7 +102,14 @@ class PerturbationSettings:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PerturbationSettings:
+    def from_config(cls, section: Any, **overrides: Any) -> PerturbationSettings:
+        """The settings of a ``scoring.perturbation`` / ``self_training.perturbation`` config section (anything
+        with pydantic's ``model_dump()``; the core does not import the config), ``overrides`` (e.g.
+        ``max_forward_batch``) on top. Raises what :meth:`from_dict` raises."""
+        return cls.from_dict({**section.model_dump(), **overrides})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PerturbationSettings:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:

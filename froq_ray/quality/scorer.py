@@ -41,122 +41,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..models.base import LoadedModel
-from .accelerate import frozen_observed_network
+from ..models.inference import autocast_context, autocast_dtype, host_batch, model_batches
+
+# network optimisation lives in accelerate.py (students use it too); re-exported for the callers that import it here
+from . import accelerate
+from .accelerate import CHECK_TOLERANCE as CHECK_TOLERANCE
+from .accelerate import apply_memory_format as apply_memory_format
+from .accelerate import check_batch as check_batch
+from .accelerate import compile_network as compile_network
+from .accelerate import compiled_or_eager as compiled_or_eager
+from .accelerate import frozen_observed_network, max_relative_difference
+from .accelerate import resolve_graph as resolve_graph
+from .accelerate import resolve_memory_format as resolve_memory_format
+from .accelerate import to_memory_format as to_memory_format
 from .artifact import CalibrationArtifact, check_matches
 from .linear import NORM_FLOOR
-from .observer import (
-    NormObserver,
-    StopPoint,
-    as_batch_tensor,
-    as_embedding,
-    autocast_context,
-    autocast_dtype,
-    iter_chunks,
-    network_input,
-    probe_stop_point,
-)
+from .observer import NormObserver, StopPoint, as_embedding, probe_stop_point
 
 log = logging.getLogger(__name__)
-
-MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
-GRAPHS = ("auto", "frozen", "eager")
-CHECK_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2, "fp16": 1e-2}  # relative, on a check batch
-
-
-def resolve_memory_format(requested: str) -> str:
-    """``auto`` -> ``channels_last`` (faster on CUDA and on oneDNN CPUs alike for the zoo's CNNs; a network
-    for which it is not equivalent falls back in :func:`apply_memory_format`); other names are checked and
-    kept. Raises ``ValueError`` for a name not in :data:`MEMORY_FORMATS`."""
-    if requested not in MEMORY_FORMATS:
-        raise ValueError(f"memory_format must be one of {list(MEMORY_FORMATS)}, got {requested!r}")
-    return "channels_last" if requested == "auto" else requested
-
-
-def resolve_graph(requested: str, device: torch.device | str, precision: str, compile: bool) -> str:
-    """The observed graph a scorer runs: ``auto`` -> ``frozen`` on the CPU in fp32 without ``compile`` (where
-    it is measured faster), ``eager`` otherwise (a GPU keeps eager or ``torch.compile``; bf16/fp16 autocast
-    stays eager). Raises ``ValueError`` for a name not in :data:`GRAPHS` and for ``frozen`` with a precision
-    other than fp32 or with ``compile``."""
-    if requested not in GRAPHS:
-        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {requested!r}")
-    if requested == "auto":
-        cpu = torch.device(device).type == "cpu"
-        return "frozen" if cpu and precision == "fp32" and not compile else "eager"
-    if requested == "frozen" and (precision != "fp32" or compile):
-        raise ValueError(
-            f"graph 'frozen' runs fp32 without torch.compile (got precision {precision!r}, compile={compile})"
-        )
-    return requested
-
-
-def check_batch(size: int, device: torch.device | str) -> torch.Tensor:
-    """The fixed batch (2 seeded normal images, float NCHW network input of side ``size``) on which an
-    optimised network (layout, compile, TorchScript copy) is compared with the plain one."""
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-
-
-def _relative_difference(candidate: torch.Tensor, reference: torch.Tensor) -> float:
-    scale = float(reference.float().abs().max().clamp_min(1e-6))
-    return float((candidate.float() - reference.float()).abs().max()) / scale
-
-
-def apply_memory_format(network: nn.Module, memory_format: str, sample: torch.Tensor) -> str:
-    """Put ``network`` (in place) in ``memory_format`` if it runs and matches NCHW on ``sample`` (float NCHW
-    network input on the network's device); returns the format in use (``contiguous`` after a fallback)."""
-    if memory_format == "contiguous":
-        return memory_format
-    with torch.inference_mode():
-        reference = as_embedding(network(sample))
-        try:
-            # Module.to takes memory_format at runtime; torch's type overloads omit it
-            network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            candidate = as_embedding(network(sample.contiguous(memory_format=torch.channels_last)))
-            error = _relative_difference(candidate, reference)
-        except Exception as exc:  # noqa: BLE001 - a layout is an optimisation: any failure falls back
-            error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
-        else:
-            reason = f"relative difference {error:.2e} on the check batch"
-    if error <= CHECK_TOLERANCE["fp32"]:
-        return memory_format
-    # Module.to takes memory_format at runtime; torch's type overloads omit it
-    network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    log.warning("channels_last not used for %s (%s); running NCHW", type(network).__name__, reason)
-    return "contiguous"
-
-
-def to_memory_format(x: torch.Tensor, memory_format: str) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if memory_format == "channels_last" else x
-
-
-def compile_network(network: nn.Module, backend: str = "inductor") -> Callable[..., Any]:
-    """``torch.compile`` with fixed shapes first (a batch of another size compiles once more)."""
-    return torch.compile(network, backend=backend, dynamic=False)
-
-
-def compiled_or_eager(
-    network: nn.Module, sample: torch.Tensor, precision: str = "fp32", backend: str = "inductor"
-) -> Callable[..., Any]:
-    """A compiled ``network`` for hook-free passes (e.g. perturbed copies), or ``network`` itself when
-    compiling fails or its output on ``sample`` differs from the eager output (logged)."""
-    device, dtype = sample.device, autocast_dtype(precision)
-    try:
-        with torch.inference_mode(), autocast_context(device, dtype):
-            expected = as_embedding(network(sample))
-            compiled = compile_network(network, backend)
-            error, reason = _relative_difference(as_embedding(compiled(sample)), expected), None
-    except Exception as exc:  # noqa: BLE001 - compilation is an optimisation: any failure falls back
-        error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
-    if error > CHECK_TOLERANCE[precision]:
-        log.warning(
-            "torch.compile not used for %s (%s); running eagerly",
-            type(network).__name__,
-            reason or f"relative difference {error:.2e} from eager on the check batch",
-        )
-        return network
-    return compiled
 
 
 @dataclass(frozen=True)
@@ -243,10 +147,10 @@ class FroqScorer:
             expected, _ = self._score_chunk(eager, x)
         observer = NormObserver(self.network, self.layers).__enter__()
         try:
-            compiled = compile_network(self.network, backend)
+            compiled = accelerate.compile_network(self.network, backend)  # looked up here: one patch point
             with torch.inference_mode():
                 got, _ = self._score_chunk(observer, x, compiled)
-            error, reason = _relative_difference(got, expected), None
+            error, reason = max_relative_difference(got, expected), None
         except Exception as exc:  # noqa: BLE001 - compilation is an optimisation: any failure falls back
             error, reason = float("inf"), f"{type(exc).__name__}: {exc}"
         if error > CHECK_TOLERANCE[self.precision]:
@@ -292,39 +196,28 @@ class FroqScorer:
         embedding = None if output is None else as_embedding(output)
         return quality, embedding
 
-    def _host_batch(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """The batch as a tensor; uint8 host batches bound for CUDA are pinned for non-blocking copies."""
-        batch = as_batch_tensor(crops)
-        if self.device.type == "cuda" and batch.device.type == "cpu" and batch.dtype == torch.uint8:
-            try:
-                return batch.pin_memory()
-            except RuntimeError as exc:  # pinning can fail (locked-memory limits): copy from pageable memory
-                log.debug("pinned memory unavailable (%s)", exc)
-        return batch
-
-    def _chunk_input(self, chunk: torch.Tensor) -> torch.Tensor:
-        if chunk.device != self.device:
-            chunk = chunk.to(self.device, non_blocking=chunk.is_pinned())
-        return to_memory_format(network_input(chunk, self.transform, self.device), self.memory_format)
+    def _batches(self, batch: torch.Tensor):
+        """Network input per model batch (:func:`~froq_ray.models.inference.model_batches`)."""
+        return model_batches(batch, self.transform, self.device, self.model_batch_size, self.memory_format)
 
     def _observed_chunks(self, batch: torch.Tensor):
         """(quality, embedding) per model batch, from the frozen graph, the persistent (compiled) or a per-call
         observer."""
         if self._frozen is not None:
-            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
-                yield self._frozen_chunk(self._frozen, self._chunk_input(batch[rows]))
+            for x in self._batches(batch):
+                yield self._frozen_chunk(self._frozen, x)
             return
         if self._persistent is not None:
-            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
-                yield self._score_chunk(self._persistent, self._chunk_input(batch[rows]), self._compiled)
+            for x in self._batches(batch):
+                yield self._score_chunk(self._persistent, x, self._compiled)
             return
         with NormObserver(self.network, self.layers, self.stop_at) as observer:
-            for rows in iter_chunks(batch.shape[0], self.model_batch_size):
-                yield self._score_chunk(observer, self._chunk_input(batch[rows]))
+            for x in self._batches(batch):
+                yield self._score_chunk(observer, x)
 
     def score(self, crops: np.ndarray | torch.Tensor) -> ScoreResult:
         """uint8 crops (N, H, W, 3) -- or float NCHW network input -- -> quality (and embeddings)."""
-        batch = self._host_batch(crops)
+        batch = host_batch(crops, self.device)  # once per call: model_batches then slices it
         qualities, embeddings = [], []
         with torch.inference_mode():
             for quality, embedding in self._observed_chunks(batch):

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from ..vocabulary import SPLIT_KEY_SOURCES, SplitKeySource
 from .fs import open_fs, to_uri
 from .listing import has_magic
 from .schema import EMBEDDING, PSEUDO_LABEL_COLUMNS
@@ -193,7 +194,9 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np
     return matrix, present
 
 
-def identities(paths: Sequence[Any], source: str, values: Sequence[Any] | None = None) -> np.ndarray:
+def identities(
+    paths: Sequence[Any], source: SplitKeySource, values: Sequence[Any] | None = None
+) -> np.ndarray:
     """One identity per row (object ``(N,)``, None where there is none): ``source="column"``: ``values`` (nulls
     and NaN as None, others as given); ``"folder"``: the parent folder's name of each ``path``; ``"none"``: all
     None. ``ValueError`` for another source or a column without ``values``."""
@@ -202,7 +205,9 @@ def identities(paths: Sequence[Any], source: str, values: Sequence[Any] | None =
     if source == "none":
         return np.full(len(paths), None, dtype=object)
     if source != "column" or values is None:
-        raise ValueError(f"identity source must be column (with values), folder or none, got {source!r}")
+        raise ValueError(
+            f"identity source must be one of {list(SPLIT_KEY_SOURCES)} (column with values), got {source!r}"
+        )
     out = np.empty(len(values), dtype=object)
     out[:] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in values]
     return out

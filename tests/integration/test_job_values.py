@@ -155,7 +155,7 @@ def test_annotate_job_equals_froq_scorer(calibrated, faces, model, crops, mobile
     np.testing.assert_allclose(embedding, expected.embedding, rtol=1e-5, atol=1e-4)
     assert (ok["calibration_id"] == calibration.calibration_id).all()
     # the CPU actor ran the frozen observed graph (scoring.graph: auto), within the tolerances above
-    scoring = read_manifest(str(root / "ann"))["scoring"]
+    scoring = read_manifest(str(root / "ann"))["results"]["scoring"]
     assert (scoring["graph_requested"], scoring["graph"], scoring["graph_used"]) == (
         "auto",
         "frozen",

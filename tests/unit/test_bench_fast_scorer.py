@@ -1,5 +1,6 @@
-"""Speed options of the scorer (froq_ray.quality.scorer) and the scoring stage settings: channels_last and
-torch.compile give the eager NCHW results, fall back (with a warning) when they cannot, and are recorded."""
+"""Speed options of the scorer (froq_ray.quality.scorer, froq_ray.quality.accelerate) and the scoring stage
+settings: channels_last and torch.compile give the eager NCHW results, fall back (with a warning) when they
+cannot, and are recorded."""
 
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ import torch
 from torch import nn
 
 from froq_ray.engine.stages import ScoringStageConfig, expected_actor_device, scoring_settings
-from froq_ray.quality import scorer as scorer_module
-from froq_ray.quality.scorer import (
-    FroqScorer,
-    apply_memory_format,
-    compiled_or_eager,
-    resolve_memory_format,
-)
+from froq_ray.quality import accelerate
+from froq_ray.quality.accelerate import apply_memory_format, compiled_or_eager, resolve_memory_format
+from froq_ray.quality.scorer import FroqScorer
 from tests.tiny_models import hand_artifact, random_crops, tiny_fr_model
 
 SELECTED = ["block.act", "block.bn2", "stem"]
@@ -100,7 +97,7 @@ def test_compile_failure_falls_back_to_eager(model, crops, monkeypatch, caplog):
     def broken(_network, _backend="inductor"):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(scorer_module, "compile_network", broken)
+    monkeypatch.setattr(accelerate, "compile_network", broken)
     with caplog.at_level(logging.WARNING):
         scorer = FroqScorer(model, hand_artifact(model, SELECTED), compile=True)
     assert not scorer.compiled and "no compiler here" in caplog.text
@@ -115,7 +112,7 @@ def test_compile_is_not_combined_with_quality_only(model, caplog):
 
 
 def test_compiled_copy_with_wrong_output_is_discarded(model, monkeypatch, caplog):
-    monkeypatch.setattr(scorer_module, "compile_network", lambda network, _backend: lambda x: network(x) * 2)
+    monkeypatch.setattr(accelerate, "compile_network", lambda network, _backend: lambda x: network(x) * 2)
     sample = torch.randn(2, 3, 16, 16)
     with caplog.at_level(logging.WARNING):
         assert compiled_or_eager(model.network, sample) is model.network
