@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The calibration runs behind the shipped dlib artifact and the FROQ accuracy report (docs/accuracy-froq.md).
+# Usage: benchmarks/calibrate_lfw.sh [all | dlib | dlib-pseudo-label | mobilefacenet | mobilefacenet-degraded]
 # Each is a plain `froq calibrate` run on this 2-core box; /usr/bin/time -v records wall time and peak RSS.
 # Outputs land in .bench/ (ignored); the shipped artifact is copied to froq_ray/assets/.
 set -euo pipefail
@@ -9,8 +10,9 @@ FROQ=.venv/bin/froq
 CPU="--set resources.num_cpus=3 --set resources.num_cpus_per_actor=2 --set resources.ray_batch_size=64 --set output.shard_size=256"
 MFN="--set model.name=mobilefacenet --set model.weights=../shared/models/mobilefacenet/mobilefacenet.pt"
 mkdir -p .bench
-# The shipped dlib artifact was drawn from the identities of pairs.txt folds 2-4 (when it was made, the pairs reader
-# numbered folds from 0, so "--folds 1,2,3" meant folds 2-4); --folds 2,3,4 reproduces exactly that sample.
+# The dlib artifact shipped before issue 15 (now the reference docs/results/dlib_resnet_v1-lfw-folds234.calibration.json)
+# was drawn from the identities of pairs.txt folds 2-4 (when it was made, the pairs reader numbered folds from 0, so
+# "--folds 1,2,3" meant folds 2-4); --folds 2,3,4 reproduces exactly that sample.
 .venv/bin/python benchmarks/lfw_manifests.py --folds 2,3,4 --sample 500 --seed 0 --out .bench/lfw-dlib-sample500.csv
 [ -d .bench/lfw-degraded ] || .venv/bin/python benchmarks/make_degraded.py --src ../shared/data/lfw-dev/images \
   --dst .bench/lfw-degraded --seed 0 --fraction 0.5
@@ -27,10 +29,18 @@ run() {  # name, then froq arguments
 }
 
 if [ "${1:-all}" = all ] || [ "$1" = dlib ]; then
-  # 1. the built-in model's shipped calibration: 500 seeded images of the LFW-dev folds 2-4 identities
-  run cal-dlib-builtin --input .bench/lfw-dlib-sample500.csv --set input.identity_column=identity \
-    --output .bench/cal-dlib-builtin --mode overwrite
+  # 1. the built-in model's shipped calibration (since issue 15, docs/calibration.md): linear observer on the
+  #    certainty-ratio target, all 3,811 LFW-dev images with identities from the folders, one forward pass per image
+  run cal-dlib-builtin --input ../shared/data/lfw-dev/images --set input.identity_from_folder=true \
+    --set calibration.target=cr --set calibration.method=linear --output .bench/cal-dlib-builtin --mode overwrite
   cp .bench/cal-dlib-builtin/_froq/calibration.json froq_ray/assets/dlib_resnet_v1.calibration.json
+fi
+if [ "$1" = dlib-pseudo-label ]; then
+  # 1b. the built-in calibration shipped before issue 15 (greedy, perturbation pseudo-label, 500 seeded images of
+  #     the LFW-dev folds 2-4 identities; 111 forward passes per image): the reference of the dlib observer report
+  run cal-dlib-pseudo-label --input .bench/lfw-dlib-sample500.csv --set input.identity_column=identity \
+    --output .bench/cal-dlib-pseudo-label --mode overwrite
+  cp .bench/cal-dlib-pseudo-label/_froq/calibration.json docs/results/dlib_resnet_v1-lfw-folds234.calibration.json
 fi
 if [ "${1:-all}" = all ] || [ "$1" = mobilefacenet ]; then
   # 2. MobileFaceNet on all 3,811 LFW-dev images (observations reused by the accuracy report)

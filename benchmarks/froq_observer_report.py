@@ -1,5 +1,8 @@
-"""Observer and target comparison on LFW-dev with MobileFaceNet (issue 15): calibrate on the folds 1-3
-identities, evaluate on the folds 4-5 identities, clean and degraded.
+"""Observer and target comparison on LFW-dev (issue 15): calibrate on the folds 1-3 identities, evaluate on the
+folds 4-5 identities, clean and degraded. MobileFaceNet by default; ``--model dlib_resnet_v1`` runs the same
+comparison for the built-in model (see ``PROFILES``: its reference is the shipped artifact, its rows the
+reference, linear / greedy with ``cr``, embedding norm and random, and it is evaluated on fold 5 only, the
+identities that neither the shipped artifact's calibration set, folds 2-4, nor the folds 1-3 rows saw).
 
 Rows:
 - reference FROQ: the committed artifact docs/results/mobilefacenet-lfw-folds123.calibration.json (greedy,
@@ -20,8 +23,11 @@ Degraded split: the folds 4-5 images of ``benchmarks/make_degraded.py --seed 0 -
 FROQ accuracy report uses; made here if absent).
 
 Writes docs/results/froq_observers.json, docs/edc-observers-lfw45-{clean,degraded}.png and prints the
-markdown tables (docs/accuracy-froq.md quotes them). Run from the repository root:
+markdown tables (docs/accuracy-froq.md quotes them); with ``--model dlib_resnet_v1``
+docs/results/froq_observers_dlib.json, docs/edc-observers-dlib-lfw5-{clean,degraded}.png and its own marked
+section. Run from the repository root:
   .venv/bin/python -m benchmarks.froq_observer_report
+  .venv/bin/python -m benchmarks.froq_observer_report --model dlib_resnet_v1
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +61,95 @@ from froq_ray.quality.calibration import (
 )
 from froq_ray.quality.scorer import FroqScorer
 
-MODEL = ("mobilefacenet", "../shared/models/mobilefacenet/mobilefacenet.pt")
-REFERENCE = "docs/results/mobilefacenet-lfw-folds123.calibration.json"
 REFERENCE_ROW = "reference FROQ (greedy, pseudo_label)"
+ALL_ROWS = tuple(itertools.product(("greedy", "linear"), ("cr", "genuine"), (False, True)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the report runs and writes for one model (``--model``)."""
+
+    model: str
+    weights: str | None
+    label: str
+    reference: str
+    """The reference FROQ artifact (greedy, pseudo_label) of this model."""
+    reference_note: str
+    """Markdown: where the reference artifact comes from and its calibration time (not re-run here)."""
+    rows: tuple[tuple[str, str, bool], ...]
+    """(method, target, with ``--copies`` degraded copies) of the labelled rows."""
+    eval_folds: tuple[int, ...]
+    cache: str
+    results: str
+    png: str
+    """EDC file name under docs/, ``{split}`` filled in."""
+    begin: str
+    end: str
+    title: str
+    layer_note: str
+    """Markdown appended to the greedy selections line."""
+
+
+PROFILES = {
+    "mobilefacenet": Profile(
+        model="mobilefacenet",
+        weights="../shared/models/mobilefacenet/mobilefacenet.pt",
+        label="MobileFaceNet",
+        reference="docs/results/mobilefacenet-lfw-folds123.calibration.json",
+        reference_note=(
+            "The reference FROQ row has no number here: its "
+            "artifact (`docs/results/mobilefacenet-lfw-folds123.calibration.json`) comes from the 76-pass "
+            "pseudo-label run recorded above (1:37:12 wall for all 3,811 images); it was not re-run."
+        ),
+        rows=ALL_ROWS,
+        eval_folds=(4, 5),
+        cache=".bench/observer",
+        results="froq_observers.json",
+        png="edc-observers-lfw45-{split}.png",
+        begin="<!-- observers:begin -->",
+        end="<!-- observers:end -->",
+        title="## Labelled targets and the linear observer (issue 15)",
+        layer_note=(
+            " (`bn` is the embedding layer: a greedy set of `bn` alone IS the "
+            "embedding norm, which is why such a row equals the embedding-norm row.)"
+        ),
+    ),
+    "dlib_resnet_v1": Profile(
+        model="dlib_resnet_v1",
+        weights=None,
+        label="dlib_resnet_v1 (built-in)",
+        reference="docs/results/dlib_resnet_v1-lfw-folds234.calibration.json",
+        reference_note=(
+            "The reference FROQ row has no number here: it is the built-in artifact shipped until issue 15 "
+            "(kept as `docs/results/dlib_resnet_v1-lfw-folds234.calibration.json`, calibration id "
+            "`dc9d131f49975598`, `docs/calibration.md`), greedy on the pseudo-label of 500 images of the "
+            "folds 2-4 identities (111 forward passes per 150 px chip; 15 min 20 s wall); it was not re-run. "
+            "Fold 4 identities are in its calibration set, so this comparison evaluates on fold 5 only: "
+            "identities that neither the reference nor the folds 1-3 rows saw."
+        ),
+        rows=(("linear", "cr", True), ("linear", "cr", False), ("greedy", "cr", False)),
+        eval_folds=(5,),
+        cache=".bench/observer-dlib",
+        results="froq_observers_dlib.json",
+        png="edc-observers-dlib-lfw5-{split}.png",
+        begin="<!-- observers-dlib:begin -->",
+        end="<!-- observers-dlib:end -->",
+        title="## The built-in dlib model: labelled targets and the linear observer (issue 15)",
+        layer_note="",
+    ),
+}
+
+
+def folds_text(folds: tuple[int, ...]) -> str:
+    """``(4, 5)`` -> ``"4-5"``, ``(5,)`` -> ``"5"``, ``(1, 3)`` -> ``"1, 3"``."""
+    if len(folds) > 1 and list(folds) == list(range(folds[0], folds[-1] + 1)):
+        return f"{folds[0]}-{folds[-1]}"
+    return ", ".join(str(f) for f in folds)
+
+
+def parse_folds(text: str) -> tuple[int, ...]:
+    """``"4,5"`` -> ``(4, 5)`` (sorted, unique)."""
+    return tuple(sorted({int(f) for f in text.split(",")}))
 
 
 def observe(model, layers, crops: np.ndarray, batch: int = 128) -> tuple[dict[str, np.ndarray], float]:
@@ -91,16 +184,26 @@ def listing(root: Path) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mobilefacenet", choices=sorted(PROFILES))
     ap.add_argument("--lfw", default="../shared/data/lfw-dev")
     ap.add_argument("--degraded", default=".bench/lfw-degraded", help="make_degraded.py copy of the tree")
-    ap.add_argument("--cache", default=".bench/observer", help="cached observations (npz)")
+    ap.add_argument("--cache", help="cached observations (npz); default per model (.bench/observer[-dlib])")
     ap.add_argument("--copies", type=int, default=1, help="degraded copies per calibration image")
+    ap.add_argument("--calib-folds", default="1,2,3", help="pairs.txt folds whose identities calibrate")
+    ap.add_argument("--eval-folds", help="pairs.txt folds whose identities evaluate; default per model")
+    ap.add_argument("--reference", help="reference FROQ artifact; default per model")
     ap.add_argument("--docs", default="docs")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    profile = PROFILES[args.model]
+    calib_folds = parse_folds(args.calib_folds)
+    eval_folds = parse_folds(args.eval_folds) if args.eval_folds else profile.eval_folds
+    if set(calib_folds) & set(eval_folds):
+        ap.error(f"--calib-folds {args.calib_folds} and the evaluation folds {eval_folds} overlap")
+    reference_path = args.reference or profile.reference
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.time()
-    lfw, docs, cache = Path(args.lfw), Path(args.docs), Path(args.cache)
+    lfw, docs, cache = Path(args.lfw), Path(args.docs), Path(args.cache or profile.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if not Path(args.degraded).is_dir():
         subprocess.run(
@@ -117,9 +220,9 @@ def main() -> None:
         )
     from benchmarks.lfw_manifests import fold_identities
 
-    calib_ids = fold_identities(lfw / "pairs.txt", lfw / "images", [1, 2, 3])
-    eval_ids = fold_identities(lfw / "pairs.txt", lfw / "images", [4, 5])
-    model = load_model(*MODEL)
+    calib_ids = fold_identities(lfw / "pairs.txt", lfw / "images", list(calib_folds))
+    eval_ids = fold_identities(lfw / "pairs.txt", lfw / "images", list(eval_folds))
+    model = load_model(profile.model, profile.weights)
     layers, calls = calibration_layers(model)
     clean = listing(lfw / "images")
     degraded = listing(Path(args.degraded))
@@ -134,21 +237,27 @@ def main() -> None:
         np.savez(path, seconds=seconds, **obs)
         return obs, seconds
 
-    load_seconds = {}
-    t = time.perf_counter()
+    # only the calibration and evaluation images are observed (all of LFW-dev for folds 1-3 vs 4-5)
+    is_eval = clean["identity"].isin(eval_ids).to_numpy()
+    is_calib = clean["identity"].isin(calib_ids).to_numpy()
+    keep = is_calib | is_eval
+    every = bool(keep.all())
+    clean, degraded = clean[keep].reset_index(drop=True), degraded[keep].reset_index(drop=True)
+    is_eval, is_calib = is_eval[keep], is_calib[keep]
+    tag = "".join(str(f) for f in calib_folds + eval_folds)
     clean_crops = load_crops_strict(list(clean["path"]))
-    load_seconds["clean_decode"] = time.perf_counter() - t
-    obs_clean, sec_clean = cached("clean", lambda: observe(model, layers, clean_crops))
+    obs_clean, sec_clean = cached(
+        "clean" if every else f"clean-folds{tag}", lambda: observe(model, layers, clean_crops)
+    )
     per_image = sec_clean / len(clean)
     print(
         f"clean: {len(clean)} images observed in {sec_clean:.1f} s ({per_image * 1e3:.1f} ms/image)",
         flush=True,
     )
-    is_eval = clean["identity"].isin(eval_ids).to_numpy()
-    is_calib = clean["identity"].isin(calib_ids).to_numpy()
     eval_rows = np.flatnonzero(is_eval)
     deg_crops = load_crops_strict(list(degraded["path"].iloc[eval_rows]))
-    obs_deg, _ = cached("degraded45", lambda: observe(model, layers, deg_crops))
+    eval_tag = "".join(str(f) for f in eval_folds)
+    obs_deg, _ = cached(f"degraded{eval_tag}", lambda: observe(model, layers, deg_crops))
 
     calib_rows = np.flatnonzero(is_calib)
 
@@ -159,17 +268,17 @@ def main() -> None:
         obs, seconds = observe(model, layers, pixels)
         return obs, seconds + made
 
-    obs_copies, sec_copies = cached(f"copies{args.copies}-folds123", make_copies)
+    calib_tag = "".join(str(f) for f in calib_folds)
+    obs_copies, sec_copies = cached(f"copies{args.copies}-folds{calib_tag}", make_copies)
     print(f"copies: {len(obs_copies[NORMS_KEY])} made and observed in {sec_copies:.1f} s", flush=True)
 
-    # ------------------------------------------------------------------ calibrations on folds 1-3
+    # ------------------------------------------------------------------ calibrations on the calibration folds
     ids = clean["identity"].to_numpy(object)
     rels = clean["rel"].to_numpy(object)
     artifacts, cal_seconds = {}, {}
-    reference = load_artifact(REFERENCE)
-    for method, target, copies in itertools.product(
-        ("greedy", "linear"), ("cr", "genuine"), (0, args.copies)
-    ):
+    reference = load_artifact(reference_path)
+    for method, target, with_copies in profile.rows:
+        copies = args.copies if with_copies else 0
         norms = obs_clean[NORMS_KEY][calib_rows]
         emb = obs_clean[EMBEDDING_KEY][calib_rows]
         labels, image_ids = ids[calib_rows], list(rels[calib_rows])
@@ -213,7 +322,7 @@ def main() -> None:
             flush=True,
         )
 
-    # ------------------------------------------------------------------ evaluation on folds 4-5
+    # ------------------------------------------------------------------ evaluation on the evaluation folds
     rng_seed = args.seed
     results, tables = {}, {}
     for split, obs in (("clean", {k: v[eval_rows] for k, v in obs_clean.items()}), ("degraded", obs_deg)):
@@ -237,8 +346,9 @@ def main() -> None:
         shown = {k: curves[k] for k in (REFERENCE_ROW, best, "embedding norm", "random")}
         plot_edc(
             shown,
-            docs / f"edc-observers-lfw45-{split}.png",
-            title=f"EDC, MobileFaceNet, LFW-dev folds 4-5 ({split})",
+            docs / profile.png.format(split=split),
+            title=f"EDC, {profile.label.split(' ')[0]}, LFW-dev fold{'s' if len(eval_folds) > 1 else ''} "
+            f"{folds_text(eval_folds)} ({split})",
         )
         tables[split] = table
         results[split] = {
@@ -257,7 +367,7 @@ def main() -> None:
         "calibration_identities": len(calib_ids),
         "forward_ms_per_image": round(per_image * 1e3, 2),
         "copies": args.copies,
-        "reference": {"artifact": REFERENCE, "calibration_id": reference.calibration_id},
+        "reference": {"artifact": reference_path, "calibration_id": reference.calibration_id},
         "artifacts": {
             name: {
                 "calibration_id": a.calibration_id,
@@ -272,33 +382,61 @@ def main() -> None:
             for name, a in artifacts.items()
         },
         "splits": results,
+        # recorded when not the folds 1-3 vs 4-5 split
+        **(
+            {}
+            if (calib_folds, eval_folds) == ((1, 2, 3), (4, 5))
+            else {"calibration_folds": calib_folds, "evaluation_folds": eval_folds}
+        ),
         "load_average": os.getloadavg(),
         "seconds": round(time.time() - started, 1),
     }
     (docs / "results").mkdir(parents=True, exist_ok=True)
-    (docs / "results" / "froq_observers.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    write_section(docs / "accuracy-froq.md", report, tables)
+    (docs / "results" / profile.results).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    used = {len(a.linear.layers) for a in artifacts.values() if a.linear is not None}
+    linear_note = (
+        f"all {len(layers)} candidate layers, none left out"
+        if used == {len(layers)}
+        else f"{'/'.join(str(n) for n in sorted(used))} of the {len(layers)} candidate layers; the others left out "
+        "(constant or non-finite log norm, recorded in the artifact)"
+    )
+    write_section(
+        docs / "accuracy-froq.md",
+        report,
+        tables,
+        profile,
+        (calib_folds, eval_folds),
+        linear_note,
+    )
     print(json.dumps({"load_average": report["load_average"], "seconds": report["seconds"]}))
 
 
-BEGIN, END = "<!-- observers:begin -->", "<!-- observers:end -->"
-
-
-def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> None:
-    """Replace (or append) the marked observers section of docs/accuracy-froq.md."""
+def write_section(
+    path: Path,
+    report: dict,
+    tables: dict[str, pd.DataFrame],
+    profile: Profile,
+    folds: tuple[tuple[int, ...], tuple[int, ...]],
+    linear_note: str,
+) -> None:
+    """Replace (or append) ``profile``'s marked observers section of docs/accuracy-froq.md. ``folds``:
+    (calibration, evaluation) pairs.txt folds; ``linear_note``: which candidate layers the linear fits use."""
+    calib_text, eval_text = (f"fold{'s' if len(f) > 1 else ''} {folds_text(f)}" for f in folds)
     cols = ["method", "fnmr0", "pauc@0.2", "pauc@0.3", "calibration"]
     tables = {
         split: t.assign(calibration=["-" if pd.isna(v) else f"{v / 60:.1f} min" for v in t["calibration_s"]])
         for split, t in tables.items()
     }
     lines = [
-        BEGIN,
-        "## Labelled targets and the linear observer (issue 15)",
+        profile.begin,
+        profile.title,
         "",
-        "Generated by `benchmarks/froq_observer_report.py` (numbers: `docs/results/froq_observers.json`).",
+        "Generated by `benchmarks/froq_observer_report.py"
+        + ("" if profile.model == "mobilefacenet" else f" --model {profile.model}")
+        + f"` (numbers: `docs/results/{profile.results}`).",
         "",
         (
-            f"- Calibration: the {report['calibration_images']:,} images of the LFW-dev folds 1-3 identities; "
+            f"- Calibration: the {report['calibration_images']:,} images of the LFW-dev {calib_text} identities; "
             f"rows with copies add {report['copies']} seeded degraded cop{'y' if report['copies'] == 1 else 'ies'} "
             "of each (the `froq distill` degradation, all six kinds). One forward pass per image "
             f"({report['forward_ms_per_image']:.0f} ms/image measured here, every candidate layer hooked) gives "
@@ -307,18 +445,16 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
         (
             "- `calibration`: that row's calibration wall time measured here = forward passes of its calibration "
             "images (clean + copies) + making the copies + the fit (greedy selection, or the linear fit with "
-            "5-fold identity-grouped CV over 15 ridge penalties). The reference FROQ row has no number here: its "
-            "artifact (`docs/results/mobilefacenet-lfw-folds123.calibration.json`) comes from the 76-pass "
-            "pseudo-label run recorded above (1:37:12 wall for all 3,811 images); it was not re-run."
+            "5-fold identity-grouped CV over 15 ridge penalties). " + profile.reference_note
         ),
         (
-            "- Evaluation as above: folds 4-5 identities, clean and the seeded degraded copy; FNMR at the FMR 1e-3 "
+            f"- Evaluation as above: {eval_text} identities, clean and the seeded degraded copy; FNMR at the FMR 1e-3 "
             "threshold fixed before discarding; pAUC normalised (lower is better). Every artifact's quality from "
             "the recorded norms is checked against the live `FroqScorer` on 16 images of each split."
         ),
         (
             "- The box was shared with other jobs; the forward passes were timed when the observations were made "
-            "and cached (`.bench/observer/*.npz`, wall times under the load of that moment: see below); load "
+            f"and cached (`{profile.cache}/*.npz`, wall times under the load of that moment: see below); load "
             f"average {', '.join(f'{x:.1f}' for x in report['load_average'])} (1, 5, 15 min) when this report "
             "was written."
         ),
@@ -327,11 +463,11 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
     for split, table in tables.items():
         info = report["splits"][split]
         lines += [
-            f"### Folds 4-5, {split} ({info['images']} images, {info['identities']} identities)",
+            f"### {eval_text.capitalize()}, {split} ({info['images']} images, {info['identities']} identities)",
             "",
             edc_markdown_table(table, columns=cols),
             "",
-            f"EDC (reference, best labelled row, embedding norm, random): `edc-observers-lfw45-{split}.png`.",
+            f"EDC (reference, best labelled row, embedding norm, random): `{profile.png.format(split=split)}`.",
             "",
         ]
     greedy = "; ".join(
@@ -346,16 +482,15 @@ def write_section(path: Path, report: dict, tables: dict[str, pd.DataFrame]) -> 
     )
     lines += ["### Findings", ""] + [f"- {line}" for line in findings(tables)]
     lines += [
-        f"- greedy selections: {greedy}. (`bn` is the embedding layer: a greedy set of `bn` alone IS the "
-        "embedding norm, which is why such a row equals the embedding-norm row.)",
-        f"- linear fits (all 200 candidate layers, none left out): {linear}.",
+        f"- greedy selections: {greedy}.{profile.layer_note}",
+        f"- linear fits ({linear_note}): {linear}.",
         "",
-        END,
+        profile.end,
     ]
     text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + "\n".join(lines) + rest.split(END, 1)[1]
+    if profile.begin in text and profile.end in text:
+        head, rest = text.split(profile.begin, 1)
+        text = head + "\n".join(lines) + rest.split(profile.end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
     path.write_text(text)

@@ -37,7 +37,7 @@ COLUMNS = [
     "height",
     "model_id",
     "calibration_id",
-    "quality_percentile",
+    "quality_percentile",  # froq mode (issue 15): share of the calibration set scoring lower, 0-100
 ]
 
 
@@ -58,23 +58,26 @@ def truth(faces):
     artifact = read_artifact("builtin", model)
     crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in faces])
     result = FroqScorer(model, artifact, device="cpu").score(crops)
-    percentile = None if artifact.quality_quantiles is None else artifact.percentile(result.quality)
-    return result.quality, result.embedding, artifact.calibration_id, model.model_id, percentile
+    return result.quality, result.embedding, artifact.calibration_id, model.model_id
 
 
 def test_paths_give_the_method_cores_values(scorer, faces, truth):
-    quality, embedding, calibration_id, model_id, percentile = truth
+    quality, embedding, calibration_id, model_id = truth
     df = scorer.score([str(p) for p in faces], identities=[p.parent.name for p in faces])
-    if percentile is None:  # an artifact without the calibration set's quantiles: null, as in the Parquet
-        assert df.quality_percentile.isna().all()
-    else:
-        np.testing.assert_allclose(df.quality_percentile.to_numpy(), percentile, rtol=1e-5)
     assert list(df.columns) == COLUMNS and len(df) == len(faces)
     assert df.path.tolist() == [str(p) for p in faces]
     assert df.identity.tolist() == [p.parent.name for p in faces]
     assert (df.status == st.OK).all() and df.error.isna().all()
     assert df.quality.dtype == np.float32 and df.width.dtype == np.int32 and df.height.dtype == np.int32
     np.testing.assert_allclose(df.quality.to_numpy(), quality, rtol=1e-5)
+    # the shipped artifact stores 1,001 quantiles: the percentile of each quality, read off them
+    quantiles = np.asarray(read_artifact("builtin", load_model("dlib_resnet_v1")).quality_quantiles)
+    assert df.quality_percentile.dtype == np.float32
+    np.testing.assert_allclose(
+        df.quality_percentile.to_numpy(),
+        np.interp(df.quality.to_numpy(), quantiles, np.linspace(0, 100, 1001)),
+        atol=1e-3,
+    )
     got = np.stack(df.embedding.to_list())
     assert got.dtype == np.float32 and got.shape == (len(faces), 128)
     np.testing.assert_allclose(got, embedding, rtol=1e-4, atol=1e-6)

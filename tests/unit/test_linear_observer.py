@@ -239,7 +239,7 @@ def test_linear_artifact_round_trips_and_refuses_another_model(model, tmp_path):
     "path",
     [
         "docs/results/mobilefacenet-lfw-folds123.calibration.json",
-        "froq_ray/assets/dlib_resnet_v1.calibration.json",
+        "docs/results/dlib_resnet_v1-lfw-folds234.calibration.json",  # the built-in one before issue 15
     ],
 )
 def test_old_artifacts_load_as_greedy_with_their_id(path):
@@ -251,6 +251,49 @@ def test_old_artifacts_load_as_greedy_with_their_id(path):
     assert json.loads(artifact.to_json()) == data  # written back byte-for-byte the same JSON
     with pytest.raises(ValueError, match="no quality quantiles"):
         artifact.percentile(np.zeros(2))
+
+
+def test_shipped_dlib_calibration_is_the_linear_cr_observer_and_scores_real_faces_by_its_formula(lfw_dev_dir):
+    from PIL import Image
+
+    from froq_ray.models import load_model
+    from froq_ray.pipeline.artifacts import read_artifact
+
+    dlib = load_model("dlib_resnet_v1")
+    artifact = read_artifact("builtin", dlib)  # refuses an artifact made for other weights
+    assert artifact.method == "linear" and artifact.settings["target"] == "cr"
+    assert artifact.settings["cr"]["images_used"] == artifact.calibration_set.size
+    quantiles = np.asarray(artifact.quality_quantiles)
+    assert quantiles.shape == (1001,) and (np.diff(quantiles) >= 0).all()
+    paths = sorted((lfw_dev_dir / "images").glob("*/*.jpg"))[:6]
+    crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    # independent norms: plain forward hooks on the built-in network, every weighted layer called once
+    lin, net, seen = artifact.linear, dlib.network, {}
+    modules = dict(net.named_modules())
+
+    def keep(name):
+        def hook(_module, _inputs, output) -> None:  # returns None: the output is left as it is
+            assert name not in seen, f"{name} called twice"
+            seen[name] = flat_norms(output)
+
+        return hook
+
+    hooks = [modules[name].register_forward_hook(keep(name)) for name in lin.layers]
+    try:
+        with torch.no_grad():
+            net(network_input(crops, dlib.input_transform(), torch.device("cpu")))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    expected = lin.intercept + sum(
+        w * (np.log(seen[name].numpy()) - m) / s
+        for name, w, m, s in zip(lin.layers, lin.weights, lin.means, lin.scales, strict=True)
+    )
+    result = FroqScorer(dlib, artifact, device="cpu").score(crops)
+    np.testing.assert_allclose(result.quality, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        artifact.percentile(result.quality), quality_percentile(result.quality, quantiles), rtol=0, atol=0
+    )
 
 
 def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(model):
