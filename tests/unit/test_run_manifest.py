@@ -88,9 +88,9 @@ def distill_job_manifest(tmp_path: Path) -> dict:
         "c" * 64,
         TrainingData(split, rows, None, None),
         card,
-        trained,
-        "2026-01-01T00:00:00Z",
-        {"train": 2},
+        trained=trained,
+        started_at="2026-01-01T00:00:00Z",
+        stage_seconds={"train": 2},
     )
     assert manifest.results["counts_by_status"]["training_read_failures_last_epoch"]["train"] == 1
     return write_manifest(Location(str(tmp_path / "distill")), manifest)
