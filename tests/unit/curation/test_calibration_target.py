@@ -9,7 +9,7 @@ from froq_ray.curation.classifiability import classifiability
 from froq_ray.quality.artifact import CalibrationArtifact
 from froq_ray.quality.calibration import PSEUDO_LABEL_KEY, spearman
 from tests.tiny_models import tiny_fr_model
-from tests.unit.test_curation_centres import clustered
+from tests.unit.curation.test_centres import clustered
 
 
 def test_layers_are_selected_against_cr():

@@ -14,7 +14,7 @@ from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 
 
 def test_shard_file_names_come_from_the_index():
-    # (how rows are cut into shards: tests/unit/test_engine_inputs_ranges.py)
+    # (how rows are cut into shards: tests/unit/engine/test_inputs_ranges.py)
     assert Shard(3, 0, 1).part_name == "part-00003.parquet"
     assert Shard(123456, 0, 1).marker_name == "part-123456.done.json"
     assert Shard(7, 0, 1).marker_path == "_froq/part-00007.done.json"

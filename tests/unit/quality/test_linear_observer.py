@@ -26,7 +26,7 @@ from froq_ray.quality.percentile import quality_percentile, quality_quantiles
 from froq_ray.quality.scorer import FroqScorer
 from tests.tiny_models import flat_norms, hand_artifact, manual_activations, random_crops, tiny_fr_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ------------------------------------------------------------------------------------------------ ridge
