@@ -246,9 +246,9 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
         ).fetchall() == [(3,)]
 
 
-def refusal(uri, options, *args, **kwargs) -> str:
+def refusal(uri, options, config_digest, input_digest, **kwargs) -> str:
     with pytest.raises(OutputStateError) as info:
-        prepare_output(uri, options, "resume", *args, **kwargs)
+        prepare_output(uri, options, "resume", config_digest, input_digest=input_digest, **kwargs)
     return str(info.value)
 
 
