@@ -156,7 +156,9 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     own = table.index_of(labels)
     t0 = time.perf_counter()
-    _, nearest = nearest_other_centre(unit, own, index.centres, args.block_rows, args.block_centres)
+    _, nearest = nearest_other_centre(
+        unit, own, index.centres, args.block_rows, block_centres=args.block_centres
+    )
     search_s = time.perf_counter() - t0
     np.save(NEAREST_FILE, nearest)
     traced_peak = tracemalloc.get_traced_memory()[1]
@@ -255,7 +257,11 @@ def phase_dups_torch(args: argparse.Namespace) -> dict[str, Any]:
     unit = images[: args.dup_queries].copy()
     t0 = time.perf_counter()
     nearest_other_centre(
-        unit, np.arange(len(unit)), torch.from_numpy(images), args.block_rows, args.block_centres
+        unit,
+        np.arange(len(unit)),
+        torch.from_numpy(images),
+        args.block_rows,
+        block_centres=args.block_centres,
     )
     search_s = time.perf_counter() - t0
     return {

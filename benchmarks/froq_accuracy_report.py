@@ -76,10 +76,10 @@ def select_layers(model, full_artifact, calib: pd.DataFrame, layers: list[str], 
         layers,
         observations,
         settings,
-        full_artifact.settings["top_n"],
-        digest.result(),
-        full_artifact.precision,
-        calls,
+        top_n=full_artifact.settings["top_n"],
+        calibration_set=digest.result(),
+        precision=full_artifact.precision,
+        layer_calls=calls,
     )
 
 

@@ -895,6 +895,7 @@ def config_from_dict(
     overrides: Iterable[str] = (),
     expected_job: str | None = None,
     source: str | None = None,
+    *,
     values: Mapping[str, Any] | None = None,
 ) -> JobConfig:
     """Validate a config given as a mapping (what :func:`load_config` does after reading the YAML), after

@@ -142,6 +142,7 @@ def write_crops(
     n: int,
     seed: int = 0,
     source_dir: str | os.PathLike | None = None,
+    *,
     workers: int = 1,
     chunk: int = 500,
 ) -> CropSet:

@@ -114,6 +114,7 @@ def run_reference_loop(
     network: nn.Module,
     contract: InputContract,
     layers: Sequence[str],
+    *,
     device: torch.device | str,
     num_workers: int = 0,
     batch_size: int = REFERENCE_BATCH_SIZE,

@@ -134,6 +134,7 @@ def time_variant(
     artifact: CalibrationArtifact,
     crops: np.ndarray,
     variant: Variant,
+    *,
     device: torch.device | str,
     model_batch_size: int,
 ) -> VariantResult:

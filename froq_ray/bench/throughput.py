@@ -125,7 +125,7 @@ def prepare_model(s: BenchSettings, work: Path) -> tuple[LoadedModel, str | None
 
 
 def prepare_artifact(
-    s: BenchSettings, model: LoadedModel, crops: np.ndarray, work: Path, device: str
+    s: BenchSettings, model: LoadedModel, crops: np.ndarray, work: Path, *, device: str
 ) -> tuple[CalibrationArtifact, str, str]:
     """(artifact, the path annotate reads, where it came from)."""
     from ..pipeline.artifacts import builtin_artifact_path, read_artifact
@@ -151,16 +151,16 @@ def default_ray_batch_size(n: int, decode_slots: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- phases
 def run_reference_phases(
-    s: BenchSettings, crop_set: CropSet, model: LoadedModel, layers: list[str], device: str
+    s: BenchSettings, crop_set: CropSet, model: LoadedModel, layers: list[str], *, device: str
 ) -> list[dict[str, Any]]:
     rows = []
     for workers in s.reference_workers or [0, s.num_cpus]:
         run_reference_loop(
-            crop_set.paths[:REFERENCE_BATCH_SIZE], model.network, model.contract, layers, device
+            crop_set.paths[:REFERENCE_BATCH_SIZE], model.network, model.contract, layers, device=device
         )
         with ResourceMonitor() as monitor:
             result: LoopResult = run_reference_loop(
-                crop_set.paths, model.network, model.contract, layers, device, num_workers=workers
+                crop_set.paths, model.network, model.contract, layers, device=device, num_workers=workers
             )
         assert monitor.result is not None
         rows.append(
@@ -182,13 +182,16 @@ def run_scorer_phases(
     model: LoadedModel,
     artifact: CalibrationArtifact,
     crops: np.ndarray,
+    *,
     device: str,
     model_batch_size: int,
 ) -> tuple[list[VariantResult], dict[str, float]]:
     with_bf16 = device == "cuda" or s.bf16_on_cpu
     results = []
     for variant in default_variants(device, with_bf16, s.compile):
-        result = time_variant(model, artifact, crops, variant, device, model_batch_size)
+        result = time_variant(
+            model, artifact, crops, variant, device=device, model_batch_size=model_batch_size
+        )
         log.info("scorer %s: %.1f images/s", variant.name, result.images_per_second)
         results.append(result)
     return results, rank_agreement(results)
@@ -199,6 +202,7 @@ def run_ray_phases(
     crop_set: CropSet,
     weights: str | None,
     artifact_path: str,
+    *,
     resources: RayResources,
     work: Path,
 ) -> list[AnnotatePhase]:
@@ -325,24 +329,26 @@ def run_benchmark(s: BenchSettings) -> dict[str, Any]:
             "seconds": round(decode.seconds, 3),
             "images_per_second": round(decode.images_per_second, 1),
         }
-        artifact, artifact_path, artifact_source = prepare_artifact(s, model, crops, work, device)
+        artifact, artifact_path, artifact_source = prepare_artifact(s, model, crops, work, device=device)
         result["model"] = {"model_id": model.model_id, "weights": weights or "built-in"}
         result["calibration"] = {"source": artifact_source, "selected_layers": artifact.selected_layers}
         reference = (
             []
             if "reference" in s.skip
-            else run_reference_phases(s, crop_set, model, artifact.selected_layers, device)
+            else run_reference_phases(s, crop_set, model, artifact.selected_layers, device=device)
         )
         result["reference"] = reference
         scorer, agreement = (
             ([], {})
             if "scorer" in s.skip
-            else run_scorer_phases(s, model, artifact, crops, device, model_batch_size)
+            else run_scorer_phases(
+                s, model, artifact, crops, device=device, model_batch_size=model_batch_size
+            )
         )
         result["scorer"] = [r.to_dict() for r in scorer]
         result["spearman_vs_fp32"] = {k: round(v, 6) for k, v in agreement.items()}
         release_device_memory(model)
-        phases = run_ray_phases(s, crop_set, weights, artifact_path, resources, work)
+        phases = run_ray_phases(s, crop_set, weights, artifact_path, resources=resources, work=work)
         result["ray"] = [p.to_dict() for p in phases]
         result["headline"] = headline(reference, phases)
         result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

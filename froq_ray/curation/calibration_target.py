@@ -110,6 +110,7 @@ def labelled_target(
     embeddings: np.ndarray,
     identities: Sequence[str] | np.ndarray,
     eps: float = DEFAULT_EPS,
+    *,
     sources: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``target`` (``cr`` or ``genuine``, module doc) per image, float32 (N,), NaN where undefined;
@@ -128,6 +129,7 @@ def labelled_observations(
     embeddings: np.ndarray,
     identities: Sequence[str] | np.ndarray,
     target: str = TARGET_CR,
+    *,
     eps: float = DEFAULT_EPS,
     sources: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -143,7 +145,7 @@ def labelled_observations(
             f"layer_norms {norms.shape}, {len(embeddings)} embeddings and {len(identities)} identities "
             "must align"
         )
-    values = labelled_target(target, embeddings, identities, eps, sources)
+    values = labelled_target(target, embeddings, identities, eps, sources=sources)
     used = np.isfinite(values)
     if used.sum() < 3:
         raise ValueError(
@@ -159,7 +161,7 @@ def cr_observations(
     eps: float = DEFAULT_EPS,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`labelled_observations` with the ``cr`` target."""
-    return labelled_observations(layer_norms, embeddings, identities, TARGET_CR, eps)
+    return labelled_observations(layer_norms, embeddings, identities, TARGET_CR, eps=eps)
 
 
 def target_settings(
@@ -184,6 +186,7 @@ def build_artifact_from_labels(
     layer_names: Sequence[str],
     layer_norms: np.ndarray,
     embeddings: np.ndarray,
+    *,
     identities: Sequence[str] | np.ndarray,
     image_ids: Sequence[str],
     top_n: int,
@@ -205,7 +208,9 @@ def build_artifact_from_labels(
     the identities, so a copy is never on the other side of a split from its source."""
     if len(image_ids) != len(identities):
         raise ValueError(f"{len(image_ids)} image ids for {len(identities)} images")
-    observations, used = labelled_observations(layer_norms, embeddings, identities, target, eps, sources)
+    observations, used = labelled_observations(
+        layer_norms, embeddings, identities, target, eps=eps, sources=sources
+    )
     digest = CalibrationSetDigest()
     digest.add_ids(np.asarray(image_ids, dtype=object)[used])
     labels = np.asarray(identities, dtype=object)
@@ -214,10 +219,10 @@ def build_artifact_from_labels(
         layer_names,
         observations,
         target_settings(target, used, labels, eps, **dict(extra_settings or {})),
-        top_n,
-        digest.result(),
-        precision,
-        layer_calls,
+        top_n=top_n,
+        calibration_set=digest.result(),
+        precision=precision,
+        layer_calls=layer_calls,
         method=method,
         groups=labels[used].astype(str),
         linear_top_n=linear_top_n,
@@ -230,6 +235,7 @@ def build_artifact_against_cr(
     layer_names: Sequence[str],
     layer_norms: np.ndarray,
     embeddings: np.ndarray,
+    *,
     identities: Sequence[str] | np.ndarray,
     image_ids: Sequence[str],
     top_n: int,
@@ -243,10 +249,10 @@ def build_artifact_against_cr(
         layer_names,
         layer_norms,
         embeddings,
-        identities,
-        image_ids,
-        top_n,
-        precision,
-        layer_calls,
+        identities=identities,
+        image_ids=image_ids,
+        top_n=top_n,
+        precision=precision,
+        layer_calls=layer_calls,
         eps=eps,
     )

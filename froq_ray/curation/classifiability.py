@@ -69,6 +69,7 @@ def nearest_other_centre(
     own: np.ndarray,
     centres: torch.Tensor,
     block_rows: int = 4096,
+    *,
     block_centres: int = 65_536,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(nnccs float32, nearest int64) per row: the best cosine to a centre other than row ``own[i]``.
@@ -151,7 +152,9 @@ class CentreIndex:
         unit = l2_normalise(embeddings)
         own = self.table.index_of(identities)
         ccs, notes = leave_one_out_ccs(unit, own, self.table)
-        nnccs, nearest = nearest_other_centre(unit, own, self.centres, self.block_rows, self.block_centres)
+        nnccs, nearest = nearest_other_centre(
+            unit, own, self.centres, self.block_rows, block_centres=self.block_centres
+        )
         no_note = np.array([note is None for note in notes], dtype=bool)
         notes[(nearest < 0) & no_note] = NOTE_NO_OTHER_IDENTITY
         found = nearest >= 0

@@ -98,7 +98,7 @@ def _finite(values: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def histograms_png(
-    decisions: pd.DataFrame, stats: pd.DataFrame, quality_name: str, bins: int = 50, dpi: int = 120
+    decisions: pd.DataFrame, stats: pd.DataFrame, quality_name: str, bins: int = 50, *, dpi: int = 120
 ) -> bytes:
     """Before (ok rows) / after (kept rows) histograms of quality, CR and images per identity: PNG bytes."""
     ok = decisions[decisions["status"] == st.OK]

@@ -143,6 +143,7 @@ def save_student_artifact(
     network: StudentNetwork,
     card: dict[str, Any],
     check_samples: torch.Tensor | None = None,
+    *,
     tolerance: float = 1e-4,
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -42,7 +42,9 @@ def student_as_model(uri: str, storage_options: dict[str, Any] | None = None) ->
 
 def student_quality(model: LoadedModel, device: str, batch_size: int, memory_format: str = "auto"):
     """A callable: uint8 crops (N, H, W, 3) -> ``{"quality": float32 (N,)}`` from the student network."""
-    return student_runner(model.network, model.input_transform(), device, batch_size, memory_format)
+    return student_runner(
+        model.network, model.input_transform(), device, batch_size, memory_format=memory_format
+    )
 
 
 def student_runner(
@@ -50,6 +52,7 @@ def student_runner(
     transform: ModelInputTransform,
     device: str,
     batch_size: int,
+    *,
     memory_format: str = "auto",
 ):
     """:func:`student_quality` for a bare network and its input transform (the cost benchmark's entry).
@@ -67,7 +70,12 @@ def student_runner(
 
     def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
         parts = map_model_batches(
-            lambda x: network(x).float().cpu().numpy(), pixels, transform, target, batch_size, fmt
+            lambda x: network(x).float().cpu().numpy(),
+            pixels,
+            transform,
+            target,
+            batch_size=batch_size,
+            memory_format=fmt,
         )
         quality = np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
         return {"quality": quality.astype(np.float32)}

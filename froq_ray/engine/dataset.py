@@ -88,6 +88,7 @@ def scoring_dataset(
     read: ReadStageConfig,
     scoring: ScoringStageConfig,
     write: WriteStageConfig,
+    *,
     between: Sequence[MapStage] = (),
     max_tasks_in_flight_per_actor: int | None = None,
 ):

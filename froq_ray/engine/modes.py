@@ -245,7 +245,7 @@ class CalibrateMode(PseudoLabelMode):
         labeler = pseudo_labeler(stage)
         layers = list(stage.cfg.candidate_layers or ())
         return lambda pixels: _with_quality(
-            observe_calibration_batch(stage.model, pixels, labeler, layers, stage.device)
+            observe_calibration_batch(stage.model, pixels, labeler, layers, device=stage.device)
         )
 
 
@@ -288,7 +288,12 @@ class LabelledCalibrateMode(CalibrateMode):
 
         def observe(pixels: np.ndarray) -> dict[str, np.ndarray]:
             return observe_norms_and_embeddings(
-                stage.model, pixels, layers, stage.device, cfg.precision, cfg.model_batch_size
+                stage.model,
+                pixels,
+                layers,
+                stage.device,
+                precision=cfg.precision,
+                max_forward_batch=cfg.model_batch_size,
             )
 
         def run(pixels: np.ndarray) -> dict[str, np.ndarray]:

@@ -105,6 +105,7 @@ def prepare_run(
     model: LoadedModel,
     extra: dict[str, Any],
     force: bool,
+    *,
     layout: OutputLayout,
     dry_run: bool = False,
 ) -> PreparedRun:
@@ -180,14 +181,14 @@ class PlannedRun:
 
 
 def plan_run(
-    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], layout: OutputLayout, force: bool = False
+    cfg: ModelJob, model: LoadedModel, extra: dict[str, Any], layout: OutputLayout, *, force: bool = False
 ) -> PlannedRun:
     """What ``cfg`` run with ``force`` would do, writing and deleting nothing: :func:`prepare_run` with
     ``dry_run``. Where the run would be refused the refusal is returned (not raised) and the inputs are still
     counted by the listing tasks. Starts or joins Ray only when the input has to be listed (no stored listing
     that the run would reuse). Raises what listing raises (``InputListingError``)."""
     try:
-        job = prepare_run(cfg, model, extra, force, layout, dry_run=True)
+        job = prepare_run(cfg, model, extra, force, layout=layout, dry_run=True)
     except OutputStateError as exc:
         ensure_ray(cfg.resources)
         fs, path = open_fs(cfg.output.uri, cfg.output.storage_options)
@@ -201,6 +202,7 @@ def prepare_table_run(
     model: LoadedModel,
     out_uri: str,
     digest: str,
+    *,
     settings: dict[str, Any],
     table: pd.DataFrame,
     force: bool,
@@ -313,6 +315,7 @@ def run_shards(
     stage: ScoringStageConfig,
     schema: pa.Schema,
     constants: dict[str, str | None],
+    *,
     calibration_id: str | None,
     decode: DecodeStageConfig | None = None,
     between: Sequence[MapStage] = (),
@@ -334,7 +337,9 @@ def run_shards(
     out_uri = job.state.out_uri
     # the run's metadata beside what the schema carries already (the mode's score kind)
     schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
-    write = WriteStageConfig.create(out_uri, cfg.output.storage_options, schema, constants, job.inputs.digest)
+    write = WriteStageConfig.create(
+        out_uri, cfg.output.storage_options, schema, constants, inputs_digest=job.inputs.digest
+    )
     read = ReadStageConfig(out_uri, dict(cfg.output.storage_options), decode)
     items = [
         {
@@ -354,7 +359,14 @@ def run_shards(
     seconds = dict.fromkeys(STAGES, 0.0)
     samples, written, graphs = [], 0, set()
     with scoring_context(timeout, r.headroom_cpus):
-        ds = scoring_dataset(items, read, stage, write, between, r.max_tasks_in_flight_per_actor)
+        ds = scoring_dataset(
+            items,
+            read,
+            stage,
+            write,
+            between=between,
+            max_tasks_in_flight_per_actor=r.max_tasks_in_flight_per_actor,
+        )
         try:
             for record in ds.iter_rows():
                 shard_counts = json.loads(record["counts"])

@@ -143,6 +143,7 @@ def save_checkpoint(
     student: StudentNetwork,
     optimizer: torch.optim.Optimizer,
     epoch: int,
+    *,
     step: int,
     history: list[dict[str, Any]],
     scaler: TargetScaler,
@@ -201,6 +202,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     shard,
     settings: TrainSettings,
+    *,
     epoch: int,
     step: int,
     scaler: TargetScaler,
@@ -271,7 +273,7 @@ def validation_metrics(predicted: np.ndarray, target: np.ndarray) -> dict[str, f
 
 
 def validate(
-    student: StudentNetwork, shard, transform: ModelInputTransform, device: torch.device, batch_size: int
+    student: StudentNetwork, shard, transform: ModelInputTransform, device: torch.device, *, batch_size: int
 ) -> dict[str, float]:
     student.eval()
     predicted, target, failed = [], [], 0
@@ -326,7 +328,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, settings.epochs):
         torch.manual_seed(settings.seed + epoch)
         metrics, step = train_epoch(
-            model, optimizer, train_shard, settings, epoch, step, scaler, transform, device, world_size
+            model,
+            optimizer,
+            train_shard,
+            settings,
+            epoch=epoch,
+            step=step,
+            scaler=scaler,
+            transform=transform,
+            device=device,
+            world_size=world_size,
         )
         metrics = {
             "epoch": epoch,
@@ -335,12 +346,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             **metrics,
         }
         if rank == 0:
-            metrics.update(validate(student, validation_shard, transform, device, settings.batch_size))
+            metrics.update(
+                validate(student, validation_shard, transform, device, batch_size=settings.batch_size)
+            )
         history = [*history, metrics]
         with tempfile.TemporaryDirectory(prefix="froq-distill-ckpt-") as folder:
             saved = None
             if rank == 0:
-                save_checkpoint(folder, student, optimizer, epoch, step, history, scaler)
+                save_checkpoint(folder, student, optimizer, epoch, step=step, history=history, scaler=scaler)
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
 
@@ -382,6 +395,7 @@ def fit_student(
     datasets: dict[str, Any],
     storage_uri: str,
     storage_options: dict[str, Any] | None,
+    *,
     num_workers: int,
     use_gpu: bool,
     keep_checkpoints: int | None,

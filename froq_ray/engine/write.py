@@ -58,7 +58,9 @@ class WriteStageConfig:
     num_cpus: float = 0.5
 
     @classmethod
-    def create(cls, out_uri, storage_options, schema: pa.Schema, constants, inputs_digest: str, num_cpus=0.5):
+    def create(
+        cls, out_uri, storage_options, schema: pa.Schema, constants, *, inputs_digest: str, num_cpus=0.5
+    ):
         return cls(
             out_uri,
             dict(storage_options),
@@ -104,8 +106,8 @@ def write_shards(table: pa.Table, cfg: WriteStageConfig) -> pa.Table:
             path,
             shard,
             shard_table(part, schema, cfg.constants),
-            digest,
-            {"inputs_digest": cfg.inputs_digest},
+            shard_input_digest=digest,
+            extra={"inputs_digest": cfg.inputs_digest},
         )
         seconds = {name: float(np.sum(part[name])) if name in part else 0.0 for name in TIMING_COLUMNS}
         records.append(

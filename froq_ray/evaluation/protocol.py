@@ -146,12 +146,12 @@ def compute_edc_curves(
             pairs.similarity,
             pairs.genuine,
             pairs.pair_rank,
-            pairs.identity_a,
-            pairs.identity_b,
-            pairs.n_identities,
-            results,
-            bootstrap,
-            bootstrap_seed,
+            id_a=pairs.identity_a,
+            id_b=pairs.identity_b,
+            n_identities=pairs.n_identities,
+            results=results,
+            replicates=bootstrap,
+            seed=bootstrap_seed,
         )
         for name, band in bands.items():
             results[name].band = band

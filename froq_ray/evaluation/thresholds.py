@@ -33,6 +33,7 @@ def threshold_table(
     pair_i: np.ndarray,
     pair_j: np.ndarray,
     similarity: np.ndarray,
+    *,
     genuine: np.ndarray,
     percentile: np.ndarray | None = None,
     fractions: Sequence[float] = DROP_FRACTIONS,
@@ -101,6 +102,7 @@ def threshold_tables(
     identities: Sequence | np.ndarray,
     qualities: dict[str, np.ndarray],
     percentiles: dict[str, np.ndarray] | None = None,
+    *,
     fmr: float = DEFAULT_FMR,
     fractions: Sequence[float] = DROP_FRACTIONS,
 ) -> pd.DataFrame:
@@ -109,7 +111,16 @@ def threshold_tables(
     i, j, s, g = pairs_of(embeddings, identities)
     frames = []
     for name, quality in qualities.items():
-        table = threshold_table(quality, i, j, s, g, (percentiles or {}).get(name), fractions, fmr)
+        table = threshold_table(
+            quality,
+            i,
+            j,
+            s,
+            genuine=g,
+            percentile=(percentiles or {}).get(name),
+            fractions=fractions,
+            fmr=fmr,
+        )
         table.insert(0, "method", name)
         frames.append(table)
     return pd.concat(frames, ignore_index=True)

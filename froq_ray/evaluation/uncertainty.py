@@ -110,6 +110,7 @@ def weighted_fnmr_curve(
     g_sorted: np.ndarray,
     w_sorted: np.ndarray,
     discard: Sequence,
+    *,
     fmr: float,
     threshold: str = "fixed",
     tau: float | None = None,
@@ -193,6 +194,7 @@ def bootstrap_band(
     similarity: np.ndarray,
     genuine: np.ndarray,
     pair_quality: Mapping[str, np.ndarray],
+    *,
     id_a: np.ndarray,
     id_b: np.ndarray,
     n_identities: int,
@@ -267,10 +269,10 @@ def bootstrap_band(
                 g_sorted,
                 w_sorted,
                 grid,
-                res.fmr_target,
-                res.threshold_mode,
-                tau if res.threshold_mode == "fixed" else None,
-                recomputed_desc.get(name),
+                fmr=res.fmr_target,
+                threshold=res.threshold_mode,
+                tau=tau if res.threshold_mode == "fixed" else None,
+                impostor_desc=recomputed_desc.get(name),
             )
     bands = {}
     for name, res in results.items():

@@ -187,6 +187,7 @@ def degrade(
     rng: np.random.Generator,
     kinds: Sequence[str] = DEFAULT_KINDS,
     count: int = 1,
+    *,
     ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, list[Degradation]]:
     """Apply ``count`` distinct kinds drawn from ``kinds`` (in the drawn order) with sampled severities.
@@ -272,6 +273,7 @@ def degrade_folder(
     dst_root: str | Path,
     seed: int,
     fraction: float = 0.5,
+    *,
     kinds: Sequence[str] = DEFAULT_KINDS,
     count: int = 1,
     ranges: Mapping[str, tuple[float, float]] | None = None,
@@ -341,7 +343,7 @@ def _write_degraded(
     except Exception as exc:  # noqa: BLE001 - an unreadable image is copied as is and reported
         target.write_bytes(data)
         return FolderRow(relpath, degraded=False, error=f"{type(exc).__name__}: {exc}")
-    degraded, records = degrade(pixels, rng, kinds, count, ranges)
+    degraded, records = degrade(pixels, rng, kinds, count, ranges=ranges)
     fmt = IMAGE_SUFFIXES[source.suffix.lower()]
     Image.fromarray(degraded).save(target, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
     kind = "+".join(r.kind for r in records)

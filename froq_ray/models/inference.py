@@ -91,6 +91,7 @@ def model_batches(
     transform: torch.nn.Module,
     device: torch.device | str,
     batch_size: int,
+    *,
     memory_format: str = "contiguous",
 ) -> Iterator[torch.Tensor]:
     """The one batched-inference feed: ``crops`` (uint8 (N, H, W, 3) or float (N, C, H, W), numpy or torch) ->
@@ -115,12 +116,15 @@ def map_model_batches(
     crops: np.ndarray | torch.Tensor,
     transform: torch.nn.Module,
     device: torch.device | str,
+    *,
     batch_size: int,
     memory_format: str = "contiguous",
 ) -> list[T]:
     """``[fn(x) for x in model_batches(...)]`` under ``torch.inference_mode()``: one result per model batch."""
     with torch.inference_mode():
-        return [fn(x) for x in model_batches(crops, transform, device, batch_size, memory_format)]
+        return [
+            fn(x) for x in model_batches(crops, transform, device, batch_size, memory_format=memory_format)
+        ]
 
 
 def embed_crops(
@@ -147,5 +151,5 @@ def embed_crops(
             )
         return emb.float().cpu().numpy()
 
-    parts = map_model_batches(embed, crops, transform, device, batch_size)
+    parts = map_model_batches(embed, crops, transform, device, batch_size=batch_size)
     return np.concatenate(parts) if parts else np.empty((0, model.embedding_size), dtype=np.float32)

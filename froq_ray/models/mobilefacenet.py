@@ -43,7 +43,7 @@ STAGE_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
-def conv_bn_relu6(in_ch: int, out_ch: int, kernel: int, stride: int, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu6(in_ch: int, out_ch: int, kernel: int, stride: int, *, groups: int = 1) -> nn.Sequential:
     """Conv (no bias) -> BatchNorm -> in-place ReLU6, as ``<name>.0`` / ``.1`` / ``.2``."""
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False),

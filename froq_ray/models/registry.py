@@ -29,7 +29,7 @@ _REGISTRY: dict[str, RegistryEntry] = {}
 
 
 def register_model(
-    name: str, family: str, needs_weights: bool, description: str, weights_hint: str = ""
+    name: str, family: str, needs_weights: bool, description: str, *, weights_hint: str = ""
 ) -> Callable[[Factory], Factory]:
     """Register ``factory`` under ``name``. A factory of a model with ``needs_weights`` is only called with a
     weights path (:func:`load_model` refuses a missing one, naming ``weights_hint``)."""

@@ -46,7 +46,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         else None
     )
     calibration_id = artifact.calibration_id if artifact else None
-    job = prepare_run(cfg, model, digest_extra(model, calibration_id), force, OUTPUT)
+    job = prepare_run(cfg, model, digest_extra(model, calibration_id), force, layout=OUTPUT)
     if nothing_to_do(job):
         return read_manifest(Location.of(cfg.output))
     stage = scoring_stage_config(cfg, mode.name, artifact_json=artifact.to_json() if artifact else None)
@@ -65,7 +65,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         stage,
         schema,
         constants,
-        calibration_id,
+        calibration_id=calibration_id,
         no_progress_timeout_s=mode.default_no_progress_timeout_s,
     )
     manifest = scoring_manifest(job, result, total_counts(job, result))

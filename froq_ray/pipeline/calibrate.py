@@ -136,11 +136,11 @@ def labelled_artifact(cfg: CalibrateJob, model, layers: list[str], calls: dict[s
             layers,
             norms,
             emb,
-            labels,
-            list(ids),
-            c.top_n,
-            cfg.scoring.precision,
-            calls,
+            identities=labels,
+            image_ids=list(ids),
+            top_n=c.top_n,
+            precision=cfg.scoring.precision,
+            layer_calls=calls,
             target=c.target,
             method=c.method,
             linear_top_n=c.linear_top_n,
@@ -171,7 +171,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
     """Observe, select layers, write ``_froq/calibration.json`` (+ per-image Parquet and manifest) in output.uri."""
     model = load_job_model(cfg)
     layers, calls = calibration_layers(model)
-    job = prepare_run(cfg, model, digest_extra(model, layers), force, OUTPUT)
+    job = prepare_run(cfg, model, digest_extra(model, layers), force, layout=OUTPUT)
     log.info(
         "calibrating %s on %d images: %d candidate layers, %d of %d shard(s) to observe",
         model.model_id,
@@ -197,7 +197,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
             stage,
             schema,
             mode.constants(model, None),
-            None,
+            calibration_id=None,
             no_progress_timeout_s=mode.default_no_progress_timeout_s,
         )
     c = cfg.calibration
@@ -219,10 +219,10 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
                 layers,
                 observations,
                 settings,
-                c.top_n,
-                digest.result(),
-                cfg.scoring.precision,
-                calls,
+                top_n=c.top_n,
+                calibration_set=digest.result(),
+                precision=cfg.scoring.precision,
+                layer_calls=calls,
                 method=c.method,
                 groups=groups,
                 linear_top_n=c.linear_top_n,

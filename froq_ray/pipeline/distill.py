@@ -94,6 +94,7 @@ def open_distill_output(
     cfg_digest: str,
     data_digest: str,
     force: bool,
+    *,
     inputs: tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
 ) -> RunState:
@@ -277,6 +278,7 @@ def student_card(
     cfg_digest: str,
     data: TrainingData,
     teacher: Teacher,
+    *,
     teacher_check: dict[str, Any],
     scaler: TargetScaler,
     trained: TrainedStudent,
@@ -366,7 +368,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     cfg_digest = config_digest(cfg, extra=extra)
     data_digest = rows_digest(rows.table, ["path", "identity", "target"])
     state = open_distill_output(
-        cfg, cfg_digest, data_digest, force, tuple(rows.files), config=digest_payload(cfg, extra)
+        cfg, cfg_digest, data_digest, force, inputs=tuple(rows.files), config=digest_payload(cfg, extra)
     )
     done = finished_card(state)
     if done is not None:
@@ -404,11 +406,11 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
         training_datasets(cfg, data),
         train_uri,
         cfg.output.storage_options,
-        cfg.training.num_workers,
-        cfg.training.use_gpu,
-        cfg.training.keep_checkpoints,
-        resumed_from,
-        cfg.training.cpus_per_worker,
+        num_workers=cfg.training.num_workers,
+        use_gpu=cfg.training.use_gpu,
+        keep_checkpoints=cfg.training.keep_checkpoints,
+        resumed_from_epoch=resumed_from,
+        cpus_per_worker=cfg.training.cpus_per_worker,
     )
     seconds["train"] = time.perf_counter() - clock
     last = trained.history[-1] if trained.history else {}
@@ -428,11 +430,22 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     card = save_student_artifact(
         cfg.output.uri,
         student,
-        student_card(cfg, cfg_digest, data, teacher, teacher_check, scaler, trained, settings),
+        student_card(
+            cfg,
+            cfg_digest,
+            data,
+            teacher,
+            teacher_check=teacher_check,
+            scaler=scaler,
+            trained=trained,
+            settings=settings,
+        ),
         storage_options=cfg.output.storage_options,
     )
     seconds["export"] = time.perf_counter() - clock
-    manifest = distill_manifest(cfg, cfg_digest, data, card, trained, started_at, seconds)
+    manifest = distill_manifest(
+        cfg, cfg_digest, data, card, trained=trained, started_at=started_at, stage_seconds=seconds
+    )
     written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written):
         log.info(line)
@@ -444,6 +457,7 @@ def distill_manifest(
     cfg_digest: str,
     data: TrainingData,
     card: dict[str, Any],
+    *,
     trained: TrainedStudent,
     started_at: str,
     stage_seconds: dict[str, float],

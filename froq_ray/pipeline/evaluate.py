@@ -400,7 +400,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         if PERCENTILE_COLUMN in ok and ok[PERCENTILE_COLUMN].notna().all()
         else None
     )
-    thresholds = threshold_tables(embeddings, identities, qualities, percentiles, ev.fmr)
+    thresholds = threshold_tables(embeddings, identities, qualities, percentiles, fmr=ev.fmr)
     fs, path = state.fs, state.path
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

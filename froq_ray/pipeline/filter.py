@@ -318,6 +318,7 @@ def neighbour_reports(
     files: list[AnnotationFile],
     table: pd.DataFrame,
     centres: CentreTable,
+    *,
     thresholds: dict[str, Any],
 ) -> dict[str, pd.DataFrame]:
     """The enabled reports, by output file name: near-duplicate image pairs (:data:`DUPLICATES`), identity
@@ -486,7 +487,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     scored = score_pass(job, files, table, index)
     timings["classifiability_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    reports = neighbour_reports(job, files, scored, index.table, thresholds)
+    reports = neighbour_reports(job, files, scored, index.table, thresholds=thresholds)
     timings["neighbours_s"] = time.perf_counter() - start
     if EVAL_OVERLAP in reports:
         scored["eval_overlap"] = scored["identity"].isin(set(reports[EVAL_OVERLAP]["identity"])).to_numpy()

@@ -72,7 +72,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob, force: bool = False) -> list[str
         extra = annotate.digest_extra(model, artifact.calibration_id if artifact else None)
         layout = annotate.OUTPUT
     cfg_digest = config_digest(cfg, extra=extra)
-    planned = plan_run(cfg, model, extra, layout, force)
+    planned = plan_run(cfg, model, extra, layout, force=force)
     inputs, counts = planned.inputs, _counts(planned.inputs)
     source = (
         f"the stored listing of the run being resumed ({PLAN_FILE} in the output; not listed again)"

@@ -305,6 +305,7 @@ def build_sections(
     table: pd.DataFrame,
     source: str,
     filtered: FilterOutput | None,
+    *,
     plan: _Plan,
     thumbs: Thumbnails,
 ) -> list[Section]:
@@ -463,7 +464,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
     thumbs = Thumbnails(paths, cfg.thumbnail_size, cfg.storage_options)
     timings["read"] = time.perf_counter() - start
     start = time.perf_counter()
-    sections = build_sections(cfg, table, source, filtered, plan, thumbs)
+    sections = build_sections(cfg, table, source, filtered, plan=plan, thumbs=thumbs)
     fs, root = state.fs, state.path
     if fs.exists(f"{root}/{SHEETS}"):  # an earlier review's sheets (resume recomputes): none may stay behind
         fs.rm(f"{root}/{SHEETS}", recursive=True)

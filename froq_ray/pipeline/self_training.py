@@ -177,7 +177,14 @@ def run_self_training(
     listing = self_training_listing(rows, cfg)
     digest = self_training_digest(cfg, teacher)
     job = prepare_table_run(
-        cfg, model, uri, digest, self_training_settings(cfg, teacher), listing, force, OUTPUT
+        cfg,
+        model,
+        uri,
+        digest,
+        settings=self_training_settings(cfg, teacher),
+        table=listing,
+        force=force,
+        layout=OUTPUT,
     )
     pending = job.pending
     log.info(
@@ -209,7 +216,7 @@ def run_self_training(
             teacher_stage(cfg, teacher),
             self_training_schema(cfg, teacher),
             constants,
-            teacher.calibration_id,
+            calibration_id=teacher.calibration_id,
             decode=decode,
             between=(MapStage(degrade_and_store, degrade_cfg),),
             no_progress_timeout_s=mode.default_no_progress_timeout_s,

@@ -155,6 +155,7 @@ def observe_calibration_batch(
     batch: np.ndarray | torch.Tensor,
     pseudo_labeler: PseudoLabeler,
     layer_names: Sequence[str],
+    *,
     device: torch.device | str | None = None,
 ) -> dict[str, np.ndarray]:
     """Norms of every layer in ``layer_names`` and the pseudo-labels for one batch.
@@ -191,6 +192,7 @@ def observe_norms_and_embeddings(
     batch: np.ndarray | torch.Tensor,
     layer_names: Sequence[str],
     device: torch.device | str = "cpu",
+    *,
     precision: str = "fp32",
     max_forward_batch: int = 256,
 ) -> dict[str, np.ndarray]:
@@ -279,6 +281,7 @@ def build_artifact(
     layer_names: Sequence[str],
     observations: Mapping[str, np.ndarray],
     settings: PerturbationSettings | Mapping[str, object],
+    *,
     top_n: int,
     calibration_set: CalibrationSet,
     precision: str,
@@ -308,7 +311,9 @@ def build_artifact(
     if method == "linear":
         if groups is None:
             raise ValueError("the linear observer needs the calibration images' identities (groups)")
-        linear = fit_linear(layer_names, matrix, target, groups, utilities, linear_top_n, folds)
+        linear = fit_linear(
+            layer_names, matrix, target, groups, utilities=utilities, top_n=linear_top_n, folds=folds
+        )
         index = [list(layer_names).index(name) for name in linear.layers]
         quality = linear.predict(matrix[:, index])
     else:
@@ -338,6 +343,7 @@ def calibrate(
     batches: Iterable[np.ndarray],
     settings: PerturbationSettings | None = None,
     top_n: int = 10,
+    *,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     layer_names: Sequence[str] | None = None,
@@ -359,7 +365,7 @@ def calibrate(
     for batch in batches:
         if image_ids is None:
             digest.add_pixels(batch)
-        parts.append(observe_calibration_batch(model, batch, labeler, names, device))
+        parts.append(observe_calibration_batch(model, batch, labeler, names, device=device))
     observations = concat_observations(parts)
     calibration_set = digest.result()
     if calibration_set.size != observations[PSEUDO_LABEL_KEY].shape[0]:
@@ -367,4 +373,13 @@ def calibrate(
             f"{calibration_set.size} image ids for {observations[PSEUDO_LABEL_KEY].shape[0]} calibration images"
         )
     calls = probe_call_counts(model, names, device)
-    return build_artifact(model, names, observations, settings, top_n, calibration_set, precision, calls)
+    return build_artifact(
+        model,
+        names,
+        observations,
+        settings,
+        top_n=top_n,
+        calibration_set=calibration_set,
+        precision=precision,
+        layer_calls=calls,
+    )

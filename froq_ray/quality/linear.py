@@ -179,6 +179,7 @@ def fit_linear(
     norms: np.ndarray,
     target: np.ndarray,
     groups: Sequence[Any] | np.ndarray,
+    *,
     utilities: Mapping[str, float] | None = None,
     top_n: int | None = None,
     folds: int = DEFAULT_FOLDS,

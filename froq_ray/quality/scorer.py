@@ -198,7 +198,9 @@ class FroqScorer:
 
     def _batches(self, batch: torch.Tensor):
         """Network input per model batch (:func:`~froq_ray.models.inference.model_batches`)."""
-        return model_batches(batch, self.transform, self.device, self.model_batch_size, self.memory_format)
+        return model_batches(
+            batch, self.transform, self.device, self.model_batch_size, memory_format=self.memory_format
+        )
 
     def _observed_chunks(self, batch: torch.Tensor):
         """(quality, embedding) per model batch, from the frozen graph, the persistent (compiled) or a per-call

@@ -158,8 +158,8 @@ def open_output(
         storage_options,
         mode,
         config_digest,
-        input_digest,
-        force or redo,  # nothing partial to protect: another run's results are simply computed again
+        input_digest=input_digest,
+        force=force or redo,  # nothing partial to protect: another run's results are simply computed again
         config=config,
         listing=listing,
         job=layout.job,

@@ -119,6 +119,7 @@ def prepare_output(
     storage_options: Mapping[str, Any] | None,
     mode: Mode,
     config_digest: str,
+    *,
     input_digest: str | None,
     force: bool = False,
     config: Mapping[str, Any] | None = None,

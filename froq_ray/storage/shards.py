@@ -83,6 +83,7 @@ def write_shard(
     out_dir: str,
     shard: Shard,
     table: pa.Table,
+    *,
     shard_input_digest: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -26,7 +26,9 @@ def test_the_graph_maps_whole_shards_with_and_without_gpus(tmp_path, num_gpus):
         actors=(1, 4),
     )
     read = ReadStageConfig(str(tmp_path), {}, DecodeStageConfig(num_cpus=1))
-    write = WriteStageConfig.create(str(tmp_path), {}, pa.schema([pa.field("path", pa.string())]), {}, "d")
+    write = WriteStageConfig.create(
+        str(tmp_path), {}, pa.schema([pa.field("path", pa.string())]), {}, inputs_digest="d"
+    )
     items = [{"shard": 0, "part": "p.parquet", "start": 0, "stop": 2, "row0": 0}]
     ds = scoring_dataset(items, read, scoring, write, max_tasks_in_flight_per_actor=2)  # lazy: nothing runs
     plan = str(ds)  # the logical plan, outermost operator first

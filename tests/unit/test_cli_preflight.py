@@ -242,7 +242,12 @@ def test_plan_of_a_resumable_output_counts_from_its_stored_listing_without_ray(
     )
     extra = digest_extra(load_job_model(cfg), None)  # what the run folds in (no calibration in this mode)
     state = prepare_output(
-        str(out), {}, "resume", config_digest(cfg, extra), None, config=digest_payload(cfg, extra)
+        str(out),
+        {},
+        "resume",
+        config_digest(cfg, extra),
+        input_digest=None,
+        config=digest_payload(cfg, extra),
     )
     image = next(one_image_dir.rglob("*.jpg"))
     inputs_from_table(

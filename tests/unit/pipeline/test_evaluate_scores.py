@@ -16,7 +16,7 @@ import pytest
 from froq_ray.cli import main
 from froq_ray.evaluation.external import ScoreFileError, join_scores, read_scores
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
-from tests.unit.test_evaluate_job import (
+from tests.unit.pipeline.test_evaluate_job import (
     brute_force_edc,
     evaluate,
     labelled,

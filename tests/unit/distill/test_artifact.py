@@ -294,9 +294,11 @@ def test_served_students_run_channels_last_with_the_nchw_result(saved, case):
     _, network, _ = saved[case]
     crops = np.random.default_rng(3).integers(0, 256, size=(3, 112, 112, 3), dtype=np.uint8)
     transform = ModelInputTransform(network.contract)
-    nchw = student_runner(copy.deepcopy(network), transform, "cpu", 2, "contiguous")(crops)["quality"]
+    nchw = student_runner(copy.deepcopy(network), transform, "cpu", 2, memory_format="contiguous")(crops)[
+        "quality"
+    ]
     served = copy.deepcopy(network)
-    auto = student_runner(served, transform, "cpu", 2, "auto")(crops)["quality"]
+    auto = student_runner(served, transform, "cpu", 2, memory_format="auto")(crops)["quality"]
     conv = next(p for p in served.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)  # auto kept channels_last: it matched
     assert auto.dtype == np.float32 and auto.shape == (3,)

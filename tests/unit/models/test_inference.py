@@ -28,13 +28,13 @@ def test_model_batches_split_transform_and_lay_out(transform):
     crops = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
     expected = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (x/255 - 0.5) / 0.5
     with torch.inference_mode():
-        batches = list(model_batches(crops, transform, "cpu", 2, "channels_last"))
+        batches = list(model_batches(crops, transform, "cpu", 2, memory_format="channels_last"))
     assert [b.shape[0] for b in batches] == [2, 2, 1]
     assert all(
         b.dtype == torch.float32 and b.is_contiguous(memory_format=torch.channels_last) for b in batches
     )
     torch.testing.assert_close(torch.cat(batches), expected, rtol=0, atol=1e-5)
-    sums = map_model_batches(lambda x: float(x.sum()), crops, transform, "cpu", 4)
+    sums = map_model_batches(lambda x: float(x.sum()), crops, transform, "cpu", batch_size=4)
     assert len(sums) == 2 and np.isclose(sum(sums), float(expected.sum()), rtol=1e-5)
     float_input = expected.numpy()
     torch.testing.assert_close(torch.cat(list(model_batches(float_input, transform, "cpu", 3))), expected)

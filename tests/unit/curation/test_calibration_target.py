@@ -9,7 +9,7 @@ from froq_ray.curation.classifiability import classifiability
 from froq_ray.quality.artifact import CalibrationArtifact
 from froq_ray.quality.calibration import PSEUDO_LABEL_KEY, spearman
 from tests.tiny_models import tiny_fr_model
-from tests.unit.test_curation_centres import clustered
+from tests.unit.curation.test_centres import clustered
 
 
 def test_layers_are_selected_against_cr():
@@ -35,8 +35,8 @@ def test_layers_are_selected_against_cr():
         ["noise", "tracks_cr", "anti"],
         norms,
         x,
-        labels,
-        ids,
+        identities=labels,
+        image_ids=ids,
         top_n=3,
         precision="fp32",
         layer_calls={"noise": 1, "tracks_cr": 1, "anti": 1},

@@ -239,4 +239,4 @@ def test_the_output_may_not_be_an_annotations_folder(tmp_path):
     folder = annotations(tmp_path, "ann", [("/d/p/a.jpg", "p", st.OK, 1.0, "m@1", "c1")])
     cfg = distill_cfg(tmp_path, output={"uri": folder})
     with pytest.raises(OutputStateError, match="holds the input .*part-00000.parquet"):
-        open_distill_output(cfg, "c", "d", False, (f"{folder}/part-00000.parquet",))
+        open_distill_output(cfg, "c", "d", False, inputs=(f"{folder}/part-00000.parquet",))

@@ -26,7 +26,7 @@ from froq_ray.quality.percentile import quality_percentile, quality_quantiles
 from froq_ray.quality.scorer import FroqScorer
 from tests.tiny_models import flat_norms, hand_artifact, manual_activations, random_crops, tiny_fr_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ------------------------------------------------------------------------------------------------ ridge
@@ -85,7 +85,7 @@ def test_fit_linear_standardises_fits_and_predicts():
     assert fit.penalty == float(max(fit.cv, key=lambda p: (fit.cv[p], float(p))))
     assert spearman(fit.predict(norms[:, [0, 2, 3]]), target) > 0.95
     top = fit_linear(
-        layers, norms, target, groups, {"a": 0.9, "const": math.nan, "b": 0.1, "c": -0.5}, top_n=2
+        layers, norms, target, groups, utilities={"a": 0.9, "const": math.nan, "b": 0.1, "c": -0.5}, top_n=2
     )
     assert top.layers == ["a", "b"] and top.excluded["c"] == "not in the top-n"
     assert LinearObserver.from_dict(json.loads(json.dumps(fit.to_dict()))) == fit
@@ -304,7 +304,16 @@ def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(m
 
     cs = CalibrationSet("0" * 64, "sorted_image_ids", len(target))
     calls = {n: 1 for n in names}
-    greedy = build_artifact(model, names, observations, {"target": "genuine"}, 3, cs, "fp32", calls)
+    greedy = build_artifact(
+        model,
+        names,
+        observations,
+        {"target": "genuine"},
+        top_n=3,
+        calibration_set=cs,
+        precision="fp32",
+        layer_calls=calls,
+    )
     assert greedy.method == "greedy" and greedy.settings == {"target": "genuine", "top_n": 3}
     index = [names.index(n) for n in greedy.selected_layers]
     np.testing.assert_allclose(
@@ -316,10 +325,10 @@ def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(m
         names,
         observations,
         {"target": "genuine"},
-        3,
-        cs,
-        "fp32",
-        calls,
+        top_n=3,
+        calibration_set=cs,
+        precision="fp32",
+        layer_calls=calls,
         method="linear",
         groups=groups,
     )
@@ -327,7 +336,17 @@ def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(m
     expected = linear.linear.predict(norms[:, [0, 2, 3]].astype(np.float32))
     np.testing.assert_allclose(linear.quality_quantiles, quality_quantiles(expected))
     with pytest.raises(ValueError, match="identities"):
-        build_artifact(model, names, observations, {}, 3, cs, "fp32", calls, method="linear")
+        build_artifact(
+            model,
+            names,
+            observations,
+            {},
+            top_n=3,
+            calibration_set=cs,
+            precision="fp32",
+            layer_calls=calls,
+            method="linear",
+        )
     back = CalibrationArtifact.from_json(linear.to_json())
     assert back.calibration_id == linear.calibration_id and back.linear == linear.linear
 
@@ -342,8 +361,8 @@ def test_labelled_artifact_counts_what_was_left_out(model):
         names,
         norms,
         x,
-        ids,
-        [f"img{i}" for i in range(len(ids))],
+        identities=ids,
+        image_ids=[f"img{i}" for i in range(len(ids))],
         top_n=2,
         precision="fp32",
         layer_calls={n: 1 for n in names},

@@ -107,8 +107,10 @@ def test_weighted_curve_is_the_edc_of_the_expanded_pair_list(threshold):
     w = rng.integers(0, 4, size=s.size)
     grid = [Fraction(k, 20) for k in range(7)]
     order = np.argsort(q, kind="stable")
-    got = weighted_fnmr_curve(s[order], g[order], w[order], grid, 0.1, threshold)
-    ones = weighted_fnmr_curve(s[order], g[order], np.ones(s.size, np.int64), grid, 0.1, threshold)
+    got = weighted_fnmr_curve(s[order], g[order], w[order], grid, fmr=0.1, threshold=threshold)
+    ones = weighted_fnmr_curve(
+        s[order], g[order], np.ones(s.size, np.int64), grid, fmr=0.1, threshold=threshold
+    )
     np.testing.assert_array_equal(ones, edc(s, g, q, fmr=0.1, threshold=threshold, step=0.05).fnmr)
     expanded = np.repeat(np.arange(s.size), w)  # copies adjacent, in pair order
     ref = edc(s[expanded], g[expanded], q[expanded], fmr=0.1, threshold=threshold, step=0.05)

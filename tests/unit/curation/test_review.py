@@ -390,7 +390,7 @@ def test_review_reads_annotations_images_and_filter_from_s3(tmp_path, s3):
 
 def test_shipped_config_and_job_entrypoint(review_inputs, monkeypatch):
     root = review_inputs["root"]
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     monkeypatch.chdir(repo)
     cfg = load_config(repo / "configs" / "review.yaml", expected_job="review")
     assert cfg.review.annotations == [str(repo / "out" / "annotate")] and cfg.review.filter == str(

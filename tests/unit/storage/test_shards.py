@@ -14,7 +14,7 @@ from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
 
 
 def test_shard_file_names_come_from_the_index():
-    # (how rows are cut into shards: tests/unit/test_engine_inputs_ranges.py)
+    # (how rows are cut into shards: tests/unit/engine/test_inputs_ranges.py)
     assert Shard(3, 0, 1).part_name == "part-00003.parquet"
     assert Shard(123456, 0, 1).marker_name == "part-123456.done.json"
     assert Shard(7, 0, 1).marker_path == "_froq/part-00007.done.json"
@@ -66,7 +66,7 @@ def test_write_shard_local(tmp_path):
     fs.makedirs(out_dir)
     shard = Shard(2, 20, 23)
     table = small_table(["ok", "corrupt", "ok"])
-    marker = write_shard(fs, out_dir, shard, table, "abc")
+    marker = write_shard(fs, out_dir, shard, table, shard_input_digest="abc")
     check_written(fs, out_dir, shard, table, marker)
 
 
@@ -74,14 +74,14 @@ def test_write_shard_s3(s3):  # noqa: F811 - the s3 fixture imported above
     fs, out_dir = open_fs(s3.uri("out"), s3.storage_options)
     shard = Shard(0, 0, 3)
     table = small_table(["corrupt", "ok", "ok"])
-    marker = write_shard(fs, out_dir, shard, table, "abc")
+    marker = write_shard(fs, out_dir, shard, table, shard_input_digest="abc")
     check_written(fs, out_dir, shard, table, marker)
 
 
 def test_row_count_must_match_shard(tmp_path):
     fs, out_dir = open_fs(str(tmp_path))
     with pytest.raises(ValueError, match="shard 0 has 2 rows, expected 3"):
-        write_shard(fs, out_dir, Shard(0, 0, 3), small_table(["ok", "ok"]), "abc")
+        write_shard(fs, out_dir, Shard(0, 0, 3), small_table(["ok", "ok"]), shard_input_digest="abc")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,7 +97,7 @@ def test_marker_is_written_after_the_part(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fs, "pipe_file", failing_pipe)
     with pytest.raises(OSError, match="disk full"):
-        write_shard(fs, out_dir, Shard(0, 0, 1), small_table(["ok"]), "abc")
+        write_shard(fs, out_dir, Shard(0, 0, 1), small_table(["ok"]), shard_input_digest="abc")
     monkeypatch.setattr(fs, "pipe_file", original)
     assert len(calls) == 1 and "part-00000.parquet" in calls[0]
     assert read_markers(fs, out_dir) == {} and list(tmp_path.iterdir()) == []

@@ -85,7 +85,7 @@ def test_variants_and_rank_agreement():
     artifact = hand_artifact(model, ["block.act", "stem"])
     crops = random_crops(10, 16, seed=3)
     results = [
-        time_variant(model, artifact, crops, v, "cpu", 4)
+        time_variant(model, artifact, crops, v, device="cpu", model_batch_size=4)
         for v in (
             Variant(),
             Variant(memory_format="channels_last", quality_only=True),

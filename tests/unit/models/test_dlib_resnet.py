@@ -24,7 +24,7 @@ from froq_ray.models.dlib_dat import (
 )
 from froq_ray.models.registry import _REGISTRY
 
-LFW_IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lfw-dev" / "images"
+LFW_IMAGES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "lfw-dev" / "images"
 
 
 @pytest.fixture(scope="module")

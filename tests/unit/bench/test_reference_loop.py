@@ -61,7 +61,9 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_qualities_equal_the_froq_scorer(model, files, workers):
-    result = run_reference_loop(files, model.network, model.contract, SELECTED, "cpu", num_workers=workers)
+    result = run_reference_loop(
+        files, model.network, model.contract, SELECTED, device="cpu", num_workers=workers
+    )
     expected = FroqScorer(model, hand_artifact(model, SELECTED)).score(load_crops_strict(files, 16)).quality
     assert result.images == 70 and result.seconds > 0 and result.images_per_second > 0
     got = np.array([result.qualities[str(p)] for p in files])

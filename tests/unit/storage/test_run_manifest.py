@@ -35,8 +35,8 @@ from froq_ray.storage.manifest import HEADER_KEYS, read_manifest, write_manifest
 from froq_ray.versions import software_versions
 from tests import review_data
 from tests.tiny_models import tiny_fr_model
-from tests.unit import test_curation_filter_job as filter_case
-from tests.unit import test_evaluate_job as evaluate_case
+from tests.unit.pipeline import test_evaluate_job as evaluate_case
+from tests.unit.pipeline import test_filter_job as filter_case
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SECRET = {"key": "AKIA-not-real", "secret": "s3cr3t-value", "endpoint_url": "http://localhost:1"}
@@ -88,9 +88,9 @@ def distill_job_manifest(tmp_path: Path) -> dict:
         "c" * 64,
         TrainingData(split, rows, None, None),
         card,
-        trained,
-        "2026-01-01T00:00:00Z",
-        {"train": 2},
+        trained=trained,
+        started_at="2026-01-01T00:00:00Z",
+        stage_seconds={"train": 2},
     )
     assert manifest.results["counts_by_status"]["training_read_failures_last_epoch"]["train"] == 1
     return write_manifest(Location(str(tmp_path / "distill")), manifest)

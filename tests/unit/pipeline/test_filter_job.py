@@ -175,7 +175,7 @@ def test_filter_cli_and_config_errors_name_keys(tmp_path: Path, capsys):
 def test_shipped_filter_config_is_valid():
     from froq_ray.config import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "filter.yaml", expected_job="filter")
+    cfg = load_config(Path(__file__).resolve().parents[3] / "configs" / "filter.yaml", expected_job="filter")
     noise = cfg.filter.policies.label_noise
     assert isinstance(cfg, FilterJob) and (noise.ccs_floor, noise.margin, noise.drop) == (
         "preset",

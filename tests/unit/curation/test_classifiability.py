@@ -15,7 +15,7 @@ from froq_ray.curation.classifiability import (
     classifiability,
     nearest_other_centre,
 )
-from tests.unit.test_curation_centres import clustered
+from tests.unit.curation.test_centres import clustered
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -31,7 +31,9 @@ def test_threshold_table_equals_a_brute_force_loop():
     assert sum(s >= tau for s in impostor) <= fmr * len(impostor)
     percentile = np.argsort(np.argsort(quality)) / len(quality) * 100
     i, j, s, g = pairs_of(emb, ids)
-    table = threshold_table(quality, i, j, s, g, percentile, (0.0, 0.05, 0.2, 0.3), fmr)
+    table = threshold_table(
+        quality, i, j, s, genuine=g, percentile=percentile, fractions=(0.0, 0.05, 0.2, 0.3), fmr=fmr
+    )
     for row in table.itertuples():
         t = sorted(quality)[int(np.floor(row.drop_fraction * len(quality)))]
         kept = {n for n in range(len(ids)) if quality[n] >= t}
@@ -46,4 +48,4 @@ def test_threshold_table_equals_a_brute_force_loop():
     both = threshold_tables(emb, ids, {"a": quality, "b": -quality}, {"a": percentile}, fmr=fmr)
     assert list(both["method"].unique()) == ["a", "b"] and both["percentile_threshold"].isna().sum() == 5
     with pytest.raises(ValueError, match="drop fractions"):
-        threshold_table(quality, i, j, s, g, fractions=(1.0,))
+        threshold_table(quality, i, j, s, genuine=g, fractions=(1.0,))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from froq_ray.imaging import align
 
-LFW_IMAGES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lfw-dev" / "images"
+LFW_IMAGES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "lfw-dev" / "images"
 
 
 def lfw_crops(count: int) -> np.ndarray:

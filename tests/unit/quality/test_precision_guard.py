@@ -25,7 +25,7 @@ from froq_ray.quality.calibration import calibrate, spearman
 from froq_ray.quality.perturbations import PerturbationSettings
 from froq_ray.quality.scorer import FroqScorer
 
-RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+RESULTS = Path(__file__).resolve().parents[3] / "docs" / "results"
 SHIPPED = (
     RESULTS / "mobilefacenet-lfw-folds123.calibration.json",
     RESULTS / "mobilefacenet-lfw-folds123-sample300.calibration.json",

@@ -53,7 +53,7 @@ def concat(*batches: dict) -> dict:
 def cfg(tmp_path):
     schema = annotation_schema(DIM).with_metadata(schema_metadata("d" * 64, "model-x", None))
     constants = {"model_id": "model-x", "calibration_id": None}
-    return WriteStageConfig.create(str(tmp_path / "out"), {}, schema, constants, "p" * 64)
+    return WriteStageConfig.create(str(tmp_path / "out"), {}, schema, constants, inputs_digest="p" * 64)
 
 
 def test_each_shard_is_written_whole_with_its_marker(cfg, tmp_path):

@@ -28,7 +28,7 @@ from froq_ray.imaging.degrade import (
 )
 from tests.data_factory import make_face_like_image, write_identity_tree
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 FACE = make_face_like_image(seed=5)
 GRAY = np.full((112, 112, 3), 128, dtype=np.uint8)
 

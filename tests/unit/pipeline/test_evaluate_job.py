@@ -326,7 +326,7 @@ def test_threshold_table_is_written_with_the_percentile_threshold(capsys, tmp_pa
     assert code == 0, err
     got = pd.read_csv(tmp_path / "ev" / "thresholds.csv")
     i, j, s, g = pairs_of(data["embedding"], ids)
-    expected = threshold_table(data["quality"], i, j, s, g, percentile, fmr=0.1)
+    expected = threshold_table(data["quality"], i, j, s, genuine=g, percentile=percentile, fmr=0.1)
     assert list(got["method"]) == ["quality"] * 5 and list(got["drop_fraction"]) == [
         0.01,
         0.05,

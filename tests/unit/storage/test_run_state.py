@@ -48,7 +48,7 @@ def one_row_table():
 
 def write_shards(state, indices, digest="shard-digest"):
     for i in indices:
-        write_shard(state.fs, state.path, Shard(i, i, i + 1), one_row_table(), digest)
+        write_shard(state.fs, state.path, Shard(i, i, i + 1), one_row_table(), shard_input_digest=digest)
 
 
 def put(state, name: str, data: bytes = b"x") -> None:
@@ -59,13 +59,13 @@ def put(state, name: str, data: bytes = b"x") -> None:
 
 def test_fresh_output_then_resume_skips_completed(out):
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     assert state.completed == frozenset() and not state.resumed
     run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"], run["schema_version"]) == (CFG, INP, "1")
     write_shards(state, [0, 2])
 
-    again = prepare_output(uri, options, "resume", CFG, INP)
+    again = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     assert again.resumed and not again.forced
     assert again.completed == frozenset({0, 2})
     assert again.is_done(0, "shard-digest") and not again.is_done(0, "other-rows") and not again.is_done(1)
@@ -75,34 +75,36 @@ def test_fresh_output_then_resume_skips_completed(out):
 @pytest.mark.parametrize("changed", ["config", "input"])
 def test_resume_refuses_changed_digest_unless_forced(out, changed):
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     write_shards(state, [0])
     new_cfg, new_inp = ("d" * 64, INP) if changed == "config" else (CFG, "j" * 64)
     what = "the config differs" if changed == "config" else "the input listing differs"
     with pytest.raises(OutputStateError, match=f"cannot resume into {uri}: {what}.*--force"):
-        prepare_output(uri, options, "resume", new_cfg, new_inp)
+        prepare_output(uri, options, "resume", new_cfg, input_digest=new_inp)
 
-    forced = prepare_output(uri, options, "resume", new_cfg, new_inp, force=True)
+    forced = prepare_output(uri, options, "resume", new_cfg, input_digest=new_inp, force=True)
     assert forced.forced and forced.completed == frozenset({0})
     run = read_json(forced.fs, f"{forced.path}/{RUN_FILE}")
     assert (run["config_digest"], run["input_digest"]) == (new_cfg, new_inp)
-    follow_up = prepare_output(uri, options, "resume", new_cfg, new_inp)
+    follow_up = prepare_output(uri, options, "resume", new_cfg, input_digest=new_inp)
     assert follow_up.resumed and not follow_up.forced
 
 
 def test_resume_refuses_parts_of_unknown_origin(out):
     uri, options = out
-    state = prepare_output(uri, options, "overwrite", CFG, INP)
+    state = prepare_output(uri, options, "overwrite", CFG, input_digest=INP)
     write_shards(state, [0])
     state.fs.rm_file(f"{state.path}/{RUN_FILE}")
     with pytest.raises(OutputStateError, match="no _froq/run.json"):
-        prepare_output(uri, options, "resume", CFG, INP)
-    assert prepare_output(uri, options, "resume", CFG, INP, force=True).completed == frozenset({0})
+        prepare_output(uri, options, "resume", CFG, input_digest=INP)
+    assert prepare_output(uri, options, "resume", CFG, input_digest=INP, force=True).completed == frozenset(
+        {0}
+    )
 
 
 def test_overwrite_deletes_only_our_files(out):
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     write_shards(state, [0, 1])
     write_manifest(Location(uri, options), manifest_of({"ok": 2}))
     put(state, ".part-00001.parquet.tmp-" + "0" * 32)
@@ -111,7 +113,7 @@ def test_overwrite_deletes_only_our_files(out):
     put(state, "mine.tmp-keep")
     put(state, "sub/part-00000.parquet")  # in a subfolder: not ours to touch
 
-    fresh = prepare_output(uri, options, "overwrite", "d" * 64, INP)
+    fresh = prepare_output(uri, options, "overwrite", "d" * 64, input_digest=INP)
     assert fresh.completed == frozenset() and not fresh.resumed
     assert list_names(fresh.fs, fresh.path) == ["mine.tmp-keep", "notes.txt", "part-1.parquet"]
     assert list_names(fresh.fs, f"{fresh.path}/_froq") == ["run.json"]
@@ -121,27 +123,27 @@ def test_overwrite_deletes_only_our_files(out):
 
 def test_error_if_exists(out):
     uri, options = out
-    state = prepare_output(uri, options, "error_if_exists", CFG, INP)  # empty: fine
+    state = prepare_output(uri, options, "error_if_exists", CFG, input_digest=INP)  # empty: fine
     put(state, "README.txt")
-    prepare_output(uri, options, "error_if_exists", CFG, INP)  # foreign files only: fine
+    prepare_output(uri, options, "error_if_exists", CFG, input_digest=INP)  # foreign files only: fine
     write_shards(state, [0])
     with pytest.raises(OutputStateError, match=f"output {uri} already holds 2 shard file"):
-        prepare_output(uri, options, "error_if_exists", CFG, INP)
+        prepare_output(uri, options, "error_if_exists", CFG, input_digest=INP)
 
 
 def test_resume_removes_stale_temp_files(out):
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     stale = "._part-00004.done.json.tmp-" + "a" * 32
     put(state, stale)
-    prepare_output(uri, options, "resume", CFG, INP)
+    prepare_output(uri, options, "resume", CFG, input_digest=INP)
     assert stale not in list_names(state.fs, state.path)
 
 
 def test_check_writable_probe(out):
     uri, options = out
     check_writable(uri, options)
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     assert list_names(state.fs, state.path) == []  # the probe is gone
     assert list_names(state.fs, f"{state.path}/_froq") == ["run.json"]
 
@@ -196,7 +198,7 @@ def test_read_manifest_missing(tmp_path):
 def test_plain_pandas_reads_the_output_folder(out):
     """Markers, run files and leftover temp files never get in the way of pandas.read_parquet(<folder>)."""
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     write_shards(state, [0, 1, 2])
     write_manifest(Location(uri, options), manifest_of({"ok": 3}))
     put(state, ".part-00003.parquet.tmp-" + "b" * 32, b"half a parquet file")
@@ -214,7 +216,7 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
 
     uri = str(tmp_path / "out")
     listing = pd.DataFrame({"path": ["/x.jpg", "/y.jpg", "/z.jpg"], "identity": [None, "a", "b"]})
-    state = prepare_output(uri, {}, "resume", CFG, INP, listing=listing)
+    state = prepare_output(uri, {}, "resume", CFG, input_digest=INP, listing=listing)
     write_shards(state, [0, 1, 2])
     write_manifest(Location(uri), manifest_of({"ok": 3}))
     put(state, "_froq/calibration.json", b"{}")
@@ -244,9 +246,9 @@ def test_every_parquet_reader_reads_exactly_the_parts(tmp_path):
         ).fetchall() == [(3,)]
 
 
-def refusal(uri, options, *args, **kwargs) -> str:
+def refusal(uri, options, config_digest, input_digest, **kwargs) -> str:
     with pytest.raises(OutputStateError) as info:
-        prepare_output(uri, options, "resume", *args, **kwargs)
+        prepare_output(uri, options, "resume", config_digest, input_digest=input_digest, **kwargs)
     return str(info.value)
 
 
@@ -261,7 +263,7 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
     listing = pd.DataFrame(
         {"path": ["/in/a/1.jpg", "/in/a/2.jpg", "/in/b/1.jpg"], "identity": ["a", "a", "b"]}
     )
-    state = prepare_output(uri, options, "resume", CFG, INP, config=config, listing=listing)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP, config=config, listing=listing)
     write_shards(state, [0])
     run = read_json(state.fs, f"{state.path}/{RUN_FILE}")
     assert run["config"] == config and run["inputs"] == 3
@@ -314,7 +316,7 @@ def test_resume_refusal_names_changed_keys_and_inputs(out):
 
 def test_refusal_lists_at_most_ten_keys(tmp_path):
     uri = str(tmp_path / "out")
-    prepare_output(uri, {}, "resume", CFG, INP, config={f"k{i:02d}": i for i in range(12)})
+    prepare_output(uri, {}, "resume", CFG, input_digest=INP, config={f"k{i:02d}": i for i in range(12)})
     message = refusal(uri, {}, "d" * 64, INP, config={f"k{i:02d}": -i for i in range(1, 13)})
     lines = message.splitlines()
     assert "differs in 13 key(s)" in lines[0] and len(lines) == 12 and lines[-1] == "  ... and 3 more"
@@ -325,7 +327,7 @@ def test_old_layout_resume_is_refused_and_overwrite_cleans_it(out):
     """Outputs of versions that kept their bookkeeping beside the parts: resume refuses (even with force),
     error_if_exists counts the old markers, overwrite deletes every old file and nothing else."""
     uri, options = out
-    state = prepare_output(uri, options, "overwrite", CFG, INP)
+    state = prepare_output(uri, options, "overwrite", CFG, input_digest=INP)
     write_shards(state, [0])
     state.fs.rm(f"{state.path}/_froq", recursive=True)
     for name in ("_run.json", "_part-00000.done.json", "_manifest.json", "_calibration.json", "notes.txt"):
@@ -334,10 +336,10 @@ def test_old_layout_resume_is_refused_and_overwrite_cleans_it(out):
         message = refusal(uri, options, CFG, INP, force=force)
         assert "written by an older froq_ray" in message and "output.mode=overwrite" in message
     with pytest.raises(OutputStateError, match="already holds 2 shard file"):
-        prepare_output(uri, options, "error_if_exists", CFG, INP)
-    fresh = prepare_output(uri, options, "overwrite", CFG, INP)
+        prepare_output(uri, options, "error_if_exists", CFG, input_digest=INP)
+    fresh = prepare_output(uri, options, "overwrite", CFG, input_digest=INP)
     assert list_names(fresh.fs, fresh.path) == ["notes.txt"]
-    assert prepare_output(uri, options, "resume", CFG, INP).resumed
+    assert prepare_output(uri, options, "resume", CFG, input_digest=INP).resumed
 
 
 def test_shards_outside_the_plan_are_discarded_before_a_run(out):
@@ -345,11 +347,11 @@ def test_shards_outside_the_plan_are_discarded_before_a_run(out):
     from froq_ray.storage.run_state import discard_stale_shards
 
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     write_shards(state, [0, 1, 2, 3])  # old layout: shard i = rows [i, i + 1)
     put(state, "part-00005.parquet")  # a part whose marker was never written (an interrupted write)
     state.fs.rm_file(f"{state.path}/part-00003.parquet")  # a marker whose part is gone
-    again = prepare_output(uri, options, "resume", CFG, INP)
+    again = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     # the new plan: shard 0 unchanged, shard 1 = rows [1, 3), shards 2 and 3 gone
     deleted = discard_stale_shards(again, {0: (0, 1), 1: (1, 3)})
     assert deleted == 6  # markers 1, 2, 3 (3: its part is gone) and parts 1, 2 and the orphan part 5
@@ -365,22 +367,27 @@ def test_shards_of_another_input_listing_are_discarded(out):
     from froq_ray.storage.shards import Shard, write_shard
 
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     for i, listing in ((0, "old"), (1, "new")):
         write_shard(
-            state.fs, state.path, Shard(i, i, i + 1), one_row_table(), "d", {"inputs_digest": listing}
+            state.fs,
+            state.path,
+            Shard(i, i, i + 1),
+            one_row_table(),
+            shard_input_digest="d",
+            extra={"inputs_digest": listing},
         )
-    again = prepare_output(uri, options, "resume", CFG, INP)
+    again = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     assert discard_stale_shards(again, {0: (0, 1), 1: (1, 2)}, "new") == 2  # marker and part of shard 0
     assert set(again.markers) == {1}
 
 
 def test_overwrite_removes_the_earlier_input_listing(out):
     uri, options = out
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     put(state, "_froq/inputs/plan.json", b"{}")
     put(state, "_froq/inputs/part-00000-00000.parquet")
-    prepare_output(uri, options, "overwrite", CFG, INP)
+    prepare_output(uri, options, "overwrite", CFG, input_digest=INP)
     state.fs.invalidate_cache()
     assert not state.fs.exists(f"{state.path}/_froq/inputs/plan.json")
 
@@ -391,10 +398,10 @@ def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
 
     uri, options = out
     fresh_uri = str(tmp_path / "never-created") if not options else uri + "-fresh"
-    dry = prepare_output(fresh_uri, options, "resume", CFG, INP, dry_run=True)
+    dry = prepare_output(fresh_uri, options, "resume", CFG, input_digest=INP, dry_run=True)
     assert not dry.resumed and not dry.fs.exists(dry.path)  # a fresh output is not even created
 
-    state = prepare_output(uri, options, "resume", CFG, INP)
+    state = prepare_output(uri, options, "resume", CFG, input_digest=INP)
     write_shards(state, [0, 1])
     put(state, ".part-00001.parquet.tmp-" + "0" * 32)  # a leftover a run would delete
 
@@ -403,7 +410,7 @@ def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
         return sorted(state.fs.find(state.path))
 
     before = snapshot()
-    dry = prepare_output(uri, options, "resume", CFG, INP, dry_run=True)
+    dry = prepare_output(uri, options, "resume", CFG, input_digest=INP, dry_run=True)
     assert dry.resumed and set(dry.markers) == {0, 1}
     assert discard_stale_shards(dry, {0: (0, 1)}, dry_run=True) == 2  # shard 1's marker and part, kept
     assert set(dry.markers) == {0}
@@ -411,14 +418,14 @@ def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
     for mode in ("overwrite", "error_if_exists"):
         if mode == "error_if_exists":
             with pytest.raises(OutputStateError, match=f"output {uri} already holds 4 shard file"):
-                prepare_output(uri, options, mode, CFG, INP, dry_run=True)
+                prepare_output(uri, options, mode, CFG, input_digest=INP, dry_run=True)
         else:
-            assert prepare_output(uri, options, mode, "d" * 64, INP, dry_run=True).markers == {}
+            assert prepare_output(uri, options, mode, "d" * 64, input_digest=INP, dry_run=True).markers == {}
     with pytest.raises(OutputStateError, match="cannot resume into") as refused:
-        prepare_output(uri, options, "resume", "d" * 64, INP, dry_run=True)
-    forced = prepare_output(uri, options, "resume", "d" * 64, INP, force=True, dry_run=True)
+        prepare_output(uri, options, "resume", "d" * 64, input_digest=INP, dry_run=True)
+    forced = prepare_output(uri, options, "resume", "d" * 64, input_digest=INP, force=True, dry_run=True)
     assert forced.forced and forced.resumed
     assert snapshot() == before
     with pytest.raises(OutputStateError) as run_refused:  # the run (it removes the leftover first)
-        prepare_output(uri, options, "resume", "d" * 64, INP)
+        prepare_output(uri, options, "resume", "d" * 64, input_digest=INP)
     assert str(refused.value) == str(run_refused.value)  # the plan states the run's own reason
