@@ -31,8 +31,9 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import AfterValidator, Field
 
-from .config import BUILTIN, LocalOrUri, Section, resolve_local_path, validate_section
+from .config import BUILTIN, ConfigError, LocalOrUri, Section, resolve_local_path, validate_section
 from .errors import UserError
+from .quality.artifact import ArtifactError
 from .vocabulary import Device, Precision
 
 log = logging.getLogger("froq_ray")
@@ -77,19 +78,35 @@ def scorer_settings(**settings: Any) -> ScorerSettings:
     return validate_section(ScorerSettings, settings, source="froq_ray.Scorer")
 
 
+def _check_device(device: str) -> None:
+    """:class:`~froq_ray.config.ConfigError` naming ``device`` when it is ``cuda`` and torch sees no CUDA."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            [
+                "device: 'cuda' requested but torch sees no CUDA device here; use 'auto' (CUDA when visible) or 'cpu'"
+            ],
+            source="froq_ray.Scorer",
+        )
+
+
 class Scorer:
     """A loaded model + calibration that scores images in this process. Build it with :meth:`load`."""
 
     def __init__(self, settings: ScorerSettings) -> None:
         """Load the model and the calibration artifact (checked against the model), then the scoring stage.
 
-        Raises :class:`~froq_ray.models.base.ModelLoadError` (unknown model, missing or unfit weights),
-        :class:`~froq_ray.quality.artifact.ArtifactError` (no such artifact, or one made for another model)."""
+        Raises :class:`~froq_ray.config.ConfigError` naming ``device`` for ``cuda`` when torch sees no CUDA
+        device in this process, :class:`~froq_ray.models.base.ModelLoadError` (unknown model, missing or unfit
+        weights), :class:`~froq_ray.quality.artifact.ArtifactError` (no such artifact, a folder, a file that is
+        no calibration.json, or one made for another model)."""
         from .engine.modes import scoring_mode
         from .engine.stages import DecodeStageConfig, ScoringStage, ScoringStageConfig
         from .pipeline.artifacts import read_artifact
 
         self.settings = settings
+        _check_device(settings.device)
         self._mode = scoring_mode(MODE)
         base = ScoringStageConfig(
             mode=MODE,
@@ -135,8 +152,13 @@ class Scorer:
         ``device``: ``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``; ``precision``: ``fp32``, ``bf16``,
         ``fp16``; ``quality_only``: no embedding; ``batch_size``: images per forward pass; ``storage_options``:
         fsspec options for image paths and the artifact (e.g. S3 credentials or ``endpoint_url``).
-        Raises :class:`~froq_ray.config.ConfigError` for a bad setting (naming it), and what :class:`Scorer`
-        raises while loading."""
+        Raises :class:`~froq_ray.config.ConfigError` for a bad setting (naming it),
+        :class:`~froq_ray.quality.artifact.ArtifactError` for a ``calibration`` that is no path (None, say),
+        and what :class:`Scorer` raises while loading."""
+        if not isinstance(calibration, (str, os.PathLike)):
+            raise ArtifactError(
+                f"calibration must be 'builtin' or a calibration.json path / URI, got {calibration!r}"
+            )
         settings = scorer_settings(
             model=model,
             weights=None if weights is None else os.fspath(weights),

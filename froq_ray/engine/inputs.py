@@ -40,7 +40,6 @@ import pyarrow.parquet as pq
 from ..config import InputConfig
 from ..errors import UserError
 from ..storage.fs import (
-    folder_name,
     is_local_fs,
     open_fs,
     read_json,
@@ -51,6 +50,7 @@ from ..storage.fs import (
 from ..storage.listing import (
     ListingCounts,
     apply_limit,
+    folder_identities,
     list_all_inputs,
     list_remote_files,
     merge_skipped,
@@ -263,6 +263,7 @@ def materialize_inputs(
             raise no_images_error(cfg, "folder", found)
         skipped = merge_skipped([r["skipped"] for r in results])
         counts = ListingCounts("folder", listed + sum(g["count"] for g in skipped.values()), skipped)
+        counts.no_identity = sum(r["no_identity"] for r in results)
     else:
         (result,) = results
         counts = ListingCounts(**result["counts"])
@@ -336,8 +337,9 @@ def _list_prefix(
     """Task: list one remote prefix recursively and write its parts."""
     in_fs, _ = open_fs(cfg.uri, cfg.storage_options)
     paths, skipped, found = list_remote_files(in_fs, prefix, cfg.extensions)
-    parts = _write_parts(unit, paths, _identities(cfg, paths), fs, inputs_dir, part_rows)
-    return {"parts": parts, "skipped": skipped, "found": found}
+    identities = _identities(cfg, paths)
+    parts = _write_parts(unit, paths, identities, fs, inputs_dir, part_rows)
+    return {"parts": parts, "skipped": skipped, "found": found, "no_identity": _no_identity(cfg, identities)}
 
 
 def _list_files(
@@ -347,13 +349,15 @@ def _list_files(
     in_fs, _ = open_fs(cfg.uri, cfg.storage_options)
     parts: list[dict[str, Any]] = []
     skipped = []
-    found = 0
+    found = no_identity = 0
     for unit, names in runs:
         found += len(names)
         paths, run_skipped = split_by_extension([to_uri(in_fs, n) for n in names], cfg.extensions)
         skipped.append(run_skipped)
-        parts += _write_parts(unit, paths, _identities(cfg, paths), fs, inputs_dir, part_rows)
-    return {"parts": parts, "skipped": merge_skipped(skipped), "found": found}
+        identities = _identities(cfg, paths)
+        no_identity += _no_identity(cfg, identities)
+        parts += _write_parts(unit, paths, identities, fs, inputs_dir, part_rows)
+    return {"parts": parts, "skipped": merge_skipped(skipped), "found": found, "no_identity": no_identity}
 
 
 def _list_whole(cfg: InputConfig, fs, inputs_dir: str, part_rows: int) -> dict[str, Any]:
@@ -362,14 +366,22 @@ def _list_whole(cfg: InputConfig, fs, inputs_dir: str, part_rows: int) -> dict[s
     table = listing.table
     parts = _write_parts(0, table["path"].tolist(), table["identity"].tolist(), fs, inputs_dir, part_rows)
     counts = {
-        k: getattr(listing, k) for k in ("source", "files_seen", "skipped", "followed_links", "duplicates")
+        k: getattr(listing, k)
+        for k in ("source", "files_seen", "skipped", "followed_links", "duplicates", "no_identity")
     }
     return {"parts": parts, "counts": counts}
 
 
 def _identities(cfg: InputConfig, paths: list[str]) -> list[str | None]:
-    """Identities of listed folder paths: the parent folder's name with ``identity_from_folder``, else None."""
-    return [folder_name(p) for p in paths] if cfg.identity_from_folder else [None] * len(paths)
+    """Identities of listed paths of a remote folder input: with ``identity_from_folder`` those of
+    :func:`~froq_ray.storage.listing.folder_identities` (the listing's one rule: None for a file directly in
+    the input folder), else None."""
+    return folder_identities(cfg, paths, "folder") if cfg.identity_from_folder else [None] * len(paths)
+
+
+def _no_identity(cfg: InputConfig, identities: list[str | None]) -> int:
+    """Rows left without an identity by ``identity_from_folder`` (0 without it: no identity was asked for)."""
+    return sum(i is None for i in identities) if cfg.identity_from_folder else 0
 
 
 def _write_parts(

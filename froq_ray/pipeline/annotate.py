@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 
 from ..config import AnnotateJob
 from ..engine.modes import job_scoring_mode
@@ -82,9 +83,25 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
     written = write_manifest(Location.of(cfg.output), manifest)
     for line in summary_lines(written, result.quality):
         log.info(line)
-    log.info(
-        "read it with: python -c \"import pandas as pd; df = pd.read_parquet('%s'); "
-        "print(df[df.status == 'ok'].sort_values('quality')[['path', 'quality']])\"",
-        cfg.output.uri,
-    )
+    log.info("read it with: %s", read_command(cfg.output.uri))
     return written
+
+
+def python_literal(text: str) -> str:
+    """``text`` as a Python string literal (:func:`repr`), in double quotes when that needs no escape, so a
+    shell command quoting it in single quotes (:func:`shlex.quote`) stays readable."""
+    literal = repr(text)
+    if literal.startswith("'") and '"' not in text:
+        literal = f'"{literal[1:-1]}"'  # repr escaped no quote: the body reads the same in double quotes
+    return literal
+
+
+def read_command(uri: str) -> str:
+    """A shell command that prints the ok rows of the annotations at ``uri`` by quality: ``python -c '...'``,
+    the path a Python literal (:func:`python_literal`) and the code quoted for POSIX shells
+    (:func:`shlex.quote`), so any path (``'``, ``"``, ``$``, spaces) reads back as itself."""
+    code = (
+        f"import pandas as pd; df = pd.read_parquet({python_literal(uri)}); "
+        'print(df[df.status == "ok"].sort_values("quality")[["path", "quality"]])'
+    )
+    return f"python -c {shlex.quote(code)}"

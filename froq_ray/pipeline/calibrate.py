@@ -46,12 +46,10 @@ from ..storage.fs import join_uri
 from ..storage.location import Location
 from ..storage.manifest import write_manifest
 from ..storage.output import OutputLayout
-from ..storage.shards import STATE_DIR
-from .artifacts import write_artifact
+from .artifacts import ARTIFACT_FILE, write_artifact
 
 log = logging.getLogger("froq_ray")
 
-ARTIFACT_FILE = f"{STATE_DIR}/calibration.json"
 """The artifact, relative to the output folder: in ``_froq/`` with the bookkeeping, so that every Parquet reader
 reads the folder's parts alone (:mod:`froq_ray.storage.shards`)."""
 

@@ -34,7 +34,13 @@ def _counts(inputs: InputsPlan) -> ListingCounts:
     """The listing counts a plan's summary holds (``followed_links`` as a count)."""
     s = inputs.summary
     return ListingCounts(
-        s["source"], s["files_seen"], s["skipped"]["by_reason"], [], s["duplicates"], s["beyond_limit"]
+        s["source"],
+        s["files_seen"],
+        s["skipped"]["by_reason"],
+        [],
+        s["duplicates"],
+        s["beyond_limit"],
+        s.get("no_identity", 0),  # plans stored before the count have none
     )
 
 

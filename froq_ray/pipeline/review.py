@@ -17,10 +17,12 @@ Written to ``output.uri``: ``index.html`` (thumbnails embedded as ``data:`` URIs
 contact-sheet links aside), ``sheets/<section>-NN.png`` and ``_froq/manifest.json`` (counts per section, the
 skipped images). Images are read through fsspec (``review.storage_options``; ``s3://`` works) and decoded like
 the annotate job decodes them; one that cannot be read or decoded is a grey placeholder tile and a counted skip
-(named in the log, on the page and in the manifest), never an error. The same inputs and config write the same
-bytes (the manifest's times aside). ``output.mode`` works as for evaluate and filter
-(:func:`froq_ray.storage.output.open_output`; the job has no partial state): ``resume`` does nothing when the
-output holds the finished review of the same config and inputs, ``overwrite`` deletes the earlier page and
+(named in the log, on the page and in the manifest), never an error. Annotation rows that are not ok
+(``corrupt``, ``empty``, ``not_an_image``...) or have no finite quality are in no quality section: they are
+counted by status on the page ("not scored"), in the log and in the manifest (``results.not_scored``). The
+same inputs and config write the same bytes (the manifest's times aside). ``output.mode`` works as for evaluate
+and filter (:func:`froq_ray.storage.output.open_output`; the job has no partial state): ``resume`` does nothing
+when the output holds the finished review of the same config and inputs, ``overwrite`` deletes the earlier page and
 sheets first, ``error_if_exists`` refuses an output holding them.
 """
 
@@ -67,6 +69,8 @@ FILTER_COLUMNS = ("path", "identity", "keep", "reason", "label_noise", "label_no
 READ_BATCH = 64
 """Images read at a time (concurrently for object stores)."""
 SKIPS_LISTED = 100
+NOT_SCORED_EXAMPLES = 5
+"""Paths named per page summary, log line and manifest for the rows the quality sections leave out."""
 
 
 class ReviewInputError(UserError, ValueError):
@@ -457,6 +461,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
         )
         return read_manifest(Location.of(out))["results"]
     table, source = review_table(read_annotations(cfg, files), filtered)
+    unscored = unscored_rows(table)
     plan = plan_sections(cfg, table, filtered)
     timings["select"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -476,7 +481,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
             write_bytes_atomic(fs, f"{root}/{name}", png)
             section.sheets.append(name)
     skipped = sorted(thumbs.skipped.items())
-    summary = _page_summary(cfg, table, source, filtered, len(paths), skipped)
+    summary = _page_summary(cfg, table, source, filtered, len(paths), skipped, unscored)
     write_bytes_atomic(
         fs, f"{root}/{INDEX}", html_page("froq review", summary, sections, cfg.thumbnail_size).encode()
     )
@@ -491,6 +496,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
             s.key: {"count": s.count, "shown": s.shown, "absent": s.absent, "sheets": s.sheets}
             for s in sections
         },
+        "not_scored": unscored,
         "skipped": {
             "count": len(skipped),
             "by_status": dict(sorted(by_reason.items())),
@@ -510,6 +516,8 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
             results=results,
         ),
     )
+    if unscored["count"]:
+        log.warning("review: %s", _unscored_text(unscored, cfg.quality_column))
     for path, (status, error) in skipped:
         log.warning("review: image skipped (%s): %s: %s", status, path, error)
     log.info(
@@ -522,6 +530,33 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
     return results
 
 
+def unscored_rows(table: pd.DataFrame) -> dict[str, Any]:
+    """The annotation rows the quality sections (lowest, highest, bands) leave out, counted: ``count``,
+    ``by_status`` (rows not ok -- ``corrupt``, ``empty``, ``not_an_image``... -- by status, sorted),
+    ``ok_without_quality`` (ok rows whose quality is null or not finite) and ``examples`` (the first
+    :data:`NOT_SCORED_EXAMPLES` such paths, sorted). The page summary, the log and the manifest's
+    ``results.not_scored`` report it."""
+    status = table["status"].to_numpy(dtype=object)
+    ok = status == st.OK
+    finite = np.isfinite(table["quality"].to_numpy(dtype=np.float64))
+    left_out = ~(ok & finite)
+    return {
+        "count": int(left_out.sum()),
+        "by_status": status_counts(status[~ok]),
+        "ok_without_quality": int((ok & ~finite).sum()),
+        "examples": sorted(table["path"].to_numpy(dtype=object)[left_out])[:NOT_SCORED_EXAMPLES],
+    }
+
+
+def _unscored_text(unscored: dict[str, Any], quality_column: str) -> str:
+    parts = [f"{status} {n}" for status, n in unscored["by_status"].items()]
+    if unscored["ok_without_quality"]:
+        parts.append(f"ok without a finite {quality_column} {unscored['ok_without_quality']}")
+    return f"{unscored['count']} annotation row(s) not in the quality sections ({', '.join(parts)})" + (
+        f"; e.g. {', '.join(unscored['examples'])}" if unscored["examples"] else ""
+    )
+
+
 def _page_summary(
     cfg: ReviewConfig,
     table: pd.DataFrame,
@@ -529,6 +564,7 @@ def _page_summary(
     filtered: FilterOutput | None,
     shown: int,
     skipped: list[tuple[str, tuple[str, str]]],
+    unscored: dict[str, Any],
 ) -> list[tuple[str, str]]:
     counts = status_counts(table["status"])
     scored = len(sel.scored(table))
@@ -545,6 +581,7 @@ def _page_summary(
             if source == "calibration"
             else "this set's own quality distribution (quality_percentile not annotated)",
         ),
+        ("not scored", _unscored_text(unscored, cfg.quality_column) if unscored["count"] else "none"),
         ("filter output", filtered.uri if filtered else "none"),
     ]
     if filtered is not None and filtered.summary is not None:

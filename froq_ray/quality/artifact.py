@@ -248,6 +248,18 @@ class CalibrationArtifact:
         return artifact
 
     @classmethod
+    def from_bytes(cls, raw: bytes, source: str = "artifact") -> CalibrationArtifact:
+        """:meth:`from_json` of a file's bytes; :class:`ArtifactError` naming ``source`` when they are not UTF-8
+        text (an image or another binary file)."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(
+                f"{source} is not a calibration.json: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})"
+            ) from None
+        return cls.from_json(text, source)
+
+    @classmethod
     def from_json(cls, text: str, source: str = "artifact") -> CalibrationArtifact:
         try:
             data = json.loads(text)
@@ -259,9 +271,11 @@ class CalibrationArtifact:
 def load_artifact(path: str | Path) -> CalibrationArtifact:
     """Read and validate a calibration artifact; errors name the file and what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"calibration artifact {path} is a folder, not a calibration.json file")
     if not path.is_file():
         raise ArtifactError(f"calibration artifact not found: {path}")
-    return CalibrationArtifact.from_json(path.read_text(), source=str(path))
+    return CalibrationArtifact.from_bytes(path.read_bytes(), source=str(path))
 
 
 # ---------------------------------------------------------------------------------------- validation

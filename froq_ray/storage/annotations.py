@@ -2,7 +2,10 @@
 :mod:`froq_ray.storage.schema`): what calibrate, evaluate, filter and distill read.
 
 - :func:`annotation_files`: the Parquet files of annotation URIs (folders of ``part-*.parquet``, files, globs;
-  with ``keep_lists``: a filter output folder gives its ``keep_list.parquet``);
+  with ``keep_lists``: a filter output folder gives its ``keep_list.parquet``), each file's footer checked, so
+  a job refuses a file that is not Parquet before it opens its output;
+- :func:`open_parquet`: one file as a ``pyarrow.parquet.ParquetFile``; a file pyarrow cannot read as Parquet
+  is the job's one-line error naming it;
 - :func:`require_columns`: a one-line error naming the file, the missing columns, its columns and the job
   that writes them (:data:`WRITTEN_BY`) plus the caller's hint (the config keys to check);
 - :func:`read_table` / :func:`iter_batches`: the columns needed, whole or in batches;
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +72,38 @@ class AnnotationFile:
         return to_uri(self.fs, self.path)
 
 
+FOOTER_CHECK_THREADS = 8
+"""Files whose footers :func:`annotation_files` reads at once (a few requests each on object stores)."""
+
+
+@contextmanager
+def open_parquet(
+    file: AnnotationFile, error: type[UserError] = AnnotationInputError
+) -> Iterator[pq.ParquetFile]:
+    """``file`` opened as a ``pyarrow.parquet.ParquetFile`` (its footer read) for the ``with`` block. Raises
+    ``error``, one line naming the file, when pyarrow cannot read it as Parquet (not Parquet, empty,
+    truncated: ``<uri>: not a readable Parquet file (<pyarrow's reason>)``)."""
+    with file.fs.open(file.path, "rb") as handle:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowException as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise error(f"{file.uri}: not a readable Parquet file ({reason})") from None
+        yield parquet
+
+
+def check_footers(files: Sequence[AnnotationFile], error: type[UserError] = AnnotationInputError) -> None:
+    """Read every file's Parquet footer (:func:`open_parquet`, a few at once); raises ``error`` naming the
+    first unreadable file in ``files`` order."""
+
+    def check(file: AnnotationFile) -> None:
+        with open_parquet(file, error):
+            pass
+
+    with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_CHECK_THREADS, len(files)))) as pool:
+        list(pool.map(check, files))  # map re-raises the first failure in order
+
+
 def part_paths(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
     """The ``part-NNNNN.parquet`` files directly in ``folder`` (paths of ``fs``), sorted."""
     return sorted(p for p in fs.ls(folder, detail=False) if PART_RE.match(posixpath.basename(p)))
@@ -82,8 +119,10 @@ def annotation_files(
     """The Parquet files of each URI, in the order given: a folder gives its ``part-*.parquet`` (with
     ``keep_lists``, a folder holding ``keep_list.parquet`` and no part gives that file), a file itself, a glob
     the files it matches. An existing folder or file is read as itself even when its name holds ``*``, ``?``
-    or ``[``; only a path that does not exist is taken as a glob (as for ``input.uri``). Raises ``error``
-    naming the URI when it does not exist or holds no file."""
+    or ``[``; only a path that does not exist is taken as a glob (as for ``input.uri``). Every file's footer
+    is read (:func:`check_footers`), so a job that calls this before opening its output creates nothing for
+    bad inputs. Raises ``error`` naming the URI when it does not exist or holds no file, or naming the file
+    when it is not readable Parquet."""
     files: list[AnnotationFile] = []
     for uri in uris:
         fs, path = open_fs(uri, storage_options)
@@ -103,6 +142,7 @@ def annotation_files(
         if not found:
             raise error(f"no annotation Parquet files in {uri}")
         files += [AnnotationFile(fs, p) for p in found]
+    check_footers(files, error)
     return files
 
 
@@ -139,8 +179,7 @@ def read_table(
 ) -> pa.Table:
     """``columns`` (required, :func:`require_columns`) and those of ``optional`` the file has, in that order.
     ``check``: called with the file's schema first (a job's own checks of its config against the columns)."""
-    with file.fs.open(file.path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+    with open_parquet(file, error) as parquet:
         schema = parquet.schema_arrow
         if check is not None:
             check(schema)
@@ -160,8 +199,7 @@ def iter_batches(
     """``columns`` of every file in order, at most ``batch_rows`` rows per batch (each file checked with
     :func:`require_columns` before its first batch)."""
     for file in files:
-        with file.fs.open(file.path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+        with open_parquet(file, error) as parquet:
             require_columns(file, parquet.schema_arrow, columns, hint=hint, error=error)
             yield from parquet.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns)))
 

@@ -54,7 +54,16 @@ import pyarrow.parquet as pq
 from fsspec.core import split_protocol
 
 from ..errors import UserError
-from .fs import folder_name, is_absolute_uri, is_local_fs, local_name, open_fs, parent_uri, to_uri
+from .fs import (
+    folder_name,
+    is_absolute_uri,
+    is_local_fs,
+    local_name,
+    local_path,
+    open_fs,
+    parent_uri,
+    to_uri,
+)
 
 log = logging.getLogger("froq_ray")
 
@@ -110,7 +119,9 @@ class ListingCounts:
       has ``"by_extension"`` (``{".txt": n, "(none)": n}``, most frequent first);
     - ``followed_links``: symlinked folders entered (listing paths, sorted);
     - ``duplicates``: manifest rows naming a path listed earlier (merged);
-    - ``beyond_limit``: rows dropped by ``input.limit``."""
+    - ``beyond_limit``: rows dropped by ``input.limit``;
+    - ``no_identity``: with ``input.identity_from_folder``, listed rows (before ``input.limit``) without an
+      identity: files directly in the input's top folder (:func:`folder_identities`)."""
 
     source: str
     files_seen: int = 0
@@ -118,6 +129,7 @@ class ListingCounts:
     followed_links: list[str] = field(default_factory=list)
     duplicates: int = 0
     beyond_limit: int = 0
+    no_identity: int = 0
 
     @property
     def skipped_total(self) -> int:
@@ -132,6 +144,7 @@ class ListingCounts:
             "followed_links": len(self.followed_links),
             "duplicates": self.duplicates,
             "beyond_limit": self.beyond_limit,
+            "no_identity": self.no_identity,
         }
 
     def skipped_line(self) -> str:
@@ -157,6 +170,13 @@ class ListingCounts:
                 cfg.uri,
                 len(self.followed_links),
                 ", ".join(self.followed_links),
+            )
+        if self.no_identity:
+            log.warning(
+                "inputs from %s: %d file(s) lie directly in the input folder, outside any identity folder: "
+                "identity null (input.identity_from_folder)",
+                cfg.uri,
+                self.no_identity,
             )
         if self.duplicates:
             log.warning(
@@ -265,9 +285,46 @@ def list_all_inputs(cfg: InputSource) -> InputListing:
             raise no_images_error(cfg, kind, len(found))
         table = pd.DataFrame({"path": paths, "identity": [None] * len(paths)}, dtype=object)
     if cfg.identity_from_folder:
-        table["identity"] = [folder_name(p) for p in table["path"]]
+        names = folder_identities(cfg, table["path"].tolist(), kind)
+        table["identity"] = pd.Series(names, index=table.index, dtype=object)  # None stays None, not NaN
     table = table.sort_values("path", kind="mergesort").reset_index(drop=True)
-    return InputListing(kind, seen, skips.result(), sorted(followed), duplicates, 0, table)
+    no_identity = int(table["identity"].isna().sum()) if cfg.identity_from_folder else 0
+    return InputListing(kind, seen, skips.result(), sorted(followed), duplicates, 0, no_identity, table)
+
+
+def input_top(cfg: InputSource, kind: str) -> str | None:
+    """The folder at the top of a folder or glob input, as a path of its filesystem: the folder itself, or a
+    glob's leading folders without glob characters (``/x/src/*.jpg`` and ``/x/src/**`` -> ``/x/src``); None
+    for a manifest (its paths may lie anywhere)."""
+    if kind == "manifest":
+        return None
+    fs, root = open_fs(cfg.uri, cfg.storage_options)
+    if kind == "glob":
+        parts = root.split("/")
+        root = "/".join(parts[: next(i for i, part in enumerate(parts) if has_magic(part))])
+    return _normal_folder(fs, root)
+
+
+def _normal_folder(fs, path: str) -> str:
+    return os.path.normpath(path) if is_local_fs(fs) else path.rstrip("/")
+
+
+def folder_identities(cfg: InputSource, paths: Sequence[str], kind: str) -> list[str | None]:
+    """The identities of listed ``paths`` with ``input.identity_from_folder``: the name of the folder holding
+    each (:func:`~froq_ray.storage.fs.folder_name`), or None for a file directly in the input's top folder
+    (:func:`input_top`: ``--input /x/src`` gives ``/x/src/a.jpg`` no identity, ``/x/src/bob/a.jpg``
+    ``bob``); a manifest's paths always get their folder's name. The one place listing paths get identities
+    (the driver's :func:`list_all_inputs` and the Ray listing tasks of :mod:`froq_ray.engine.inputs`)."""
+    top = input_top(cfg, kind)
+    if top is None:
+        return [folder_name(p) for p in paths]
+    fs, _ = open_fs(cfg.uri, cfg.storage_options)
+    local = is_local_fs(fs)
+
+    def parent(path: str) -> str:
+        return _normal_folder(fs, posixpath.dirname(local_path(path) if local else fs._strip_protocol(path)))
+
+    return [None if parent(p) == top else folder_name(p) for p in paths]
 
 
 def list_remote_files(

@@ -36,6 +36,7 @@ S3_FILES = [
     "c/readme",
     "d.JPG",
 ]
+TOP_IMAGES = ["a.jpg", "b.jpg", "d.JPG"]
 LOCAL_FILES = [
     "bob/b1.jpeg",
     "alice/a2.PNG",
@@ -96,6 +97,11 @@ def test_s3_prefix_listed_in_parallel_equals_list_inputs(s3):  # noqa: F811 - th
         plan = materialize_inputs(cfg, fs, out, reuse=False, part_rows=2)
         check_plan(plan, cfg, fs, out)
         assert len(plan.parts) > 5  # a/ alone is 6 images -> 3 parts of 2
+        if cfg.identity_from_folder:  # the tasks' identities: top-level files (a.jpg, b.jpg, d.JPG) have none
+            rows = [r for x in plan.ranges(100) for r in read_range(fs, out, x).to_pylist()]
+            rel = {r["path"].removeprefix(s3.uri("in") + "/"): r["identity"] for r in rows}
+            assert rel == {p: p.split("/")[-2] if "/" in p else None for p in rel} and len(rel) == 12
+            assert plan.summary["no_identity"] == 3 and [p for p in rel if rel[p] is None] == TOP_IMAGES
     assert plan.summary["skipped"]["by_reason"]["extension"]["by_extension"] == {
         "(none)": 1,
         ".md": 1,

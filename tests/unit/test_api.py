@@ -250,3 +250,54 @@ def test_s3_uris_read_with_the_scorers_storage_options(s3, faces, scorer):
     assert df.error[2] == f"{s3.uri('faces', 'missing.jpg')}: not found"
     local = scorer.score(faces[:2])
     np.testing.assert_array_equal(df.quality[:2].to_numpy(), local.quality.to_numpy())
+
+
+def test_calibration_that_is_no_calibration_json_is_one_artifact_error(tmp_path):
+    """None, an image, a folder: an ArtifactError of one line naming the value (no TypeError,
+    UnicodeDecodeError or IsADirectoryError); a calibrate output folder names the file to pass instead."""
+    from froq_ray.quality.artifact import ArtifactError
+
+    with pytest.raises(
+        ArtifactError, match=r"^calibration must be 'builtin' or a calibration.json path / URI, got None$"
+    ):
+        froq_ray.Scorer.load(calibration=None, device="cpu")  # type: ignore[arg-type]
+    image = tmp_path / "face.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    with pytest.raises(
+        ArtifactError, match=rf"^{image} is not a calibration.json: not UTF-8 text \(byte \d+ is 0x"
+    ):
+        froq_ray.Scorer.load(calibration=image, device="cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        ArtifactError,
+        match=rf"^calibration artifact {empty} is a folder, not a calibration.json: pass a calibration.json file",
+    ):
+        froq_ray.Scorer.load(calibration=empty, device="cpu")
+    calibrated = tmp_path / "calibrated"
+    (calibrated / "_froq").mkdir(parents=True)
+    (calibrated / "_froq" / "calibration.json").write_text("{}")
+    with pytest.raises(ArtifactError) as folder:
+        froq_ray.Scorer.load(calibration=calibrated, device="cpu")
+    assert str(folder.value) == (
+        f"calibration artifact {calibrated} is a folder, not a calibration.json: pass the calibration.json "
+        f"inside it: {calibrated}/_froq/calibration.json"
+    )
+    from froq_ray.quality.artifact import load_artifact
+
+    with pytest.raises(ArtifactError, match=rf"^{image} is not a calibration.json: not UTF-8 text"):
+        load_artifact(image)
+    with pytest.raises(ArtifactError, match=rf"^calibration artifact {empty} is a folder"):
+        load_artifact(empty)
+
+
+def test_cuda_without_cuda_is_a_config_error_naming_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as error:
+        froq_ray.Scorer.load(device="cuda")
+    assert str(error.value) == (
+        "device: 'cuda' requested but torch sees no CUDA device here; use 'auto' (CUDA when visible) or 'cpu' "
+        "(froq_ray.Scorer)"
+    )

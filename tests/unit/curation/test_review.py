@@ -5,6 +5,7 @@ unreadable images are placeholder tiles and counted skips; output.mode; S3 throu
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -415,3 +416,34 @@ def test_shipped_config_and_job_entrypoint(review_inputs, monkeypatch):
         ReviewPage((root / "j" / "index.html").read_text()).count["label_noise"]
         == review_inputs["summary"]["label_noise_flagged"]
     )
+
+
+def test_rows_not_ok_are_counted_by_status_on_the_page_and_in_the_manifest(review_inputs, caplog):
+    root, frame = review_inputs["root"], review_inputs["frame"].copy()
+    changed = {1: "empty", 2: "not_an_image", 3: "ok"}  # + the fixture's one corrupt row
+    for k, status in changed.items():
+        frame.loc[k, "status"] = status
+        frame.loc[k, "quality"] = np.nan  # row 3: ok, but without a quality
+    write_annotations(frame, root / "ann-bad")
+    with caplog.at_level("WARNING", logger="froq_ray"):
+        results = run_review(review_job(str(root / "ann-bad"), str(root / "bad")))
+    left_out = frame[(frame.status != "ok") | frame.quality.isna()]
+    want = {
+        "count": len(left_out),
+        "by_status": {"corrupt": 1, "empty": 1, "not_an_image": 1},
+        "ok_without_quality": 1,
+        "examples": sorted(left_out.path)[:5],
+    }
+    assert len(left_out) == 4 and results["not_scored"] == want
+    manifest = json.loads((root / "bad" / "_froq" / "manifest.json").read_text())
+    assert manifest["results"]["not_scored"] == want
+    assert manifest["counts_by_status"] == {"corrupt": 1, "empty": 1, "not_an_image": 1, "ok": len(frame) - 3}
+    text = (
+        "4 annotation row(s) not in the quality sections (corrupt 1, empty 1, not_an_image 1, ok without a finite "
+        f"quality 1); e.g. {', '.join(want['examples'])}"
+    )
+    assert text in caplog.text
+    page = (root / "bad" / "index.html").read_text()
+    assert "not scored" in page and html.escape(text) in page
+    page_ok = ReviewPage(page)
+    assert sum(page_ok.count[f"band-{k:02d}"] for k in range(4)) == len(frame) - 4

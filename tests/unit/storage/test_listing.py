@@ -429,3 +429,32 @@ def test_s3_glob_characters_manifest_errors_and_skips(s3):  # noqa: F811 - the s
     fs.pipe(f"{s3.bucket}/m.parquet", buffer.getvalue())
     with pytest.raises(InputListingError, match="null 'path' in data row 2"):
         list_inputs(InputConfig(uri=s3.uri("m.parquet"), storage_options=opts))
+
+
+def test_files_directly_in_the_input_folder_have_no_identity(tree, caplog):
+    """identity_from_folder: ``--input /x/images`` gives /x/images/top.jpg no identity (not "images"); a glob's
+    top folder is its leading folders without glob characters; a manifest's paths keep their folder's name."""
+    (tree / "top.jpg").write_bytes(b"t")
+    os.mkdir(os.fsencode(tree) + b"/\xff")  # an undecodable top-level name (a file:// rendering)
+    with open(os.fsencode(tree) + b"/\xff/u.jpg", "wb") as f:
+        f.write(b"u")
+    with caplog.at_level(logging.WARNING, logger="froq_ray"):
+        result = list_inputs(InputConfig(uri=str(tree) + "/", identity_from_folder=True))
+    assert result.table.to_dict("list") == {
+        "path": [*(str(tree / f) for f in IMAGES), str(tree / "top.jpg"), f"file://{tree}/%FF/u.jpg"],
+        "identity": ["alice", "alice", "sub", "bob", None, "\\xff"],
+    }
+    assert result.no_identity == 1 and result.summary()["no_identity"] == 1
+    assert "1 file(s) lie directly in the input folder" in caplog.text
+    without = list_inputs(InputConfig(uri=str(tree)))
+    assert without.no_identity == 0 and without.table["identity"].isna().all()
+    glob_top = list_inputs(InputConfig(uri=str(tree / "*.jpg"), identity_from_folder=True))
+    assert glob_top.table.to_dict("list") == {"path": [str(tree / "top.jpg")], "identity": [None]}
+    glob_deep = list_inputs(InputConfig(uri=str(tree / "*" / "*"), identity_from_folder=True)).table
+    assert glob_deep["identity"].tolist() == ["alice", "alice", "bob", "\\xff"]
+    bob = list_inputs(InputConfig(uri=str(tree / "bob"), identity_from_folder=True)).table
+    assert bob["identity"].tolist() == [None]  # the input folder itself is no identity folder
+    manifest = tree / "m.csv"
+    manifest.write_text("path\ntop.jpg\nbob/b1.jpeg\n")
+    listed = list_inputs(InputConfig(uri=str(manifest), identity_from_folder=True)).table
+    assert listed["identity"].tolist() == ["bob", tree.name]
