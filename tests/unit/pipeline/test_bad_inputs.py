@@ -10,7 +10,7 @@ from PIL import Image
 
 from froq_ray.cli import main
 from froq_ray.storage.annotations import AnnotationInputError, annotation_files, read_table
-from tests.unit.test_curation_filter_job import annotation_rows, write_annotations
+from tests.unit.pipeline.test_filter_job import annotation_rows, write_annotations
 
 JOB_FLAGS = {
     "filter": ["--annotations"],
