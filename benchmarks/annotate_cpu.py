@@ -58,9 +58,9 @@ def run_once(input_dir: Path, out_dir: Path, extra: list[str]) -> dict:
         raise SystemExit(f"annotate failed ({code}); see {out_dir.with_suffix('.log')}")
     manifest = json.loads((out_dir / "_froq" / "manifest.json").read_text())
     return {
-        "images": manifest["input"]["images"],
+        "images": manifest["results"]["input"]["images"],
         "wall_seconds": round(time.monotonic() - started, 1),
-        "images_per_second_streaming": manifest["this_run"]["images_per_second"],
+        "images_per_second_streaming": manifest["results"]["this_run"]["images_per_second"],
         "peak_rss_driver_mib": round(sampler.peak_root / 2**20, 1),
         "peak_rss_job_tree_mib": round(sampler.peak_tree / 2**20, 1),
         "counts_by_status": manifest["counts_by_status"],

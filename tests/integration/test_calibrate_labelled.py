@@ -66,7 +66,7 @@ def test_labelled_linear_calibration_equals_the_library(faces, mobilefacenet_pt)
     settings = {"target": "genuine", "method": "linear", "degraded_copies": 1, "cv_folds": 3}
     assert run_job("calibrate", write_config(root, "cal", config(root, mobilefacenet_pt, **settings))) == 0
     manifest = read_manifest(str(root / "cal"))
-    got = load_artifact(manifest["calibration"]["artifact"])
+    got = load_artifact(manifest["results"]["calibration"]["artifact"])
 
     # independently: decode with PIL, observe in-process, copies made here, the library's fit
     model = load_model("mobilefacenet", str(mobilefacenet_pt))
@@ -104,7 +104,10 @@ def test_labelled_linear_calibration_equals_the_library(faces, mobilefacenet_pt)
     assert got.settings == json.loads(json.dumps(expected.settings))
     assert got.settings["genuine"]["images_without_target"] == 2  # the single image and its copy
     assert got.settings["genuine"]["images_used"] == 36 and len(got.quality_quantiles) == 1001
-    assert manifest["calibration"]["target"] == "genuine" and manifest["calibration"]["method"] == "linear"
+    assert (
+        manifest["results"]["calibration"]["target"] == "genuine"
+        and manifest["results"]["calibration"]["method"] == "linear"
+    )
 
     # the per-image Parquet: one row per input, the embedding norm as quality, marked as such
     out = read_output(str(root / "cal"))
