@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import re
 import time
 import uuid
@@ -168,7 +169,13 @@ def prepare_output(
                 "error_if_exists: choose another output, or use mode resume or overwrite"
             )
     if mode == "overwrite" and not dry_run:
-        _delete(fs, path, [n for n in names if _owned(n)], [n for n in state_names if _owned_state(n)])
+        # the run record goes last (replaced below): an interrupted delete leaves froq's files with their record
+        _delete(
+            fs,
+            path,
+            [n for n in names if _owned(n)],
+            [n for n in state_names if _owned_state(n) and n != posixpath.basename(RUN_FILE)],
+        )
         inputs_dir = f"{state_dir}/inputs"  # the listing of the run being replaced (engine.inputs.INPUTS_DIR)
         if fs.exists(inputs_dir):
             fs.rm(inputs_dir, recursive=True)
@@ -426,7 +433,7 @@ def _delete(
     marker_first = sorted(state_names, key=lambda n: (not MARKER_RE.match(n), n))
     for name in marker_first:
         fs.rm_file(f"{state_dir}/{name}")
-    for name in sorted(names, key=lambda n: (not LEGACY_MARKER_RE.match(n), n)):
+    for name in sorted(names, key=lambda n: (not LEGACY_MARKER_RE.match(n), n == LEGACY_RUN_FILE, n)):
         fs.rm_file(f"{path}/{name}")
     if names or state_names:
         fs.invalidate_cache(path)
