@@ -405,3 +405,34 @@ def test_an_output_inside_an_input_folder_is_refused_where_the_input_is_read_as_
                     )
     open_(loose / "out", mode, layout, inputs=[str(loose / "annotations.parquet")])
 
+
+@pytest.mark.parametrize("job", ["annotate", "calibrate", "self_training"])
+def test_a_part_whose_size_differs_from_its_marker_is_redone_on_resume(job, tmp_path):
+    """The marker records the part's size: a part truncated after its marker was written is stale, so the
+    resume decision makes its shard pending again; a marker of an older version (no ``bytes``) is trusted."""
+    import pyarrow as pa
+
+    from froq_ray.storage.run_state import discard_stale_shards
+    from froq_ray.storage.shards import Shard, write_shard
+
+    layout = LAYOUTS[job]
+    out = tmp_path / "out"
+    state = open_(out, "resume", layout)
+    table = pa.table({"status": ["ok", "ok"], "quality": [1.0, 2.0]})
+    markers = [write_shard(state.fs, state.path, Shard(i, 2 * i, 2 * i + 2), table, "d") for i in range(3)]
+    sizes = [(out / f"part-{i:05d}.parquet").stat().st_size for i in range(3)]
+    assert [m["bytes"] for m in markers] == sizes
+    # shard 1 truncated; shard 2 truncated too, but its marker is an older version's (no size recorded)
+    for i in (1, 2):
+        part = out / f"part-{i:05d}.parquet"
+        part.write_bytes(part.read_bytes()[: sizes[i] // 2])
+    old = json.loads((out / "_froq" / "part-00002.done.json").read_text())
+    del old["bytes"]
+    (out / "_froq" / "part-00002.done.json").write_text(json.dumps(old))
+    state = open_(out, "resume", layout)
+    assert state.completed == frozenset({0, 1, 2})
+    bounds = {i: (2 * i, 2 * i + 2) for i in range(3)}
+    assert discard_stale_shards(state, bounds) == 2  # the marker and the part of shard 1
+    assert state.completed == frozenset({0, 2})
+    assert not (out / "part-00001.parquet").exists() and not (out / "_froq" / "part-00001.done.json").exists()
+    assert open_(out, "resume", layout).completed == frozenset({0, 2})
