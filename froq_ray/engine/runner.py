@@ -129,6 +129,7 @@ def prepare_run(
         force=force,
         config=digest_payload(cfg, extra=extra),
         dry_run=dry_run,
+        listed_extensions=cfg.input.extensions,
     )
     # a forced resume lists again: the input keys may have changed, and shards of another listing are redone
     reuse = out.mode == "resume" and not state.forced and plan_exists(state.fs, state.path)

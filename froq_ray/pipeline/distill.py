@@ -83,7 +83,7 @@ OUTPUTS = (
     LEGACY_MANIFEST_FILE,
 )
 """What this job writes in its output folder (the last two: where versions before ``_froq/`` kept them)."""
-OUTPUT = OutputLayout("distill", files=tuple(n for n in OUTPUTS if n != STATE_DIR))
+OUTPUT = OutputLayout("distill", files=tuple(n for n in OUTPUTS if n != STATE_DIR), dataset_inputs=True)
 """The distill job's output layout (``_froq/`` is every job's; its records are handled by ``open_output``)."""
 SPLIT_COLUMNS = ("path", "split_key", "side", "target", "source_path", "identity")
 

@@ -56,7 +56,7 @@ EVALUATION_FILES = ("edc.md", "edc.csv", "edc.png", "thresholds.csv", "skipped_s
 null, ``skipped_scores.csv`` only with ``evaluate.scores``)."""
 EXAMPLES = 10
 """Paths named in the log and the manifest per kind of skip (all of them are in ``skipped_scores.csv``)."""
-OUTPUT = OutputLayout("evaluate", files=EVALUATION_FILES, resumable=False)
+OUTPUT = OutputLayout("evaluate", files=EVALUATION_FILES, resumable=False, dataset_inputs=True)
 """The evaluate job's output layout: one step, no partial state to resume."""
 HOW_TO_GET_IDENTITIES = (
     "annotate with --set input.identity_from_folder=true (identity = parent folder) or "

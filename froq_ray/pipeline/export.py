@@ -66,7 +66,9 @@ log = logging.getLogger("froq_ray")
 
 SKIPPED_FILE = f"{STATE_DIR}/skipped.parquet"
 CLASSES_FILE = f"{STATE_DIR}/classes.json"
-OUTPUT = OutputLayout("export", files=(SKIPPED_FILE, CLASSES_FILE), shards=True, listed=True)
+OUTPUT = OutputLayout(
+    "export", files=(SKIPPED_FILE, CLASSES_FILE), shards=True, listed=True, dataset_inputs=True
+)
 """The export job's output layout: its file names come from the keep-list (identity folders), so each shard
 lists them before writing (``listed``); besides those, the skip table and the class list in ``_froq/``."""
 KEEP_LIST_HINT = f"export.keep_list takes a `froq filter` output or its {KEEP_LIST}"

@@ -74,7 +74,7 @@ OUTPUT_FILES = (
 )
 """What this job writes besides ``_froq/`` (the last: where versions before ``_froq/`` wrote the manifest;
 replaced runs delete it)."""
-OUTPUT = OutputLayout("filter", files=OUTPUT_FILES, resumable=False)
+OUTPUT = OutputLayout("filter", files=OUTPUT_FILES, resumable=False, dataset_inputs=True)
 """The filter job's output layout: no partial state worth resuming."""
 CR_COLUMN = "cr"
 KEEP_LIST_COLUMNS = (

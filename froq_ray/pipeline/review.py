@@ -56,7 +56,7 @@ log = logging.getLogger("froq_ray")
 
 INDEX = "index.html"
 SHEETS = "sheets"
-OUTPUT = OutputLayout("review", files=(INDEX, SHEETS), resumable=False)
+OUTPUT = OutputLayout("review", files=(INDEX, SHEETS), resumable=False, dataset_inputs=True)
 """The review job's output layout: the page and the contact sheets; no partial state worth resuming."""
 PERCENTILE = "quality_percentile"
 SUMMARY = "summary.json"

@@ -4,16 +4,34 @@ filter, distill and the distill job's self-training copies.
 A job describes what it owns in its output folder with an :class:`OutputLayout` and opens the folder with
 :func:`open_output` before it writes anything. That one function:
 
-1. probes that the folder is writable (:func:`~froq_ray.storage.run_state.check_writable`);
-2. refuses an output that holds one of the job's inputs (an input in the folder itself or under a name the job
-   owns, which ``overwrite`` would delete or a part would sit beside), in every mode;
+1. refuses an output that holds one of the job's inputs (an input in the folder itself or under a name the job
+   owns, which ``overwrite`` would delete or a part would sit beside), in every mode, and (item 6) an output
+   inside an input folder, before anything is created;
+2. probes that the folder is writable (:func:`~froq_ray.storage.run_state.check_writable`);
 3. refuses an output that holds another job's run (its ``_froq/run.json`` or ``_froq/manifest.json`` names
    another job; for a job without shards: shard files), in every mode: ``overwrite`` replaces only what the
    job owns, never what another job wrote;
-4. for a job whose file names come from its input (``listed``: the export job's identity folders), refuses an
+4. refuses an output holding files the job would write or delete (its ``files``, ``part-NNNNN.parquet``
+   shards) but no run record of the job (``_froq/run.json`` naming it, or no job as older versions wrote it;
+   the older layout's ``_run.json``), in every mode, ``overwrite`` included: froq did not write them (a
+   user's ``keep_list.parquet``, ``index.html``, ``edc.csv``, ``part-00005.parquet``), so no mode replaces
+   or deletes them; every run records itself in ``_froq/run.json`` before it writes anything, and
+   ``overwrite`` replaces that record only after deleting;
+5. for a job writing ``part-NNNNN.parquet`` shards (not ``listed``), refuses an output holding any other
+   top-level entry than its parts, its ``files`` and names starting with ``_`` or ``.`` (which pandas and
+   pyarrow skip when reading the folder), in every mode: ``pandas.read_parquet(output)`` would read it with
+   the parts;
+6. for a job reading annotation or filter outputs (``dataset_inputs``), refuses an output inside one of its
+   input folders (the folder of an input ``part-NNNNN.parquet`` or ``keep_list.parquet``, or an input folder
+   itself), in every mode: ``pandas.read_parquet(input)`` would read the output's Parquet files with the
+   input's. annotate and calibrate read image folders and list only the endings in ``input.extensions``
+   (image extensions by default), so an output inside their input folder is never listed as input and is
+   allowed, unless ``input.extensions`` names an ending froq writes (``.parquet``, ``.json``:
+   ``listed_extensions``), which is refused the same way;
+7. for a job whose file names come from its input (``listed``: the export job's identity folders), refuses an
    output holding any file no run of the job listed (outside ``_froq/``), in every mode: such a job could
    otherwise write over a file of the user's;
-5. applies ``output.mode``:
+8. applies ``output.mode``:
 
    - ``error_if_exists``: refuses a folder holding anything the job owns (its files, shards, ``_froq/``
      records), naming the path, what is there and the key ``output.mode``; files the job does not own are fine;
@@ -25,7 +43,7 @@ A job describes what it owns in its output folder with an :class:`OutputLayout` 
      (:attr:`~froq_ray.storage.run_state.RunState.finished`) is left as it is (the job does nothing), anything
      else is computed again and replaces the job's files;
 
-6. records the run in ``_froq/run.json`` (job, config digest, input digest).
+9. records the run in ``_froq/run.json`` (job, config digest, input digest).
 
 A ``listed`` job names the files of each shard in ``_froq/files-NNNNN.json`` (:func:`record_files`) before it
 writes them, and in the shard's marker (``files``); it owns what those lists name, the lists themselves and
@@ -46,6 +64,7 @@ from typing import Any
 import fsspec
 import pandas as pd
 
+from .annotations import KEEP_LIST
 from .fs import LOCAL_PROTOCOLS, TEMP_MARK, is_local_fs, protocol_of, read_json, write_json_atomic
 from .location import Location
 from .manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE
@@ -67,6 +86,9 @@ log = logging.getLogger("froq_ray")
 FILE_LIST_RE = re.compile(r"^files-(\d{5,})\.json$")
 """A ``listed`` job's list of the files one shard writes, in ``_froq/`` (:func:`record_files`)."""
 
+WRITTEN_ENDINGS = (".parquet", ".json")
+"""File endings froq writes into an output folder (parts, bookkeeping)."""
+
 
 @dataclass(frozen=True)
 class OutputLayout:
@@ -79,13 +101,15 @@ class OutputLayout:
     and of any other run computes everything again. ``files`` may name files in ``_froq/`` (``_froq/x.json``).
     ``listed``: the job's file names come from its input, so each shard lists them before writing
     (:func:`record_files`); the job owns what its lists name and refuses an output holding any other file
-    outside ``_froq/`` (module doc)."""
+    outside ``_froq/`` (module doc). ``dataset_inputs``: the job's inputs are annotation or filter outputs read
+    as folders, so its output may not lie inside one (module doc)."""
 
     job: str
     files: tuple[str, ...] = ()
     shards: bool = False
     resumable: bool = True
     listed: bool = False
+    dataset_inputs: bool = False
 
 
 def open_output(
@@ -100,6 +124,7 @@ def open_output(
     config: Mapping[str, Any] | None = None,
     listing: pd.DataFrame | None = None,
     dry_run: bool = False,
+    listed_extensions: Sequence[str] = (),
 ) -> RunState:
     """Check and prepare the output folder ``location`` for a run of ``layout.job`` (module doc); returns its
     state.
@@ -108,15 +133,17 @@ def open_output(
     (``input_digest=None``: listed after this call, see
     :func:`~froq_ray.storage.run_state.record_input_digest`); ``inputs``: URIs of the input files or folders
     the output may not hold; ``config`` / ``listing``: what the digests were computed from (recorded, so a
-    refused resume names what changed); ``dry_run`` (``froq plan``): the same checks and decisions, nothing
-    deleted or written. Raises :class:`~froq_ray.storage.run_state.OutputStateError` (one line
-    naming the location's URI) and ``ValueError`` for an unknown ``mode``."""
+    refused resume names what changed); ``listed_extensions``: the file endings the job lists in its input
+    folders (annotate, calibrate: ``input.extensions``; module doc, item 6); ``dry_run`` (``froq plan``): the
+    same checks and decisions, nothing deleted or written. Raises
+    :class:`~froq_ray.storage.run_state.OutputStateError` (one line naming the location's URI) and
+    ``ValueError`` for an unknown ``mode``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     uri, storage_options = location.uri, location.storage_options
-    check_writable(uri, storage_options)
     fs, path = location.fs, location.path
-    _check_inputs(uri, fs, path, layout, inputs)
+    _check_inputs(uri, fs, path, layout, inputs, listed_extensions)  # before the probe creates the folder
+    check_writable(uri, storage_options)
     fs.invalidate_cache(path)
     fs.invalidate_cache(f"{path}/{STATE_DIR}")
     names = list_names(fs, path)
@@ -124,6 +151,8 @@ def open_output(
     _check_foreign(uri, fs, path, layout, names, state_names)
     entries = _entries(fs, path)
     present = [n for n in layout.files if _present(n, entries, state_names)]
+    _check_unrecorded(uri, layout, names, state_names, present)
+    _check_strays(uri, layout, entries)
     listed: list[str] = []
     if layout.listed:
         listed, lists = _listed_files(fs, path, state_names)
@@ -299,10 +328,47 @@ def _is_shard_file(name: str) -> bool:
     return bool(PART_RE.match(name) or LEGACY_MARKER_RE.match(name) or name == LEGACY_RUN_FILE)
 
 
-def _check_inputs(uri, fs, path, layout, inputs) -> None:
-    """Refuse an input lying in the output folder itself, or under ``_froq/`` or a name the job owns."""
+def _shown(names: Sequence[str]) -> str:
+    """Up to 5 names, then how many more."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _check_unrecorded(uri, layout, names, state_names, present) -> None:
+    """Refuse files the job would write or delete in an output holding no run record of the job (module doc;
+    another job's record was refused before)."""
+    if posixpath.basename(RUN_FILE) in state_names or LEGACY_RUN_FILE in names:
+        return
+    at_risk = [n for n in names if PART_RE.match(n) and n not in present]
+    at_risk = list(dict.fromkeys([*present, *at_risk]))
+    if at_risk:
+        raise OutputStateError(
+            f"output {uri} holds {_shown(at_risk)}, which {layout.job} would write or delete, but no {RUN_FILE} "
+            f"of a {layout.job} run, so froq did not write them: no output.mode replaces them; choose another "
+            "output.uri or remove them"
+        )
+
+
+def _check_strays(uri, layout, entries: set[str]) -> None:
+    """Shard layouts (not ``listed``): refuse top-level entries a Parquet reader of the folder would read with
+    the parts (module doc)."""
+    if not layout.shards or layout.listed:
+        return
+    tops = {n.split("/", 1)[0] for n in layout.files if not n.startswith(f"{STATE_DIR}/")}
+    strays = sorted(n for n in entries if not (PART_RE.match(n) or n in tops or n.startswith(("_", "."))))
+    if strays:
+        raise OutputStateError(
+            f"output {uri} holds {_shown(strays)} beside the parts {layout.job} writes, which "
+            f"pandas.read_parquet({uri}) would read with them: choose another output.uri or remove them"
+        )
+
+
+def _check_inputs(uri, fs, path, layout, inputs, listed_extensions: Sequence[str] = ()) -> None:
+    """Refuse an input lying in the output folder itself, or under ``_froq/`` or a name the job owns; for
+    ``dataset_inputs`` (or ``listed_extensions`` naming an ending froq writes), an output inside an input
+    folder (module doc)."""
     root = path.rstrip("/")
     owned = (STATE_DIR, *layout.files)
+    reads_outputs = layout.dataset_inputs or any(e.lower() in WRITTEN_ENDINGS for e in listed_extensions)
     for item in inputs:
         if (protocol_of(item) in LOCAL_PROTOCOLS) != is_local_fs(fs) or (
             not is_local_fs(fs) and protocol_of(item) != protocol_of(uri)
@@ -314,6 +380,16 @@ def _check_inputs(uri, fs, path, layout, inputs) -> None:
         if inside:
             raise OutputStateError(
                 f"output {uri} holds the input {item} ({layout.job} reads it): choose another output.uri"
+            )
+        if not reads_outputs:
+            continue
+        base = posixpath.basename(ipath)
+        folder = posixpath.dirname(ipath) if PART_RE.match(base) or base == KEEP_LIST else ipath
+        if folder and root.startswith(f"{folder}/"):
+            raise OutputStateError(
+                f"output {uri} lies inside the input folder {item if folder == ipath else posixpath.dirname(item)}"
+                f" ({layout.job} reads it, and reading that folder would read the output's files with it):"
+                " choose an output.uri outside it"
             )
 
 

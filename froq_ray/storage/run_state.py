@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import re
 import time
 import uuid
@@ -169,7 +170,13 @@ def prepare_output(
                 "error_if_exists: choose another output, or use mode resume or overwrite"
             )
     if mode == "overwrite" and not dry_run:
-        _delete(fs, path, [n for n in names if _owned(n)], [n for n in state_names if _owned_state(n)])
+        # the run record goes last (replaced below): an interrupted delete leaves froq's files with their record
+        _delete(
+            fs,
+            path,
+            [n for n in names if _owned(n)],
+            [n for n in state_names if _owned_state(n) and n != posixpath.basename(RUN_FILE)],
+        )
         inputs_dir = f"{state_dir}/inputs"  # the listing of the run being replaced (engine.inputs.INPUTS_DIR)
         if fs.exists(inputs_dir):
             fs.rm(inputs_dir, recursive=True)
@@ -295,16 +302,21 @@ def discard_stale_shards(
     part without a kept marker (a write that was interrupted), are removed, markers first; the rest stays in
     ``state.markers``. Returns how many files were deleted (``dry_run``: would be; nothing is deleted). Without
     this, a forced resume under a new shard
-    layout would keep old parts beside new ones, and rows would appear twice."""
+    layout would keep old parts beside new ones, and rows would appear twice. A marker recording the part's size
+    in bytes (``bytes``, :func:`~froq_ray.storage.shards.write_shard`) whose part now has another size (a
+    truncated or replaced part) is stale too, so the shard is redone; a marker without ``bytes`` (written by
+    versions before it was recorded) is trusted as before."""
     fs, path = state.fs, state.path
     fs.invalidate_cache(path)
-    parts = {n: int(m.group(1)) for n in list_names(fs, path) if (m := PART_RE.match(n))}  # name -> index
+    sizes = _part_sizes(fs, path)
+    parts = {n: int(m.group(1)) for n in sizes if (m := PART_RE.match(n))}  # name -> index
     keep = {
         i: m
         for i, m in state.markers.items()
         if (m.get("start"), m.get("stop")) == bounds.get(i)
         and part_name(i) in parts
         and (inputs_digest is None or m.get("inputs_digest") == inputs_digest)
+        and m.get("bytes", sizes[part_name(i)]) == sizes[part_name(i)]
     }
     stale_markers = [marker_name(i) for i in state.markers if i not in keep]
     stale_parts = [n for n, i in parts.items() if i not in keep]
@@ -312,6 +324,19 @@ def discard_stale_shards(
         _delete(fs, path, stale_parts, stale_markers)
     state.markers = keep
     return len(stale_markers) + len(stale_parts)
+
+
+def _part_sizes(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int | None]:
+    """Size in bytes of each file directly in ``path``, by base name (empty when it does not exist)."""
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {
+        e["name"].rstrip("/").rsplit("/", 1)[-1]: e.get("size")
+        for e in entries
+        if e.get("type") != "directory"
+    }
 
 
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -427,7 +452,7 @@ def _delete(
     marker_first = sorted(state_names, key=lambda n: (not MARKER_RE.match(n), n))
     for name in marker_first:
         fs.rm_file(f"{state_dir}/{name}")
-    for name in sorted(names, key=lambda n: (not LEGACY_MARKER_RE.match(n), n)):
+    for name in sorted(names, key=lambda n: (not LEGACY_MARKER_RE.match(n), n == LEGACY_RUN_FILE, n)):
         fs.rm_file(f"{path}/{name}")
     if names or state_names:
         fs.invalidate_cache(path)

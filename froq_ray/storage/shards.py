@@ -87,7 +87,8 @@ def write_shard(
     shard_input_digest: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the shard's Parquet (atomically on local disks), then its marker; returns the marker.
+    """Write the shard's Parquet (atomically on local disks), then its marker (with the part's size in
+    ``bytes``, so a resume redoes a part truncated after its marker was written); returns the marker.
 
     ``out_dir`` is a path inside ``fs`` (see :func:`froq_ray.storage.fs.open_fs`). The table must hold
     exactly the shard's rows: every input yields one row.
@@ -96,7 +97,8 @@ def write_shard(
         raise ValueError(f"shard {shard.index} has {table.num_rows} rows, expected {shard.rows}")
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_bytes_atomic(fs, f"{out_dir}/{shard.part_name}", sink.getvalue().to_pybytes())
+    data = sink.getvalue().to_pybytes()
+    write_bytes_atomic(fs, f"{out_dir}/{shard.part_name}", data)
     marker = {
         "shard": shard.index,
         "start": shard.start,
@@ -106,6 +108,7 @@ def write_shard(
         "input_digest": shard_input_digest,
         "schema_version": SCHEMA_VERSION,
         "file": shard.part_name,
+        "bytes": len(data),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }

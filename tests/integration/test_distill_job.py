@@ -265,4 +265,5 @@ def test_config_and_input_errors_name_what_to_fix(annotated, mobilefacenet_pt, c
     (root / "taken").mkdir()
     (root / "taken" / "split.parquet").write_bytes(b"x")
     err = error_of("e5", distill_config(root, mobilefacenet_pt, "taken", output={"mode": "error_if_exists"}))
-    assert "already holds split.parquet" in err
+    # no distill run recorded there: a split.parquet froq did not write is refused in every mode
+    assert "taken holds split.parquet, which distill would write or delete, but no _froq/run.json" in err

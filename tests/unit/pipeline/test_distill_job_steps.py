@@ -214,6 +214,9 @@ def test_output_modes(tmp_path):
     (out / TRAIN_FOLDER / "distill").mkdir(parents=True)
     (out / "split.parquet").write_bytes(b"x")
     (out / "notes.txt").write_text("mine")
+    # an earlier distill run's record (without it these files are not distill's and every mode refuses them)
+    (out / "_froq").mkdir()
+    (out / "_froq" / "run.json").write_text(json.dumps({"job": "distill", "config_digest": "c0"}))
     with pytest.raises(OutputStateError, match="already holds split.parquet, _train"):
         open_distill_output(distill_cfg(tmp_path, output={"mode": "error_if_exists"}), "c1", "d1", False)
     open_distill_output(distill_cfg(tmp_path, output={"mode": "overwrite"}), "c1", "d1", False)

@@ -1,7 +1,8 @@
 """One output lifecycle: every job's output layout goes through ``storage.output.open_output``, and
 error_if_exists / overwrite / resume behave the same way for each (parametrised over all jobs). A ``listed``
 layout (export: file names from the input) also refuses files no run of it listed, so its foreign file here lies
-in ``_froq/``."""
+in ``_froq/``; a shard layout refuses top-level files a Parquet reader would take for parts, so its foreign file
+starts with ``_``."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ LISTED = "Some_One/a.jpg"  # a file a listed layout's shard names before writing
 
 
 def foreign(layout: OutputLayout) -> str:
-    """A file no job writes: never touched (in ``_froq/`` for a listed layout, which refuses it elsewhere)."""
-    return "_froq/notes.txt" if layout.listed else "notes.txt"
+    """A file no job writes: never touched (in ``_froq/`` for a listed layout, which refuses it elsewhere;
+    underscore-prefixed for a shard layout, which refuses top-level files Parquet readers would read)."""
+    return "_froq/notes.txt" if layout.listed else "_notes.txt" if layout.shards else "notes.txt"
 
 
 def open_(out: Path, mode: str, layout: OutputLayout, cfg: str = CFG, **kwargs):
@@ -207,7 +209,8 @@ def test_an_unknown_mode_is_refused_before_anything_is_written(tmp_path):
 @pytest.mark.parametrize("mode", ["resume", "overwrite", "error_if_exists"])
 def test_a_file_no_run_listed_is_refused_by_a_listed_layout_only(layout, mode, tmp_path):
     """A listed job's names come from its input, so it could write over a user's file: it refuses any file
-    outside ``_froq/`` no run of it listed, in every mode; the other jobs leave such files alone."""
+    outside ``_froq/`` no run of it listed, in every mode; the other shard jobs refuse it as a folder a Parquet
+    reader would take for parts; the other jobs leave such files alone."""
     out = tmp_path / "out"
     (out / "Some_One").mkdir(parents=True)
     (out / "Some_One" / "mine.jpg").write_bytes(b"mine")
@@ -219,6 +222,9 @@ def test_a_file_no_run_listed_is_refused_by_a_listed_layout_only(layout, mode, t
             f"{layout.job} writes only into an empty folder or its own earlier output, so choose another output.uri"
         )
         assert not (out / "_froq").exists()
+    elif layout.shards:  # a Parquet reader of the output would read the folder with the parts: refused too
+        with pytest.raises(OutputStateError, match=f"output {out} holds Some_One beside the parts"):
+            open_(out, mode, layout)
     else:
         open_(out, mode, layout)
     assert (out / "Some_One" / "mine.jpg").read_bytes() == b"mine"
@@ -258,4 +264,175 @@ def test_a_listed_shard_of_another_plan_is_undone_markers_first(tmp_path):
         "_froq/run.json",
     ]
     assert target.read_bytes() == b"source"
+    assert open_(out, "resume", layout).completed == frozenset({0, 2})
+
+
+MODES = ["resume", "overwrite", "error_if_exists"]
+
+
+def user_files(out: Path, layout: OutputLayout) -> list[str]:
+    """Write a user's own files under names ``layout`` would write or delete (its files; for a shard layout 7
+    parts) into ``out``; returns their names in the order a refusal names them."""
+    out.mkdir(parents=True)
+    names = []
+    for name in current_files(layout):
+        if name.startswith("_froq/"):
+            continue
+        if "." in name:
+            (out / name).write_bytes(b"mine")
+        else:
+            (out / name).mkdir()
+            (out / name / "mine.bin").write_bytes(b"mine")
+        names.append(name)
+    if layout.shards:
+        for i in range(7):
+            (out / f"part-{i:05d}.parquet").write_bytes(b"PAR1 mine")
+            names.append(f"part-{i:05d}.parquet")
+    return names
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_files_the_job_would_write_without_its_run_record_are_refused_in_every_mode(layout, mode, tmp_path):
+    """A folder holding the job's file names but no ``_froq/run.json`` of a run of the job: froq did not write
+    them (a user's keep_list.parquet, index.html, edc.csv, part-00005.parquet), so no mode replaces or deletes
+    them; the refusal names up to 5 of them."""
+    out = tmp_path / "out"
+    names = user_files(out, layout)
+    before = snapshot(out)
+    with pytest.raises(OutputStateError) as refused:
+        open_(out, mode, layout)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    assert str(refused.value) == (
+        f"output {out} holds {shown}, which {layout.job} would write or delete, but no _froq/run.json of a "
+        f"{layout.job} run, so froq did not write them: no output.mode replaces them; choose another output.uri "
+        "or remove them"
+    )
+    assert snapshot(out) == before and not (out / "_froq").exists()
+
+
+def test_a_run_record_of_the_job_or_of_an_older_version_makes_its_files_its_own(layout, tmp_path):
+    """With the job's run record (or one without ``job``, as older versions wrote it), the same files are the
+    job's earlier output: ``overwrite`` deletes them."""
+    for record in ({"job": layout.job}, {}):
+        out = tmp_path / f"out-{len(record)}"
+        names = user_files(out, layout)
+        (out / "_froq").mkdir()
+        (out / "_froq" / "run.json").write_text(json.dumps({**record, "config_digest": CFG}))
+        if layout.listed:  # a listed job owns its files named by a list
+            (out / "_froq" / "files-00000.json").write_text(
+                json.dumps([n for n in names if n.startswith("part-")])
+            )
+        open_(out, "overwrite", layout)
+        assert sorted(snapshot(out)) == ["_froq/run.json"]
+        assert json.loads((out / "_froq" / "run.json").read_text())["job"] == layout.job
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_shard_layout_refuses_top_level_files_a_parquet_reader_would_add(layout, mode, tmp_path):
+    """``pd.read_parquet(out)`` of a shard job's output reads every top-level entry not starting with ``_`` or
+    ``.``: a shard layout refuses any other than its parts and files, in every mode (even beside a finished
+    run of its own); a listed layout refuses them as unlisted; the others leave them alone."""
+    out = tmp_path / "out"
+    finished_run(out, layout)
+    (out / "mydata.parquet").write_bytes(b"PAR1 mine")
+    (out / "_mine.parquet").write_bytes(b"PAR1 ignored")
+    (out / ".hidden.parquet").write_bytes(b"PAR1 ignored")
+    before = snapshot(out)
+    if layout.shards and not layout.listed:
+        with pytest.raises(OutputStateError) as refused:
+            open_(out, mode, layout)
+        assert str(refused.value) == (
+            f"output {out} holds mydata.parquet beside the parts {layout.job} writes, which "
+            f"pandas.read_parquet({out}) would read with them: choose another output.uri or remove them"
+        )
+        assert snapshot(out) == before
+        (out / "mydata.parquet").unlink()
+        if mode != "error_if_exists":
+            open_(out, mode, layout)  # hidden and underscore names are fine
+    elif layout.listed:
+        with pytest.raises(OutputStateError, match=r"did not write \(e.g. \.hidden\.parquet\)"):
+            open_(out, mode, layout)
+    elif mode != "error_if_exists":
+        open_(out, mode, layout)
+    assert (out / "_mine.parquet").read_bytes() == (out / ".hidden.parquet").read_bytes() == b"PAR1 ignored"
+
+
+def test_the_jobs_reading_annotation_or_filter_outputs_are_the_dataset_input_layouts():
+    assert {j for j, layout in LAYOUTS.items() if layout.dataset_inputs} == {
+        "distill",
+        "evaluate",
+        "export",
+        "filter",
+        "review",
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_output_inside_an_input_folder_is_refused_where_the_input_is_read_as_a_folder(
+    layout, mode, tmp_path
+):
+    """``froq filter --annotations A --output A/filt`` would break ``pd.read_parquet(A)``: refused for the jobs
+    reading annotation / filter outputs (a part's folder, a keep-list's folder, a folder given itself); an
+    output beside a single file input is fine. annotate/calibrate list only ``input.extensions`` in their image
+    folder: an output inside it is allowed unless those name an ending froq writes."""
+    annotations, keep, loose = tmp_path / "A", tmp_path / "F", tmp_path / "D"
+    for folder in (annotations, keep, loose):
+        folder.mkdir()
+    cases = [
+        (annotations / "part-00000.parquet", annotations / "filt" / "deeper", annotations),
+        (keep / "keep_list.parquet", keep / "exp", keep),
+        (annotations, annotations / "out2", annotations),
+    ]
+    for item, out, folder in cases:
+        if layout.dataset_inputs:
+            with pytest.raises(OutputStateError) as refused:
+                open_(out, mode, layout, inputs=[str(item)])
+            assert str(refused.value) == (
+                f"output {out} lies inside the input folder {folder} ({layout.job} reads it, and reading that "
+                "folder would read the output's files with it): choose an output.uri outside it"
+            )
+            assert not out.exists()
+        else:
+            open_(out, mode, layout, inputs=[str(item)])
+            if layout.shards:  # an image job listing .parquet files would pick the output up
+                with pytest.raises(OutputStateError, match=f"output {out}2 lies inside the input folder"):
+                    open_(
+                        Path(f"{out}2"),
+                        mode,
+                        layout,
+                        inputs=[str(item)],
+                        listed_extensions=[".jpg", ".parquet"],
+                    )
+    open_(loose / "out", mode, layout, inputs=[str(loose / "annotations.parquet")])
+
+
+@pytest.mark.parametrize("job", ["annotate", "calibrate", "self_training"])
+def test_a_part_whose_size_differs_from_its_marker_is_redone_on_resume(job, tmp_path):
+    """The marker records the part's size: a part truncated after its marker was written is stale, so the
+    resume decision makes its shard pending again; a marker of an older version (no ``bytes``) is trusted."""
+    import pyarrow as pa
+
+    from froq_ray.storage.run_state import discard_stale_shards
+    from froq_ray.storage.shards import Shard, write_shard
+
+    layout = LAYOUTS[job]
+    out = tmp_path / "out"
+    state = open_(out, "resume", layout)
+    table = pa.table({"status": ["ok", "ok"], "quality": [1.0, 2.0]})
+    markers = [write_shard(state.fs, state.path, Shard(i, 2 * i, 2 * i + 2), table, "d") for i in range(3)]
+    sizes = [(out / f"part-{i:05d}.parquet").stat().st_size for i in range(3)]
+    assert [m["bytes"] for m in markers] == sizes
+    # shard 1 truncated; shard 2 truncated too, but its marker is an older version's (no size recorded)
+    for i in (1, 2):
+        part = out / f"part-{i:05d}.parquet"
+        part.write_bytes(part.read_bytes()[: sizes[i] // 2])
+    old = json.loads((out / "_froq" / "part-00002.done.json").read_text())
+    del old["bytes"]
+    (out / "_froq" / "part-00002.done.json").write_text(json.dumps(old))
+    state = open_(out, "resume", layout)
+    assert state.completed == frozenset({0, 1, 2})
+    bounds = {i: (2 * i, 2 * i + 2) for i in range(3)}
+    assert discard_stale_shards(state, bounds) == 2  # the marker and the part of shard 1
+    assert state.completed == frozenset({0, 2})
+    assert not (out / "part-00001.parquet").exists() and not (out / "_froq" / "part-00001.done.json").exists()
     assert open_(out, "resume", layout).completed == frozenset({0, 2})

@@ -47,6 +47,7 @@ def check_written(fs, out_dir: str, shard: Shard, table, marker: dict) -> None:
         "input_digest": "abc",
         "schema_version": "1",
         "file": shard.part_name,
+        "bytes": fs.size(f"{out_dir}/{shard.part_name}"),  # the part's size, checked on resume
         "written_at": marker["written_at"],
     }
     with fs.open(f"{out_dir}/{shard.marker_path}", "rb") as f:
