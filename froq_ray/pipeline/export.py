@@ -149,10 +149,14 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     n = kept.num_rows
     frame = pd.DataFrame(
         {
-            "path": text_values(kept.column("path").to_pylist(), "path"),
-            "identity": text_values(kept.column("identity").to_pylist(), "identity")
-            if "identity" in kept.column_names
-            else [None] * n,
+            # object columns: a null stays None (pandas' string dtype would turn it into NaN)
+            "path": pd.Series(text_values(kept.column("path").to_pylist(), "path"), dtype=object),
+            "identity": pd.Series(
+                text_values(kept.column("identity").to_pylist(), "identity")
+                if "identity" in kept.column_names
+                else [None] * n,
+                dtype=object,
+            ),
             "quality": np.asarray(
                 [np.nan if v is None else v for v in kept.column("quality").to_pylist()], dtype=np.float32
             )

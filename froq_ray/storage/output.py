@@ -343,7 +343,7 @@ def _check_unrecorded(uri, layout, names, state_names, present) -> None:
     if at_risk:
         raise OutputStateError(
             f"output {uri} holds {_shown(at_risk)}, which {layout.job} would write or delete, but no {RUN_FILE} "
-            f"of a {layout.job} run, so froq did not write them: no output.mode replaces them; choose another "
+            f"of {layout.job} (froq did not write them): no output.mode replaces them; choose another "
             "output.uri or remove them"
         )
 
@@ -366,15 +366,22 @@ def _check_inputs(uri, fs, path, layout, inputs, listed_extensions: Sequence[str
     """Refuse an input lying in the output folder itself, or under ``_froq/`` or a name the job owns; for
     ``dataset_inputs`` (or ``listed_extensions`` naming an ending froq writes), an output inside an input
     folder (module doc)."""
-    root = path.rstrip("/")
+    local = is_local_fs(fs)
+
+    def real(
+        p: str,
+    ) -> str:  # local paths compared with their symlinks resolved (a link must not get round it)
+        return os.path.realpath(p) if local else p
+
+    root = real(path.rstrip("/"))
     owned = (STATE_DIR, *layout.files)
     reads_outputs = layout.dataset_inputs or any(e.lower() in WRITTEN_ENDINGS for e in listed_extensions)
     for item in inputs:
-        if (protocol_of(item) in LOCAL_PROTOCOLS) != is_local_fs(fs) or (
-            not is_local_fs(fs) and protocol_of(item) != protocol_of(uri)
+        if (protocol_of(item) in LOCAL_PROTOCOLS) != local or (
+            not local and protocol_of(item) != protocol_of(uri)
         ):
             continue  # another filesystem
-        ipath = fs._strip_protocol(item).rstrip("/")
+        ipath = real(fs._strip_protocol(item).rstrip("/"))
         inside = ipath == root or posixpath.dirname(ipath) == root
         inside |= any(ipath == f"{root}/{n}" or ipath.startswith(f"{root}/{n}/") for n in owned)
         if inside:

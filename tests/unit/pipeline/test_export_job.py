@@ -378,3 +378,19 @@ def test_s3_sources_to_s3_webdataset_and_folder(tmp_path, s3, keep_list):
             fs.cat(s3.uri("folder", identity, Path(path).name).removeprefix("s3://"))
             == Path(path).read_bytes()
         )
+
+
+def test_a_keep_list_mixing_null_and_named_identities_gets_labels_and_minus_one(tmp_path, source):
+    """A hand-edited keep list with one null identity among named ones (pandas would make the null a NaN and
+    the class sort would crash): the named rows get class labels, the null row -1 and a null identity."""
+    paths = sorted(str(p) for p in source.rglob("*.jpg"))[:3]
+    (tmp_path / "filter").mkdir()
+    identities = pa.array(["b", None, "a"], pa.string())
+    pq.write_table(
+        pa.table({"path": paths, "keep": [True, True, True], "identity": identities}),
+        tmp_path / "filter" / KEEP_LIST,
+    )
+    assert export(tmp_path, "parquet") == 0
+    df = pd.read_parquet(tmp_path / "out").set_index("path").loc[paths]
+    assert df.identity.tolist()[0::2] == ["b", "a"] and pd.isna(df.identity.iloc[1])
+    assert df.label.tolist() == [1, -1, 0]  # classes sorted: a=0, b=1

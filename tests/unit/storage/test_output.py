@@ -303,8 +303,8 @@ def test_files_the_job_would_write_without_its_run_record_are_refused_in_every_m
         open_(out, mode, layout)
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     assert str(refused.value) == (
-        f"output {out} holds {shown}, which {layout.job} would write or delete, but no _froq/run.json of a "
-        f"{layout.job} run, so froq did not write them: no output.mode replaces them; choose another output.uri "
+        f"output {out} holds {shown}, which {layout.job} would write or delete, but no _froq/run.json of "
+        f"{layout.job} (froq did not write them): no output.mode replaces them; choose another output.uri "
         "or remove them"
     )
     assert snapshot(out) == before and not (out / "_froq").exists()
@@ -419,7 +419,10 @@ def test_a_part_whose_size_differs_from_its_marker_is_redone_on_resume(job, tmp_
     out = tmp_path / "out"
     state = open_(out, "resume", layout)
     table = pa.table({"status": ["ok", "ok"], "quality": [1.0, 2.0]})
-    markers = [write_shard(state.fs, state.path, Shard(i, 2 * i, 2 * i + 2), table, "d") for i in range(3)]
+    markers = [
+        write_shard(state.fs, state.path, Shard(i, 2 * i, 2 * i + 2), table, shard_input_digest="d")
+        for i in range(3)
+    ]
     sizes = [(out / f"part-{i:05d}.parquet").stat().st_size for i in range(3)]
     assert [m["bytes"] for m in markers] == sizes
     # shard 1 truncated; shard 2 truncated too, but its marker is an older version's (no size recorded)
@@ -436,3 +439,17 @@ def test_a_part_whose_size_differs_from_its_marker_is_redone_on_resume(job, tmp_
     assert state.completed == frozenset({0, 2})
     assert not (out / "part-00001.parquet").exists() and not (out / "_froq" / "part-00001.done.json").exists()
     assert open_(out, "resume", layout).completed == frozenset({0, 2})
+
+
+@pytest.mark.parametrize("job", sorted(j for j, layout in LAYOUTS.items() if layout.dataset_inputs))
+def test_a_symlink_does_not_get_an_output_into_an_input_folder(job, tmp_path):
+    """Local paths are compared with their links resolved: an output reached through a link to the input folder,
+    or an input named through a link, is still refused, and nothing is created."""
+    layout = LAYOUTS[job]
+    annotations = tmp_path / "A"
+    annotations.mkdir()
+    (tmp_path / "link").symlink_to(annotations)
+    for out, item in ((tmp_path / "link" / "filt", annotations), (annotations / "ev", tmp_path / "link")):
+        with pytest.raises(OutputStateError, match=r"lies inside the input folder"):
+            open_(out, "resume", layout, inputs=[str(item)])
+        assert not out.exists()
