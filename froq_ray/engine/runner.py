@@ -236,7 +236,8 @@ def _with_shards(cfg, model, digest, state, inputs, list_seconds, extra, dry_run
     deleted = discard_stale_shards(state, bounds, inputs.digest, dry_run=dry_run)
     if deleted:
         log.warning(
-            "%s %d part/marker file(s) that do not belong to this run's shards",
+            "%s %d part/marker file(s) of shards to redo: other shard bounds or input listing, a part without "
+            "its marker, or a part whose size differs from its marker (interrupted or truncated)",
             "a run would delete" if dry_run else "deleted",
             deleted,
         )
