@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import status as st
-from ..config import EvaluateJob, config_digest, digest_payload, resolved_dict
+from ..config import EvaluateJob, resolved_dict
 from ..engine.modes import PERCENTILE_COLUMN
 from ..errors import UserError
 from ..evaluation.external import ScoreFileError, ScoreJoin, join_scores, read_scores
@@ -45,9 +45,10 @@ from ..storage.annotations import (
 from ..storage.fs import check_reachable, join_uri, open_fs
 from ..storage.location import Location
 from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
-from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.output import OutputLayout
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
+from .outputs import open_files_job_output
 
 log = logging.getLogger("froq_ray")
 
@@ -84,15 +85,7 @@ def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[Annotati
                 f"evaluate.plot {plot_uri} already exists and output.mode is error_if_exists: choose another "
                 "plot path, or set output.mode to resume or overwrite"
             )
-    return open_output(
-        Location.of(out),
-        out.mode,
-        OUTPUT,
-        config_digest=config_digest(cfg),
-        input_digest=files_digest(files),
-        inputs=[f.uri for f in files],
-        config=digest_payload(cfg),
-    )
+    return open_files_job_output(cfg, OUTPUT, files)
 
 
 # ------------------------------------------------------------------------------------------ annotations

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import status as st
-from ..config import FilterJob, config_digest, digest_payload, resolved_dict
+from ..config import FilterJob, resolved_dict
 from ..curation import presets
 from ..curation.centres import CentreAccumulator, CentreSums, CentreTable, l2_normalise
 from ..curation.classifiability import CentreIndex
@@ -50,9 +50,10 @@ from ..storage.annotations import annotation_files as read_annotation_files
 from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
 from ..storage.location import Location
 from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, status_counts, utc_now, write_manifest
-from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.output import OutputLayout
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
+from .outputs import open_files_job_output
 
 log = logging.getLogger("froq_ray")
 
@@ -442,16 +443,7 @@ def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
     :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
     Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
-    out = job.output
-    return open_output(
-        Location.of(out),
-        out.mode,
-        OUTPUT,
-        config_digest=config_digest(job),
-        input_digest=files_digest(files),
-        inputs=[f.uri for f in files],
-        config=digest_payload(job),
-    )
+    return open_files_job_output(job, OUTPUT, files)
 
 
 def run_filter(job: FilterJob) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import status as st
-from ..config import ReviewConfig, ReviewJob, config_digest, digest_payload, resolved_dict
+from ..config import ReviewConfig, ReviewJob, resolved_dict
 from ..curation import review as sel
 from ..curation.review_page import Section, Tile, contact_sheets, html_page
 from ..errors import UserError
@@ -49,8 +49,9 @@ from ..storage.annotations import KEEP_LIST, AnnotationFile, annotation_files, i
 from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
 from ..storage.location import Location
 from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
-from ..storage.output import OutputLayout, files_digest, open_output
+from ..storage.output import OutputLayout
 from ..storage.reader import read_blobs
+from .outputs import open_files_job_output
 
 log = logging.getLogger("froq_ray")
 
@@ -432,15 +433,7 @@ def open_review_output(job: ReviewJob, inputs: list[AnnotationFile]):
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
     :data:`OUTPUT`; the input digest covers the annotation files and the filter output's files). Raises
     :class:`~froq_ray.storage.run_state.OutputStateError`."""
-    return open_output(
-        Location.of(job.output),
-        job.output.mode,
-        OUTPUT,
-        config_digest=config_digest(job),
-        input_digest=files_digest(inputs),
-        inputs=[f.uri for f in inputs],
-        config=digest_payload(job),
-    )
+    return open_files_job_output(job, OUTPUT, inputs)
 
 
 def run_review(job: ReviewJob) -> dict[str, Any]:
