@@ -23,17 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._report import fold_identities, split_record, split_section, write_results
 from froq_ray.evaluation.plot import plot_edc
 from froq_ray.evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 
 SPLITS = ("clean", "degraded")
 COLUMNS = ["method", "spearman", "pearson", "fnmr0", "pauc@0.2", "pauc@0.3"]
-
-
-def fold_identities(lfw: Path, folds: list[int]) -> set[str]:
-    from benchmarks.lfw_manifests import fold_identities as ids
-
-    return ids(lfw / "pairs.txt", lfw / "images", folds)
 
 
 def ok_rows(folder: Path, columns: list[str]) -> pd.DataFrame:
@@ -114,16 +109,9 @@ def main() -> None:
             df, names, png, f"EDC, LFW-dev folds 4-5 ({split}), MobileFaceNet, FMR 1e-3", args.seed
         )
         tables[split] = table
-        report["splits"][split] = {
-            "images": len(df),
-            "identities": int(df["identity"].nunique()),
-            "table": json.loads(table.to_json(orient="records")),
-        }
+        report["splits"][split] = split_record(table, len(df), int(df["identity"].nunique()))
         print(f"\n{split}: {len(df)} images\n{edc_markdown_table(table, columns=COLUMNS)}")
-    (docs / "results").mkdir(parents=True, exist_ok=True)
-    (docs / "results" / "accuracy_distill.json").write_text(
-        json.dumps(report, indent=2, default=float) + "\n"
-    )
+    write_results(docs / "results" / "accuracy_distill.json", report)
     write_markdown(docs / "accuracy-distill.md", report, tables)
 
 
@@ -213,14 +201,10 @@ def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) ->
         "",
     ]
     for split, table in tables.items():
-        info = report["splits"][split]
-        lines += [
-            f"## Folds 4-5, {split} ({info['images']} images, {info['identities']} identities)",
-            "",
-            edc_markdown_table(table, columns=COLUMNS),
-            f"EDC: `edc-distill-lfw45-{split}.png`.",
-            "",
-        ]
+        caption = f"EDC: `edc-distill-lfw45-{split}.png`."
+        lines += split_section(
+            report, split, table, "## Folds 4-5", COLUMNS, caption, blank_before_caption=False
+        )
         if split == "degraded":
             lines += [f"- {targets(table, n)}" for n in report["students"]] + [""]
             lines += both_targets(table, report["students"], cost)

@@ -18,13 +18,13 @@ Run from the repository root as a module (it imports benchmarks.lfw_manifests):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmarks._report import fold_identities, split_record, split_section, write_results
 from froq_ray.evaluation.plot import plot_edc
 from froq_ray.evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
 from froq_ray.imaging.folder import load_crops_strict
@@ -52,12 +52,6 @@ def read_observations(folder: Path) -> pd.DataFrame:
     df = df[df["status"] == "ok"].sort_values("path", kind="mergesort").reset_index(drop=True)
     df["identity"] = [Path(p).parent.name for p in df["path"]]
     return df
-
-
-def fold_identities(lfw: Path, folds: list[int]) -> set[str]:
-    from benchmarks.lfw_manifests import fold_identities as ids
-
-    return ids(lfw / "pairs.txt", lfw / "images", folds)
 
 
 def select_layers(model, full_artifact, calib: pd.DataFrame, layers: list[str], calls: dict[str, int]):
@@ -170,7 +164,7 @@ def main() -> None:
             name, df, model, artifact, layers, docs / f"edc-froq-lfw45-{name}.png", args.seed
         )
         tables[name] = table
-        results[name] = {**info, "table": json.loads(table.to_json(orient="records"))}
+        results[name] = split_record(table, **info)
         print(f"\n{name}: {info}\n{edc_markdown_table(table)}")
     report = {
         "model": model.model_id,
@@ -192,7 +186,7 @@ def main() -> None:
         "splits": results,
         "seconds": round(time.time() - started, 1),
     }
-    (docs / "results" / "accuracy_froq.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_results(docs / "results" / "accuracy_froq.json", report)
     write_markdown(docs / "accuracy-froq.md", report, tables)
 
 
@@ -252,21 +246,16 @@ def write_markdown(path: Path, report: dict, tables: dict[str, pd.DataFrame]) ->
         "",
     ]
     for name, table in tables.items():
-        info = report["splits"][name]
-        lines += [
-            (
-                f"## Folds 4-5, {name} ({info['images']} images, {info['identities']} identities; "
-                f"FNMR at FMR 1e-3 before discarding: {table['fnmr0'].iloc[0]:.4f})"
-            ),
-            "",
-            edc_markdown_table(table, columns=[c for c in cols if c in table.columns]),
-            "",
-            (
-                f"Spearman(FROQ, teacher) = {info['spearman_froq_vs_teacher']:.4f}. "
-                f"EDC: `edc-froq-lfw45-{name}.png`."
-            ),
-            "",
-        ]
+        spearman = report["splits"][name]["spearman_froq_vs_teacher"]
+        lines += split_section(
+            report,
+            name,
+            table,
+            "## Folds 4-5",
+            [c for c in cols if c in table.columns],
+            f"Spearman(FROQ, teacher) = {spearman:.4f}. EDC: `edc-froq-lfw45-{name}.png`.",
+            detail=f"; FNMR at FMR 1e-3 before discarding: {table['fnmr0'].iloc[0]:.4f}",
+        )
     lines += ["## Findings", ""] + [f"- {line}" for line in findings(tables, cal)] + [""]
     kept = ""  # the section benchmarks/froq_observer_report.py writes survives a re-run of this report
     if path.is_file() and "<!-- observers:begin -->" in path.read_text():

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks._report import fold_identities, split_record, split_section, write_results
 from froq_ray.curation.calibration_target import build_artifact_from_labels
 from froq_ray.evaluation.plot import plot_edc
 from froq_ray.evaluation.protocol import compute_edc_curves, edc_markdown_table, results_table
@@ -79,15 +80,29 @@ class Profile:
     rows: tuple[tuple[str, str, bool], ...]
     """(method, target, with ``--copies`` degraded copies) of the labelled rows."""
     eval_folds: tuple[int, ...]
-    cache: str
-    results: str
-    png: str
-    """EDC file name under docs/, ``{split}`` filled in."""
-    begin: str
-    end: str
+    suffix: str
+    """Model part of the cache folder, results file, EDC file and section marker names ("" for MobileFaceNet)."""
     title: str
     layer_note: str
     """Markdown appended to the greedy selections line."""
+
+    @property
+    def cache(self) -> str:
+        """Folder of the cached observations (npz)."""
+        return f".bench/observer{self.suffix}"
+
+    @property
+    def results(self) -> str:
+        """Results JSON file name under docs/results/."""
+        return f"froq_observers{self.suffix.replace('-', '_')}.json"
+
+    def png(self, split: str) -> str:
+        """EDC file name under docs/ of ``split`` (clean | degraded)."""
+        return f"edc-observers{self.suffix}-lfw{''.join(str(f) for f in self.eval_folds)}-{split}.png"
+
+    def marker(self, which: str) -> str:
+        """The ``which`` (begin | end) marker line of this model's section of docs/accuracy-froq.md."""
+        return f"<!-- observers{self.suffix}:{which} -->"
 
 
 PROFILES = {
@@ -103,11 +118,7 @@ PROFILES = {
         ),
         rows=ALL_ROWS,
         eval_folds=(4, 5),
-        cache=".bench/observer",
-        results="froq_observers.json",
-        png="edc-observers-lfw45-{split}.png",
-        begin="<!-- observers:begin -->",
-        end="<!-- observers:end -->",
+        suffix="",
         title="## Labelled targets and the linear observer (issue 15)",
         layer_note=(
             " (`bn` is the embedding layer: a greedy set of `bn` alone IS the "
@@ -129,11 +140,7 @@ PROFILES = {
         ),
         rows=(("linear", "cr", True), ("linear", "cr", False), ("greedy", "cr", False)),
         eval_folds=(5,),
-        cache=".bench/observer-dlib",
-        results="froq_observers_dlib.json",
-        png="edc-observers-dlib-lfw5-{split}.png",
-        begin="<!-- observers-dlib:begin -->",
-        end="<!-- observers-dlib:end -->",
+        suffix="-dlib",
         title="## The built-in dlib model: labelled targets and the linear observer (issue 15)",
         layer_note="",
     ),
@@ -218,10 +225,8 @@ def main() -> None:
             + ["--seed", "0", "--fraction", "0.5"],
             check=True,
         )
-    from benchmarks.lfw_manifests import fold_identities
-
-    calib_ids = fold_identities(lfw / "pairs.txt", lfw / "images", list(calib_folds))
-    eval_ids = fold_identities(lfw / "pairs.txt", lfw / "images", list(eval_folds))
+    calib_ids = fold_identities(lfw, calib_folds)
+    eval_ids = fold_identities(lfw, eval_folds)
     model = load_model(profile.model, profile.weights)
     layers, calls = calibration_layers(model)
     clean = listing(lfw / "images")
@@ -346,16 +351,12 @@ def main() -> None:
         shown = {k: curves[k] for k in (REFERENCE_ROW, best, "embedding norm", "random")}
         plot_edc(
             shown,
-            docs / profile.png.format(split=split),
+            docs / profile.png(split),
             title=f"EDC, {profile.label.split(' ')[0]}, LFW-dev fold{'s' if len(eval_folds) > 1 else ''} "
             f"{folds_text(eval_folds)} ({split})",
         )
         tables[split] = table
-        results[split] = {
-            "images": len(eval_rows),
-            "identities": int(pd.Series(ids[eval_rows]).nunique()),
-            "table": json.loads(table.to_json(orient="records")),
-        }
+        results[split] = split_record(table, len(eval_rows), int(pd.Series(ids[eval_rows]).nunique()))
         print(
             f"\n{split}\n"
             + edc_markdown_table(table, columns=["method", "fnmr0", "pauc@0.2", "pauc@0.3", "calibration_s"]),
@@ -391,8 +392,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "seconds": round(time.time() - started, 1),
     }
-    (docs / "results").mkdir(parents=True, exist_ok=True)
-    (docs / "results" / profile.results).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_results(docs / "results" / profile.results, report)
     used = {len(a.linear.layers) for a in artifacts.values() if a.linear is not None}
     linear_note = (
         f"all {len(layers)} candidate layers, none left out"
@@ -422,13 +422,14 @@ def write_section(
     """Replace (or append) ``profile``'s marked observers section of docs/accuracy-froq.md. ``folds``:
     (calibration, evaluation) pairs.txt folds; ``linear_note``: which candidate layers the linear fits use."""
     calib_text, eval_text = (f"fold{'s' if len(f) > 1 else ''} {folds_text(f)}" for f in folds)
+    begin, end = profile.marker("begin"), profile.marker("end")
     cols = ["method", "fnmr0", "pauc@0.2", "pauc@0.3", "calibration"]
     tables = {
         split: t.assign(calibration=["-" if pd.isna(v) else f"{v / 60:.1f} min" for v in t["calibration_s"]])
         for split, t in tables.items()
     }
     lines = [
-        profile.begin,
+        begin,
         profile.title,
         "",
         "Generated by `benchmarks/froq_observer_report.py"
@@ -461,15 +462,8 @@ def write_section(
         "",
     ]
     for split, table in tables.items():
-        info = report["splits"][split]
-        lines += [
-            f"### {eval_text.capitalize()}, {split} ({info['images']} images, {info['identities']} identities)",
-            "",
-            edc_markdown_table(table, columns=cols),
-            "",
-            f"EDC (reference, best labelled row, embedding norm, random): `{profile.png.format(split=split)}`.",
-            "",
-        ]
+        caption = f"EDC (reference, best labelled row, embedding norm, random): `{profile.png(split)}`."
+        lines += split_section(report, split, table, f"### {eval_text.capitalize()}", cols, caption)
     greedy = "; ".join(
         f"{name}: `{'`, `'.join(a['greedy_selected'])}`"
         for name, a in report["artifacts"].items()
@@ -485,12 +479,12 @@ def write_section(
         f"- greedy selections: {greedy}.{profile.layer_note}",
         f"- linear fits ({linear_note}): {linear}.",
         "",
-        profile.end,
+        end,
     ]
     text = path.read_text() if path.is_file() else ""
-    if profile.begin in text and profile.end in text:
-        head, rest = text.split(profile.begin, 1)
-        text = head + "\n".join(lines) + rest.split(profile.end, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + "\n".join(lines) + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
     path.write_text(text)
