@@ -134,18 +134,23 @@ def phase_centres(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _load_table() -> Any:
+    from froq_ray.curation.centres import CentreTable
+
+    saved = np.load(CENTRES_FILE)
+    return CentreTable(
+        saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"]
+    )
+
+
 def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from froq_ray.curation.centres import CentreTable
     from froq_ray.curation.classifiability import CentreIndex, nearest_other_centre
 
     base = rss_bytes()
     tracemalloc.start()
-    saved = np.load(CENTRES_FILE)
-    table = CentreTable(
-        saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"]
-    )
+    table = _load_table()
     index = CentreIndex(table, "cpu", torch.float32, args.block_rows, args.block_centres)
     # the same first chunk as the centres phase (same seed, same size), so the queries are member images
     x, labels = chunk(args, 0, min(args.chunk_identities, args.identities))
@@ -176,15 +181,6 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_delta_bytes": peak_rss_bytes() - base,
         "tracemalloc_peak_bytes": int(traced_peak),
     }
-
-
-def _load_table() -> Any:
-    from froq_ray.curation.centres import CentreTable
-
-    saved = np.load(CENTRES_FILE)
-    return CentreTable(
-        saved["identities"].astype(object), saved["directions"], saved["norms"], saved["counts"]
-    )
 
 
 def _queries(args: argparse.Namespace, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -324,6 +320,21 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
+def step_row(
+    step: str, phase: dict[str, Any], seconds_key: str, notes: str, *, peak: bool = True
+) -> tuple[str, str, str, str]:
+    """One row of the printed table: (step, time, peak RSS over baseline, notes). The time is
+    ``phase[seconds_key]``; an extrapolated one (``seconds_key`` containing ``extrapolated``) is printed in
+    whole seconds and the step is marked ``(extrapolated)``. The peak is the phase's ``peak_rss_delta_bytes``
+    in MiB, or ``same`` (``peak=False``: the row reuses the measurement of the row above). Raises KeyError for
+    a missing key."""
+    if "extrapolated" in seconds_key:
+        step, time_text = f"{step} (extrapolated)", f"{phase[seconds_key]:,.0f} s"
+    else:
+        time_text = f"{phase[seconds_key]:.1f} s"
+    return step, time_text, mib(phase["peak_rss_delta_bytes"]) if peak else "same", notes
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -378,73 +389,61 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     rows = [
-        (
+        step_row(
             "centre sums (stream + merge)",
-            f"{centres['centres_s']:.1f} s",
-            mib(centres["peak_rss_delta_bytes"]),
-            (
-                f"{images:,} images -> {centres['identities']:,} centres; sums {mib(centres['sums_bytes'])}, "
-                f"table {mib(centres['table_bytes'])}; data generation {centres['generate_s']:.1f} s more"
-            ),
+            centres,
+            "centres_s",
+            f"{images:,} images -> {centres['identities']:,} centres; sums {mib(centres['sums_bytes'])}, "
+            f"table {mib(centres['table_bytes'])}; data generation {centres['generate_s']:.1f} s more",
         ),
-        (
+        step_row(
             f"score {search['queries']:,} images (CCS + NNCCS)",
-            f"{search['score_s']:.1f} s",
-            mib(search["peak_rss_delta_bytes"]),
-            (
-                f"NNCCS alone {search['nnccs_only_s']:.1f} s = {search['nnccs_gflops']:.1f} GFLOP/s; "
-                f"tile {mib(search['tile_bytes'])}"
-            ),
+            search,
+            "score_s",
+            f"NNCCS alone {search['nnccs_only_s']:.1f} s = {search['nnccs_gflops']:.1f} GFLOP/s; "
+            f"tile {mib(search['tile_bytes'])}",
         ),
-        (
-            f"score all {images:,} images (extrapolated)",
-            f"{search['extrapolated_all_images_s']:,.0f} s",
-            "same",
+        step_row(
+            f"score all {images:,} images",
+            search,
+            "extrapolated_all_images_s",
             "linear in images",
+            peak=False,
         ),
-    ]
-    rows += [
-        (
+        step_row(
             f"faiss: nearest other centre of {faiss_search['queries']:,} images",
-            f"{faiss_search['nnccs_only_s']:.1f} s",
-            mib(faiss_search["peak_rss_delta_bytes"]),
-            (
-                f"hand-written {search['nnccs_only_s']:.1f} s; {faiss_search['nnccs_gflops']:.1f} GFLOP/s; "
-                f"same nearest for {faiss_search['same_nearest_as_hand_written']:,} of {faiss_search['queries']:,}; "
-                f"index build {faiss_search['build_s']:.1f} s ({faiss_search['device']})"
-            ),
+            faiss_search,
+            "nnccs_only_s",
+            f"hand-written {search['nnccs_only_s']:.1f} s; {faiss_search['nnccs_gflops']:.1f} GFLOP/s; "
+            f"same nearest for {faiss_search['same_nearest_as_hand_written']:,} of {faiss_search['queries']:,}; "
+            f"index build {faiss_search['build_s']:.1f} s ({faiss_search['device']})",
         ),
-        (
-            f"faiss: identity merges, all {centres['identities']:,} centres (extrapolated)",
-            f"{faiss_search['merge_extrapolated_all_centres_s']:,.0f} s",
-            "same",
-            (
-                f"{faiss_search['merge_queries']:,} centres range-searched in {faiss_search['merge_s']:.1f} s "
-                f"at cosine >= {args.merge_threshold}: {faiss_search['merge_pairs_found']} pairs"
-            ),
+        step_row(
+            f"faiss: identity merges, all {centres['identities']:,} centres",
+            faiss_search,
+            "merge_extrapolated_all_centres_s",
+            f"{faiss_search['merge_queries']:,} centres range-searched in {faiss_search['merge_s']:.1f} s "
+            f"at cosine >= {args.merge_threshold}: {faiss_search['merge_pairs_found']} pairs",
+            peak=False,
         ),
     ]
     if dups:
         torch_d, faiss_d = dups["dups_torch"], dups["dups_faiss"]
         rows += [
-            (
-                f"hand-written: near-duplicates, all {images:,} images (extrapolated)",
-                f"{torch_d['extrapolated_all_images_s']:,.0f} s",
-                mib(torch_d["peak_rss_delta_bytes"]),
-                (
-                    f"{torch_d['queries']:,} queries vs all images in {torch_d['search_s']:.1f} s; "
-                    f"image matrix {mib(torch_d['matrix_bytes'])}"
-                ),
+            step_row(
+                f"hand-written: near-duplicates, all {images:,} images",
+                torch_d,
+                "extrapolated_all_images_s",
+                f"{torch_d['queries']:,} queries vs all images in {torch_d['search_s']:.1f} s; "
+                f"image matrix {mib(torch_d['matrix_bytes'])}",
             ),
-            (
-                f"faiss: near-duplicates, all {images:,} images (extrapolated)",
-                f"{faiss_d['extrapolated_all_images_s']:,.0f} s",
-                mib(faiss_d["peak_rss_delta_bytes"]),
-                (
-                    f"{faiss_d['queries']:,} queries in {faiss_d['search_s']:.1f} s at cosine >= "
-                    f"{args.dup_threshold}: {faiss_d['pairs_found_excluding_self']} pairs; index build "
-                    f"{faiss_d['build_s']:.1f} s"
-                ),
+            step_row(
+                f"faiss: near-duplicates, all {images:,} images",
+                faiss_d,
+                "extrapolated_all_images_s",
+                f"{faiss_d['queries']:,} queries in {faiss_d['search_s']:.1f} s at cosine >= "
+                f"{args.dup_threshold}: {faiss_d['pairs_found_excluding_self']} pairs; index build "
+                f"{faiss_d['build_s']:.1f} s",
             ),
         ]
     print(f"| step ({args.dim}-d, {args.threads} thread(s)) | time | peak RSS over baseline | notes |")
