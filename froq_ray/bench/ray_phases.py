@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import AnnotateJob, config_from_dict
 from .monitor import PhaseResources, ResourceMonitor
+from .timing import ImagesPerSecond
 
 
 @dataclass(frozen=True)
@@ -92,24 +93,22 @@ def annotate_config(
 
 
 @dataclass
-class AnnotatePhase:
+class AnnotatePhase(ImagesPerSecond):
+    """One measured annotate job; ``seconds`` (and so ``images_per_second``) is end to end: listing, driver-side
+    checks, actor start-up, scoring and Parquet writing."""
+
     name: str
     images: int
-    wall_seconds: float
+    seconds: float
     streaming_images_per_second: float
     resources: PhaseResources
     manifest: dict[str, Any]
-
-    @property
-    def images_per_second(self) -> float:
-        """End to end: listing, driver-side checks, actor start-up, scoring and Parquet writing."""
-        return self.images / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "phase": self.name,
             "images": self.images,
-            "wall_seconds": round(self.wall_seconds, 3),
+            "wall_seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
             "streaming_images_per_second": round(self.streaming_images_per_second, 1),
             "counts_by_status": self.manifest["counts_by_status"],

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..imaging.contract import InputContract
 from ..quality.observer import resolve_layers
+from .timing import ImagesPerSecond, synchronize
 
 REFERENCE_BATCH_SIZE = 64
 
@@ -99,14 +100,10 @@ class CloningHooks:
 
 
 @dataclass(frozen=True)
-class LoopResult:
+class LoopResult(ImagesPerSecond):
     images: int
     seconds: float
     qualities: dict[str, float]
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 def run_reference_loop(
@@ -130,19 +127,14 @@ def run_reference_loop(
     hooks = CloningHooks(network, layers)
     qualities: dict[str, float] = {}
     try:
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         with torch.no_grad():
             for names, images in loader:
                 network(images.to(device)).detach()
                 qualities.update(zip(names, hooks.quality(len(names)).numpy().tolist(), strict=True))
-        _synchronize(device)
+        synchronize(device)
         seconds = time.perf_counter() - started
     finally:
         hooks.remove()
     return LoopResult(len(qualities), seconds, qualities)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -21,19 +21,16 @@ from ..quality.artifact import CalibrationArtifact
 from ..quality.calibration import calibrate, spearman
 from ..quality.perturbations import PerturbationSettings
 from ..quality.scorer import FroqScorer
+from .timing import ImagesPerSecond, synchronize
 
 # Cheap pseudo-labels for a throwaway speed calibration: the flip component only (2 forwards per image).
 QUICK_PERTURBATIONS = PerturbationSettings(noise_masks=0, occlusion_cell=0, max_forward_batch=64)
 
 
 @dataclass(frozen=True)
-class DecodeRate:
+class DecodeRate(ImagesPerSecond):
     images: int
     seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 def decode_files(paths: Sequence[Path], size: int = 112) -> tuple[np.ndarray, DecodeRate]:
@@ -97,7 +94,7 @@ def default_variants(device: str, with_bf16: bool, with_compile: bool) -> list[V
 
 
 @dataclass
-class VariantResult:
+class VariantResult(ImagesPerSecond):
     variant: Variant
     images: int
     seconds: float
@@ -106,10 +103,6 @@ class VariantResult:
     compiled: bool
     peak_torch_allocated_mib: float | None
     graph_used: str = "eager"
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -122,11 +115,6 @@ class VariantResult:
             "graph_used": self.graph_used,
             "peak_torch_allocated_mib": self.peak_torch_allocated_mib,
         }
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_variant(
@@ -155,10 +143,10 @@ def time_variant(
         scorer.score(crops[:model_batch_size])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         result = scorer.score(crops)
-        _synchronize(device)
+        synchronize(device)
         seconds = time.perf_counter() - started
     finally:
         scorer.close()

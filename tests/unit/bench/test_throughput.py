@@ -11,7 +11,8 @@ import torch
 
 from froq_ray.bench.monitor import PhaseResources
 from froq_ray.bench.ray_phases import AnnotatePhase, RayResources, annotate_config
-from froq_ray.bench.scoring import Variant, default_variants, rank_agreement, time_variant
+from froq_ray.bench.reference_loop import LoopResult
+from froq_ray.bench.scoring import DecodeRate, Variant, default_variants, rank_agreement, time_variant
 from froq_ray.bench.throughput import (
     BenchSettings,
     default_ray_batch_size,
@@ -159,3 +160,22 @@ def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
     assert "(a) reference loop, 0 workers, fp32" in text and "scorer only (no Ray) fp32+nchw" in text
     write_result(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["arch"] == "mobilefacenet"
+
+
+def test_rates_and_phase_record():
+    # images / wall seconds, and 0.0 (not a ZeroDivisionError) when no time was measured
+    assert DecodeRate(30, 1.5).images_per_second == 20.0
+    assert DecodeRate(30, 0.0).images_per_second == 0.0
+    assert LoopResult(7, 2.0, {}).images_per_second == 3.5
+    manifest = {"counts_by_status": {"ok": 1000}, "results": {"scoring": {"precision": "fp32"}}}
+    phase = AnnotatePhase(
+        "annotate", 1000, 4.0, 300.0, PhaseResources(1000.0, None, None, None, None), manifest
+    )
+    record = phase.to_dict()
+    assert {k: record[k] for k in ("phase", "images", "wall_seconds", "images_per_second")} == {
+        "phase": "annotate",
+        "images": 1000,
+        "wall_seconds": 4.0,
+        "images_per_second": 250.0,
+    }
+    assert record["streaming_images_per_second"] == 300.0 and record["scoring"] == {"precision": "fp32"}
