@@ -93,16 +93,10 @@ def dlib_chip_to_source_matrix(
     return np.hstack([out_linear, (centre - out_linear @ chip_centre)[:, None]])
 
 
-def source_to_dlib_chip_matrix(
-    landmarks: np.ndarray = ARCFACE112_MEAN_LANDMARKS_5,
-    size: int = DLIB_CHIP_SIZE,
-    padding: float = DLIB_CHIP_PADDING,
-) -> np.ndarray:
-    """The inverse of :func:`dlib_chip_to_source_matrix`: source pixel -> chip pixel."""
-    return invert_affine(dlib_chip_to_source_matrix(landmarks, size, padding))
-
-
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine matrix (acting on column vectors ``(x, y, 1)``), shape (2, 3) float64; e.g.
+    source pixel -> chip pixel from :func:`dlib_chip_to_source_matrix`. Raises numpy.linalg.LinAlgError when the
+    linear part is singular."""
     linear_inv = np.linalg.inv(matrix[:, :2])
     return np.hstack([linear_inv, (-linear_inv @ matrix[:, 2])[:, None]])
 

@@ -73,7 +73,7 @@ def test_similarity_transform_recovers_exact_and_least_squares_fits() -> None:
 
 
 def test_mean_arcface_landmarks_land_on_dlib_template() -> None:
-    forward = align.source_to_dlib_chip_matrix()
+    forward = align.invert_affine(align.dlib_chip_to_source_matrix())  # source pixel -> chip pixel
     mapped = apply(forward, align.ARCFACE112_MEAN_LANDMARKS_5)
     errors = np.linalg.norm(mapped - align.dlib_chip_template(), axis=1)
     print(f"landmark -> template error (chip px): {np.round(errors, 3)}")
