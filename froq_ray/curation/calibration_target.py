@@ -228,31 +228,3 @@ def build_artifact_from_labels(
         linear_top_n=linear_top_n,
         folds=folds,
     )
-
-
-def build_artifact_against_cr(
-    model: LoadedModel,
-    layer_names: Sequence[str],
-    layer_norms: np.ndarray,
-    embeddings: np.ndarray,
-    *,
-    identities: Sequence[str] | np.ndarray,
-    image_ids: Sequence[str],
-    top_n: int,
-    precision: str,
-    layer_calls: Mapping[str, int],
-    eps: float = DEFAULT_EPS,
-) -> CalibrationArtifact:
-    """:func:`build_artifact_from_labels` with the ``cr`` target and the greedy observer."""
-    return build_artifact_from_labels(
-        model,
-        layer_names,
-        layer_norms,
-        embeddings,
-        identities=identities,
-        image_ids=image_ids,
-        top_n=top_n,
-        precision=precision,
-        layer_calls=layer_calls,
-        eps=eps,
-    )
