@@ -175,23 +175,21 @@ _HEADERS = {
     "tau": "tau",
     "n_genuine": "genuine pairs",
     "n_impostor": "impostor pairs",
+    # one column per discard limit L, named "<key>@L"
+    "pauc": "pAUC@{} (norm.)",
+    "pauc_raw": "raw pAUC@{}",
+    "pauc_lo": "95% band lo@{}",
+    "pauc_hi": "95% band hi@{}",
+    "above_ideal": "above ideal@{}",
 }
 
 
 def _header(column: str) -> str:
-    if column in _HEADERS:
-        return _HEADERS[column]
-    if column.startswith("pauc_raw@"):
-        return f"raw pAUC@{column.split('@')[1]}"
-    if column.startswith("pauc@"):
-        return f"pAUC@{column.split('@')[1]} (norm.)"
-    if column.startswith("pauc_lo@"):
-        return f"95% band lo@{column.split('@')[1]}"
-    if column.startswith("pauc_hi@"):
-        return f"95% band hi@{column.split('@')[1]}"
-    if column.startswith("above_ideal@"):
-        return f"above ideal@{column.split('@')[1]}"
-    return column
+    key, at, limit = column.partition("@")
+    template = _HEADERS.get(key)
+    if template is None or bool(at) != ("{}" in template):
+        return column
+    return template.format(limit)
 
 
 def _cell(value, digits: int) -> str:
