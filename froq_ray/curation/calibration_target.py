@@ -44,6 +44,19 @@ def _references(n: int, sources: Sequence[int] | np.ndarray | None) -> np.ndarra
     return src
 
 
+def _reference_sums(
+    embeddings: np.ndarray, identities: Sequence[str] | np.ndarray, sources: Sequence[int] | np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, CentreSums, np.ndarray]:
+    """(unit embeddings float32 (N, D), each row's source row int64 (N,), the centre sums of the reference rows,
+    each row's identity index in them int64 (N,), -1 when its identity has no reference row)."""
+    unit = l2_normalise(embeddings)
+    labels = np.asarray(identities, dtype=object)
+    src = _references(len(labels), sources)
+    ref = src == np.arange(len(labels))
+    sums = CentreSums.from_chunk(unit[ref], labels[ref])
+    return unit, src, sums, sums.index_of(labels)
+
+
 def genuine_similarity(
     embeddings: np.ndarray,
     identities: Sequence[str] | np.ndarray,
@@ -59,12 +72,8 @@ def genuine_similarity(
     misaligned inputs."""
     if len(embeddings) != len(identities):
         raise ValueError(f"{len(embeddings)} embeddings for {len(identities)} identities")
-    unit = l2_normalise(embeddings).astype(np.float64)
-    labels = np.asarray(identities, dtype=object)
-    src = _references(len(labels), sources)
-    ref = src == np.arange(len(labels))
-    sums = CentreSums.from_chunk(unit[ref], labels[ref])
-    own = sums.index_of(labels)
+    unit32, src, sums, own = _reference_sums(embeddings, identities, sources)
+    unit = unit32.astype(np.float64)
     known = own >= 0
     safe = np.where(known, own, 0)
     dot = np.einsum("nd,nd->n", unit, sums.sums[safe]) - np.einsum("nd,nd->n", unit, unit[src])
@@ -88,12 +97,7 @@ def certainty_ratio_against(
         raise ValueError(f"{len(embeddings)} embeddings for {len(identities)} identities")
     if sources is None:
         return classifiability(embeddings, identities, eps=eps).cr
-    unit = l2_normalise(embeddings)
-    labels = np.asarray(identities, dtype=object)
-    src = _references(len(labels), sources)
-    ref = src == np.arange(len(labels))
-    sums = CentreSums.from_chunk(unit[ref], labels[ref])
-    own = sums.index_of(labels)
+    unit, src, sums, own = _reference_sums(embeddings, identities, sources)
     known = own >= 0
     safe = np.where(known, own, 0)
     loo = sums.sums[safe] - unit[src].astype(np.float64)
@@ -227,32 +231,4 @@ def build_artifact_from_labels(
         groups=labels[used].astype(str),
         linear_top_n=linear_top_n,
         folds=folds,
-    )
-
-
-def build_artifact_against_cr(
-    model: LoadedModel,
-    layer_names: Sequence[str],
-    layer_norms: np.ndarray,
-    embeddings: np.ndarray,
-    *,
-    identities: Sequence[str] | np.ndarray,
-    image_ids: Sequence[str],
-    top_n: int,
-    precision: str,
-    layer_calls: Mapping[str, int],
-    eps: float = DEFAULT_EPS,
-) -> CalibrationArtifact:
-    """:func:`build_artifact_from_labels` with the ``cr`` target and the greedy observer."""
-    return build_artifact_from_labels(
-        model,
-        layer_names,
-        layer_norms,
-        embeddings,
-        identities=identities,
-        image_ids=image_ids,
-        top_n=top_n,
-        precision=precision,
-        layer_calls=layer_calls,
-        eps=eps,
     )

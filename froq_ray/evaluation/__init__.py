@@ -3,12 +3,13 @@
 Plain numpy (and matplotlib for the plot); nothing here imports ray or torch.
 """
 
-from .edc import EdcResult, PaucValue, edc, fmr_threshold, pair_quality
+from .edc import EdcOptions, EdcResult, PaucValue, edc, fmr_threshold, pair_quality
 from .pairs import PairBlock, PairPlan, all_pairs_similarity, plan_pairs, read_lfw_pairs
 from .protocol import compute_edc_curves, edc_markdown_table, evaluate_quality_scores, results_table
 from .verification import VerificationResult, fixed_threshold_accuracy, kfold_accuracy
 
 __all__ = [
+    "EdcOptions",
     "EdcResult",
     "PairBlock",
     "PairPlan",

@@ -31,7 +31,7 @@ Definitions (all scores and thresholds in float64):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, overload
 
@@ -46,6 +46,46 @@ DEFAULT_STEP = 0.05
 DEFAULT_LIMITS = (0.2, 0.3)
 _MAX_DENOMINATOR = 10**6
 _QUERY_CHUNK = 4096  # positions per chunk of the offline counting in the exact recomputed mode
+
+
+@dataclass(frozen=True)
+class EdcOptions:
+    """How an EDC is computed (module docstring): ``fmr`` the target FMR ``t``, ``threshold``
+    (``THRESHOLD_MODES``), ``sampling`` (``SAMPLINGS``), ``step`` the grid step of ``sampling="grid"`` (> 0),
+    ``limits`` the pAUC discard limits, each in (0, 1], ``ties`` (``TIE_MODES``), ``integration``
+    (``INTEGRATIONS``). ``ValueError`` on construction for a mode outside its set or a limit outside (0, 1]
+    (a step <= 0 is refused where the grid is built)."""
+
+    fmr: float = DEFAULT_FMR
+    threshold: str = "fixed"
+    sampling: str = "grid"
+    step: float = DEFAULT_STEP
+    limits: Sequence[float] = DEFAULT_LIMITS
+    ties: str = "stable"
+    integration: str = "step"
+
+    def __post_init__(self) -> None:
+        for value, allowed, name in (
+            (self.threshold, THRESHOLD_MODES, "threshold"),
+            (self.sampling, SAMPLINGS, "sampling"),
+            (self.ties, TIE_MODES, "ties"),
+            (self.integration, INTEGRATIONS, "integration"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not self.limits or not all(0 < limit <= 1 for limit in self.limits):
+            raise ValueError(f"discard limits must lie in (0, 1], got {self.limits}")
+
+    @property
+    def recompute(self) -> bool:
+        """Whether tau is recomputed from the kept impostors at each point."""
+        return self.threshold == "recomputed"
+
+    @classmethod
+    def of(cls, options: EdcOptions | None = None, **overrides: Any) -> EdcOptions:
+        """``options`` (default: all defaults) with the named fields replaced (``fmr=..., ties=...``);
+        ``TypeError`` for a name that is not a field, ``ValueError`` as on construction."""
+        return replace(options or cls(), **overrides)
 
 
 @dataclass(frozen=True)
@@ -274,27 +314,29 @@ def _dropped_on_grid(q: np.ndarray, cut_value, m: int, ties: str) -> np.ndarray:
     return dropped
 
 
-def _fnmr_on_grid(
-    s: np.ndarray,
-    g: np.ndarray,
-    q: np.ndarray,
-    cuts: np.ndarray,
-    fmr: float,
-    tau0: float,
-    recompute: bool,
-    ties: str,
-) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Pairs:
+    """The checked pairs of one EDC (``_check_inputs``) and ``tau0``, the threshold before discarding."""
+
+    s: np.ndarray  # similarity, float64 (N,)
+    g: np.ndarray  # genuine, bool (N,)
+    q: np.ndarray  # pair quality, any numeric (N,)
+    tau0: float
+
+
+def _fnmr_on_grid(pairs: _Pairs, cuts: np.ndarray, options: EdcOptions) -> tuple[np.ndarray, np.ndarray]:
     """FNMR and tau at a few cuts, each evaluated directly in O(N) (one multi-k partition, no sort)."""
+    s, g, q = pairs.s, pairs.g, pairs.q
     inside = np.unique(cuts[cuts < q.size])
     cut_values = np.partition(q, inside)[inside] if inside.size else np.zeros(0, q.dtype)
     fnmr = np.empty(cuts.size)
-    taus = np.full(cuts.size, tau0)
+    taus = np.full(cuts.size, pairs.tau0)
     for k, m in enumerate(cuts.tolist()):
         value = cut_values[np.searchsorted(inside, m)] if m < q.size else None
-        kept = ~_dropped_on_grid(q, value, m, ties)
-        if recompute:
+        kept = ~_dropped_on_grid(q, value, m, options.ties)
+        if options.recompute:
             kept_impostor = s[kept & ~g]
-            taus[k] = _threshold_in_place(kept_impostor, fmr) if kept_impostor.size else -np.inf
+            taus[k] = _threshold_in_place(kept_impostor, options.fmr) if kept_impostor.size else -np.inf
         kept_genuine = s[kept & g]
         fnmr[k] = (
             np.count_nonzero(kept_genuine < taus[k]) / kept_genuine.size if kept_genuine.size else np.nan
@@ -310,24 +352,15 @@ def _tie_group_cuts(q_sorted: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fnmr_exact(
-    s: np.ndarray,
-    g: np.ndarray,
-    q: np.ndarray,
-    cuts: np.ndarray,
-    fmr: float,
-    tau0: float,
-    recompute: bool,
-    ties: str,
-) -> tuple[np.ndarray, np.ndarray]:
+def _fnmr_exact(pairs: _Pairs, cuts: np.ndarray, options: EdcOptions) -> tuple[np.ndarray, np.ndarray]:
     """FNMR and tau at every cut 0 .. max(cuts) from one stable sort and cumulative counts."""
-    order = np.argsort(q, kind="stable")
-    s_sorted, g_sorted = s[order], g[order]
-    if ties == "groups":
-        cuts = _tie_group_cuts(q[order], cuts)
-    if not recompute:
-        return _fnmr_fixed(s_sorted, g_sorted, tau0, cuts), np.full(cuts.size, tau0)
-    every_fnmr, every_tau = _fnmr_recomputed_every_cut(s_sorted, g_sorted, fmr, int(cuts.max()))
+    order = np.argsort(pairs.q, kind="stable")
+    s_sorted, g_sorted = pairs.s[order], pairs.g[order]
+    if options.ties == "groups":
+        cuts = _tie_group_cuts(pairs.q[order], cuts)
+    if not options.recompute:
+        return _fnmr_fixed(s_sorted, g_sorted, pairs.tau0, cuts), np.full(cuts.size, pairs.tau0)
+    every_fnmr, every_tau = _fnmr_recomputed_every_cut(s_sorted, g_sorted, options.fmr, int(cuts.max()))
     return every_fnmr[cuts], every_tau[cuts]
 
 
@@ -393,44 +426,30 @@ def _cuts(n_pairs: int, sampling: str, step: float, limits: Sequence[float]) -> 
     return m / n_pairs, m
 
 
-def _validate_options(threshold: str, sampling: str, ties: str, integration: str, limits) -> None:
-    for value, allowed, name in (
-        (threshold, THRESHOLD_MODES, "threshold"),
-        (sampling, SAMPLINGS, "sampling"),
-        (ties, TIE_MODES, "ties"),
-        (integration, INTEGRATIONS, "integration"),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    if not limits or not all(0 < limit <= 1 for limit in limits):
-        raise ValueError(f"discard limits must lie in (0, 1], got {limits}")
-
-
 def edc(
     similarity: np.ndarray,
     genuine: np.ndarray,
     quality: np.ndarray,
-    *,
-    fmr: float = DEFAULT_FMR,
-    threshold: str = "fixed",
-    sampling: str = "grid",
-    step: float = DEFAULT_STEP,
-    limits: Sequence[float] = DEFAULT_LIMITS,
-    ties: str = "stable",
-    integration: str = "step",
+    options: EdcOptions | None = None,
+    **overrides: Any,
 ) -> EdcResult:
     """The EDC of one quality method over all given pairs (``quality`` is the pair quality, e.g. min(q_a, q_b);
-    any numeric type, only its order matters). See the module docstring for every convention."""
-    _validate_options(threshold, sampling, ties, integration, limits)
+    any numeric type, only its order matters). See the module docstring for every convention.
+
+    ``similarity`` float64-convertible (N,) finite, ``genuine`` bool (N,) with both genuine and impostor pairs,
+    ``quality`` (N,) without NaN: otherwise ``ValueError``. How: ``options`` (:class:`EdcOptions`, default all
+    defaults) with any of its fields given by name replacing it, e.g. ``edc(s, g, q, fmr=1e-2,
+    threshold="recomputed")``; an unknown name is a ``TypeError``, a bad value a ``ValueError``."""
+    opts = EdcOptions.of(options, **overrides)
     s, g, q = _check_inputs(similarity, genuine, quality)
-    discard, cuts = _cuts(s.size, sampling, step, limits)
+    discard, cuts = _cuts(s.size, opts.sampling, opts.step, opts.limits)
     impostor_scores = s[~g]
-    tau0 = _threshold_in_place(impostor_scores, fmr)
+    tau0 = _threshold_in_place(impostor_scores, opts.fmr)
     n_impostor = impostor_scores.size
     fmr_at_tau = np.count_nonzero(impostor_scores >= tau0) / n_impostor
     del impostor_scores
-    evaluate = _fnmr_on_grid if sampling == "grid" else _fnmr_exact
-    fnmr, taus = evaluate(s, g, q, cuts, fmr, tau0, threshold == "recomputed", ties)
+    evaluate = _fnmr_on_grid if opts.sampling == "grid" else _fnmr_exact
+    fnmr, taus = evaluate(_Pairs(s, g, q, tau0), cuts, opts)
     n_genuine = int(g.sum())
     ideal = ideal_fnmr(n_genuine, int(np.count_nonzero(s[g] < tau0)), n_impostor, cuts)
     return EdcResult(
@@ -442,12 +461,14 @@ def edc(
         discard=discard,
         fnmr=fnmr,
         thresholds=taus,
-        pauc={float(limit): pauc_value(discard, fnmr, float(limit), integration) for limit in limits},
-        fmr_target=float(fmr),
-        threshold_mode=threshold,
-        sampling=sampling,
-        ties=ties,
-        integration=integration,
-        settings={"step": float(step), "limits": [float(x) for x in limits]},
+        pauc={
+            float(limit): pauc_value(discard, fnmr, float(limit), opts.integration) for limit in opts.limits
+        },
+        fmr_target=float(opts.fmr),
+        threshold_mode=opts.threshold,
+        sampling=opts.sampling,
+        ties=opts.ties,
+        integration=opts.integration,
+        settings={"step": float(opts.step), "limits": [float(x) for x in opts.limits]},
         ideal=ideal,
     )

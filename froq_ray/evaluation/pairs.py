@@ -170,6 +170,22 @@ class PairPlan:
         return self.n_genuine + self.n_impostor
 
 
+@dataclass
+class CollectedPairs:
+    """All ``P`` pairs of a set in stream order (``protocol.collect_pairs``): ``similarity`` float64 (P,),
+    ``genuine`` bool (P,), per method the pair-quality rank ``pair_rank[name]`` (uint16 / uint32 (P,)), the
+    ``plan``, and when kept the identity codes (int32 (P,), 0 .. ``n_identities`` - 1, sorted-label order) of
+    each pair's two images."""
+
+    similarity: np.ndarray
+    genuine: np.ndarray
+    pair_rank: dict[str, np.ndarray]
+    plan: PairPlan
+    identity_a: np.ndarray | None = None
+    identity_b: np.ndarray | None = None
+    n_identities: int = 0
+
+
 def identity_codes(identities: Sequence | np.ndarray) -> np.ndarray:
     """Identity labels of any hashable type -> int64 codes (equal labels, equal codes)."""
     _, codes = np.unique(np.asarray(identities), return_inverse=True)

@@ -12,27 +12,14 @@ keep the order of the stream (tile by tile, row-major within a tile), which is w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .edc import DEFAULT_FMR, DEFAULT_LIMITS, DEFAULT_STEP, EdcResult, edc
-from .pairs import DEFAULT_SAMPLED_IMPOSTORS, PairPlan, all_pairs_similarity, plan_pairs
+from .edc import EdcOptions, EdcResult, edc
+from .pairs import DEFAULT_SAMPLED_IMPOSTORS, CollectedPairs, all_pairs_similarity, plan_pairs
 from .uncertainty import bootstrap_band
-
-
-@dataclass
-class CollectedPairs:
-    """All pairs of a set: similarity, genuine flag, and per method the pair-quality rank."""
-
-    similarity: np.ndarray
-    genuine: np.ndarray
-    pair_rank: dict[str, np.ndarray]
-    plan: PairPlan
-    identity_a: np.ndarray | None = None  # int32 identity codes of each pair's images (keep_identities=True)
-    identity_b: np.ndarray | None = None
-    n_identities: int = 0
 
 
 def quality_ranks(quality: np.ndarray, name: str = "quality") -> np.ndarray:
@@ -96,25 +83,29 @@ def compute_edc_curves(
     embeddings: np.ndarray,
     identities: Sequence | np.ndarray,
     qualities: Mapping[str, np.ndarray],
-    fmr: float = DEFAULT_FMR,
+    fmr: float | None = None,
     *,
-    threshold: str = "fixed",
-    sampling: str = "grid",
-    step: float = DEFAULT_STEP,
-    limits: Sequence[float] = DEFAULT_LIMITS,
-    ties: str = "stable",
-    integration: str = "step",
+    options: EdcOptions | None = None,
     block: int = 2048,
     impostors: str = "auto",
     n_impostors: int = DEFAULT_SAMPLED_IMPOSTORS,
     seed: int = 0,
     bootstrap: int = 0,
     bootstrap_seed: int = 0,
+    **edc_options: Any,
 ) -> dict[str, EdcResult]:
-    """One :class:`EdcResult` per quality method, all over the same pairs (see ``edc`` for the options).
+    """One :class:`EdcResult` per quality method, all over the same pairs.
 
-    ``bootstrap`` > 0 also sets each result's ``band`` (:func:`~froq_ray.evaluation.uncertainty.bootstrap_band`:
-    that many identity-bootstrap replicates, seeded ``bootstrap_seed``; grid sampling and stable ties only)."""
+    The EDC options are ``options`` (:class:`~froq_ray.evaluation.edc.EdcOptions`, default all defaults) with
+    ``fmr`` (when given) and any other of its fields given by name (``threshold=``, ``sampling=``, ``step=``,
+    ``limits=``, ``ties=``, ``integration=``) replacing it, as in ``edc``: an unknown name is a ``TypeError``, a
+    bad value a ``ValueError`` (before any pair is formed). ``block``, ``impostors``, ``n_impostors``, ``seed``:
+    how the pairs are formed (:func:`collect_pairs`). ``bootstrap`` > 0 also sets each result's ``band``
+    (:func:`~froq_ray.evaluation.uncertainty.bootstrap_band`: that many identity-bootstrap replicates, seeded
+    ``bootstrap_seed``; grid sampling and stable ties only)."""
+    if fmr is not None:
+        edc_options["fmr"] = fmr
+    opts = EdcOptions.of(options, **edc_options)
     pairs = collect_pairs(
         embeddings,
         identities,
@@ -131,28 +122,11 @@ def compute_edc_curves(
             pairs.similarity,
             pairs.genuine,
             pairs.pair_rank[name] if bootstrap else pairs.pair_rank.pop(name),
-            fmr=fmr,
-            threshold=threshold,
-            sampling=sampling,
-            step=step,
-            limits=limits,
-            ties=ties,
-            integration=integration,
+            opts,
         )
         results[name].settings["impostors_sampled"] = pairs.plan.impostors_sampled
     if bootstrap:
-        assert pairs.identity_a is not None and pairs.identity_b is not None
-        bands = bootstrap_band(
-            pairs.similarity,
-            pairs.genuine,
-            pairs.pair_rank,
-            id_a=pairs.identity_a,
-            id_b=pairs.identity_b,
-            n_identities=pairs.n_identities,
-            results=results,
-            replicates=bootstrap,
-            seed=bootstrap_seed,
-        )
+        bands = bootstrap_band(pairs, results, replicates=bootstrap, seed=bootstrap_seed)
         for name, band in bands.items():
             results[name].band = band
     return results
@@ -188,8 +162,8 @@ def evaluate_quality_scores(
     embeddings: np.ndarray,
     identities: Sequence | np.ndarray,
     qualities: Mapping[str, np.ndarray],
-    fmr: float = DEFAULT_FMR,
-    **options,
+    fmr: float | None = None,
+    **options: Any,
 ) -> pd.DataFrame:
     """The EDC table of several quality methods on one labelled embedding set (options: ``compute_edc_curves``)."""
     return results_table(compute_edc_curves(embeddings, identities, qualities, fmr, **options))
@@ -201,23 +175,21 @@ _HEADERS = {
     "tau": "tau",
     "n_genuine": "genuine pairs",
     "n_impostor": "impostor pairs",
+    # one column per discard limit L, named "<key>@L"
+    "pauc": "pAUC@{} (norm.)",
+    "pauc_raw": "raw pAUC@{}",
+    "pauc_lo": "95% band lo@{}",
+    "pauc_hi": "95% band hi@{}",
+    "above_ideal": "above ideal@{}",
 }
 
 
 def _header(column: str) -> str:
-    if column in _HEADERS:
-        return _HEADERS[column]
-    if column.startswith("pauc_raw@"):
-        return f"raw pAUC@{column.split('@')[1]}"
-    if column.startswith("pauc@"):
-        return f"pAUC@{column.split('@')[1]} (norm.)"
-    if column.startswith("pauc_lo@"):
-        return f"95% band lo@{column.split('@')[1]}"
-    if column.startswith("pauc_hi@"):
-        return f"95% band hi@{column.split('@')[1]}"
-    if column.startswith("above_ideal@"):
-        return f"above ideal@{column.split('@')[1]}"
-    return column
+    key, at, limit = column.partition("@")
+    template = _HEADERS.get(key)
+    if template is None or bool(at) != ("{}" in template):
+        return column
+    return template.format(limit)
 
 
 def _cell(value, digits: int) -> str:

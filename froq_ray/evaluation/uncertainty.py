@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .edc import INTEGRATIONS, THRESHOLD_MODES, EdcResult, _floor_times, discard_grid, partial_area
+from .pairs import CollectedPairs
 
 BAND = (2.5, 97.5)
 """Percentiles of the bootstrap band."""
@@ -191,27 +192,26 @@ def _fixed_tau(
 
 
 def bootstrap_band(
-    similarity: np.ndarray,
-    genuine: np.ndarray,
-    pair_quality: Mapping[str, np.ndarray],
-    *,
-    id_a: np.ndarray,
-    id_b: np.ndarray,
-    n_identities: int,
-    results: Mapping[str, EdcResult],
-    replicates: int,
-    seed: int = 0,
+    pairs: CollectedPairs, results: Mapping[str, EdcResult], *, replicates: int, seed: int = 0
 ) -> dict[str, EdcBand]:
     """The identity-bootstrap band of each method's EDC (see the module docstring).
 
-    ``similarity`` float64 (P,), ``genuine`` bool (P,), ``pair_quality[name]`` (P,) any numeric (only the order
-    matters), ``id_a``/``id_b`` int (P,) identity codes 0..n_identities-1 of each pair's images, ``results``
-    the methods' :class:`EdcResult` (grid sampling, stable ties: their options are used). Raises ValueError
-    for ``replicates < 1`` or a result that is not on a grid with stable ties. Per replicate and method: a few
-    sequential passes over the pairs (the pairs in each method's order are prepared once).
+    ``pairs``: the ``P`` pairs the results were computed on, with their identity codes
+    (``collect_pairs(..., keep_identities=True)``): ``similarity`` float64 (P,), ``genuine`` bool (P,),
+    ``pair_rank[name]`` (P,) any numeric (only the order matters), ``identity_a``/``identity_b`` int (P,)
+    codes 0..n_identities-1 of each pair's images; ``results`` the methods' :class:`EdcResult` (grid sampling,
+    stable ties: their options are used). Raises ValueError for ``replicates < 1``, pairs without identity
+    codes, or a result that is not on a grid with stable ties. Per replicate and method: a few sequential
+    passes over the pairs (the pairs in each method's order are prepared once).
     """
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
+    if pairs.identity_a is None or pairs.identity_b is None:
+        raise ValueError(
+            "the bootstrap needs each pair's identity codes: collect the pairs with keep_identities"
+        )
+    similarity, genuine, pair_quality = pairs.similarity, pairs.genuine, pairs.pair_rank
+    id_a, id_b, n_identities = pairs.identity_a, pairs.identity_b, pairs.n_identities
     for name, res in results.items():
         if res.sampling != "grid" or res.ties != "stable":
             raise ValueError(f"{name}: the bootstrap supports sampling='grid' with ties='stable' only")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from froq_ray.curation.calibration_target import build_artifact_against_cr, cr_observations
+from froq_ray.curation.calibration_target import build_artifact_from_labels, cr_observations
 from froq_ray.curation.classifiability import classifiability
 from froq_ray.quality.artifact import CalibrationArtifact
 from froq_ray.quality.calibration import PSEUDO_LABEL_KEY, spearman
@@ -30,7 +30,7 @@ def test_layers_are_selected_against_cr():
     np.testing.assert_array_equal(observations[PSEUDO_LABEL_KEY], cr[used])
 
     ids = [f"img{i}" for i in range(len(labels))]
-    artifact = build_artifact_against_cr(
+    artifact = build_artifact_from_labels(  # the defaults: target cr, greedy observer
         tiny_fr_model(),
         ["noise", "tracks_cr", "anti"],
         norms,

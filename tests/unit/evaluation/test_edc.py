@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from froq_ray.evaluation.edc import edc, fmr_threshold, pair_quality, partial_area
+from froq_ray.evaluation.edc import EdcOptions, edc, fmr_threshold, pair_quality, partial_area
 
 # ------------------------------------------------------------------------------------------ a hand-built case
 # pair:       p0    p1    p2    p3    p4    p5    p6    p7    p8    p9
@@ -222,6 +222,37 @@ def test_rejects_bad_inputs() -> None:
         edc(SIM, GEN, QUAL, threshold="sometimes")
 
 
+def test_options_object_and_named_fields_give_the_same_curve() -> None:
+    named = edc(SIM, GEN, QUAL, threshold="recomputed", **HAND)
+    assert named.fnmr.tolist() == pytest.approx(RECOMPUTED)
+    for opts in (
+        EdcOptions(threshold="recomputed", **HAND),
+        EdcOptions.of(EdcOptions(threshold="fixed", fmr=0.5), threshold="recomputed", **HAND),
+    ):
+        res = edc(SIM, GEN, QUAL, opts)
+        assert (
+            res.fnmr.tolist() == named.fnmr.tolist() and res.thresholds.tolist() == named.thresholds.tolist()
+        )
+        assert (res.threshold_mode, res.fmr_target, res.settings) == ("recomputed", 0.2, named.settings)
+        assert res.pauc == named.pauc
+    # a named field replaces the one of the options object
+    assert (
+        edc(SIM, GEN, QUAL, EdcOptions(**HAND), threshold="recomputed").fnmr.tolist() == named.fnmr.tolist()
+    )
+    assert EdcOptions().recompute is False and EdcOptions(threshold="recomputed").recompute is True
+
+
+def test_options_refuse_unknown_names_and_bad_values() -> None:
+    with pytest.raises(TypeError, match="thresold"):
+        edc(SIM, GEN, QUAL, thresold="fixed")
+    with pytest.raises(ValueError, match="ties must be one of"):
+        EdcOptions(ties="random")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        EdcOptions.of(EdcOptions(), sampling="dense")
+    with pytest.raises(ValueError, match=r"discard limits must lie in \(0, 1\]"):
+        edc(SIM, GEN, QUAL, limits=(0.2, 1.5))
+
+
 # ------------------------------------------------------------------------------- protocol table and plot
 
 
@@ -270,6 +301,37 @@ def test_protocol_equals_edc_on_brute_force_pairs() -> None:
         "pauc@0.2",
         "pauc@0.3",
     ]
+
+
+def test_protocol_takes_the_options_object_like_the_named_fields() -> None:
+    from froq_ray.evaluation.protocol import compute_edc_curves, evaluate_quality_scores
+
+    emb, ids, qualities = _labelled_set()
+    named = compute_edc_curves(emb, ids, qualities, 0.01, threshold="recomputed", ties="groups", step=0.1)
+    opts = EdcOptions(fmr=0.01, threshold="recomputed", ties="groups", step=0.1)
+    by_object = compute_edc_curves(emb, ids, qualities, options=opts)
+    fmr_on_top = compute_edc_curves(
+        emb,
+        ids,
+        qualities,
+        0.01,
+        options=EdcOptions(fmr=0.5, ties="groups", step=0.1),
+        threshold="recomputed",
+    )
+    for curves in (by_object, fmr_on_top):
+        for name in qualities:
+            assert curves[name].fnmr.tolist() == named[name].fnmr.tolist()
+            assert (curves[name].fmr_target, curves[name].ties, curves[name].settings["step"]) == (
+                0.01,
+                "groups",
+                0.1,
+            )
+    table = evaluate_quality_scores(emb, ids, qualities, options=opts)
+    assert table["pauc@0.2"].tolist() == [named[name].pauc[0.2].normalised for name in qualities]
+    with pytest.raises(ValueError, match="integration must be one of"):
+        compute_edc_curves(emb, ids, qualities, integration="simpson")
+    with pytest.raises(TypeError, match="limit"):
+        compute_edc_curves(emb, ids, qualities, limit=(0.2,))
 
 
 def test_quality_ranks_keep_order_and_ties() -> None:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from froq_ray.evaluation.edc import edc, ideal_fnmr
-from froq_ray.evaluation.protocol import compute_edc_curves
+from froq_ray.evaluation.protocol import collect_pairs, compute_edc_curves
 from froq_ray.evaluation.uncertainty import (
     MAX_BAND_WIDTH,
+    bootstrap_band,
     identity_counts,
     small_sample_warnings,
     weighted_fnmr_curve,
@@ -167,6 +168,24 @@ def test_bootstrap_band_matches_replicates_rebuilt_by_enumeration():
         assert res.band.pauc_lo[limit] <= res.pauc[limit].normalised <= res.band.pauc_hi[limit]
     again = compute_edc_curves(emb, ids, {"q": qual}, 0.1, bootstrap=replicates, bootstrap_seed=3)["q"]
     np.testing.assert_array_equal(again.band.fnmr_lo, res.band.fnmr_lo)  # seeded
+
+
+def test_bootstrap_band_needs_the_identity_codes_of_the_pairs():
+    rng = np.random.default_rng(4)
+    ids = [name for name in ("Ada", "Bob", "Cy") for _ in range(3)]
+    emb = rng.normal(size=(9, 6))
+    qualities = {"q": rng.random(9)}
+    res = compute_edc_curves(emb, ids, qualities, 0.1)
+    with pytest.raises(ValueError, match="identity codes: collect the pairs with keep_identities"):
+        bootstrap_band(collect_pairs(emb, ids, qualities), res, replicates=5)
+    kept = collect_pairs(emb, ids, qualities, keep_identities=True)
+    assert kept.n_identities == 3 and kept.identity_a is not None and kept.identity_b is not None
+    # identity codes in sorted-label order, one pair per (i < j), row-major
+    pairs = list(itertools.combinations(range(9), 2))
+    assert kept.identity_a.tolist() == [i // 3 for i, _ in pairs]
+    assert kept.identity_b.tolist() == [j // 3 for _, j in pairs]
+    band = bootstrap_band(kept, res, replicates=5, seed=2)["q"]
+    assert band.replicates == 5 and band.seed == 2 and band.fnmr_lo.shape == res["q"].discard.shape
 
 
 # --------------------------------------------------------------------------------------------- warnings
