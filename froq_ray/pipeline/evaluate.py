@@ -72,11 +72,13 @@ class EvaluationInputError(UserError, ValueError):
 # ----------------------------------------------------------------------------------------------- output
 
 
-def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[AnnotationFile]) -> RunState:
+def open_evaluation_output(
+    cfg: EvaluateJob, plot_uri: str, files: list[AnnotationFile], *, dry_run: bool = False
+) -> RunState:
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
     :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
-    ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. Raises
-    :class:`OutputStateError`."""
+    ``error_if_exists`` also refuses an existing ``evaluate.plot`` file outside the output. ``dry_run``: check
+    only (:mod:`froq_ray.pipeline.outputs`). Raises :class:`OutputStateError`."""
     out = cfg.output
     if out.mode == "error_if_exists" and plot_uri != join_uri(out.uri, "edc.png"):
         pfs, ppath = open_fs(plot_uri, out.storage_options)
@@ -85,7 +87,7 @@ def open_evaluation_output(cfg: EvaluateJob, plot_uri: str, files: list[Annotati
                 f"evaluate.plot {plot_uri} already exists and output.mode is error_if_exists: choose another "
                 "plot path, or set output.mode to resume or overwrite"
             )
-    return open_files_job_output(cfg, OUTPUT, files)
+    return open_files_job_output(cfg, OUTPUT, files, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------------------------------ annotations
@@ -329,7 +331,10 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     plot_uri = ev.plot or join_uri(out.uri, "edc.png")
     check_reachable(out.uri, out.storage_options, access="write")  # an unreachable output fails first
     files = _annotation_files(cfg)
-    state = open_evaluation_output(cfg, plot_uri, files + _score_files(cfg))
+    inputs = files + _score_files(cfg)
+    # a dry run first: the output is opened for real (and an overwritten run's files deleted) only once the
+    # evaluation is computed, so a refused input leaves the output as it was (pipeline/outputs.py)
+    state = open_evaluation_output(cfg, plot_uri, inputs, dry_run=True)
     if state.finished:
         log.info(
             "%s holds the finished evaluation of this config and these annotations: nothing to do "
@@ -394,6 +399,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
         else None
     )
     thresholds = threshold_tables(embeddings, identities, qualities, percentiles, fmr=ev.fmr)
+    state = open_evaluation_output(cfg, plot_uri, inputs)
     fs, path = state.fs, state.path
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

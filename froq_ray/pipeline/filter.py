@@ -439,11 +439,12 @@ def _keep_list(decisions: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def open_filter_output(job: FilterJob, files: list[AnnotationFile]) -> RunState:
+def open_filter_output(job: FilterJob, files: list[AnnotationFile], *, dry_run: bool = False) -> RunState:
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
     :data:`OUTPUT`; the annotation ``files`` are the input, digested by name, size and modification time).
-    Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
-    return open_files_job_output(job, OUTPUT, files)
+    ``dry_run``: check only (:mod:`froq_ray.pipeline.outputs`). Raises
+    :class:`~froq_ray.storage.run_state.OutputStateError`."""
+    return open_files_job_output(job, OUTPUT, files, dry_run=dry_run)
 
 
 def run_filter(job: FilterJob) -> dict[str, Any]:
@@ -451,7 +452,8 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     started_at = utc_now()
     cfg, out = job.filter, job.output
     files = annotation_files(cfg.annotations, cfg.storage_options)
-    state = open_filter_output(job, files)
+    # opened for real only before writing: a refused input leaves the output as it was (pipeline/outputs.py)
+    state = open_filter_output(job, files, dry_run=True)
     if state.finished:
         log.info(
             "filter: %s holds the finished run of this config and these annotations: nothing to do "
@@ -504,6 +506,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
             for name in (KEEP_LIST, IDENTITY_STATS, SUMMARY, HISTOGRAMS, *reports)
         },
     }
+    state = open_filter_output(job, files)
     fs, path = state.fs, state.path
     for name, frame in reports.items():
         write_bytes_atomic(fs, f"{path}/{name}", _parquet_bytes(frame))

@@ -429,11 +429,11 @@ def _shown(shown: int, total: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ job
-def open_review_output(job: ReviewJob, inputs: list[AnnotationFile]):
+def open_review_output(job: ReviewJob, inputs: list[AnnotationFile], *, dry_run: bool = False):
     """Check ``output.uri`` against ``output.mode`` (:func:`~froq_ray.storage.output.open_output` with
-    :data:`OUTPUT`; the input digest covers the annotation files and the filter output's files). Raises
-    :class:`~froq_ray.storage.run_state.OutputStateError`."""
-    return open_files_job_output(job, OUTPUT, inputs)
+    :data:`OUTPUT`; the input digest covers the annotation files and the filter output's files). ``dry_run``:
+    check only (:mod:`froq_ray.pipeline.outputs`). Raises :class:`~froq_ray.storage.run_state.OutputStateError`."""
+    return open_files_job_output(job, OUTPUT, inputs, dry_run=dry_run)
 
 
 def run_review(job: ReviewJob) -> dict[str, Any]:
@@ -445,7 +445,9 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
     start = time.perf_counter()
     files = annotation_files(cfg.annotations, cfg.storage_options, error=ReviewInputError)
     filtered = read_filter_output(cfg.filter, cfg.storage_options) if cfg.filter else None
-    state = open_review_output(job, [*files, *(filtered.files if filtered else [])])
+    inputs = [*files, *(filtered.files if filtered else [])]
+    # opened for real only before writing: a refused input leaves the output as it was (pipeline/outputs.py)
+    state = open_review_output(job, inputs, dry_run=True)
     if state.finished:
         log.info(
             "review: %s holds the finished review of this config and these inputs: nothing to do "
@@ -463,6 +465,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
     timings["read"] = time.perf_counter() - start
     start = time.perf_counter()
     sections = build_sections(cfg, table, source, filtered, plan=plan, thumbs=thumbs)
+    state = open_review_output(job, inputs)
     fs, root = state.fs, state.path
     if fs.exists(f"{root}/{SHEETS}"):  # an earlier review's sheets (resume recomputes): none may stay behind
         fs.rm(f"{root}/{SHEETS}", recursive=True)
