@@ -7,12 +7,14 @@ pays for its own actor start-up (model load, moving it to the device), as every 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import AnnotateJob, config_from_dict
+from ..storage.shards import MARKER_RE, STATE_DIR
 from .monitor import PhaseResources, ResourceMonitor
 from .timing import ImagesPerSecond
 
@@ -92,6 +94,47 @@ def annotate_config(
     return job
 
 
+@dataclass(frozen=True)
+class ShardCommits:
+    """When a run's shards were committed, from its markers' modification times (local output): splits the
+    wall time into a fixed part (start -> first shard written: listing, Ray Data start, actor start-up, the
+    first shard's read + score + write) and the rate after it.
+
+    ``first_shard_seconds``: seconds from the phase start to the first marker; ``steady_images_per_second``:
+    rows of the shards after the first / seconds between the first and the last marker (None with one shard);
+    ``shards``: markers read."""
+
+    first_shard_seconds: float
+    steady_images_per_second: float | None
+    shards: int
+
+    @classmethod
+    def of(cls, output: Path, started_at: float) -> ShardCommits | None:
+        """From the markers in ``output``/_froq (``started_at``: ``time.time()`` at the phase start); None
+        without markers."""
+        state = output / STATE_DIR
+        stamps = []
+        for marker in state.iterdir() if state.is_dir() else ():
+            if MARKER_RE.match(marker.name):
+                rows = json.loads(marker.read_text())["rows"]
+                stamps.append((marker.stat().st_mtime, rows))
+        if not stamps:
+            return None
+        stamps.sort()
+        span = stamps[-1][0] - stamps[0][0]
+        later_rows = sum(rows for _, rows in stamps[1:])
+        steady = later_rows / span if len(stamps) > 1 and span > 0 else None
+        return cls(stamps[0][0] - started_at, steady, len(stamps))
+
+    def to_dict(self) -> dict[str, Any]:
+        steady = self.steady_images_per_second
+        return {
+            "first_shard_seconds": round(self.first_shard_seconds, 3),
+            "steady_images_per_second": None if steady is None else round(steady, 1),
+            "shards_committed": self.shards,
+        }
+
+
 @dataclass
 class AnnotatePhase(ImagesPerSecond):
     """One measured annotate job; ``seconds`` (and so ``images_per_second``) is end to end: listing, driver-side
@@ -103,6 +146,7 @@ class AnnotatePhase(ImagesPerSecond):
     streaming_images_per_second: float
     resources: PhaseResources
     manifest: dict[str, Any]
+    commits: ShardCommits | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +155,7 @@ class AnnotatePhase(ImagesPerSecond):
             "wall_seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
             "streaming_images_per_second": round(self.streaming_images_per_second, 1),
+            **(self.commits.to_dict() if self.commits else {}),
             "counts_by_status": self.manifest["counts_by_status"],
             "scoring": self.manifest["results"]["scoring"],
             **self.resources.to_dict(),
@@ -129,7 +174,7 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
     from ..pipeline.annotate import run_annotate
 
     with ResourceMonitor() as monitor:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         manifest = run_annotate(cfg, force=True)
         seconds = time.perf_counter() - started
     counts = manifest["counts_by_status"]
@@ -144,4 +189,5 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
         float(manifest["results"]["this_run"]["images_per_second"]),
         monitor.result,
         manifest,
+        ShardCommits.of(Path(cfg.output.uri), started_at),
     )

@@ -27,6 +27,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,12 @@ def run_ray_phases(
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def headline(reference: list[dict[str, Any]], phases: list[AnnotatePhase]) -> dict[str, Any]:
-    """The ratios the issue asks for, all from this run."""
+def headline(
+    reference: list[dict[str, Any]], phases: list[AnnotatePhase], scorer: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """The ratios the issue asks for, all from this run: end-to-end annotate vs each reference loop and vs the
+    in-process scorer variant that runs what a CPU actor runs (the frozen graph; end to end and, from the shard
+    commit times, after the first shard), and quality-only vs annotate."""
     by_name = {p.name: p for p in phases}
     out: dict[str, Any] = {}
     annotate = by_name.get("annotate")
@@ -251,6 +256,13 @@ def headline(reference: list[dict[str, Any]], phases: list[AnnotatePhase]) -> di
         for r in reference:
             ratio = annotate.images_per_second / r["images_per_second"]
             out[f"ratio_annotate_vs_reference_{r['num_workers']}_workers"] = round(ratio, 3)
+    frozen = [v for v in scorer if v.get("graph_used") == "frozen" and "quality_only" not in v["variant"]]
+    if annotate and frozen:  # the in-process scorer running what a CPU actor runs (scoring.graph: auto)
+        rate = frozen[0]["images_per_second"]
+        out["ratio_annotate_vs_scorer"] = round(annotate.images_per_second / rate, 3)
+        steady = annotate.commits.steady_images_per_second if annotate.commits else None
+        if steady is not None:
+            out["ratio_annotate_steady_vs_scorer"] = round(steady / rate, 3)
     quality_only = by_name.get("quality_only")
     if annotate and quality_only:
         out["quality_only_gain_end_to_end"] = round(
@@ -288,6 +300,11 @@ def table(result: dict[str, Any]) -> str:
     }
     for p in result["ray"]:
         row(f"{labels[p['phase']]}, {p['scoring']['precision']}", p["images"], p["images_per_second"], p)
+        if p.get("steady_images_per_second") is not None:
+            lines.append(
+                f"{'    after the first shard (committed at ' + format(p['first_shard_seconds'], '.1f') + ' s)':<60}"
+                f" {'':>7} {p['steady_images_per_second']:>10.1f}"
+            )
     for key, value in result["headline"].items():
         lines.append(f"{key}: {value}")
     for name, rho in result["spearman_vs_fp32"].items():
@@ -350,7 +367,7 @@ def run_benchmark(s: BenchSettings) -> dict[str, Any]:
         release_device_memory(model)
         phases = run_ray_phases(s, crop_set, weights, artifact_path, resources=resources, work=work)
         result["ray"] = [p.to_dict() for p in phases]
-        result["headline"] = headline(reference, phases)
+        result["headline"] = headline(reference, phases, result["scorer"])
         result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     finally:
         if not s.keep and not s.work_dir:

@@ -4,13 +4,14 @@ ratios, the table, and a small in-process run (crops -> calibration -> reference
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from froq_ray.bench.monitor import PhaseResources
-from froq_ray.bench.ray_phases import AnnotatePhase, RayResources, annotate_config
+from froq_ray.bench.ray_phases import AnnotatePhase, RayResources, ShardCommits, annotate_config
 from froq_ray.bench.reference_loop import LoopResult
 from froq_ray.bench.scoring import DecodeRate, Variant, default_variants, rank_agreement, time_variant
 from froq_ray.bench.throughput import (
@@ -133,6 +134,41 @@ def test_headline_ratios_come_from_the_same_run():
         "quality_only_gain_end_to_end": 2.0,
     }
     assert headline([], [_phase("annotate", 10, 1.0)]) == {}
+
+
+def test_headline_compares_annotate_with_the_scorer_variant_a_cpu_actor_runs(tmp_path):
+    scorer = [
+        {"variant": "fp32+channels_last", "graph_used": "eager", "images_per_second": 50.0},
+        {"variant": "fp32+channels_last+frozen", "graph_used": "frozen", "images_per_second": 125.0},
+        {
+            "variant": "fp32+channels_last+quality_only+frozen",
+            "graph_used": "frozen",
+            "images_per_second": 1e3,
+        },
+    ]
+    # three markers written 4 s, 6 s and 10 s after the phase start: 512 + 256 rows after the first one
+    state = tmp_path / "_froq"
+    state.mkdir()
+    for index, (rows, at) in enumerate(((512, 4.0), (512, 6.0), (256, 10.0))):
+        marker = state / f"part-{index:05d}.done.json"
+        marker.write_text(json.dumps({"rows": rows}))
+        os.utime(marker, (100.0 + at, 100.0 + at))
+    (state / "manifest.json").write_text("{}")  # not a marker
+    commits = ShardCommits.of(tmp_path, started_at=100.0)
+    assert commits == ShardCommits(first_shard_seconds=4.0, steady_images_per_second=768 / 6.0, shards=3)
+    annotate = _phase("annotate", 1280, 12.8)
+    annotate.commits = commits
+    assert headline([], [annotate], scorer) == {
+        "ratio_annotate_vs_scorer": 0.8,
+        "ratio_annotate_steady_vs_scorer": round(128 / 125, 3),
+    }
+    assert commits.to_dict() == {
+        "first_shard_seconds": 4.0,
+        "steady_images_per_second": 128.0,
+        "shards_committed": 3,
+    }
+    (tmp_path / "empty" / "_froq").mkdir(parents=True)
+    assert ShardCommits.of(tmp_path / "empty", started_at=0.0) is None
 
 
 def test_small_in_process_run_writes_every_number(tmp_path, mobilefacenet_pt):
