@@ -367,7 +367,15 @@ def _list_whole(cfg: InputConfig, fs, inputs_dir: str, part_rows: int) -> dict[s
     parts = _write_parts(0, table["path"].tolist(), table["identity"].tolist(), fs, inputs_dir, part_rows)
     counts = {
         k: getattr(listing, k)
-        for k in ("source", "files_seen", "skipped", "followed_links", "duplicates", "no_identity")
+        for k in (
+            "source",
+            "files_seen",
+            "skipped",
+            "followed_links",
+            "duplicates",
+            "no_identity",
+            "missing_like_identities",
+        )
     }
     return {"parts": parts, "counts": counts}
 

@@ -104,6 +104,11 @@ def has_magic(uri: str) -> bool:
     return bool(_GLOB_CHARS.search(uri))
 
 
+MISSING_MARKERS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "nat"})
+"""Identity texts (compared stripped, case-folded) that other tools write for a missing value: a manifest
+identity that reads like one is kept as written and counted (``ListingCounts.missing_like_identities``)."""
+
+
 class InputListingError(UserError, ValueError):
     """The inputs cannot be listed (missing, empty, malformed manifest); the message names the URI."""
 
@@ -121,7 +126,10 @@ class ListingCounts:
     - ``duplicates``: manifest rows naming a path listed earlier (merged);
     - ``beyond_limit``: rows dropped by ``input.limit``;
     - ``no_identity``: with ``input.identity_from_folder``, listed rows (before ``input.limit``) without an
-      identity: files directly in the input's top folder (:func:`folder_identities`)."""
+      identity: files directly in the input's top folder (:func:`folder_identities`);
+    - ``missing_like_identities``: manifest identities kept as text that read like a missing-value marker
+      (:data:`MISSING_MARKERS`, e.g. ``NaN`` written by pandas), by text as written: values are used exactly
+      as typed, and a warning says how to write a missing identity (an empty cell or a null)."""
 
     source: str
     files_seen: int = 0
@@ -130,6 +138,7 @@ class ListingCounts:
     duplicates: int = 0
     beyond_limit: int = 0
     no_identity: int = 0
+    missing_like_identities: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:
@@ -145,6 +154,7 @@ class ListingCounts:
             "duplicates": self.duplicates,
             "beyond_limit": self.beyond_limit,
             "no_identity": self.no_identity,
+            "missing_like_identities": dict(self.missing_like_identities),
         }
 
     def skipped_line(self) -> str:
@@ -177,6 +187,16 @@ class ListingCounts:
                 "identity null (input.identity_from_folder)",
                 cfg.uri,
                 self.no_identity,
+            )
+        if self.missing_like_identities:
+            values = ", ".join(f"{v!r} x{n}" for v, n in self.missing_like_identities.items())
+            log.warning(
+                "input manifest %s: %d identity value(s) read like a missing value (%s) and are kept as the "
+                "text identity as written; for an image without identity leave the cell empty (CSV) or null "
+                "(Parquet)",
+                cfg.uri,
+                sum(self.missing_like_identities.values()),
+                values,
             )
         if self.duplicates:
             log.warning(
@@ -270,9 +290,10 @@ def list_all_inputs(cfg: InputSource) -> InputListing:
     skips = _Skips()
     followed: list[str] = []
     duplicates = 0
+    missing_like: dict[str, int] = {}
     kind = source_kind(cfg, fs, root)
     if kind == "manifest":
-        table, duplicates = _from_manifest(cfg, fs, root)
+        table, duplicates, missing_like = _from_manifest(cfg, fs, root)
         seen = len(table) + duplicates
     else:
         if kind == "folder":
@@ -289,7 +310,9 @@ def list_all_inputs(cfg: InputSource) -> InputListing:
         table["identity"] = pd.Series(names, index=table.index, dtype=object)  # None stays None, not NaN
     table = table.sort_values("path", kind="mergesort").reset_index(drop=True)
     no_identity = int(table["identity"].isna().sum()) if cfg.identity_from_folder else 0
-    return InputListing(kind, seen, skips.result(), sorted(followed), duplicates, 0, no_identity, table)
+    return InputListing(
+        kind, seen, skips.result(), sorted(followed), duplicates, 0, no_identity, missing_like, table
+    )
 
 
 def input_top(cfg: InputSource, kind: str) -> str | None:
@@ -514,8 +537,9 @@ def _glob(fs, pattern: str, skips: _Skips) -> list[str]:
     return files
 
 
-def _from_manifest(cfg: InputSource, fs, path: str) -> tuple[pd.DataFrame, int]:
-    """(table of unique paths, number of duplicate rows merged)."""
+def _from_manifest(cfg: InputSource, fs, path: str) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """(table of unique paths, number of duplicate rows merged, identities that read like a missing value:
+    text as written -> rows, most frequent first)."""
     with fs.open(path, "rb") as f:
         raw = f.read()
     rows = _read_parquet(cfg, raw) if path.lower().endswith(".parquet") else _read_csv(cfg, raw)
@@ -548,10 +572,10 @@ def _from_manifest(cfg: InputSource, fs, path: str) -> tuple[pd.DataFrame, int]:
                 f"input manifest {cfg.uri}: path {resolved} has two identities: {identity_first!r} "
                 f"({where_first}) and {identity!r} ({where})"
             )
-    table = pd.DataFrame(
-        {"path": list(first), "identity": [identity for _, identity in first.values()]}, dtype=object
-    )
-    return table, duplicates
+    identities = [identity for _, identity in first.values()]
+    table = pd.DataFrame({"path": list(first), "identity": identities}, dtype=object)
+    missing_like = Counter(i for i in identities if i is not None and i.strip().lower() in MISSING_MARKERS)
+    return table, duplicates, dict(missing_like.most_common())
 
 
 def _read_csv(cfg: InputSource, raw: bytes) -> list[tuple[str, dict[str, Any]]]:

@@ -178,12 +178,12 @@ def test_csv_and_parquet_manifests(tmp_path):
     fs = fsspec.filesystem("file")
     out = str(tmp_path / "out")
     csv = tmp_path / "m.csv"
-    csv.write_text("path,who\nz/9.jpg,zed\na/1.jpg,\ns3://b/k.png,2019\na/1.jpg,\n/abs/x.gif,amy\nm.jpg,mo\n")
+    csv.write_text("path,who\nz/9.jpg,zed\na/1.jpg,\ns3://b/k.png,2019\na/1.jpg,\n/abs/x.gif,amy\nm.jpg,NaN\n")
     pq.write_table(
         pa.table({"path": ["q.jpg", "b.jpg", "q.jpg", "c.jpg"], "who": [1, None, 1, 3]}),
         tmp_path / "m.parquet",
     )
-    for uri, rows in ((csv, 5), (tmp_path / "m.parquet", 3)):
+    for uri, rows, missing_like in ((csv, 5, {"NaN": 1}), (tmp_path / "m.parquet", 3, {})):
         cfg = InputConfig(uri=str(uri), identity_column="who")
         plan = materialize_inputs(cfg, fs, out, reuse=False, part_rows=2)
         check_plan(plan, cfg, fs, out)
@@ -191,6 +191,7 @@ def test_csv_and_parquet_manifests(tmp_path):
             plan.total_rows == rows
             and plan.summary["duplicates"] == 1
             and plan.summary["source"] == "manifest"
+            and plan.summary["missing_like_identities"] == missing_like  # counted by the listing task
         )
 
     csv.write_text("path,who\na.jpg,x\na.jpg,y\n")

@@ -458,3 +458,22 @@ def test_files_directly_in_the_input_folder_have_no_identity(tree, caplog):
     manifest.write_text("path\ntop.jpg\nbob/b1.jpeg\n")
     listed = list_inputs(InputConfig(uri=str(manifest), identity_from_folder=True)).table
     assert listed["identity"].tolist() == ["bob", tree.name]
+
+
+def test_identities_that_read_like_a_missing_value_are_kept_as_typed_counted_and_warned(tmp_path, caplog):
+    manifest = tmp_path / "m.csv"
+    # what pandas' to_csv writes for a missing identity (NaN), and other tools' markers; "Nancy" is a name
+    manifest.write_text(
+        "path,identity\n/x/a.jpg,NaN\n/x/b.jpg,Nancy\n/x/c.jpg,\n/x/d.jpg,None\n/x/e.jpg,NaN\n/x/f.jpg, null \n"
+    )
+    with caplog.at_level(logging.WARNING, logger="froq_ray"):
+        listing = list_inputs(InputConfig(uri=str(manifest), identity_column="identity"))
+    assert listing.table["identity"].tolist() == ["NaN", "Nancy", None, "None", "NaN", " null "]
+    expected = {"NaN": 2, "None": 1, " null ": 1}
+    assert listing.missing_like_identities == expected
+    assert listing.summary()["missing_like_identities"] == expected
+    (line,) = [r.getMessage() for r in caplog.records if "read like a missing value" in r.getMessage()]
+    assert "4 identity value(s)" in line and "'NaN' x2" in line and "leave the cell empty" in line
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,identity\n/x/a.jpg,Nan Goldin\n/x/b.jpg,Ada\n")
+    assert list_inputs(InputConfig(uri=str(plain), identity_column="identity")).missing_like_identities == {}
