@@ -52,6 +52,7 @@ from ..storage.manifest import LEGACY_MANIFEST_FILE, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
+from .inputs import concat_rows
 from .outputs import open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
@@ -155,13 +156,7 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
             accumulator.add(CentreSums.from_chunk(matrix[usable], frame["identity"].to_numpy(object)[usable]))
         frame["has_embedding"] = present
         frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
-    duplicated = table["path"][table["path"].duplicated()]
-    if len(duplicated):
-        raise FilterInputError(
-            f"{len(duplicated)} path(s) appear more than once across the annotations, "
-            f"e.g. {duplicated.iloc[0]}"
-        )
+    table = concat_rows(frames, FilterInputError)
     try:
         sums = accumulator.result()
     except ValueError:

@@ -51,6 +51,7 @@ from ..storage.location import Location
 from ..storage.manifest import read_manifest, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.reader import read_blobs
+from .inputs import concat_rows
 from .outputs import open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
@@ -120,13 +121,7 @@ def read_annotations(cfg: ReviewConfig, files: list[AnnotationFile]) -> pd.DataF
         if PERCENTILE in table.column_names:
             frame[PERCENTILE] = table.column(PERCENTILE).to_pandas().astype(np.float64).to_numpy()
         frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
-    repeated = out["path"][out["path"].duplicated()]
-    if len(repeated):
-        raise ReviewInputError(
-            f"{len(repeated)} path(s) appear more than once in the annotations, e.g. {repeated.iloc[0]}"
-        )
-    return out
+    return concat_rows(frames, ReviewInputError, where="in the annotations")
 
 
 def read_filter_output(uri: str, storage_options: dict[str, Any]) -> FilterOutput:
