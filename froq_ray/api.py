@@ -41,6 +41,10 @@ log = logging.getLogger("froq_ray")
 MODE = "froq"
 """The scoring mode of the API: FROQ quality (+ the embedding) with a calibration artifact."""
 
+Images = Sequence[str | os.PathLike] | Sequence[bytes] | Sequence[np.ndarray] | np.ndarray
+"""What :meth:`Scorer.score` and :meth:`Scorer.score_table` take: paths or URIs, encoded images (``bytes``),
+uint8 RGB arrays (H, W, 3), or one uint8 array (N, H, W, 3)."""
+
 
 class ScorerInputError(UserError, TypeError):
     """What was given to :meth:`Scorer.score` is not a list of paths, a list of encoded images or a uint8
@@ -174,7 +178,7 @@ class Scorer:
 
     def score(
         self,
-        images: Sequence[str | os.PathLike] | Sequence[bytes] | Sequence[np.ndarray] | np.ndarray,
+        images: Images,
         *,
         identities: Sequence[str | None] | None = None,
         names: Sequence[str] | None = None,
@@ -199,7 +203,7 @@ class Scorer:
 
     def score_table(
         self,
-        images: Sequence[str | os.PathLike] | Sequence[bytes] | Sequence[np.ndarray] | np.ndarray,
+        images: Images,
         *,
         identities: Sequence[str | None] | None = None,
         names: Sequence[str] | None = None,

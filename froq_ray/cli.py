@@ -36,6 +36,22 @@ def _add_job_args(p: argparse.ArgumentParser, with_input: bool = True) -> None:
     p.add_argument("--log-level", default="INFO")
 
 
+ANNOTATIONS_JOBS = ("filter", "distill", "review")
+"""The jobs whose subcommand takes ``--annotations`` for ``<job>.annotations`` (argparse destination
+``<job>_annotations``) and no ``--input``; evaluate's ``--annotations`` is listed in :data:`SHORTCUTS` itself."""
+
+
+def _annotations_job_parser(sub, job: str, text: str) -> argparse.ArgumentParser:
+    """The subcommand of ``job`` (one of :data:`ANNOTATIONS_JOBS`): the common job flags without ``--input``,
+    then ``--annotations``."""
+    p = sub.add_parser(job, help=text)
+    _add_job_args(p, with_input=False)
+    p.add_argument(
+        "--annotations", dest=f"{job}_annotations", help=f"{job}.annotations: an annotate output folder"
+    )
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="froq", description="Face-image quality (FROQ) annotation on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,17 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="evaluate.scores: a CSV or Parquet of path + score columns from another tool (repeatable)",
     )
-    p = sub.add_parser("filter", help="training-set curation: classifiability (CR) + policies -> keep-list")
-    _add_job_args(p, with_input=False)
-    p.add_argument(
-        "--annotations", dest="filter_annotations", help="filter.annotations: an annotate output folder"
+    _annotations_job_parser(
+        sub, "filter", "training-set curation: classifiability (CR) + policies -> keep-list"
     )
-    p = sub.add_parser(
-        "distill", help="train a small student on annotations (+ self-training) -> student artifact"
-    )
-    _add_job_args(p, with_input=False)
-    p.add_argument(
-        "--annotations", dest="distill_annotations", help="distill.annotations: an annotate output folder"
+    p = _annotations_job_parser(
+        sub, "distill", "train a small student on annotations (+ self-training) -> student artifact"
     )
     p.add_argument("--force", action="store_true", help="resume even though the config or data changed")
     p = sub.add_parser(
@@ -91,12 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", dest="export_format", choices=["folder", "parquet", "webdataset"], help="export.format"
     )
     p.add_argument("--force", action="store_true", help="resume even though the config or keep-list changed")
-    p = sub.add_parser(
-        "review", help="contact sheets + a static HTML page of the lowest/highest quality, flags, merges"
-    )
-    _add_job_args(p, with_input=False)
-    p.add_argument(
-        "--annotations", dest="review_annotations", help="review.annotations: an annotate output folder"
+    p = _annotations_job_parser(
+        sub, "review", "contact sheets + a static HTML page of the lowest/highest quality, flags, merges"
     )
     p.add_argument("--filter", dest="review_filter", help="review.filter: a `froq filter` output folder")
     p = sub.add_parser("plan", help="dry run of annotate or calibrate: inputs, shards, resources, schema")
@@ -113,11 +119,9 @@ SHORTCUTS = (
     ("mode", "output.mode"),
     ("annotations", "evaluate.annotations"),
     ("scores", "evaluate.scores"),
-    ("filter_annotations", "filter.annotations"),
-    ("distill_annotations", "distill.annotations"),
+    *((f"{job}_annotations", f"{job}.annotations") for job in ANNOTATIONS_JOBS),
     ("export_keep_list", "export.keep_list"),
     ("export_format", "export.format"),
-    ("review_annotations", "review.annotations"),
     ("review_filter", "review.filter"),
 )
 """(argparse destination, config key) of the shortcut flags; their values are set exactly as typed."""

@@ -30,6 +30,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -121,6 +122,15 @@ def resolve_local_path(value: str) -> str:
 
 
 LocalOrUri = Annotated[str, Field(min_length=1), AfterValidator(resolve_local_path)]
+
+
+def _one_or_many(value: Any) -> Any:
+    """A lone text value as a list of that one value; anything else unchanged (validated as the list)."""
+    return [value] if isinstance(value, str) else value
+
+
+LocalOrUriList = Annotated[list[LocalOrUri], BeforeValidator(_one_or_many)]
+"""Paths / URIs / globs (each a :data:`LocalOrUri`); a single one may be written without the list."""
 StorageOptions = dict[str, Any]
 
 
@@ -500,7 +510,7 @@ class EvalOverlapConfig(Section):
     """Identities of the training set that overlap an evaluation set: the centre or any image has cosine >=
     ``threshold`` to any evaluation embedding. Off while ``embeddings`` is empty."""
 
-    embeddings: list[LocalOrUri] = Field(default_factory=list)
+    embeddings: LocalOrUriList = Field(default_factory=list)
     """Annotate output(s) of the evaluation images, made with the same model (``embedding`` column)."""
     threshold: float | Preset = "preset"
     drop: bool = True
@@ -512,16 +522,11 @@ class EvalOverlapConfig(Section):
     def _range(cls, value: Any) -> Any:
         return _cosine_or_preset(value, -1, 1)
 
-    @field_validator("embeddings", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
 
 class FilterConfig(Section):
     """Training-set curation of annotation output(s): classifiability + policies -> a keep-list."""
 
-    annotations: list[LocalOrUri] = Field(min_length=1)
+    annotations: LocalOrUriList = Field(min_length=1)
     """Annotate output folder(s), Parquet file(s) or globs; they must hold embeddings and identities."""
     identity_source: IdentitySource = "column"
     identity_column: str = "identity"
@@ -536,11 +541,6 @@ class FilterConfig(Section):
     duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
     identity_merges: IdentityMergesConfig = Field(default_factory=IdentityMergesConfig)
     eval_overlap: EvalOverlapConfig = Field(default_factory=EvalOverlapConfig)
-
-    @field_validator("annotations", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class ExportConfig(Section):
@@ -572,7 +572,7 @@ class ReviewConfig(Section):
     """``froq review``: annotations (+ a filter output) -> contact sheets and one static HTML page (see
     :mod:`froq_ray.pipeline.review`). The images are only read."""
 
-    annotations: list[LocalOrUri] = Field(min_length=1)
+    annotations: LocalOrUriList = Field(min_length=1)
     """Annotate output folder(s), Parquet file(s) or globs (``path``, ``status`` and the quality column)."""
     filter: LocalOrUri | None = None
     """A ``froq filter`` output folder of these annotations: label-noise flags, decisions, merges, duplicates."""
@@ -601,11 +601,6 @@ class ReviewConfig(Section):
     """fsspec options for the annotations, the filter output and the images (``output.storage_options``
     write)."""
 
-    @field_validator("annotations", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
 
 STUDENT_ARCHS = ("tiny_cnn", "mobilefacenet_student")
 """The student architectures of :mod:`froq_ray.distill.students` (kept equal to its ``STUDENT_ARCHS``)."""
@@ -617,7 +612,7 @@ perturbation pseudo-label or one of its components. Others (``cr``, ``ccs``...) 
 class DistillDataConfig(Section):
     """What the student learns from: ok rows of annotation outputs and one numeric target column."""
 
-    annotations: list[LocalOrUri] = Field(min_length=1)
+    annotations: LocalOrUriList = Field(min_length=1)
     """Annotate output folder(s), Parquet file(s) or globs, or a filter output (its ``keep_list.parquet``)."""
     target_column: str = Field(default="quality", min_length=1)
     """Any numeric column: ``quality`` (FROQ), ``pseudo_label`` or a component, or ``cr`` from a keep-list."""
@@ -628,11 +623,6 @@ class DistillDataConfig(Section):
     split_seed: int = 0
     storage_options: StorageOptions = Field(default_factory=dict)
     """s3fs options for the annotations and the images they name."""
-
-    @field_validator("annotations", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class StudentConfig(Section):

@@ -104,14 +104,15 @@ class ScoringMode:
         candidate layers."""
         dim = model.embedding_size if self.writes_embedding(cfg) else None
         schema = annotation_schema(dim, self.extra_float_columns)
-        for field in self._extra_fields(cfg, candidate_layers):
+        for field in self._extra_fields(model, cfg, candidate_layers):
             schema = schema.append(field)
         return with_score_kind(schema, self.score_kind)
 
     def _extra_fields(
-        self, _cfg: ScoringStageConfig, _candidate_layers: Sequence[str] | None
+        self, _model: LoadedModel, _cfg: ScoringStageConfig, _candidate_layers: Sequence[str] | None
     ) -> list[pa.Field]:
-        return []  # the base mode adds no columns; CalibrateMode overrides this
+        """The columns after the standard ones (:meth:`output_schema`'s arguments)."""
+        return []  # the base mode adds no columns; the calibrate modes override this
 
     def candidate_layers(self, _model: LoadedModel) -> tuple[str, ...] | None:
         """The layers whose norms a run of ``model`` in this mode observes (a column each), or None when it observes
@@ -217,6 +218,12 @@ class PseudoLabelMode(ScoringMode):
         return lambda pixels: _with_quality(labeler(network_input(pixels, transform, labeler.device)))
 
 
+def _observed_layers(cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None) -> Sequence[str]:
+    """The candidate layers a calibrate run observes: ``candidate_layers`` when given, else
+    ``cfg.candidate_layers`` (empty when neither names any)."""
+    return candidate_layers if candidate_layers is not None else (cfg.candidate_layers or ())
+
+
 @dataclass(frozen=True)
 class CalibrateMode(PseudoLabelMode):
     """The calibrate job's observation: the pseudo-label columns + every candidate layer's norm, one pass.
@@ -225,9 +232,9 @@ class CalibrateMode(PseudoLabelMode):
     in Parquet). :meth:`output_schema` raises ``ValueError`` without candidate layers."""
 
     def _extra_fields(
-        self, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
+        self, _model: LoadedModel, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
     ) -> list[pa.Field]:
-        layers = candidate_layers if candidate_layers is not None else cfg.candidate_layers
+        layers = _observed_layers(cfg, candidate_layers)
         if not layers:
             raise ValueError("the calibrate schema needs the candidate layers (calibration_layers(model))")
         return [pa.field(NORMS_KEY, pa.list_(pa.float32(), len(layers)))]
@@ -262,22 +269,16 @@ class LabelledCalibrateMode(CalibrateMode):
     degraded_copies`) and observes them: ``degraded_layer_norms`` (C * L, copy-major) and ``degraded_embedding``
     (C * D) on the image's row."""
 
-    def output_schema(
-        self,
-        model: LoadedModel,
-        cfg: ScoringStageConfig,
-        *,
-        candidate_layers: Sequence[str] | None = None,
-    ) -> pa.Schema:
-        schema = super().output_schema(model, cfg, candidate_layers=candidate_layers)
+    def _extra_fields(
+        self, model: LoadedModel, cfg: ScoringStageConfig, candidate_layers: Sequence[str] | None
+    ) -> list[pa.Field]:
+        fields = super()._extra_fields(model, cfg, candidate_layers)
         copies = cfg.degraded_copies
         if copies:
-            layers = len(candidate_layers if candidate_layers is not None else cfg.candidate_layers or ())
-            schema = schema.append(pa.field(DEGRADED_NORMS, pa.list_(pa.float32(), copies * layers)))
-            schema = schema.append(
-                pa.field(DEGRADED_EMBEDDING, pa.list_(pa.float32(), copies * model.embedding_size))
-            )
-        return schema
+            layers = len(_observed_layers(cfg, candidate_layers))
+            fields.append(pa.field(DEGRADED_NORMS, pa.list_(pa.float32(), copies * layers)))
+            fields.append(pa.field(DEGRADED_EMBEDDING, pa.list_(pa.float32(), copies * model.embedding_size)))
+        return fields
 
     def build_runner(self, stage: ScoringStage) -> Runner:
         from ..quality.calibration import EMBEDDING_KEY, degraded_copies, observe_norms_and_embeddings

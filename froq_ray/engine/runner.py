@@ -34,14 +34,14 @@ from ..models import LoadedModel
 from ..storage.fs import check_reachable, open_fs
 from ..storage.listing import input_digest, source_kind
 from ..storage.location import Location
-from ..storage.manifest import RunManifest, utc_now
+from ..storage.manifest import RunManifest, utc_now, write_manifest
 from ..storage.output import OutputLayout, open_output
 from ..storage.run_state import OutputStateError, RunState, discard_stale_shards, record_input_digest
 from ..storage.schema import schema_metadata
 from ..storage.shards import Shard, read_markers
 from .dataset import MapStage, scoring_dataset
 from .inputs import InputRange, InputsPlan, inputs_from_table, materialize_inputs, plan_exists
-from .modes import job_scoring_mode
+from .modes import ScoringMode, job_scoring_mode
 from .progress import ProgressReporter, quality_quantiles
 from .runtime import ensure_ray, no_progress_error, scoring_context
 from .stages import DecodeStageConfig, ReadStageConfig, ScoringStageConfig, load_scoring_model
@@ -314,21 +314,24 @@ class RunResult:
 
 def run_shards(
     job: PreparedRun,
+    mode: ScoringMode,
     stage: ScoringStageConfig,
     schema: pa.Schema,
-    constants: dict[str, str | None],
     *,
     calibration_id: str | None,
     decode: DecodeStageConfig | None = None,
     between: Sequence[MapStage] = (),
-    no_progress_timeout_s: float = 600.0,
 ) -> RunResult:
-    """Score and write the pending shards of ``job`` on the workers; the driver only counts what they report.
+    """Score and write the pending shards of ``job`` on the workers in scoring ``mode``; the driver only counts
+    what they report.
 
-    ``decode`` defaults to reading with ``input.storage_options``; ``between``: CPU stages (e.g. the distill
-    job's degradation) applied to the decoded rows before scoring. ``no_progress_timeout_s`` applies unless
-    ``resources.no_progress_timeout_s`` is set. Raises :class:`NoProgressError` when no shard finishes for that
-    long (re-running resumes)."""
+    Every row gets the mode's per-run columns (:meth:`~froq_ray.engine.modes.ScoringMode.constants` of
+    ``job.model`` and ``calibration_id``). ``decode`` defaults to reading with ``input.storage_options``;
+    ``between``: CPU stages (e.g. the distill job's degradation) applied to the decoded rows before scoring.
+    Raises ``ValueError`` from :meth:`~froq_ray.engine.modes.ScoringMode.constants` (a ``calibration_id`` the
+    mode cannot take) and :class:`NoProgressError` when no shard finishes for ``resources.no_progress_timeout_s``
+    (default: the mode's ``default_no_progress_timeout_s``; re-running resumes)."""
+    constants = mode.constants(job.model, calibration_id)
     cfg = job.cfg
     r = cfg.resources
     if decode is None:
@@ -355,7 +358,7 @@ def run_shards(
     ]
     ensure_ray(r)
     _check_headroom(r.headroom_cpus)
-    timeout = r.no_progress_timeout_s or no_progress_timeout_s
+    timeout = r.no_progress_timeout_s or mode.default_no_progress_timeout_s
     progress = ProgressReporter(sum(s.rows for s in job.pending), cfg.output.progress_interval_s)
     counts: Counter[str] = Counter()
     seconds = dict.fromkeys(STAGES, 0.0)
@@ -439,6 +442,18 @@ def scoring_manifest(job: PreparedRun, result: RunResult, total_counts: dict[str
             "forced": job.state.forced,
         },
     )
+
+
+def write_scoring_manifest(job: PreparedRun, result: RunResult, entries: dict[str, Any]) -> dict[str, Any]:
+    """Write the run manifest of a scoring job to its output and log its summary: :func:`scoring_manifest`
+    with the counts over every shard (:func:`total_counts`) and the job's own ``entries`` added to ``results``,
+    then :func:`summary_lines`. Returns what was written (a JSON-able dict)."""
+    manifest = scoring_manifest(job, result, total_counts(job, result))
+    manifest.results.update(entries)
+    written = write_manifest(Location.of(job.cfg.output), manifest)
+    for line in summary_lines(written, result.quality):
+        log.info(line)
+    return written
 
 
 def total_counts(job: PreparedRun, result: RunResult) -> dict[str, int]:

@@ -12,14 +12,12 @@ from ..engine.runner import (
     nothing_to_do,
     prepare_run,
     run_shards,
-    scoring_manifest,
     scoring_stage_config,
-    summary_lines,
-    total_counts,
+    write_scoring_manifest,
 )
 from ..engine.stages import scoring_settings
 from ..storage.location import Location
-from ..storage.manifest import read_manifest, write_manifest
+from ..storage.manifest import read_manifest
 from ..storage.output import OutputLayout
 from ..storage.schema import EMBEDDING
 from .artifacts import read_artifact
@@ -60,18 +58,8 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         model.model_id,
         cfg.output.uri,
     )
-    constants = mode.constants(model, calibration_id)
-    result = run_shards(
-        job,
-        stage,
-        schema,
-        constants,
-        calibration_id=calibration_id,
-        no_progress_timeout_s=mode.default_no_progress_timeout_s,
-    )
-    manifest = scoring_manifest(job, result, total_counts(job, result))
-    manifest.results["calibration_id"] = calibration_id
-    manifest.results["scoring"] = {
+    result = run_shards(job, mode, stage, schema, calibration_id=calibration_id)
+    scoring = {
         "mode": mode.name,
         "score_kind": mode.score_kind,
         "precision": cfg.scoring.precision,
@@ -80,9 +68,7 @@ def run_annotate(cfg: AnnotateJob, force: bool = False) -> dict:
         "embedding": EMBEDDING in schema.names,
         **scoring_settings(stage, result.graphs),
     }
-    written = write_manifest(Location.of(cfg.output), manifest)
-    for line in summary_lines(written, result.quality):
-        log.info(line)
+    written = write_scoring_manifest(job, result, {"calibration_id": calibration_id, "scoring": scoring})
     log.info("read it with: %s", read_command(cfg.output.uri))
     return written
 

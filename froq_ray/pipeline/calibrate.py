@@ -26,10 +26,8 @@ from ..engine.runner import (
     load_job_model,
     prepare_run,
     run_shards,
-    scoring_manifest,
     scoring_stage_config,
-    summary_lines,
-    total_counts,
+    write_scoring_manifest,
 )
 from ..errors import UserError
 from ..quality.artifact import CalibrationSetDigest
@@ -43,8 +41,6 @@ from ..quality.calibration import (
 from ..quality.perturbations import PerturbationSettings
 from ..storage.annotations import annotation_files, list_matrix, read_table
 from ..storage.fs import join_uri
-from ..storage.location import Location
-from ..storage.manifest import write_manifest
 from ..storage.output import OutputLayout
 from .artifacts import ARTIFACT_FILE, write_artifact
 
@@ -190,14 +186,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
             degraded_seed=cfg.calibration.degraded_seed,
         )
         schema = mode.output_schema(model, stage, candidate_layers=layers)
-        result = run_shards(
-            job,
-            stage,
-            schema,
-            mode.constants(model, None),
-            calibration_id=None,
-            no_progress_timeout_s=mode.default_no_progress_timeout_s,
-        )
+        result = run_shards(job, mode, stage, schema, calibration_id=None)
     c = cfg.calibration
     if c.target == "pseudo_label":
         columns = (PSEUDO_LABEL_KEY, NORMS_KEY) + (("identity",) if c.method == "linear" else ())
@@ -255,8 +244,7 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
             artifact_uri,
             artifact.calibration_id,
         )
-    manifest = scoring_manifest(job, result, total_counts(job, result))
-    manifest.results["calibration"] = {
+    calibration = {
         "artifact": artifact_uri,
         "calibration_id": artifact.calibration_id,
         "selected_layers": artifact.selected_layers,
@@ -269,7 +257,4 @@ def run_calibrate(cfg: CalibrateJob, force: bool = False) -> dict:
         "candidate_layers": len(layers),
         "layer_norms_columns": layers,
     }
-    written = write_manifest(Location.of(cfg.output), manifest)
-    for line in summary_lines(written, result.quality):
-        log.info(line)
-    return written
+    return write_scoring_manifest(job, result, {"calibration": calibration})

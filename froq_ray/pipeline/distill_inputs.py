@@ -33,6 +33,7 @@ from ..storage.annotations import AnnotationFile, annotation_files, identities, 
 from ..storage.schema import PSEUDO_LABEL_COLUMNS
 from ..vocabulary import SplitKeySource
 from .artifacts import read_artifact
+from .inputs import concat_rows
 
 log = logging.getLogger("froq_ray")
 
@@ -116,12 +117,7 @@ def read_annotation_rows(
 ) -> AnnotationRows:
     """The usable rows of ``uris``, sorted by path; a path given twice is an error."""
     files = distill_files(uris, storage_options)
-    frame = pd.concat([_read_file(f, choice) for f in files], ignore_index=True)
-    duplicated = frame["path"][frame["path"].duplicated()]
-    if len(duplicated):
-        raise DistillInputError(
-            f"{len(duplicated)} path(s) appear more than once across the annotations, e.g. {duplicated.iloc[0]}"
-        )
+    frame = concat_rows([_read_file(f, choice) for f in files], DistillInputError)
     rows, dropped = usable_rows(frame)
     rows = rows.sort_values("path", kind="mergesort").reset_index(drop=True)
     return AnnotationRows(rows.drop(columns="status"), [f.uri for f in files], len(frame), dropped)

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import status as st
-from ..config import EvaluateJob, resolved_dict
+from ..config import EvaluateJob
 from ..engine.modes import PERCENTILE_COLUMN
 from ..errors import UserError
 from ..evaluation.external import ScoreFileError, ScoreJoin, join_scores, read_scores
@@ -44,11 +44,11 @@ from ..storage.annotations import (
 )
 from ..storage.fs import check_reachable, join_uri, open_fs
 from ..storage.location import Location
-from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
+from ..storage.manifest import read_manifest, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
-from .outputs import open_files_job_output
+from .outputs import open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -416,11 +416,10 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     print(markdown)
     print(thresholds.to_string(index=False))
     seconds["write"] = time.perf_counter() - clock
-    manifest = RunManifest(
-        job="evaluate",
+    written = write_job_manifest(
+        cfg,
+        state,
         started_at=started_at,
-        config=resolved_dict(cfg),
-        config_digest=state.run_info["config_digest"],
         counts_by_status=status_counts(df["status"]),
         stage_seconds=seconds,
         results={
@@ -442,6 +441,5 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
             **({"scores": _join_summary(joined, cfg)} if joined is not None else {}),
         },
     )
-    written = write_manifest(Location.of(out), manifest)
     log.info("evaluation written to %s (edc.md, edc.csv, thresholds.csv, %s)", out.uri, plot_uri)
     return written

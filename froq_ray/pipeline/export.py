@@ -49,18 +49,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import ExportJob, config_digest, digest_payload, resolved_dict
+from ..config import ExportJob
 from ..errors import UserError
 from ..storage.annotations import KEEP_LIST, annotation_files, read_table
 from ..storage.fs import join_uri, local_path, open_fs, protocol_of, write_bytes_atomic, write_json_atomic
 from ..storage.listing import input_digest
-from ..storage.location import Location
-from ..storage.manifest import RunManifest, utc_now, write_manifest
-from ..storage.output import OutputLayout, discard_listed_shards, open_output, record_files
+from ..storage.manifest import utc_now
+from ..storage.output import OutputLayout, discard_listed_shards, record_files
 from ..storage.reader import read_blobs
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import text_values
 from ..storage.shards import STATE_DIR, marker_name, part_name
+from .outputs import open_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -180,8 +180,9 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
 
 
 def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
-    """Export the kept images (module doc); returns the run manifest (:class:`RunManifest` as written: the
-    common header and ``results``). ``force``: resume even though the config or keep-list changed. Raises
+    """Export the kept images (module doc); returns the run manifest
+    (:class:`~froq_ray.storage.manifest.RunManifest` as written: the common header and ``results``). ``force``:
+    resume even though the config or keep-list changed. Raises
     :class:`ExportInputError` and :class:`~froq_ray.storage.run_state.OutputStateError`."""
     cfg, out = job.export, job.output
     started_at, started = utc_now(), time.perf_counter()
@@ -192,17 +193,13 @@ def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
     if cfg.link:
         _check_linkable(kept["path"], out.uri)
     listing = kept[["path", "identity"]]
-    extra = {"keep_list_rows": keep_rows}
-    digest = config_digest(job, extra=extra)
-    state = open_output(
-        Location.of(out),
-        out.mode,
+    state = open_job_output(
+        job,
         OUTPUT,
-        config_digest=digest,
+        extra={"keep_list_rows": keep_rows},
+        force=force,
         input_digest=input_digest(listing),
         inputs=[keep_uri],
-        force=force,
-        config=digest_payload(job, extra=extra),
         listing=listing,
     )
     fs, root = state.fs, state.path
@@ -240,17 +237,13 @@ def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
     skipped = [row for s in shards for row in state.markers[s.index]["skipped"]]
     _write_skipped(fs, root, skipped)
     results = _results(job, keep, state, shards, len(pending))
-    manifest = write_manifest(
-        Location.of(out),
-        RunManifest(
-            job="export",
-            started_at=started_at,
-            config=resolved_dict(job),
-            config_digest=digest,
-            counts_by_status=_counts(results, keep_rows),
-            stage_seconds={"prepare": read_seconds, "export": time.perf_counter() - started},
-            results=results,
-        ),
+    manifest = write_job_manifest(
+        job,
+        state,
+        started_at=started_at,
+        counts_by_status=_counts(results, keep_rows),
+        stage_seconds={"prepare": read_seconds, "export": time.perf_counter() - started},
+        results=results,
     )
     if skipped:
         log.warning(

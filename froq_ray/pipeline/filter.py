@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import status as st
-from ..config import FilterJob, resolved_dict
+from ..config import FilterJob
 from ..curation import presets
 from ..curation.centres import CentreAccumulator, CentreSums, CentreTable, l2_normalise
 from ..curation.classifiability import CentreIndex
@@ -48,12 +48,12 @@ from ..models.inference import resolve_device, torch_dtype
 from ..storage.annotations import KEEP_LIST, AnnotationFile, embedding_matrix, identities, iter_batches
 from ..storage.annotations import annotation_files as read_annotation_files
 from ..storage.fs import join_uri, read_json, write_bytes_atomic, write_json_atomic
-from ..storage.location import Location
-from ..storage.manifest import LEGACY_MANIFEST_FILE, RunManifest, status_counts, utc_now, write_manifest
+from ..storage.manifest import LEGACY_MANIFEST_FILE, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
-from .outputs import open_files_job_output
+from .inputs import concat_rows
+from .outputs import open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -156,13 +156,7 @@ def centre_pass(job: FilterJob, files: list[AnnotationFile]) -> tuple[pd.DataFra
             accumulator.add(CentreSums.from_chunk(matrix[usable], frame["identity"].to_numpy(object)[usable]))
         frame["has_embedding"] = present
         frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
-    duplicated = table["path"][table["path"].duplicated()]
-    if len(duplicated):
-        raise FilterInputError(
-            f"{len(duplicated)} path(s) appear more than once across the annotations, "
-            f"e.g. {duplicated.iloc[0]}"
-        )
+    table = concat_rows(frames, FilterInputError)
     try:
         sums = accumulator.result()
     except ValueError:
@@ -388,40 +382,42 @@ def neighbour_reports(
     return reports
 
 
+def _duplicate_counts(dups: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "pairs": len(dups),
+        "within_identity": int(dups["same_identity"].sum()),
+        "across_identities": int((~dups["same_identity"]).sum()),
+        "images": int(pd.concat([dups["path_a"], dups["path_b"]]).nunique()),
+    }
+
+
+def _overlap_counts(overlap: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "identities": len(overlap),
+        "images": int(overlap["images"].sum()),
+        "by": {str(k): int(v) for k, v in sorted(overlap["overlap_by"].value_counts().items())},
+    }
+
+
+REPORT_COUNTS: tuple[tuple[str, str, str, Callable[[pd.DataFrame], dict[str, Any]]], ...] = (
+    ("near_duplicates", DUPLICATES, "duplicate", _duplicate_counts),
+    ("identity_merges", IDENTITY_MERGES, "merge", lambda merges: {"pairs": len(merges)}),
+    ("eval_overlap", EVAL_OVERLAP, "eval_overlap", _overlap_counts),
+)
+"""Each report's summary entry: (summary key, report file, key in ``thresholds``, its counts)."""
+
+
 def report_counts(reports: dict[str, pd.DataFrame], thresholds: dict[str, Any]) -> dict[str, Any]:
-    """The summary's (and manifest's) counts of each report; ``enabled: false`` for those not run."""
+    """The summary's (and manifest's) counts of each report (:data:`REPORT_COUNTS`): ``enabled``, the
+    ``threshold`` used and the report's counts; ``enabled: false`` alone for those not run."""
     out: dict[str, Any] = {}
-    dups = reports.get(DUPLICATES)
-    out["near_duplicates"] = (
-        {"enabled": False}
-        if dups is None
-        else {
-            "enabled": True,
-            "threshold": thresholds["duplicate"],
-            "pairs": len(dups),
-            "within_identity": int(dups["same_identity"].sum()),
-            "across_identities": int((~dups["same_identity"]).sum()),
-            "images": int(pd.concat([dups["path_a"], dups["path_b"]]).nunique()),
-        }
-    )
-    merges = reports.get(IDENTITY_MERGES)
-    out["identity_merges"] = (
-        {"enabled": False}
-        if merges is None
-        else {"enabled": True, "threshold": thresholds["merge"], "pairs": len(merges)}
-    )
-    overlap = reports.get(EVAL_OVERLAP)
-    out["eval_overlap"] = (
-        {"enabled": False}
-        if overlap is None
-        else {
-            "enabled": True,
-            "threshold": thresholds["eval_overlap"],
-            "identities": len(overlap),
-            "images": int(overlap["images"].sum()),
-            "by": {str(k): int(v) for k, v in sorted(overlap["overlap_by"].value_counts().items())},
-        }
-    )
+    for key, name, threshold, counts in REPORT_COUNTS:
+        frame = reports.get(name)
+        out[key] = (
+            {"enabled": False}
+            if frame is None
+            else {"enabled": True, "threshold": thresholds[threshold], **counts(frame)}
+        )
     return out
 
 
@@ -516,17 +512,13 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
         fs, f"{path}/{HISTOGRAMS}", histograms_png(decisions, stats, cfg.quality_column, cfg.histogram_bins)
     )
     write_json_atomic(fs, f"{path}/{SUMMARY}", result)
-    write_manifest(
-        Location.of(out),
-        RunManifest(
-            job="filter",
-            started_at=started_at,
-            config=resolved_dict(job),
-            config_digest=state.run_info["config_digest"],
-            counts_by_status=status_counts(decisions["status"]),
-            stage_seconds={k.removesuffix("_s"): v for k, v in timings.items()},
-            results={"summary": result},
-        ),
+    write_job_manifest(
+        job,
+        state,
+        started_at=started_at,
+        counts_by_status=status_counts(decisions["status"]),
+        stage_seconds={k.removesuffix("_s"): v for k, v in timings.items()},
+        results={"summary": result},
     )
     if fs.exists(f"{path}/{LEGACY_MANIFEST_FILE}"):  # an older version's manifest would describe another run
         fs.rm_file(f"{path}/{LEGACY_MANIFEST_FILE}")

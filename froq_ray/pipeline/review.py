@@ -40,7 +40,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import status as st
-from ..config import ReviewConfig, ReviewJob, resolved_dict
+from ..config import ReviewConfig, ReviewJob
 from ..curation import review as sel
 from ..curation.review_page import Section, Tile, contact_sheets, html_page
 from ..errors import UserError
@@ -48,10 +48,11 @@ from ..imaging.decode import decode_batch
 from ..storage.annotations import KEEP_LIST, AnnotationFile, annotation_files, identities, read_table
 from ..storage.fs import join_uri, open_fs, read_json, write_bytes_atomic
 from ..storage.location import Location
-from ..storage.manifest import RunManifest, read_manifest, status_counts, utc_now, write_manifest
+from ..storage.manifest import read_manifest, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.reader import read_blobs
-from .outputs import open_files_job_output
+from .inputs import concat_rows
+from .outputs import open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -120,13 +121,7 @@ def read_annotations(cfg: ReviewConfig, files: list[AnnotationFile]) -> pd.DataF
         if PERCENTILE in table.column_names:
             frame[PERCENTILE] = table.column(PERCENTILE).to_pandas().astype(np.float64).to_numpy()
         frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
-    repeated = out["path"][out["path"].duplicated()]
-    if len(repeated):
-        raise ReviewInputError(
-            f"{len(repeated)} path(s) appear more than once in the annotations, e.g. {repeated.iloc[0]}"
-        )
-    return out
+    return concat_rows(frames, ReviewInputError, where="in the annotations")
 
 
 def read_filter_output(uri: str, storage_options: dict[str, Any]) -> FilterOutput:
@@ -500,17 +495,13 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
         },
         "outputs": {"page": join_uri(out.uri, INDEX), "sheets": join_uri(out.uri, SHEETS)},
     }
-    write_manifest(
-        Location.of(out),
-        RunManifest(
-            job="review",
-            started_at=started_at,
-            config=resolved_dict(job),
-            config_digest=state.run_info["config_digest"],
-            counts_by_status=status_counts(table["status"]),
-            stage_seconds=timings,
-            results=results,
-        ),
+    write_job_manifest(
+        job,
+        state,
+        started_at=started_at,
+        counts_by_status=status_counts(table["status"]),
+        stage_seconds=timings,
+        results=results,
     )
     if unscored["count"]:
         log.warning("review: %s", _unscored_text(unscored, cfg.quality_column))

@@ -209,17 +209,14 @@ def run_self_training(
         decode = DecodeStageConfig(
             storage_options=dict(cfg.distill.storage_options), num_cpus=cfg.resources.decode_num_cpus
         )
-        mode = teacher_mode(teacher)
-        constants = mode.constants(model, teacher.calibration_id)
         result = run_shards(
             job,
+            teacher_mode(teacher),
             teacher_stage(cfg, teacher),
             self_training_schema(cfg, teacher),
-            constants,
             calibration_id=teacher.calibration_id,
             decode=decode,
             between=(MapStage(degrade_and_store, degrade_cfg),),
-            no_progress_timeout_s=mode.default_no_progress_timeout_s,
         )
     counts = total_counts(job, result)
     return SelfTrainingResult(uri, len(listing), counts, result.shards_written, len(job.shards))

@@ -178,7 +178,9 @@ def test_csv_and_parquet_manifests(tmp_path):
     fs = fsspec.filesystem("file")
     out = str(tmp_path / "out")
     csv = tmp_path / "m.csv"
-    csv.write_text("path,who\nz/9.jpg,zed\na/1.jpg,\ns3://b/k.png,2019\na/1.jpg,\n/abs/x.gif,amy\nm.jpg,NaN\n")
+    csv.write_text(
+        "path,who\nz/9.jpg,zed\na/1.jpg,\ns3://b/k.png,2019\na/1.jpg,\n/abs/x.gif,amy\nm.jpg,NaN\n"
+    )
     pq.write_table(
         pa.table({"path": ["q.jpg", "b.jpg", "q.jpg", "c.jpg"], "who": [1, None, 1, 3]}),
         tmp_path / "m.parquet",

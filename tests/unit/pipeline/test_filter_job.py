@@ -379,3 +379,22 @@ def test_resume_of_a_finished_filter_run_does_nothing_and_a_changed_input_recomp
     again = run_filter(resume)
     assert (again["rows"], first["rows"]) == (9, 10)
     assert len(pd.read_parquet(tmp_path / "out" / "keep_list.parquet")) == 9
+
+
+def test_a_path_in_two_annotation_folders_is_refused_naming_it(tmp_path: Path):
+    from froq_ray.pipeline.filter import FilterInputError
+
+    rows = annotation_rows()
+    write_annotations(tmp_path / "a", rows)
+    more = annotation_rows(seed=1)
+    more["path"] = more["path"].str.replace("/faces/", "/more/")
+    more.loc[[2, 8], "path"] = rows["path"].iloc[[3, 7]].to_numpy()  # two of a's images again, in b
+    write_annotations(tmp_path / "b", more)
+    cfg = job(tmp_path / "a", tmp_path / "out")
+    cfg.filter.annotations = [str(tmp_path / "a"), str(tmp_path / "b")]
+    with pytest.raises(FilterInputError) as info:
+        run_filter(cfg)
+    assert str(info.value) == (
+        f"2 path(s) appear more than once across the annotations, e.g. {rows['path'].iloc[3]}"
+    )
+    assert not (tmp_path / "out" / "keep_list.parquet").exists()
