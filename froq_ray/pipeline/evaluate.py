@@ -48,7 +48,7 @@ from ..storage.manifest import read_manifest, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.run_state import OutputStateError, RunState
 from ..storage.schema import EMBEDDING
-from .outputs import open_files_job_output, write_job_manifest
+from .outputs import already_finished, open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -335,12 +335,7 @@ def run_evaluate(cfg: EvaluateJob) -> dict:
     # a dry run first: the output is opened for real (and an overwritten run's files deleted) only once the
     # evaluation is computed, so a refused input leaves the output as it was (pipeline/outputs.py)
     state = open_evaluation_output(cfg, plot_uri, inputs, dry_run=True)
-    if state.finished:
-        log.info(
-            "%s holds the finished evaluation of this config and these annotations: nothing to do "
-            "(output.mode=overwrite recomputes)",
-            out.uri,
-        )
+    if already_finished(cfg, state):
         return read_manifest(Location.of(out))
     table = read_annotations(cfg, files)
     seconds = {"read": time.perf_counter() - clock}

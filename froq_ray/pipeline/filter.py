@@ -53,7 +53,7 @@ from ..storage.output import OutputLayout
 from ..storage.run_state import RunState
 from ..storage.schema import EMBEDDING, frame_to_table
 from .inputs import concat_rows
-from .outputs import open_files_job_output, write_job_manifest
+from .outputs import already_finished, open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -450,12 +450,7 @@ def run_filter(job: FilterJob) -> dict[str, Any]:
     files = annotation_files(cfg.annotations, cfg.storage_options)
     # opened for real only before writing: a refused input leaves the output as it was (pipeline/outputs.py)
     state = open_filter_output(job, files, dry_run=True)
-    if state.finished:
-        log.info(
-            "filter: %s holds the finished run of this config and these annotations: nothing to do "
-            "(output.mode=overwrite recomputes)",
-            out.uri,
-        )
+    if already_finished(job, state):
         return read_json(state.fs, f"{state.path}/{SUMMARY}")
     thresholds = resolve_thresholds(job, files)
     settings = policy_settings(job, thresholds)

@@ -10,6 +10,7 @@ leaves the output as it was: no run record in a new output, and an earlier run's
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ from ..storage.location import Location
 from ..storage.manifest import RunManifest, write_manifest
 from ..storage.output import OutputLayout, files_digest, open_output
 from ..storage.run_state import RunState
+
+log = logging.getLogger("froq_ray")
 
 
 def open_job_output(
@@ -92,3 +95,17 @@ def write_job_manifest(
             results=results,
         ),
     )
+
+
+def already_finished(job: JobConfig, state: RunState) -> bool:
+    """Whether ``state`` (the dry run of a files job's output, :func:`open_files_job_output`) holds the finished
+    run of this config and these inputs; if so, says on one log line that there is nothing to do."""
+    if state.finished:
+        log.info(
+            "%s: %s holds the finished %s of this config and these inputs: nothing to do "
+            "(output.mode=overwrite computes it again)",
+            job.job,
+            job.output.uri,
+            job.job,
+        )
+    return state.finished

@@ -52,7 +52,7 @@ from ..storage.manifest import read_manifest, status_counts, utc_now
 from ..storage.output import OutputLayout
 from ..storage.reader import read_blobs
 from .inputs import concat_rows
-from .outputs import open_files_job_output, write_job_manifest
+from .outputs import already_finished, open_files_job_output, write_job_manifest
 
 log = logging.getLogger("froq_ray")
 
@@ -443,12 +443,7 @@ def run_review(job: ReviewJob) -> dict[str, Any]:
     inputs = [*files, *(filtered.files if filtered else [])]
     # opened for real only before writing: a refused input leaves the output as it was (pipeline/outputs.py)
     state = open_review_output(job, inputs, dry_run=True)
-    if state.finished:
-        log.info(
-            "review: %s holds the finished review of this config and these inputs: nothing to do "
-            "(output.mode=overwrite writes it again)",
-            out.uri,
-        )
+    if already_finished(job, state):
         return read_manifest(Location.of(out))["results"]
     table, source = review_table(read_annotations(cfg, files), filtered)
     unscored = unscored_rows(table)
