@@ -10,7 +10,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ from PIL import Image
 
 from froq_ray.cli import main
 from froq_ray.pipeline.filter import KEEP_LIST
-from tests.integration.jobfiles import lfw_sample
+from tests.integration.jobfiles import env_with_repo_on_path, lfw_sample
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")  # the export's shard tasks run on the test cluster
 
@@ -476,3 +480,64 @@ def test_kept_rows_whose_status_is_not_ok_are_counted_named_skips(tmp_path, sour
     assert not (out / first.parent.name / first.name).exists()
     assert manifest(out)["results"]["written"] == len(ok) - 1
     assert manifest(out)["results"]["shards_written_this_run"] == 1
+
+
+KILL_AFTER_SHARDS = 20
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_export_resumes_to_exactly_one_copy_of_each_kept_image(tmp_path, lfw_dev_dir, ray_cluster):
+    """The export driver (joined to the test cluster) is killed once KILL_AFTER_SHARDS shard markers exist (a
+    count, not a time); the re-run keeps every completed shard as it was and writes the rest: each kept image
+    once, in keep-list order, byte for byte."""
+    paths = sorted(str(p) for p in (lfw_dev_dir / "images").rglob("*.jpg"))
+    (tmp_path / "filter").mkdir()
+    pq.write_table(
+        pa.table(
+            {"path": paths, "identity": [Path(p).parent.name for p in paths], "keep": [True] * len(paths)}
+        ),
+        tmp_path / "filter" / KEEP_LIST,
+    )
+    shard_size = 2
+    n_shards = -(-len(paths) // shard_size)
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address
+    args = ["export", "--keep-list", str(tmp_path / "filter"), "--output", str(out), "--format", "parquet"]
+    args += ["--set", f"export.shard_size={shard_size}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "froq_ray.cli", *args, "--set", f"resources.ray_address={address}"],
+        env=env_with_repo_on_path(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while (
+            len(list((out / "_froq").glob("part-*.done.json"))) < KILL_AFTER_SHARDS
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
+            time.sleep(0.02)
+        exited_by_itself = proc.poll()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert exited_by_itself is None, f"the export ended (exit {exited_by_itself}) before it could be killed"
+    before = {p.name: p.read_bytes() for p in (out / "_froq").glob("part-*.done.json")}
+    assert KILL_AFTER_SHARDS <= len(before) < n_shards, f"not killed mid-way: {len(before)}/{n_shards} shards"
+    parts_before = {n: (out / n.replace(".done.json", ".parquet")).read_bytes() for n in before}
+
+    assert main(args) == 0  # the re-run, in this process (already on the cluster)
+    after = {p.name: p.read_bytes() for p in (out / "_froq").glob("part-*.done.json")}
+    assert len(after) == n_shards
+    assert all(after[n] == before[n] for n in before), "completed shards were rewritten"
+    assert all((out / n.replace(".done.json", ".parquet")).read_bytes() == b for n, b in parts_before.items())
+    table = pd.read_parquet(out)
+    assert table.path.tolist() == paths  # each kept image exactly once, in order
+    sample = range(0, len(paths), 97)
+    assert [table.image[i]["bytes"] for i in sample] == [Path(paths[i]).read_bytes() for i in sample]
+    m = manifest(out)["results"]
+    assert (
+        m["written"] == len(paths) and m["resumed"] and m["shards_written_this_run"] == n_shards - len(before)
+    )
