@@ -1,7 +1,7 @@
 """The export job: the images a keep-list keeps -> identity folders, Parquet shards or WebDataset tar shards.
 
 Reads the keep-list of ``froq filter`` (``export.keep_list``: its output folder or the ``keep_list.parquet``
-file; columns ``path``, ``keep``, optional ``identity``, ``quality``) with the one annotation reader
+file; columns ``path``, ``keep``, optional ``identity``, ``quality``, ``status``) with the one annotation reader
 (:mod:`froq_ray.storage.annotations`), takes the rows with ``keep`` true, sorted by
 path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
 
@@ -15,16 +15,26 @@ path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
   stored, ``ext`` the source's lower-case extension), ``<key>.cls`` (the label) and ``<key>.json`` (``path``,
   ``identity``, ``label``, ``quality``); ``key`` is the row's 9-digit index among the kept rows.
 
+The driver plans and commits; workers read and write. The driver reads the keep-list, names every target,
+checks the output and plans the shards; each shard still to write is one Ray task
+(:func:`froq_ray.engine.tasks.run_tasks`, ``resources.export_num_cpus`` CPUs each, on the driver's node when the
+output or a source is local) that gets only its own rows, reads their sources and writes the shard's files and
+then its marker (which records the ``worker``: host and process id); the driver collects the markers and writes
+``_froq/skipped.parquet`` and the manifest.
+
 Sources are read through fsspec (``export.storage_options``), in batches, and never written: an output that is
-a source's folder, lies inside one or holds a source is refused. A source that cannot be read (missing,
-unreadable) is skipped, counted by reason and named in the log, in ``_froq/manifest.json`` (``results.skipped``,
-and ``counts_by_status``) and in ``_froq/skipped.parquet``; every other kept image is exported.
+a source's folder, lies inside one or holds a source is refused. A kept row whose keep-list ``status`` is not
+``ok`` (``not_an_image``, ``corrupt``... as annotate wrote it; null counts as not ok) is not read and skipped
+with reason ``status_<status>`` (``status_null`` for a null); a source that cannot be read (missing,
+unreadable) is skipped with reason ``missing`` or ``read_error``. Every skip is counted by reason and named in the
+log, in ``_froq/manifest.json`` (``results.skipped``, and ``counts_by_status``) and in
+``_froq/skipped.parquet``; every other kept image is exported.
 
 ``output.mode`` is the one output lifecycle (:func:`froq_ray.storage.output.open_output` with :data:`OUTPUT`, a
 ``listed`` layout): before a shard writes anything, ``_froq/files-NNNNN.json`` names the files it will write
 (:func:`~froq_ray.storage.output.record_files`); its completion marker ``_froq/part-NNNNN.done.json`` (files,
 counts, skips) comes last. ``resume`` skips shards with a marker and refuses a changed config or keep-list
-unless ``force`` (then shards of another plan, rows or format are undone and written again); ``overwrite``
+unless ``force`` (then shards of another plan, rows, statuses or format are undone and written again); ``overwrite``
 first deletes every file an earlier export listed (and only those); ``error_if_exists`` refuses an output an
 export has written to. Any mode refuses an output that holds files no export wrote, so nothing of yours is
 overwritten.
@@ -38,6 +48,7 @@ import logging
 import os
 import posixpath
 import re
+import socket
 import tarfile
 import time
 from collections import Counter
@@ -49,10 +60,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import status as st
 from ..config import ExportJob
+from ..engine.tasks import run_tasks
 from ..errors import UserError
 from ..storage.annotations import KEEP_LIST, annotation_files, read_table
-from ..storage.fs import join_uri, local_path, open_fs, protocol_of, write_bytes_atomic, write_json_atomic
+from ..storage.fs import (
+    join_uri,
+    local_path,
+    open_fs,
+    protocol_of,
+    to_uri,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ..storage.listing import input_digest
 from ..storage.manifest import utc_now
 from ..storage.output import OutputLayout, discard_listed_shards, record_files
@@ -73,6 +94,8 @@ OUTPUT = OutputLayout(
 lists them before writing (``listed``); besides those, the skip table and the class list in ``_froq/``."""
 KEEP_LIST_HINT = f"export.keep_list takes a `froq filter` output or its {KEEP_LIST}"
 NO_LABEL = -1
+STATUS_SKIP = "status_"
+"""Prefix of the skip reason of a kept row whose keep-list status is not ok (``status_not_an_image``)."""
 READ_BATCH = 64
 """Source images read at a time (concurrently for object stores)."""
 HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -112,7 +135,8 @@ class ExportInputError(UserError, ValueError):
 class KeepList:
     rows: pd.DataFrame
     """The kept rows sorted by path: ``path``, ``identity`` (None without one), ``quality`` (float32, NaN without
-    one), ``label`` (the identity's index in ``classes``, -1 without one)."""
+    one), ``status`` (the keep-list's text, None where null; ``ok`` for every row of a keep-list without a
+    ``status`` column), ``label`` (the identity's index in ``classes``, -1 without one)."""
     uri: str
     total_rows: int
     """Rows of the keep-list, kept or not."""
@@ -127,6 +151,34 @@ class ShardPlan:
     stop: int
 
 
+@dataclass(frozen=True)
+class ExportSettings:
+    """What every shard task needs besides its rows (picklable): the output folder (``out_uri``: the resolved
+    folder's URI, an absolute path for local output, with ``out_storage_options``; ``mode``: ``output.mode``),
+    ``format``, ``link`` and the sources' ``storage_options``."""
+
+    out_uri: str
+    out_storage_options: dict[str, Any]
+    mode: str
+    format: str
+    link: bool
+    storage_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard's work, run as one Ray task: ``rows`` (the shard's slice of :attr:`KeepList.rows`, rows
+    ``shard.start`` .. ``shard.stop - 1``) and ``targets`` (their entries of the targets, same order)."""
+
+    settings: ExportSettings
+    shard: ShardPlan
+    rows: pd.DataFrame
+    targets: list[str]
+
+    def __str__(self) -> str:
+        return f"export shard {self.shard.index} (kept rows {self.shard.start}..{self.shard.stop - 1})"
+
+
 def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     """The kept rows of the keep-list at ``uri`` (a filter output folder, a Parquet file, or a glob of them,
     read in order) through :mod:`froq_ray.storage.annotations`. Raises :class:`ExportInputError` for a
@@ -137,7 +189,13 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     except ExportInputError as exc:
         raise ExportInputError(f"keep-list: {exc} ({KEEP_LIST_HINT})") from None
     tables = [
-        read_table(f, ("path", "keep"), ("identity", "quality"), hint=KEEP_LIST_HINT, error=ExportInputError)
+        read_table(
+            f,
+            ("path", "keep"),
+            ("identity", "quality", "status"),
+            hint=KEEP_LIST_HINT,
+            error=ExportInputError,
+        )
         for f in files
     ]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
@@ -147,21 +205,26 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
         raise ExportInputError(f"{uri}: keep must be a boolean column without nulls (it is {keep.type})")
     kept = table.filter(keep)
     n = kept.num_rows
+
+    def text(name: str, default: str | None) -> pd.Series:
+        # object columns: a null stays None (pandas' string dtype would turn it into NaN)
+        if name not in kept.column_names:
+            return pd.Series([default] * n, dtype=object)
+        try:
+            return pd.Series(text_values(kept.column(name).to_pylist(), name), dtype=object)
+        except TypeError as exc:
+            raise ExportInputError(f"{uri}: kept rows: {exc}") from None
+
     frame = pd.DataFrame(
         {
-            # object columns: a null stays None (pandas' string dtype would turn it into NaN)
-            "path": pd.Series(text_values(kept.column("path").to_pylist(), "path"), dtype=object),
-            "identity": pd.Series(
-                text_values(kept.column("identity").to_pylist(), "identity")
-                if "identity" in kept.column_names
-                else [None] * n,
-                dtype=object,
-            ),
+            "path": text("path", None),
+            "identity": text("identity", None),
             "quality": np.asarray(
                 [np.nan if v is None else v for v in kept.column("quality").to_pylist()], dtype=np.float32
             )
             if "quality" in kept.column_names
             else np.full(n, np.nan, np.float32),
+            "status": text("status", st.OK),
         }
     )
     nulls = frame.index[frame["path"].isna()]
@@ -224,12 +287,29 @@ def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
         cfg.format,
         out.uri,
     )
-    for shard in pending:
-        marker = _export_shard(job, state, kept.iloc[shard.start : shard.stop], targets, shard)
-        state.markers[shard.index] = marker
+    settings = ExportSettings(
+        to_uri(fs, root),
+        dict(out.storage_options),
+        out.mode,
+        cfg.format,
+        cfg.link,
+        dict(cfg.storage_options),
+    )
+    tasks = [
+        ShardTask(settings, s, kept.iloc[s.start : s.stop].copy(), targets[s.start : s.stop]) for s in pending
+    ]
+    local = protocol_of(out.uri) == "file" or any(protocol_of(p) == "file" for p in kept["path"])
+    for task, marker in run_tasks(
+        _export_shard,
+        tasks,
+        resources=job.resources,
+        num_cpus=job.resources.export_num_cpus,
+        on_driver_node=local,
+    ):
+        state.markers[task.shard.index] = marker
         log.info(
             "export: shard %d/%d done (%d written, %d skipped)",
-            shard.index + 1,
+            task.shard.index + 1,
             len(shards),
             marker["written"],
             len(marker["skipped"]),
@@ -296,15 +376,26 @@ def _shard_file(fmt: str, index: int) -> str:
 
 def _is_current(marker: dict[str, Any] | None, shard: ShardPlan, kept: pd.DataFrame, cfg) -> bool:
     """Whether an earlier run's marker is this shard of this plan: same rows (bounds and their digest), format
-    and link setting (only a forced resume can find one that is not)."""
+    and link setting, and the same rows skipped for their keep-list status (a status edited since, or a marker
+    of an export that did not skip by status, is not current)."""
     if marker is None:
         return False
     rows = kept.iloc[shard.start : shard.stop]
+    status_skips = {
+        s["path"]: s["reason"] for s in marker.get("skipped", ()) if s["reason"].startswith(STATUS_SKIP)
+    }
+    statuses = zip(rows["path"], rows["status"], strict=True)
     return (
         (marker.get("start"), marker.get("stop")) == (shard.start, shard.stop)
         and (marker.get("format"), marker.get("link")) == (cfg.format, cfg.link)
         and marker.get("rows_digest") == input_digest(rows)
+        and status_skips == {p: _status_reason(v) for p, v in statuses if v != st.OK}
     )
+
+
+def _status_reason(status: str | None) -> str:
+    """The skip reason of a kept row whose keep-list status is not ok: ``status_<status>``, ``status_null``."""
+    return STATUS_SKIP + ("null" if status is None else status)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -343,31 +434,41 @@ def _check_linkable(paths: pd.Series, out_uri: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def _export_shard(
-    job: ExportJob, state: RunState, rows: pd.DataFrame, targets: list[str], shard: ShardPlan
-) -> dict[str, Any]:
-    cfg, fs, root = job.export, state.fs, state.path
-    if cfg.format == "folder":
-        files = [targets[i] for i in range(shard.start, shard.stop)]
-    else:
-        files = [_shard_file(cfg.format, shard.index)]
-    record_files(state, shard.index, files)
-    written, skipped, members = 0, [], []
-    paths = rows["path"].tolist()
+def _export_shard(task: ShardTask) -> dict[str, Any]:
+    """Write one shard (a Ray task, on a worker): record its files, read the sources of its rows whose status
+    is ok, write the member files (folder) or the shard file, then the marker, which it returns. A retried task
+    rewrites the same names. Returns the marker: bounds, ``written``, ``skipped`` (``path``, ``reason``,
+    ``error`` per skipped row, in row order), ``rows_digest``, ``files``, ``format``, ``link``, ``written_at``,
+    ``worker`` (``host``, ``pid``)."""
+    cfg, shard, rows = task.settings, task.shard, task.rows
+    fs, root = open_fs(cfg.out_uri, cfg.out_storage_options)
+    files = list(task.targets) if cfg.format == "folder" else [_shard_file(cfg.format, shard.index)]
+    record_files(RunState(cfg.out_uri, fs, root, cfg.mode), shard.index, files)
+    written, skipped = 0, []
+    members: list[tuple[int, pd.Series, str, bytes]] = []
+    paths, statuses = rows["path"].tolist(), rows["status"].tolist()
     for start in range(0, len(paths), READ_BATCH):
         batch = range(start, min(start + READ_BATCH, len(paths)))
-        blobs = _read(paths[start : batch.stop], cfg.link, cfg.storage_options)
-        for j, (blob, error) in zip(batch, blobs, strict=True):
+        readable = [j for j in batch if statuses[j] == st.OK]
+        blobs = dict(
+            zip(readable, _read([paths[j] for j in readable], cfg.link, cfg.storage_options), strict=True)
+        )
+        for j in batch:
             row = rows.iloc[j]
+            if j not in blobs:
+                reason = _status_reason(statuses[j])
+                message = f"{row['path']}: the keep-list's status is {statuses[j]!r}, not {st.OK!r}"
+                skipped.append({"path": row["path"], "reason": reason, "error": message})
+                continue
+            blob, error = blobs[j]
             if error is not None:
                 skipped.append({"path": row["path"], "reason": _reason(error), "error": error})
                 continue
-            i = shard.start + j
             if cfg.format == "folder":
-                _write_member(fs, root, targets[i], row["path"], blob, cfg.link)
+                _write_member(fs, root, task.targets[j], row["path"], blob, cfg.link)
             else:
                 assert blob is not None  # shards never link: every source read without error has its bytes
-                members.append((i, row, targets[i], blob))
+                members.append((shard.start + j, row, task.targets[j], blob))
             written += 1
     if cfg.format == "parquet":
         write_bytes_atomic(fs, f"{root}/{files[0]}", _parquet_shard(members))
@@ -385,6 +486,7 @@ def _export_shard(
         "format": cfg.format,
         "link": cfg.link,
         "written_at": utc_now(),
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     write_json_atomic(fs, f"{root}/{STATE_DIR}/{marker_name(shard.index)}", marker)
     return marker

@@ -1,6 +1,7 @@
 """`froq export`: a keep-list's real LFW-dev images -> identity folders (copies or links), Parquet shards, WebDataset
 tar shards, read back with pandas, Hugging Face `datasets` and `webdataset` and compared byte for byte with the
-sources; a missing source is a counted, named skip; output modes; the sources are never touched."""
+sources; a missing source or a kept row whose status is not ok is a counted, named skip; output modes; the
+sources are never touched. The shards are written by Ray tasks on the test's local cluster (`ray_cluster`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +26,9 @@ from PIL import Image
 
 from froq_ray.cli import main
 from froq_ray.pipeline.filter import KEEP_LIST
-from tests.integration.jobfiles import lfw_sample
+from tests.integration.jobfiles import env_with_repo_on_path, lfw_sample
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")  # the export's shard tasks run on the test cluster
 
 IDENTITIES = 3
 PER_IDENTITY = 3
@@ -394,3 +402,142 @@ def test_a_keep_list_mixing_null_and_named_identities_gets_labels_and_minus_one(
     df = pd.read_parquet(tmp_path / "out").set_index("path").loc[paths]
     assert df.identity.tolist()[0::2] == ["b", "a"] and pd.isna(df.identity.iloc[1])
     assert df.label.tolist() == [1, -1, 0]  # classes sorted: a=0, b=1
+
+
+def test_the_shards_are_read_and_written_by_ray_workers_not_the_driver(tmp_path, keep_list):
+    """Each shard's marker records the process that read its sources and wrote its files: a Ray worker on this
+    machine, never the driver (this test process); the shards' contents are still the kept images."""
+    assert export(tmp_path, "parquet") == 0
+    out = tmp_path / "out"
+    markers = [json.loads(p.read_text()) for p in sorted((out / "_froq").glob("part-*.done.json"))]
+    assert [m["shard"] for m in markers] == [0, 1, 2]
+    workers = {(m["worker"]["host"], m["worker"]["pid"]) for m in markers}
+    assert all(host == socket.gethostname() for host, _ in workers)
+    assert os.getpid() not in {pid for _, pid in workers}
+    for _, pid in workers:  # Ray's worker processes name themselves "ray::<task or IDLE>"
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"), pid
+    assert pd.read_parquet(out).path.tolist() == kept(keep_list).path.tolist()
+
+
+def status_keep_list(tmp_path: Path, source: Path) -> pd.DataFrame:
+    """A keep-list as annotate + a hand edit leave it: the 9 real crops (status ok, one not kept), plus kept rows
+    whose status is not ok: a text file named .jpg (not_an_image), a real crop marked corrupt, a null status."""
+    crops = sorted(str(p) for p in source.rglob("*.jpg"))
+    text = source / Path(crops[0]).parent.name / "readme.jpg"
+    text.write_bytes(b"not a picture\n")
+    paths = [*crops, str(text)]
+    status = ["ok"] * len(paths)
+    status[-1] = "not_an_image"
+    status[4] = "corrupt"
+    status[6] = None
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "identity": [Path(p).parent.name for p in paths],
+            "keep": [i != 1 for i in range(len(paths))],
+            "status": status,
+            "quality": [10.0 + i for i in range(len(paths))],
+        }
+    )
+    (tmp_path / "filter").mkdir(exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "filter" / KEEP_LIST)
+    return frame
+
+
+def test_kept_rows_whose_status_is_not_ok_are_counted_named_skips(tmp_path, source, capsys):
+    frame = status_keep_list(tmp_path, source)
+    assert export(tmp_path, "folder") == 0
+    out = tmp_path / "out"
+    kept_rows = frame[frame.keep]
+    ok = kept_rows[kept_rows.status == "ok"]
+    bad = kept_rows[kept_rows.status != "ok"].sort_values("path")
+    reasons = ["status_null" if pd.isna(s) else f"status_{s}" for s in bad.status]
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "_froq" not in p.parts)
+    assert files == sorted(f"{i}/{Path(p).name}" for p, i in zip(ok.path, ok.identity, strict=True))
+    for path, identity in zip(ok.path, ok.identity, strict=True):
+        assert (out / identity / Path(path).name).read_bytes() == Path(path).read_bytes()
+    m = manifest(out)
+    assert m["counts_by_status"] == dict(
+        sorted({"exported": len(ok), "not_kept": 1, **{r: reasons.count(r) for r in reasons}}.items())
+    )
+    assert m["results"]["written"] == len(ok) == 6 and m["results"]["skipped"]["count"] == 3
+    assert m["results"]["skipped"]["by_reason"] == {
+        "status_corrupt": 1,
+        "status_not_an_image": 1,
+        "status_null": 1,
+    }
+    skipped = pd.read_parquet(out / "_froq" / "skipped.parquet").sort_values("path")
+    assert skipped.path.tolist() == bad.path.tolist() and skipped.reason.tolist() == reasons
+    assert all(e.startswith(f"{p}: ") for p, e in zip(skipped.path, skipped.error, strict=True))
+    log = capsys.readouterr().out
+    assert "3 kept image(s) skipped {'status_corrupt': 1, 'status_not_an_image': 1, 'status_null': 1}" in log
+
+    # a status edited after the export (ok -> corrupt): the resume rewrites that row's shard without it
+    edited = frame.assign(status=["corrupt" if i == 0 else s for i, s in enumerate(frame.status)])
+    pq.write_table(pa.Table.from_pandas(edited, preserve_index=False), tmp_path / "filter" / KEEP_LIST)
+    assert export(tmp_path, "folder") == 0
+    first = Path(frame.path[0])
+    assert not (out / first.parent.name / first.name).exists()
+    assert manifest(out)["results"]["written"] == len(ok) - 1
+    assert manifest(out)["results"]["shards_written_this_run"] == 1
+
+
+KILL_AFTER_SHARDS = 20
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_export_resumes_to_exactly_one_copy_of_each_kept_image(tmp_path, lfw_dev_dir, ray_cluster):
+    """The export driver (joined to the test cluster) is killed once KILL_AFTER_SHARDS shard markers exist (a
+    count, not a time); the re-run keeps every completed shard as it was and writes the rest: each kept image
+    once, in keep-list order, byte for byte."""
+    paths = sorted(str(p) for p in (lfw_dev_dir / "images").rglob("*.jpg"))
+    (tmp_path / "filter").mkdir()
+    pq.write_table(
+        pa.table(
+            {"path": paths, "identity": [Path(p).parent.name for p in paths], "keep": [True] * len(paths)}
+        ),
+        tmp_path / "filter" / KEEP_LIST,
+    )
+    shard_size = 2
+    n_shards = -(-len(paths) // shard_size)
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address
+    args = ["export", "--keep-list", str(tmp_path / "filter"), "--output", str(out), "--format", "parquet"]
+    args += ["--set", f"export.shard_size={shard_size}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "froq_ray.cli", *args, "--set", f"resources.ray_address={address}"],
+        env=env_with_repo_on_path(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while (
+            len(list((out / "_froq").glob("part-*.done.json"))) < KILL_AFTER_SHARDS
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
+            time.sleep(0.02)
+        exited_by_itself = proc.poll()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert exited_by_itself is None, f"the export ended (exit {exited_by_itself}) before it could be killed"
+    before = {p.name: p.read_bytes() for p in (out / "_froq").glob("part-*.done.json")}
+    assert KILL_AFTER_SHARDS <= len(before) < n_shards, f"not killed mid-way: {len(before)}/{n_shards} shards"
+    parts_before = {n: (out / n.replace(".done.json", ".parquet")).read_bytes() for n in before}
+
+    assert main(args) == 0  # the re-run, in this process (already on the cluster)
+    after = {p.name: p.read_bytes() for p in (out / "_froq").glob("part-*.done.json")}
+    assert len(after) == n_shards
+    assert all(after[n] == before[n] for n in before), "completed shards were rewritten"
+    assert all((out / n.replace(".done.json", ".parquet")).read_bytes() == b for n, b in parts_before.items())
+    table = pd.read_parquet(out)
+    assert table.path.tolist() == paths  # each kept image exactly once, in order
+    sample = range(0, len(paths), 97)
+    assert [table.image[i]["bytes"] for i in sample] == [Path(paths[i]).read_bytes() for i in sample]
+    m = manifest(out)["results"]
+    assert (
+        m["written"] == len(paths) and m["resumed"] and m["shards_written_this_run"] == n_shards - len(before)
+    )
