@@ -4,6 +4,7 @@ labelled targets (cr, genuine) against brute force, and artifact versions."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -302,51 +303,30 @@ def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(m
     observations = {NORMS_KEY: norms.astype(np.float32), PSEUDO_LABEL_KEY: target.astype(np.float32)}
     from froq_ray.quality.artifact import CalibrationSet
 
-    cs = CalibrationSet("0" * 64, "sorted_image_ids", len(target))
-    calls = {n: 1 for n in names}
-    greedy = build_artifact(
+    # the same names, observations, calibration set and layer calls for every artifact built here
+    build = functools.partial(
+        build_artifact,
         model,
         names,
         observations,
-        {"target": "genuine"},
         top_n=3,
-        calibration_set=cs,
+        calibration_set=CalibrationSet("0" * 64, "sorted_image_ids", len(target)),
         precision="fp32",
-        layer_calls=calls,
+        layer_calls={n: 1 for n in names},
     )
+    greedy = build({"target": "genuine"})
     assert greedy.method == "greedy" and greedy.settings == {"target": "genuine", "top_n": 3}
     index = [names.index(n) for n in greedy.selected_layers]
     np.testing.assert_allclose(
         greedy.quality_quantiles,
         quality_quantiles(norms[:, index].astype(np.float32).astype(np.float64).mean(axis=1)),
     )
-    linear = build_artifact(
-        model,
-        names,
-        observations,
-        {"target": "genuine"},
-        top_n=3,
-        calibration_set=cs,
-        precision="fp32",
-        layer_calls=calls,
-        method="linear",
-        groups=groups,
-    )
+    linear = build({"target": "genuine"}, method="linear", groups=groups)
     assert linear.method == "linear" and linear.linear.layers == ["stem", "down", "head"]
     expected = linear.linear.predict(norms[:, [0, 2, 3]].astype(np.float32))
     np.testing.assert_allclose(linear.quality_quantiles, quality_quantiles(expected))
     with pytest.raises(ValueError, match="identities"):
-        build_artifact(
-            model,
-            names,
-            observations,
-            {},
-            top_n=3,
-            calibration_set=cs,
-            precision="fp32",
-            layer_calls=calls,
-            method="linear",
-        )
+        build({}, method="linear")
     back = CalibrationArtifact.from_json(linear.to_json())
     assert back.calibration_id == linear.calibration_id and back.linear == linear.linear
 
