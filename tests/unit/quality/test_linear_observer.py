@@ -125,11 +125,17 @@ def labelled_embeddings(seed=5):
     return np.stack([centres[i] + 0.7 * rng.normal(size=6) for i in ids]).astype(np.float32), ids
 
 
-def brute_force(x, ids):
+def brute_force(x, ids, sources=None):
+    """The genuine and CR targets of each row of ``x`` (N, D), recounted row by row in float64. The references
+    are the rows that are their own source (all rows when ``sources`` is None); a row is compared with the
+    references of its identity other than its own source, and with the other identities' reference centres."""
+    sources = np.arange(len(ids)) if sources is None else sources
     unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    references = [j for j in range(len(ids)) if sources[j] == j]
+    centre = {k: unit[[j for j in references if ids[j] == k]].sum(axis=0) for k in set(ids[references])}
     genuine, cr = [], []
     for i in range(len(ids)):
-        others = [j for j in range(len(ids)) if ids[j] == ids[i] and j != i]
+        others = [j for j in references if ids[j] == ids[i] and j != sources[i]]
         if not others:
             genuine.append(np.nan)
             cr.append(np.nan)
@@ -137,10 +143,7 @@ def brute_force(x, ids):
         genuine.append(np.mean([unit[i] @ unit[j] for j in others]))
         loo = unit[others].sum(axis=0)
         ccs = unit[i] @ loo / np.linalg.norm(loo)
-        nnccs = max(
-            unit[i] @ unit[ids == k].sum(axis=0) / np.linalg.norm(unit[ids == k].sum(axis=0))
-            for k in set(ids) - {ids[i]}
-        )
+        nnccs = max(unit[i] @ c / np.linalg.norm(c) for k, c in centre.items() if k != ids[i])
         cr.append(ccs / (nnccs + 1 + 1e-9))
     return np.array(genuine), np.array(cr)
 
@@ -370,19 +373,7 @@ def test_degraded_copies_are_labelled_against_the_other_references():
     emb = np.vstack([x, copies])
     labels = np.concatenate([ids, ids[[0, 1, 5, 7, 9]]])
     sources = np.concatenate([np.arange(n), [0, 1, 5, 7, 9]])
-    unit = emb.astype(np.float64) / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
-    genuine, cr = [], []
-    for i in range(len(labels)):  # brute force: references only, never the own source
-        refs = [j for j in range(n) if labels[j] == labels[i] and j != sources[i]]
-        if not refs:
-            genuine.append(np.nan)
-            cr.append(np.nan)
-            continue
-        genuine.append(np.mean([unit[i] @ unit[j] for j in refs]))
-        loo = unit[refs].sum(axis=0)
-        centre = {k: unit[:n][ids == k].sum(axis=0) for k in set(ids)}
-        nn = max(unit[i] @ c / np.linalg.norm(c) for k, c in centre.items() if k != labels[i])
-        cr.append((unit[i] @ loo / np.linalg.norm(loo)) / (nn + 1 + 1e-9))
+    genuine, cr = brute_force(emb, labels, sources)  # the copies: references only, never the own source
     np.testing.assert_allclose(
         labelled_target("genuine", emb, labels, sources=sources), genuine, rtol=1e-5, atol=1e-6
     )
