@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 
 from froq_ray.config import config_from_dict
 from froq_ray.pipeline.filter import run_filter
+from froq_ray.pipeline.review import DUPLICATES
+from froq_ray.pipeline.review import MERGES as MERGES_FILE
 from froq_ray.storage.schema import annotation_schema, to_table
 from tests.data_factory import write_identity_tree
 
@@ -108,6 +110,27 @@ def run_filter_on(annotations: str, out: str, storage_options: dict | None = Non
 def duplicates_frame(paths: list[str]) -> pd.DataFrame:
     """Three near-duplicate pairs among ``paths`` (as the filter would write them)."""
     return pd.DataFrame({"path_a": paths[0:3], "path_b": paths[3:6], "cosine": [0.97, 0.99, 0.98]})
+
+
+def filtered_inputs(root: Path) -> tuple[pd.DataFrame, dict]:
+    """The local review inputs under ``root``: the JPEG tree ``images`` (module doc; the first unshowable file
+    is deleted after it was annotated), its annotations ``ann`` and the real filter output ``filter``. Returns
+    the annotation frame and the filter's summary."""
+    images = root / "images"
+    write_images(images)
+    frame = annotation_frame(images)
+    write_annotations(frame, root / "ann")
+    (images / UNSHOWABLE[0]).unlink()
+    return frame, run_filter_on(str(root / "ann"), str(root / "filter"))
+
+
+def add_duplicates_and_merges(filter_out: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Write :func:`duplicates_frame` of ``frame``'s paths and :data:`MERGES` into the filter output
+    ``filter_out``, as a filter with those checks would; returns the duplicate pairs."""
+    duplicates = duplicates_frame(frame.path.tolist())
+    duplicates.to_parquet(filter_out / DUPLICATES)
+    MERGES.to_parquet(filter_out / MERGES_FILE)
+    return duplicates
 
 
 def review_job(

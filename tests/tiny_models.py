@@ -195,6 +195,23 @@ def flat_norms(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.double().reshape(tensor.shape[0], -1).norm(dim=1)
 
 
+# The layers the FroqScorer tests select: an in-place activation called twice (block.act: the last call counts),
+# a module whose output is modified in place afterwards (block.bn2), a container (stem).
+SCORER_LAYERS = ["block.act", "block.bn2", "stem"]
+
+
+def scorer_truth(
+    model: LoadedModel, crops: np.ndarray, selected: list[str] = SCORER_LAYERS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What FroqScorer must give for (N, size, size, 3) uint8 ``crops``, from :func:`manual_activations` (no
+    hooks): the (L, N) float64 norms of each selected layer's LAST call, their (N,) mean (the quality), and the
+    (N, embedding_size) float32 embedding."""
+    x = network_input(crops, model.input_transform(), torch.device("cpu"))
+    acts = manual_activations(model.network, x)
+    norms = torch.stack([flat_norms(acts[name][-1]) for name in selected])
+    return norms.numpy(), norms.mean(dim=0).numpy(), acts["head"][0].numpy()
+
+
 def hand_artifact(model: LoadedModel, selected: list[str]) -> CalibrationArtifact:
     """A valid artifact for ``model`` selecting ``selected`` (utilities and curve are made up, decreasing)."""
 

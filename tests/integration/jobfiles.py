@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,17 @@ def bad_file_bytes() -> dict[str, bytes]:
     return {name: samples[by_status[status]] for name, status in BAD_FILES.items()}
 
 
+def folder_writer(folder: Path) -> Callable[[str, bytes], None]:
+    """A ``write(relpath, bytes)`` for :func:`put_inputs` that writes under the local ``folder`` (making the
+    parent folders it needs)."""
+
+    def write(rel: str, data: bytes) -> None:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+    return write
+
+
 def put_inputs(write, images: list[Path]) -> int:
     """Write real images (as <identity>/<file>) and the bad files with ``write(relpath, bytes)``."""
     for path in images:
@@ -50,6 +66,13 @@ def put_inputs(write, images: list[Path]) -> int:
     for name, data in bad_file_bytes().items():
         write(name, data)
     return len(images) + len(BAD_FILES)
+
+
+def local_inputs(folder: Path, images: list[Path]) -> list[str]:
+    """:func:`put_inputs` into the local ``folder``; returns the real images' paths there, sorted (the bad
+    files not included)."""
+    put_inputs(folder_writer(folder), images)
+    return sorted(str(folder / p.parent.name / p.name) for p in images)
 
 
 def write_config(tmp: Path, name: str, cfg: dict[str, Any]) -> Path:
@@ -82,3 +105,33 @@ def env_with_repo_on_path() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def froq_command(command: str, *args: str) -> list[str]:
+    """The command line of ``froq <command> <args>`` run by this interpreter in a fresh driver process."""
+    return [sys.executable, "-m", "froq_ray.cli", command, *args]
+
+
+def kill_driver_when(
+    command: str, config: Path, condition: Callable[[], bool], timeout_s: float, poll_s: float
+) -> None:
+    """Run ``froq <command> --config <config>`` in a subprocess driver (its own session, output discarded,
+    this checkout first on its PYTHONPATH) and SIGKILL it once ``condition()`` holds, polled every ``poll_s``
+    seconds: the trigger is a progress count, not a time; ``timeout_s`` only bounds a run that never gets
+    there (the caller then sees too little progress). Fails the test if the driver ended by itself first."""
+    proc = subprocess.Popen(
+        froq_command(command, "--config", str(config)),
+        env=env_with_repo_on_path(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not condition() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(poll_s)
+        exited_by_itself = proc.poll()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert exited_by_itself is None, f"the run ended (exit {exited_by_itself}) before it could be killed"

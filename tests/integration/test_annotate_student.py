@@ -16,6 +16,7 @@ from froq_ray.storage.schema import read_metadata
 from tests.integration.jobfiles import (
     BAD_FILES,
     SMALL_RESOURCES,
+    folder_writer,
     lfw_sample,
     put_inputs,
     run_job,
@@ -50,12 +51,7 @@ def annotate_config(inputs, output, student) -> dict:
 def test_annotate_with_a_student(lfw_dev_dir, student_dir, tmp_path):
     inputs = tmp_path / "in"
     images = lfw_sample(lfw_dev_dir, identities=6, per_identity=2)
-
-    def write(rel: str, data: bytes) -> None:
-        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (inputs / rel).write_bytes(data)
-
-    n_inputs = put_inputs(write, images)
+    n_inputs = put_inputs(folder_writer(inputs), images)
     out = tmp_path / "out"
     assert run_job("annotate", write_config(tmp_path, "ann", annotate_config(inputs, out, student_dir))) == 0
 

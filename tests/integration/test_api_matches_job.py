@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import froq_ray
-from tests.integration.jobfiles import BAD_FILES, lfw_sample, put_inputs, read_output, run_job, write_config
+from tests.integration.jobfiles import BAD_FILES, lfw_sample, local_inputs, read_output, run_job, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +23,7 @@ def annotated(tmp_path_factory, lfw_dev_dir, ray_cluster):
     """The annotate job's output frame (sorted by path) for 6 real crops + the 3 bad files."""
     assert ray_cluster.is_initialized()  # the job joins the test cluster
     root = tmp_path_factory.mktemp("api")
-
-    def write(rel: str, data: bytes) -> None:
-        (root / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "in" / rel).write_bytes(data)
-
-    put_inputs(write, lfw_sample(lfw_dev_dir, identities=3, per_identity=2))
+    local_inputs(root / "in", lfw_sample(lfw_dev_dir, identities=3, per_identity=2))
     cfg = {
         "job": "annotate",
         "input": {"uri": str(root / "in"), "identity_from_folder": True},

@@ -27,7 +27,7 @@ from froq_ray.quality.calibration import (
 )
 from froq_ray.quality.scorer import FroqScorer
 from froq_ray.storage.manifest import read_manifest
-from tests.integration.jobfiles import lfw_sample, put_inputs, read_output, run_job, write_config
+from tests.integration.jobfiles import lfw_sample, local_inputs, read_output, run_job, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,10 @@ pytestmark = pytest.mark.integration
 def faces(tmp_path_factory, lfw_dev_dir):
     """6 identities x 3 real crops + 1 identity with a single crop + the bad files; crop paths sorted."""
     root = tmp_path_factory.mktemp("labelled")
-
-    def write(rel: str, data: bytes) -> None:
-        (root / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "in" / rel).write_bytes(data)
-
     images = lfw_sample(lfw_dev_dir, identities=6, per_identity=3)
     single = sorted((lfw_dev_dir / "images").iterdir())[-1]
     images.append(sorted(single.glob("*.jpg"))[0])
-    put_inputs(write, images)
-    paths = sorted(str(root / "in" / p.parent.name / p.name) for p in images)
-    return root, paths
+    return root, local_inputs(root / "in", images)
 
 
 def config(root: Path, mobilefacenet_pt: Path, **calibration) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ import pytest
 
 from froq_ray import status as st
 from froq_ray.cli import main
-from tests.integration.jobfiles import env_with_repo_on_path, lfw_sample
+from tests.integration.jobfiles import env_with_repo_on_path, froq_command, lfw_sample
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +53,8 @@ def test_names_with_hash_are_used_as_typed_and_the_run_keeps_its_progress_lines(
 
     # the reported command, typed with relative names in a fresh driver whose output is captured
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [
-        sys.executable,
-        "-m",
-        "froq_ray.cli",
-        "annotate",
-        "--input",
-        "in #2",
-        "--output",
-        "out #2",
-        "--mode",
-        "overwrite",
+    typed = ["--input", "in #2", "--output", "out #2", "--mode", "overwrite"]
+    settings = [
         "--set",
         f"resources.ray_address={address}",
         *small,
@@ -72,7 +62,7 @@ def test_names_with_hash_are_used_as_typed_and_the_run_keeps_its_progress_lines(
         "output.progress_interval_s=0.001",
     ]
     run = subprocess.run(
-        cmd,
+        froq_command("annotate", *typed, *settings),
         cwd=tmp_path,
         env=env_with_repo_on_path(),
         capture_output=True,

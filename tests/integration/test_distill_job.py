@@ -5,10 +5,6 @@ epoch resumes to the same weights; the split never leaks; config and input error
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +20,7 @@ from froq_ray.engine.train import RUN_NAME, SNAPSHOT_FILE, latest_checkpoint_epo
 from froq_ray.imaging.decode import decode_batch
 from froq_ray.imaging.degrade import Degradation, apply_degradation
 from froq_ray.storage.schema import annotation_schema, to_table
-from tests.integration.jobfiles import (
-    env_with_repo_on_path,
-    lfw_sample,
-    put_inputs,
-    run_job,
-    write_config,
-)
+from tests.integration.jobfiles import kill_driver_when, lfw_sample, local_inputs, run_job, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +43,7 @@ def annotated(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):  # 
     whose image is missing (it fails to read in training) and one without a quality."""
     root = tmp_path_factory.mktemp("distill")
     images = root / "images"
-
-    def write(rel: str, data: bytes) -> None:
-        (images / rel).parent.mkdir(parents=True, exist_ok=True)
-        (images / rel).write_bytes(data)
-
-    put_inputs(write, lfw_sample(lfw_dev_dir, identities=IDENTITIES, per_identity=PER_IDENTITY))
+    local_inputs(images, lfw_sample(lfw_dev_dir, identities=IDENTITIES, per_identity=PER_IDENTITY))
     cfg = {
         "job": "annotate",
         "input": {"uri": str(images), "identity_from_folder": True},
@@ -130,22 +115,7 @@ def test_distill_with_self_training_writes_an_artifact_and_resumes_after_a_kill(
         training={"cache_decoded": False},
     )
     config = write_config(root, "killed", killed_cfg)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "froq_ray.cli", "distill", "--config", str(config)],
-        env=env_with_repo_on_path(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while not snapshot_exists(root / "killed") and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        exited_by_itself = proc.poll()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert exited_by_itself is None, f"the run ended (exit {exited_by_itself}) before it could be killed"
+    kill_driver_when("distill", config, lambda: snapshot_exists(root / "killed"), timeout_s=300, poll_s=0.1)
     assert latest_checkpoint_epoch(str(root / "killed" / "_train"), None) == 0, "not killed after epoch 0"
     assert not (root / "killed" / "card.json").exists()
 

@@ -27,7 +27,7 @@ from tests.integration.jobfiles import (
     BAD_FILES,
     FAST_PERTURBATIONS,
     lfw_sample,
-    put_inputs,
+    local_inputs,
     read_output,
     run_job,
     write_config,
@@ -54,15 +54,7 @@ def job_config(job: str, inputs: Path, out: Path, mobilefacenet_pt: Path, **sect
 def faces(tmp_path_factory, lfw_dev_dir):
     """12 real crops (6 identities x 2) + the 3 bad files in a local folder; the crops' paths, sorted."""
     root = tmp_path_factory.mktemp("values")
-
-    def write(rel: str, data: bytes) -> None:
-        (root / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "in" / rel).write_bytes(data)
-
-    images = lfw_sample(lfw_dev_dir, identities=6, per_identity=2)
-    put_inputs(write, images)
-    paths = sorted(str(root / "in" / p.parent.name / p.name) for p in images)
-    return root, paths
+    return root, local_inputs(root / "in", lfw_sample(lfw_dev_dir, identities=6, per_identity=2))
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,14 @@ every read/decode task need a whole CPU (one per node), so the stages are placed
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +37,7 @@ from froq_ray import status as st
 from froq_ray.distill.artifact import save_student_artifact
 from froq_ray.distill.students import build_student
 from froq_ray.storage.shards import read_markers
-from tests.integration.jobfiles import env_with_repo_on_path, lfw_sample, write_config
+from tests.integration.jobfiles import env_with_repo_on_path, froq_command, lfw_sample, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -121,9 +123,13 @@ def job_config(work: Path, name: str, inputs: list[str], student: Path, address:
 
 
 def start_job(config: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--config", str(config)]
     with log.open("w") as sink:
-        return subprocess.Popen(cmd, env=env_with_repo_on_path(), stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            froq_command("annotate", "--config", str(config)),
+            env=env_with_repo_on_path(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def finish(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
@@ -209,9 +215,55 @@ def part_digests(out: Path) -> dict[str, tuple[int, str]]:
     }
 
 
+def shard_count(inputs: list[str]) -> int:
+    return -(-len(inputs) // SHARD_SIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class MidRun:
+    """A job started by :func:`run_past_first_shard`: its driver, config, output and log, the worker node of
+    its scoring actor, how many shards were complete when it was seen mid-run, and how many it has in all."""
+
+    proc: subprocess.Popen
+    config: Path
+    out: Path
+    log: Path
+    actor_node: object
+    done: int
+    shards: int
+
+    def remove_node(self, cluster, node) -> float:
+        """Remove ``node`` at once (not gracefully), check that the run was mid-way; returns the monotonic
+        time of the removal."""
+        cluster.remove_node(node, allow_graceful=False)
+        removed_at = time.monotonic()
+        assert 1 <= self.done <= len(markers(self.out)) < self.shards, "the node was not removed mid-run"
+        return removed_at
+
+
+@contextlib.contextmanager
+def run_past_first_shard(
+    cluster, work: Path, name: str, inputs: list[str], student: Path
+) -> Iterator[MidRun]:
+    """Start an annotate run into ``work/<name>`` on two worker nodes; yield once its scoring actor's node is
+    known and >= 1 shard is complete (a marker count, not a time). The driver is killed at exit if it still
+    runs."""
+    with_two_workers(cluster)
+    config, out = job_config(work, name, inputs, student, cluster.address)
+    log = work / f"{name}.log"
+    proc = start_job(config, log)
+    try:
+        actor_node = wait_for_actor_node(cluster, proc, log)
+        done = wait_for_markers(proc, out, 1, log)
+        yield MidRun(proc, config, out, log, actor_node, done, shard_count(inputs))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def assert_every_input_once(out: Path, inputs: list[str]) -> pd.DataFrame:
     """The parts hold every input exactly once; one part per shard, each with its marker and vice versa."""
-    n_shards = -(-len(inputs) // SHARD_SIZE)
+    n_shards = shard_count(inputs)
     parts = sorted(out.glob("part-*.parquet"))
     done = markers(out)
     assert len(parts) == n_shards
@@ -243,51 +295,29 @@ def test_a_run_on_two_worker_nodes_writes_every_input_once(cluster, work, inputs
 
 @pytest.mark.timeout(600)
 def test_the_scoring_node_removed_and_replaced_mid_run(cluster, work, inputs, student):
-    with_two_workers(cluster)
-    n_shards = -(-len(inputs) // SHARD_SIZE)
-    config, out = job_config(work, "replaced", inputs, student, cluster.address)
-    log = work / "replaced.log"
-    proc = start_job(config, log)
-    try:
-        actor_node = wait_for_actor_node(cluster, proc, log)
-        done_at_kill = wait_for_markers(proc, out, 1, log)
-        cluster.remove_node(actor_node, allow_graceful=False)
-        assert 1 <= done_at_kill <= len(markers(out)) < n_shards, "the node was not removed mid-run"
+    with run_past_first_shard(cluster, work, "replaced", inputs, student) as run:
+        run.remove_node(cluster, run.actor_node)
         cluster.add_node(num_cpus=1)
-        code, text = finish(proc, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        code, text = finish(run.proc, run.log)
     assert code == 0, text[-4000:]
-    assert len(markers(out)) == n_shards
-    assert_every_input_once(out, inputs)
+    assert len(markers(run.out)) == run.shards
+    assert_every_input_once(run.out, inputs)
 
 
 @pytest.mark.timeout(600)
 def test_a_node_lost_without_replacement_fails_in_time_and_a_rerun_completes(cluster, work, inputs, student):
-    with_two_workers(cluster)
-    n_shards = -(-len(inputs) // SHARD_SIZE)
-    config, out = job_config(work, "lost", inputs, student, cluster.address)
-    log = work / "lost.log"
-    proc = start_job(config, log)
-    try:
-        actor_node = wait_for_actor_node(cluster, proc, log)
-        done_at_kill = wait_for_markers(proc, out, 1, log)
-        (decode_node,) = [n for n in cluster.worker_nodes if n is not actor_node]
-        cluster.remove_node(decode_node, allow_graceful=False)
-        removed_at = time.monotonic()
-        assert 1 <= done_at_kill <= len(markers(out)) < n_shards, "the node was not removed mid-run"
-        code, text = finish(proc, log)
+    with run_past_first_shard(cluster, work, "lost", inputs, student) as run:
+        (decode_node,) = [n for n in cluster.worker_nodes if n is not run.actor_node]
+        removed_at = run.remove_node(cluster, decode_node)
+        code, text = finish(run.proc, run.log)
         elapsed = time.monotonic() - removed_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 2, text[-4000:]
     errors = [line for line in text.splitlines() if line.startswith("froq annotate: error:")]
     assert len(errors) == 1 and "resources.no_progress_timeout_s" in errors[0], text[-4000:]
     assert "Traceback" not in text
     assert elapsed < NO_PROGRESS_TIMEOUT_S + 60, f"failed {elapsed:.0f} s after the node was removed"
 
+    out, n_shards = run.out, run.shards
     kept = {marker["file"] for marker in markers(out).values()}
     assert 0 < len(kept) < n_shards
     assert f"; {len(kept)} of {n_shards} pending shard(s) were written and are kept" in errors[0]
@@ -296,7 +326,7 @@ def test_a_node_lost_without_replacement_fails_in_time_and_a_rerun_completes(clu
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     log = work / "lost-rerun.log"
-    code, text = finish(start_job(config, log), log)
+    code, text = finish(start_job(run.config, log), log)
     assert code == 0, text[-4000:]
     assert f"{len(kept)} already complete" in text
     assert_every_input_once(out, inputs)

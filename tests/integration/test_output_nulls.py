@@ -20,6 +20,7 @@ from froq_ray import status as st
 from tests.integration.jobfiles import (
     BAD_FILES,
     FAST_PERTURBATIONS,
+    folder_writer,
     identity_of,
     lfw_sample,
     put_inputs,
@@ -53,11 +54,7 @@ def outputs(ray_cluster, lfw_dev_dir, mobilefacenet_pt, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nulls")
     inputs = tmp / "in"
     images = lfw_sample(lfw_dev_dir, identities=6, per_identity=2)
-
-    def write(rel: str, data: bytes) -> None:
-        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
-        (inputs / rel).write_bytes(data)
-
+    write = folder_writer(inputs)
     n_inputs = put_inputs(write, images)
     for i, path in enumerate(lfw_sample(lfw_dev_dir, identities=7, per_identity=2)[-2:]):  # the person "nan"
         write(f"{NAN_PERSON}/{NAN_PERSON}_{i}.jpg", path.read_bytes())

@@ -3,18 +3,13 @@ re-run of a finished job that changes nothing. Input and output on the local S3 
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
 from froq_ray import status as st
 from froq_ray.storage.manifest import read_manifest
 from froq_ray.storage.shards import read_markers
 from tests.integration.jobfiles import (
-    env_with_repo_on_path,
+    kill_driver_when,
     lfw_sample,
     put_inputs,
     read_output,
@@ -78,25 +73,11 @@ def test_interrupted_run_resumes_to_exactly_one_row_per_input(
     address = ray_cluster.get_runtime_context().gcs_address
     config = write_config(tmp_path, "pl", pseudo_label_config(s3, mobilefacenet_pt, address))
 
-    # the driver is killed once KILL_AFTER_ROWS rows are complete (a row count, not a time); the deadline only
-    # bounds a run that never gets there
-    cmd = [sys.executable, "-m", "froq_ray.cli", "annotate", "--config", str(config)]
-    proc = subprocess.Popen(
-        cmd,
-        env=env_with_repo_on_path(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    # the driver is killed once KILL_AFTER_ROWS rows are complete (a row count, not a time); the 600 s
+    # deadline only bounds a run that never gets there
+    kill_driver_when(
+        "annotate", config, lambda: rows_done(fs, out) >= KILL_AFTER_ROWS, timeout_s=600, poll_s=0.05
     )
-    deadline = time.monotonic() + 600
-    try:
-        while rows_done(fs, out) < KILL_AFTER_ROWS and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        exited_by_itself = proc.poll()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert exited_by_itself is None, f"the run ended (exit {exited_by_itself}) before it could be killed"
     before = done_shards(fs, out)
     done = sum(marker["rows"] for marker, _ in before.values())
     assert KILL_AFTER_ROWS <= done < n_inputs and 1 <= len(before) < n_shards, (

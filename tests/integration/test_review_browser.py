@@ -7,32 +7,17 @@ from collections import Counter
 
 import pytest
 
-from froq_ray.pipeline.review import DUPLICATES, MERGES, run_review
+from froq_ray.pipeline.review import run_review
 from tests.browser import image_states, open_page
 from tests.review_data import MERGES as MERGE_ROWS
-from tests.review_data import (
-    UNSHOWABLE,
-    ReviewPage,
-    annotation_frame,
-    duplicates_frame,
-    review_job,
-    run_filter_on,
-    write_annotations,
-    write_images,
-)
+from tests.review_data import ReviewPage, add_duplicates_and_merges, filtered_inputs, review_job
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_image_of_the_review_page_renders_in_chromium(tmp_path):
-    images = tmp_path / "images"
-    write_images(images)
-    frame = annotation_frame(images)
-    write_annotations(frame, tmp_path / "ann")
-    (images / UNSHOWABLE[0]).unlink()
-    summary = run_filter_on(str(tmp_path / "ann"), str(tmp_path / "filter"))
-    duplicates_frame(frame.path.tolist()).to_parquet(tmp_path / "filter" / DUPLICATES)
-    MERGE_ROWS.to_parquet(tmp_path / "filter" / MERGES)
+    frame, summary = filtered_inputs(tmp_path)
+    duplicates = add_duplicates_and_merges(tmp_path / "filter", frame)
     run_review(review_job(str(tmp_path / "ann"), str(tmp_path / "review"), str(tmp_path / "filter")))
     html = tmp_path / "review" / "index.html"
     parsed = ReviewPage(html.read_text())
@@ -49,7 +34,7 @@ def test_every_image_of_the_review_page_renders_in_chromium(tmp_path):
     per_section = Counter(s["section"] for s in states)
     assert per_section == parsed.images
     assert flagged == summary["label_noise_flagged"] >= 1
-    assert per_section["duplicates"] == 2 * len(duplicates_frame(frame.path.tolist()))
+    assert per_section["duplicates"] == 2 * len(duplicates)
     ok = frame[frame.status == "ok"].identity.value_counts()
     pairs = MERGE_ROWS[["identity_a", "identity_b"]].to_numpy().ravel()
     assert per_section["merges"] == sum(min(4, ok[i]) for i in pairs)  # up to 4 (default) of each identity

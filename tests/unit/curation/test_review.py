@@ -32,8 +32,9 @@ from tests.review_data import (
 from tests.review_data import (
     UNSHOWABLE,
     ReviewPage,
+    add_duplicates_and_merges,
     annotation_frame,
-    duplicates_frame,
+    filtered_inputs,
     review_job,
     run_filter_on,
     write_annotations,
@@ -187,20 +188,13 @@ def test_contact_sheets_pack_groups_and_split_into_files():
 # ------------------------------------------------------------------------------------------------ the job
 @pytest.fixture
 def review_inputs(tmp_path: Path) -> dict:
-    images = tmp_path / "images"
-    write_images(images)
-    frame = annotation_frame(images)
-    write_annotations(frame, tmp_path / "ann")
-    (images / UNSHOWABLE[0]).unlink()  # deleted after it was annotated
-    summary = run_filter_on(str(tmp_path / "ann"), str(tmp_path / "filter"))
-    return {"root": tmp_path, "frame": frame, "summary": summary, "images": images}
+    frame, summary = filtered_inputs(tmp_path)
+    return {"root": tmp_path, "frame": frame, "summary": summary, "images": tmp_path / "images"}
 
 
 def test_review_page_counts_match_the_filter_output(review_inputs):
     root, frame, summary = review_inputs["root"], review_inputs["frame"], review_inputs["summary"]
-    dups = duplicates_frame(frame.path.tolist())
-    dups.to_parquet(root / "filter" / DUPLICATES)
-    MERGE_ROWS.to_parquet(root / "filter" / MERGES)
+    dups = add_duplicates_and_merges(root / "filter", frame)
     results = run_review(
         review_job(str(root / "ann"), str(root / "review"), str(root / "filter"), identity_samples=2)
     )

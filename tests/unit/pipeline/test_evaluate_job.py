@@ -66,6 +66,12 @@ def one_line_error(code: int, err: str) -> str:
     return lines[0]
 
 
+def refusal(capsys, tmp_path: Path, *extra: str) -> str:
+    """The one error line of ``froq evaluate`` of ``tmp_path/ann`` into ``tmp_path/ev`` with ``extra``
+    arguments, checked to be a one-line refusal (exit 2, no traceback)."""
+    return one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", *extra))
+
+
 # ------------------------------------------------------------------------------------------ the numbers
 
 
@@ -121,7 +127,7 @@ def test_edc_table_matches_a_pair_by_pair_recount(capsys, tmp_path):
 
 def test_no_identities_says_how_to_provide_them(capsys, tmp_path):
     write_annotations(tmp_path / "ann", [None] * 8)
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev"))
+    line = refusal(capsys, tmp_path)
     assert f"{tmp_path / 'ann'} has no identities (column 'identity' is null in all 8 ok rows)" in line
     assert "--set input.identity_from_folder=true" in line and "--set evaluate.identity_source=folder" in line
     assert not (tmp_path / "ev" / "edc.csv").exists()
@@ -129,7 +135,7 @@ def test_no_identities_says_how_to_provide_them(capsys, tmp_path):
 
 def test_some_rows_without_identity_are_counted_and_named(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled()[:-2] + [None, None])
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev"))
+    line = refusal(capsys, tmp_path)
     assert "2 of 16 ok rows have no 'identity' (first: /faces/unknown/014.jpg)" in line
 
 
@@ -145,21 +151,19 @@ def test_folder_identities_need_no_identity_column(capsys, tmp_path):
 
 def test_one_identity_means_no_impostor_pairs(capsys, tmp_path):
     write_annotations(tmp_path / "ann", ["Ada"] * 5)
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev"))
+    line = refusal(capsys, tmp_path)
     assert "all 5 ok images have one identity ('Ada'), so there are no impostor pairs" in line
 
 
 def test_one_image_per_identity_means_no_genuine_pairs(capsys, tmp_path):
     write_annotations(tmp_path / "ann", IDENTITIES)
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev"))
+    line = refusal(capsys, tmp_path)
     assert "each of the 4 identities has one ok image, so there are no genuine pairs" in line
 
 
 def test_unknown_quality_column_lists_only_the_annotation_numeric_columns(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.quality_columns=[nope]")
-    )
+    line = refusal(capsys, tmp_path, "--set", "evaluate.quality_columns=[nope]")
     part = tmp_path / "ann" / "part-00000.parquet"
     assert line == (
         f"froq evaluate: error: evaluate.quality_columns: 'nope' is not a column of {part}; its numeric columns: "
@@ -167,28 +171,30 @@ def test_unknown_quality_column_lists_only_the_annotation_numeric_columns(capsys
     )
 
 
-def test_misspelt_quality_column_gets_the_closest_name(capsys, tmp_path):
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param(
+            "evaluate.quality_columns=[qualty]",
+            ["'qualty' is not a column of", "(did you mean 'quality'?)"],
+            id="misspelt_quality_column_gets_the_closest_name",
+        ),
+        pytest.param(
+            "evaluate.quality_columns=[model_id]",
+            ["'model_id' is not numeric"],
+            id="text_column_is_not_a_quality",
+        ),
+        pytest.param(
+            "evaluate.identity_column=identiy",
+            ["evaluate.identity_column: 'identiy' is not a column", "did you mean 'identity'"],
+            id="misspelt_identity_column_gets_the_closest_name",
+        ),
+    ],
+)
+def test_a_bad_column_setting_is_refused_naming_it(capsys, tmp_path, setting, expected):
     write_annotations(tmp_path / "ann", labelled())
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.quality_columns=[qualty]")
-    )
-    assert "'qualty' is not a column of" in line and "(did you mean 'quality'?)" in line
-
-
-def test_text_column_is_not_a_quality(capsys, tmp_path):
-    write_annotations(tmp_path / "ann", labelled())
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.quality_columns=[model_id]")
-    )
-    assert "'model_id' is not numeric" in line
-
-
-def test_misspelt_identity_column_gets_the_closest_name(capsys, tmp_path):
-    write_annotations(tmp_path / "ann", labelled())
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--set", "evaluate.identity_column=identiy")
-    )
-    assert "evaluate.identity_column: 'identiy' is not a column" in line and "did you mean 'identity'" in line
+    line = refusal(capsys, tmp_path, "--set", setting)
+    assert [part for part in expected if part not in line] == [], line
 
 
 def test_null_quality_of_an_ok_row_is_refused_with_its_path(capsys, tmp_path):
@@ -199,21 +205,22 @@ def test_null_quality_of_an_ok_row_is_refused_with_its_path(capsys, tmp_path):
     quality[3] = None
     table = table.set_column(table.schema.get_field_index("quality"), "quality", [quality])
     pq.write_table(table.cast(annotation_schema(DIM)), part)
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev"))
+    line = refusal(capsys, tmp_path)
     assert "'quality' is null, NaN or infinite in 1 ok rows (first: /faces/Ada/003.jpg)" in line
 
 
 # --------------------------------------------------------------------------------------------- --mode
 
 
+def files_below(folder: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file below ``folder``."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
     assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev")[0] == 0
-    before = {
-        str(p.relative_to(tmp_path / "ev")): p.read_bytes()
-        for p in (tmp_path / "ev").rglob("*")
-        if p.is_file()
-    }
+    before = files_below(tmp_path / "ev")
     assert sorted(before) == [
         "_froq/manifest.json",
         "_froq/run.json",
@@ -222,17 +229,12 @@ def test_error_if_exists_refuses_an_earlier_evaluation_and_keeps_it(capsys, tmp_
         "edc.png",
         "thresholds.csv",
     ]
-    line = one_line_error(*evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--mode", "error_if_exists"))
+    line = refusal(capsys, tmp_path, "--mode", "error_if_exists")
     assert (
         f"output {tmp_path / 'ev'} already holds edc.md, edc.csv, edc.png, thresholds.csv, _froq/manifest.json "
         "and 1 more and output.mode is error_if_exists" in line
     )
-    after = {
-        str(p.relative_to(tmp_path / "ev")): p.read_bytes()
-        for p in (tmp_path / "ev").rglob("*")
-        if p.is_file()
-    }
-    assert after == before
+    assert files_below(tmp_path / "ev") == before
 
 
 def test_error_if_exists_on_an_empty_output_runs(capsys, tmp_path):

@@ -16,17 +16,32 @@ import pytest
 from froq_ray.cli import main
 from froq_ray.evaluation.external import ScoreFileError, join_scores, read_scores
 from tests.s3_server import s3, s3_endpoint  # noqa: F401  (pytest fixtures)
-from tests.unit.pipeline.test_evaluate_job import (
-    brute_force_edc,
-    evaluate,
-    labelled,
-    one_line_error,
-    write_annotations,
-)
+from tests.unit.pipeline.test_evaluate_job import brute_force_edc, labelled, refusal, write_annotations
 
 
 def other_tool_csv(path, rows: list[tuple[str, str, str]]) -> None:
     path.write_text("path,ser_fiq,blur\n" + "".join(f"{p},{a},{b}\n" for p, a, b in rows))
+
+
+def evaluate_with_other_tool(capsys, tmp_path, *settings: str) -> tuple[str, pd.DataFrame]:
+    """``froq evaluate`` of ``tmp_path/ann`` with ``--scores tmp_path/other.csv`` into ``tmp_path/ev``, one
+    ``--set`` per setting; checks that it succeeded and returns its log (stdout) and edc.csv by method."""
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    code = main(
+        [
+            "evaluate",
+            "--annotations",
+            str(tmp_path / "ann"),
+            "--output",
+            str(tmp_path / "ev"),
+            "--scores",
+            str(tmp_path / "other.csv"),
+            *sets,
+        ]
+    )
+    log = capsys.readouterr().out  # the CLI logs to stdout
+    assert code == 0, log
+    return log, pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method")
 
 
 def test_external_scores_are_evaluated_beside_quality_over_the_same_pairs(capsys, tmp_path):
@@ -40,26 +55,9 @@ def test_external_scores_are_evaluated_beside_quality_over_the_same_pairs(capsys
     rows = [(p, repr(float(ser[k])), repr(float(blur[k]))) for k, p in enumerate(paths) if k != 5]
     rows += [("/faces/Zed/000.jpg", "0.5", "1"), (paths[5].upper(), "0.1", "2")]
     other_tool_csv(tmp_path / "other.csv", rows)
-    code = main(
-        [
-            "evaluate",
-            "--annotations",
-            str(tmp_path / "ann"),
-            "--output",
-            str(tmp_path / "ev"),
-            "--scores",
-            str(tmp_path / "other.csv"),
-            "--set",
-            "evaluate.fmr=0.1",
-            "--set",
-            "evaluate.lower_is_better=[blur]",
-            "--set",
-            "evaluate.bootstrap=0",
-        ]
+    log, table = evaluate_with_other_tool(
+        capsys, tmp_path, "evaluate.fmr=0.1", "evaluate.lower_is_better=[blur]", "evaluate.bootstrap=0"
     )
-    log = capsys.readouterr().out  # the CLI logs to stdout
-    assert code == 0, log
-    table = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method")
     assert list(table.index) == ["quality", "ser_fiq", "blur"]
     keep = [k for k in range(16) if k != 5]
     sub_ids = [ids[k] for k in keep]
@@ -126,9 +124,7 @@ def test_join_counts_match_a_set_recount(tmp_path):
 def test_bad_score_files_are_refused_on_one_line(capsys, tmp_path, text, message):
     write_annotations(tmp_path / "ann", labelled())
     (tmp_path / "bad.csv").write_text(text)
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--scores", str(tmp_path / "bad.csv"))
-    )
+    line = refusal(capsys, tmp_path, "--scores", str(tmp_path / "bad.csv"))
     assert f"evaluate.scores: {tmp_path / 'bad.csv'} " in line and message in line
 
 
@@ -136,44 +132,22 @@ def test_parquet_nan_score_and_clashing_names_are_refused(capsys, tmp_path):
     write_annotations(tmp_path / "ann", labelled())
     paths = [f"/faces/{i}/{k:03d}.jpg" for k, i in enumerate(labelled())]
     pd.DataFrame({"path": paths, "s": [1.0] * 3 + [np.nan] + [2.0] * 12}).to_parquet(tmp_path / "nan.parquet")
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--scores", str(tmp_path / "nan.parquet"))
-    )
+    line = refusal(capsys, tmp_path, "--scores", str(tmp_path / "nan.parquet"))
     assert f"column 's' row 4 (path '{paths[3]}') is null, not a finite number" in line
     pq.write_table(pa.table({"path": paths, "s": pa.array([2.0] * 15 + [np.inf])}), tmp_path / "inf.parquet")
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--scores", str(tmp_path / "inf.parquet"))
-    )
+    line = refusal(capsys, tmp_path, "--scores", str(tmp_path / "inf.parquet"))
     assert f"column 's' row 16 (path '{paths[15]}') is inf, not a finite number" in line
     pd.DataFrame({"path": paths, "quality": 1.0}).to_parquet(tmp_path / "q.parquet")
-    line = one_line_error(
-        *evaluate(capsys, tmp_path / "ann", tmp_path / "ev", "--scores", str(tmp_path / "q.parquet"))
-    )
+    line = refusal(capsys, tmp_path, "--scores", str(tmp_path / "q.parquet"))
     assert "column 'quality' has the name of an evaluated quality column" in line
     pd.DataFrame({"path": paths, "s": 1.0}).to_parquet(tmp_path / "s.parquet")
     pd.DataFrame({"path": paths, "s": 2.0}).to_parquet(tmp_path / "s2.parquet")
-    line = one_line_error(
-        *evaluate(
-            capsys,
-            tmp_path / "ann",
-            tmp_path / "ev",
-            "--scores",
-            str(tmp_path / "s.parquet"),
-            "--scores",
-            str(tmp_path / "s2.parquet"),
-        )
+    line = refusal(
+        capsys, tmp_path, "--scores", str(tmp_path / "s.parquet"), "--scores", str(tmp_path / "s2.parquet")
     )
     assert f"column 's' is in both {tmp_path / 's.parquet'} and {tmp_path / 's2.parquet'}" in line
-    line = one_line_error(
-        *evaluate(
-            capsys,
-            tmp_path / "ann",
-            tmp_path / "ev",
-            "--scores",
-            str(tmp_path / "s.parquet"),
-            "--set",
-            "evaluate.lower_is_better=[t]",
-        )
+    line = refusal(
+        capsys, tmp_path, "--scores", str(tmp_path / "s.parquet"), "--set", "evaluate.lower_is_better=[t]"
     )
     assert "evaluate.lower_is_better: 't' is not an evaluated column" in line
 
@@ -183,24 +157,7 @@ def test_evaluate_writes_the_band_the_reference_curves_and_the_small_sample_warn
     write_annotations(tmp_path / "ann", ids)
     paths = [f"/faces/{i}/{k:03d}.jpg" for k, i in enumerate(ids)]
     other_tool_csv(tmp_path / "other.csv", [(p, str(k % 7), str(-k)) for k, p in enumerate(paths)])
-    code = main(
-        [
-            "evaluate",
-            "--annotations",
-            str(tmp_path / "ann"),
-            "--output",
-            str(tmp_path / "ev"),
-            "--scores",
-            str(tmp_path / "other.csv"),
-            "--set",
-            "evaluate.fmr=0.1",
-            "--set",
-            "evaluate.bootstrap=40",
-        ]
-    )
-    log = capsys.readouterr().out
-    assert code == 0, log
-    table = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method")
+    log, table = evaluate_with_other_tool(capsys, tmp_path, "evaluate.fmr=0.1", "evaluate.bootstrap=40")
     manifest = json.loads((tmp_path / "ev" / "_froq" / "manifest.json").read_text())["results"]
     for method in ("quality", "ser_fiq", "blur"):
         row = table.loc[method]
@@ -225,14 +182,12 @@ def test_a_changed_score_file_is_evaluated_again_on_resume(capsys, tmp_path):
     write_annotations(tmp_path / "ann", ids)
     paths = [f"/faces/{i}/{k:03d}.jpg" for k, i in enumerate(ids)]
     csv = tmp_path / "other.csv"
-    args = ["--scores", str(csv), "--set", "evaluate.fmr=0.1", "--set", "evaluate.bootstrap=0"]
+    settings = ("evaluate.fmr=0.1", "evaluate.bootstrap=0")
     other_tool_csv(csv, [(p, str(k), "0") for k, p in enumerate(paths)])
-    assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev", *args)[0] == 0
-    first = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method").loc["ser_fiq", "pauc_raw@0.3"]
+    first = evaluate_with_other_tool(capsys, tmp_path, *settings)[1].loc["ser_fiq", "pauc_raw@0.3"]
     other_tool_csv(csv, [(p, str(-k), "0") for k, p in enumerate(paths)])  # the opposite order
     os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))
-    assert evaluate(capsys, tmp_path / "ann", tmp_path / "ev", *args)[0] == 0
-    second = pd.read_csv(tmp_path / "ev" / "edc.csv").set_index("method").loc["ser_fiq", "pauc_raw@0.3"]
+    second = evaluate_with_other_tool(capsys, tmp_path, *settings)[1].loc["ser_fiq", "pauc_raw@0.3"]
     expected = brute_force_edc(
         write_annotations(tmp_path / "ann2", ids)["embedding"], ids, -np.arange(16.0), Fraction(1, 10)
     )

@@ -16,41 +16,9 @@ from froq_ray.quality import accelerate
 from froq_ray.quality.accelerate import frozen_copy, frozen_observed_network, relative_difference
 from froq_ray.quality.observer import NormObserver, network_input
 from froq_ray.quality.scorer import FroqScorer, resolve_graph
-from tests.tiny_models import (
-    TinyFR,
-    flat_norms,
-    hand_artifact,
-    manual_activations,
-    random_crops,
-    tiny_fr_model,
-)
+from tests.tiny_models import SCORER_LAYERS, TinyFR, hand_artifact, scorer_truth, tiny_fr_model
 
-# block.act is called twice (the last call counts); block.bn2's output is modified in place afterwards
-SELECTED = ["block.act", "block.bn2", "stem"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_fr_model(size=16)
-
-
-@pytest.fixture(scope="module")
-def artifact(model):
-    return hand_artifact(model, SELECTED)
-
-
-@pytest.fixture(scope="module")
-def crops():
-    return random_crops(11, 16, seed=9)
-
-
-def truth(model, crops) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Independent values from an explicit functional re-implementation: per-layer norms (L, N) of each
-    layer's LAST call, their mean, the embedding."""
-    x = network_input(crops, model.input_transform(), torch.device("cpu"))
-    acts = manual_activations(model.network, x)
-    norms = torch.stack([flat_norms(acts[name][-1]) for name in SELECTED])
-    return norms.numpy(), norms.mean(dim=0).numpy(), acts["head"][0].numpy()
+# the fixtures model, artifact (selecting SCORER_LAYERS) and crops (11 images) are in conftest.py
 
 
 def node_kinds(module: torch.jit.ScriptModule) -> list[str]:
@@ -64,7 +32,7 @@ def test_frozen_scores_equal_the_hooked_eager_pass_and_the_truth(model, artifact
     frozen = FroqScorer(model, artifact, model_batch_size=model_batch_size, graph="frozen")
     assert (eager.graph, frozen.graph) == ("eager", "frozen")
     got, expected = frozen.score(crops), eager.score(crops)
-    _, quality, embedding = truth(model, crops)
+    _, quality, embedding = scorer_truth(model, crops)
     assert got.quality.dtype == np.float32 and got.quality.shape == (11,)
     assert got.embedding.dtype == np.float32 and got.embedding.shape == (11, model.embedding_size)
     np.testing.assert_allclose(got.quality, expected.quality, rtol=1e-4)
@@ -77,15 +45,15 @@ def test_frozen_norms_follow_the_counted_call_rule_per_layer(model, crops):
     """Per layer: the twice-called block.act gives its second call's norm, block.bn2 the norm before the later
     in-place add, exactly as NormObserver; rows in the requested order, at batch sizes 1, 5 and 11."""
     x = network_input(crops, model.input_transform(), torch.device("cpu"))
-    graph = frozen_observed_network(model.network, SELECTED, x[:2])
+    graph = frozen_observed_network(model.network, SCORER_LAYERS, x[:2])
     assert graph is not None
-    norms_truth, _, _ = truth(model, crops)
+    norms_truth, _, _ = scorer_truth(model, crops)
     for n in (1, 5, 11):
         with torch.inference_mode():
             norms, embedding = graph(x[:n])
-        assert norms.dtype == torch.float32 and norms.shape == (len(SELECTED), n)
+        assert norms.dtype == torch.float32 and norms.shape == (len(SCORER_LAYERS), n)
         np.testing.assert_allclose(norms.numpy(), norms_truth[:, :n], rtol=1e-4)
-        with torch.inference_mode(), NormObserver(model.network, SELECTED) as observer:
+        with torch.inference_mode(), NormObserver(model.network, SCORER_LAYERS) as observer:
             observer.forward(x[:n])
             assert observer.call_counts()["block.act"] == 2
             np.testing.assert_allclose(norms.numpy(), observer.stacked_norms().numpy(), rtol=1e-4)
@@ -93,8 +61,8 @@ def test_frozen_norms_follow_the_counted_call_rule_per_layer(model, crops):
 
 def test_quality_only_graph_drops_the_layers_after_the_deepest_selected_one(model, artifact, crops):
     x = network_input(crops, model.input_transform(), torch.device("cpu"))
-    full = frozen_observed_network(model.network, SELECTED, x[:2])
-    pruned = frozen_observed_network(model.network, SELECTED, x[:2], with_embedding=False)
+    full = frozen_observed_network(model.network, SCORER_LAYERS, x[:2])
+    pruned = frozen_observed_network(model.network, SCORER_LAYERS, x[:2], with_embedding=False)
     # the deepest selected layer is block.act (2nd call); down (1 conv), pool and head (linear) come later
     full_kinds, pruned_kinds = node_kinds(full), node_kinds(pruned)
     assert "aten::adaptive_avg_pool2d" in full_kinds and "aten::adaptive_avg_pool2d" not in pruned_kinds
@@ -105,7 +73,7 @@ def test_quality_only_graph_drops_the_layers_after_the_deepest_selected_one(mode
     scorer = FroqScorer(model, artifact, quality_only=True, model_batch_size=4, graph="frozen")
     result = scorer.score(crops)
     assert scorer.graph == "frozen" and result.embedding is None
-    np.testing.assert_allclose(result.quality, truth(model, crops)[1], rtol=1e-4)
+    np.testing.assert_allclose(result.quality, scorer_truth(model, crops)[1], rtol=1e-4)
     eager = FroqScorer(model, artifact, quality_only=True, model_batch_size=4).score(crops)
     np.testing.assert_allclose(result.quality, eager.quality, rtol=1e-4)
 
@@ -123,7 +91,7 @@ class BatchSizeBranchFR(TinyFR):
 def test_a_trace_that_does_not_generalise_falls_back_with_one_line_and_scores_right(crops, caplog):
     model = tiny_fr_model(size=16, network_class=BatchSizeBranchFR)
     with caplog.at_level(logging.WARNING, logger="froq_ray.quality.accelerate"):
-        scorer = FroqScorer(model, hand_artifact(model, SELECTED), model_batch_size=4, graph="frozen")
+        scorer = FroqScorer(model, hand_artifact(model, SCORER_LAYERS), model_batch_size=4, graph="frozen")
     lines = [r.getMessage() for r in caplog.records if r.name == "froq_ray.quality.accelerate"]
     assert len(lines) == 1 and "frozen graph of the observed BatchSizeBranchFR not used" in lines[0]
     assert "relative difference" in lines[0] and "check batch of 3" in lines[0]
@@ -132,7 +100,7 @@ def test_a_trace_that_does_not_generalise_falls_back_with_one_line_and_scores_ri
     # the eager path: the chunks of 4, 4 and 3 images all take the doubled branch
     x = network_input(crops, model.input_transform(), torch.device("cpu"))
     embeddings, qualities = [], []
-    with torch.inference_mode(), NormObserver(model.network, SELECTED) as observer:
+    with torch.inference_mode(), NormObserver(model.network, SCORER_LAYERS) as observer:
         for rows in (slice(0, 4), slice(4, 8), slice(8, 11)):
             embeddings.append(observer.forward(x[rows]))
             qualities.append(observer.stacked_norms().mean(dim=0))
@@ -155,7 +123,7 @@ def test_a_failing_trace_falls_back_with_one_line_and_scores_like_eager(
     ]
     assert scorer.graph == "eager"
     result = scorer.score(crops)
-    _, quality, embedding = truth(model, crops)
+    _, quality, embedding = scorer_truth(model, crops)
     np.testing.assert_allclose(result.quality, quality, rtol=1e-5)
     np.testing.assert_allclose(result.embedding, embedding, rtol=1e-5, atol=1e-6)
     # the hooks of the failed attempt are gone: one forward pass runs no observer hook
@@ -167,7 +135,7 @@ def test_a_failing_check_falls_back(model, artifact, crops, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="froq_ray.quality.accelerate"):
         scorer = FroqScorer(model, artifact, graph="frozen")
     assert scorer.graph == "eager" and "relative difference" in caplog.records[-1].getMessage()
-    np.testing.assert_allclose(scorer.score(crops).quality, truth(model, crops)[1], rtol=1e-5)
+    np.testing.assert_allclose(scorer.score(crops).quality, scorer_truth(model, crops)[1], rtol=1e-5)
 
 
 def test_frozen_copy_is_checked_on_another_batch_size(model, crops, caplog):

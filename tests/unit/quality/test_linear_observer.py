@@ -4,6 +4,7 @@ labelled targets (cr, genuine) against brute force, and artifact versions."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -124,11 +125,17 @@ def labelled_embeddings(seed=5):
     return np.stack([centres[i] + 0.7 * rng.normal(size=6) for i in ids]).astype(np.float32), ids
 
 
-def brute_force(x, ids):
+def brute_force(x, ids, sources=None):
+    """The genuine and CR targets of each row of ``x`` (N, D), recounted row by row in float64. The references
+    are the rows that are their own source (all rows when ``sources`` is None); a row is compared with the
+    references of its identity other than its own source, and with the other identities' reference centres."""
+    sources = np.arange(len(ids)) if sources is None else sources
     unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    references = [j for j in range(len(ids)) if sources[j] == j]
+    centre = {k: unit[[j for j in references if ids[j] == k]].sum(axis=0) for k in set(ids[references])}
     genuine, cr = [], []
     for i in range(len(ids)):
-        others = [j for j in range(len(ids)) if ids[j] == ids[i] and j != i]
+        others = [j for j in references if ids[j] == ids[i] and j != sources[i]]
         if not others:
             genuine.append(np.nan)
             cr.append(np.nan)
@@ -136,10 +143,7 @@ def brute_force(x, ids):
         genuine.append(np.mean([unit[i] @ unit[j] for j in others]))
         loo = unit[others].sum(axis=0)
         ccs = unit[i] @ loo / np.linalg.norm(loo)
-        nnccs = max(
-            unit[i] @ unit[ids == k].sum(axis=0) / np.linalg.norm(unit[ids == k].sum(axis=0))
-            for k in set(ids) - {ids[i]}
-        )
+        nnccs = max(unit[i] @ c / np.linalg.norm(c) for k, c in centre.items() if k != ids[i])
         cr.append(ccs / (nnccs + 1 + 1e-9))
     return np.array(genuine), np.array(cr)
 
@@ -302,51 +306,30 @@ def test_build_artifact_linear_and_greedy_store_quantiles_of_their_own_quality(m
     observations = {NORMS_KEY: norms.astype(np.float32), PSEUDO_LABEL_KEY: target.astype(np.float32)}
     from froq_ray.quality.artifact import CalibrationSet
 
-    cs = CalibrationSet("0" * 64, "sorted_image_ids", len(target))
-    calls = {n: 1 for n in names}
-    greedy = build_artifact(
+    # the same names, observations, calibration set and layer calls for every artifact built here
+    build = functools.partial(
+        build_artifact,
         model,
         names,
         observations,
-        {"target": "genuine"},
         top_n=3,
-        calibration_set=cs,
+        calibration_set=CalibrationSet("0" * 64, "sorted_image_ids", len(target)),
         precision="fp32",
-        layer_calls=calls,
+        layer_calls={n: 1 for n in names},
     )
+    greedy = build({"target": "genuine"})
     assert greedy.method == "greedy" and greedy.settings == {"target": "genuine", "top_n": 3}
     index = [names.index(n) for n in greedy.selected_layers]
     np.testing.assert_allclose(
         greedy.quality_quantiles,
         quality_quantiles(norms[:, index].astype(np.float32).astype(np.float64).mean(axis=1)),
     )
-    linear = build_artifact(
-        model,
-        names,
-        observations,
-        {"target": "genuine"},
-        top_n=3,
-        calibration_set=cs,
-        precision="fp32",
-        layer_calls=calls,
-        method="linear",
-        groups=groups,
-    )
+    linear = build({"target": "genuine"}, method="linear", groups=groups)
     assert linear.method == "linear" and linear.linear.layers == ["stem", "down", "head"]
     expected = linear.linear.predict(norms[:, [0, 2, 3]].astype(np.float32))
     np.testing.assert_allclose(linear.quality_quantiles, quality_quantiles(expected))
     with pytest.raises(ValueError, match="identities"):
-        build_artifact(
-            model,
-            names,
-            observations,
-            {},
-            top_n=3,
-            calibration_set=cs,
-            precision="fp32",
-            layer_calls=calls,
-            method="linear",
-        )
+        build({}, method="linear")
     back = CalibrationArtifact.from_json(linear.to_json())
     assert back.calibration_id == linear.calibration_id and back.linear == linear.linear
 
@@ -390,19 +373,7 @@ def test_degraded_copies_are_labelled_against_the_other_references():
     emb = np.vstack([x, copies])
     labels = np.concatenate([ids, ids[[0, 1, 5, 7, 9]]])
     sources = np.concatenate([np.arange(n), [0, 1, 5, 7, 9]])
-    unit = emb.astype(np.float64) / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
-    genuine, cr = [], []
-    for i in range(len(labels)):  # brute force: references only, never the own source
-        refs = [j for j in range(n) if labels[j] == labels[i] and j != sources[i]]
-        if not refs:
-            genuine.append(np.nan)
-            cr.append(np.nan)
-            continue
-        genuine.append(np.mean([unit[i] @ unit[j] for j in refs]))
-        loo = unit[refs].sum(axis=0)
-        centre = {k: unit[:n][ids == k].sum(axis=0) for k in set(ids)}
-        nn = max(unit[i] @ c / np.linalg.norm(c) for k, c in centre.items() if k != labels[i])
-        cr.append((unit[i] @ loo / np.linalg.norm(loo)) / (nn + 1 + 1e-9))
+    genuine, cr = brute_force(emb, labels, sources)  # the copies: references only, never the own source
     np.testing.assert_allclose(
         labelled_target("genuine", emb, labels, sources=sources), genuine, rtol=1e-5, atol=1e-6
     )

@@ -11,36 +11,17 @@ import torch
 from froq_ray.quality.artifact import ArtifactMismatchError
 from froq_ray.quality.observer import StopPoint, network_input
 from froq_ray.quality.scorer import FroqScorer
-from tests.tiny_models import flat_norms, hand_artifact, manual_activations, random_crops, tiny_fr_model
-
-# a twice-called in-place activation, a module whose output is modified in place afterwards, a container
-SELECTED = ["block.act", "block.bn2", "stem"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_fr_model(size=16)
-
-
-@pytest.fixture(scope="module")
-def artifact(model):
-    return hand_artifact(model, SELECTED)
-
-
-@pytest.fixture(scope="module")
-def crops():
-    return random_crops(11, 16, seed=9)
+from tests.tiny_models import random_crops, scorer_truth
 
 
 def test_quality_is_the_mean_of_materialised_layer_norms(model, artifact, crops):
+    # the fixtures (conftest.py) select SCORER_LAYERS
     result = FroqScorer(model, artifact).score(crops)
-    x = network_input(crops, model.input_transform(), torch.device("cpu"))
-    truth = manual_activations(model.network, x)
-    expected = torch.stack([flat_norms(truth[name][-1]) for name in SELECTED]).mean(dim=0)
+    _, quality, embedding = scorer_truth(model, crops)
     assert result.quality.dtype == np.float32 and result.quality.shape == (11,)
-    np.testing.assert_allclose(result.quality, expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(result.quality, quality, rtol=1e-5)
     assert result.embedding.dtype == np.float32 and result.embedding.shape == (11, model.embedding_size)
-    np.testing.assert_allclose(result.embedding, truth["head"][0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.embedding, embedding, rtol=1e-5, atol=1e-6)
     assert result.precision == "fp32"
 
 
