@@ -1,7 +1,7 @@
-"""Memory of a process and all its descendants (Linux /proc), sampled in a background thread.
+"""Memory (sampled in a background thread) and CPU time of a process and all its descendants (Linux /proc).
 
 Ray's processes (GCS, raylet, workers) started by a job's driver are its descendants, so the summed RSS of the
-tree is what the whole job holds on this machine.
+tree is what the whole job holds on this machine, and its CPU seconds are what the whole job spent.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -31,15 +32,35 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """(RSS of ``root``, summed RSS of ``root`` and all its descendants) in bytes."""
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants."""
     children = _children_map()
-    total, stack = 0, [root]
+    pids, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += _rss_bytes(pid)
+        pids.append(pid)
         stack.extend(children.get(pid, []))
-    return _rss_bytes(root), total
+    return pids
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """(RSS of ``root``, summed RSS of ``root`` and all its descendants) in bytes."""
+    return _rss_bytes(root), sum(_rss_bytes(pid) for pid in _tree(root))
+
+
+def tree_cpu_seconds(root: int) -> dict[int, tuple[str, float]]:
+    """pid -> (command line, CPU seconds) of ``root`` and each descendant alive now: user + system time of the
+    process plus that of its children it has reaped (``/proc/<pid>/stat`` fields 14-17, in clock ticks).
+    Processes that end unreaped between two calls are not counted."""
+    out = {}
+    for pid in _tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out[pid] = (command.strip(), sum(int(f) for f in fields[11:15]) / TICKS)
+    return out
 
 
 class PeakSampler:

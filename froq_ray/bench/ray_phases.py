@@ -8,6 +8,7 @@ pays for its own actor start-up (model load, moving it to the device), as every 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from ..config import AnnotateJob, config_from_dict
 from ..storage.shards import MARKER_RE, STATE_DIR
 from .monitor import PhaseResources, ResourceMonitor
+from .proctree import tree_cpu_seconds
 from .timing import ImagesPerSecond
 
 
@@ -135,6 +137,41 @@ class ShardCommits:
         }
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU seconds the job's process tree spent in one phase (:func:`~froq_ray.bench.proctree.tree_cpu_seconds`
+    of this process before and after): ``scoring_actors`` (Ray processes running the scoring stage, start-up
+    included), ``driver`` (this process: planning, Ray Data's scheduler, commits) and ``other`` (read/decode and
+    write tasks, Ray Data's helper actors, raylet, GCS, agents); ``available``: wall seconds x cores."""
+
+    scoring_actors: float
+    driver: float
+    other: float
+    available: float
+
+    @classmethod
+    def between(
+        cls, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall: float
+    ) -> CpuSeconds:
+        spent = {"scoring_actors": 0.0, "driver": 0.0, "other": 0.0}
+        for pid, (command, seconds) in after.items():
+            used = seconds - before.get(pid, ("", 0.0))[1]
+            key = (
+                "driver" if pid == os.getpid() else "scoring_actors" if "ScoringStage" in command else "other"
+            )
+            spent[key] += used
+        return cls(**spent, available=wall * (os.cpu_count() or 1))
+
+    def to_dict(self) -> dict[str, float]:
+        used = self.scoring_actors + self.driver + self.other
+        return {
+            "cpu_s_scoring_actors": round(self.scoring_actors, 2),
+            "cpu_s_driver": round(self.driver, 2),
+            "cpu_s_other_processes": round(self.other, 2),
+            "cpu_s_unused": round(max(self.available - used, 0.0), 2),
+        }
+
+
 @dataclass
 class AnnotatePhase(ImagesPerSecond):
     """One measured annotate job; ``seconds`` (and so ``images_per_second``) is end to end: listing, driver-side
@@ -147,6 +184,7 @@ class AnnotatePhase(ImagesPerSecond):
     resources: PhaseResources
     manifest: dict[str, Any]
     commits: ShardCommits | None = None
+    cpu: CpuSeconds | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +194,7 @@ class AnnotatePhase(ImagesPerSecond):
             "images_per_second": round(self.images_per_second, 1),
             "streaming_images_per_second": round(self.streaming_images_per_second, 1),
             **(self.commits.to_dict() if self.commits else {}),
+            **(self.cpu.to_dict() if self.cpu else {}),
             "counts_by_status": self.manifest["counts_by_status"],
             "scoring": self.manifest["results"]["scoring"],
             **self.resources.to_dict(),
@@ -174,9 +213,11 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
     from ..pipeline.annotate import run_annotate
 
     with ResourceMonitor() as monitor:
+        cpu_before = tree_cpu_seconds(os.getpid())
         started, started_at = time.perf_counter(), time.time()
         manifest = run_annotate(cfg, force=True)
         seconds = time.perf_counter() - started
+        cpu = CpuSeconds.between(cpu_before, tree_cpu_seconds(os.getpid()), seconds)
     counts = manifest["counts_by_status"]
     images = manifest["results"]["this_run"]["rows"]
     if counts.get("ok", 0) != images:
@@ -190,4 +231,5 @@ def run_phase(name: str, cfg: AnnotateJob) -> AnnotatePhase:
         monitor.result,
         manifest,
         ShardCommits.of(Path(cfg.output.uri), started_at),
+        cpu,
     )

@@ -300,6 +300,11 @@ def table(result: dict[str, Any]) -> str:
     }
     for p in result["ray"]:
         row(f"{labels[p['phase']]}, {p['scoring']['precision']}", p["images"], p["images_per_second"], p)
+        if p.get("cpu_s_scoring_actors") is not None:
+            lines.append(
+                f"    CPU s: scoring actor {p['cpu_s_scoring_actors']:.1f}, driver {p['cpu_s_driver']:.1f}, "
+                f"other processes {p['cpu_s_other_processes']:.1f}, unused {p['cpu_s_unused']:.1f}"
+            )
         if p.get("steady_images_per_second") is not None:
             lines.append(
                 f"{'    after the first shard (committed at ' + format(p['first_shard_seconds'], '.1f') + ' s)':<60}"
