@@ -1,4 +1,5 @@
-"""Code habits checked on the source, not hoped for: parameters past the fourth are keyword-only.
+"""Code habits checked on the source, not hoped for: parameters past the fourth are keyword-only, and the
+public classes of the engine have docstrings.
 
 Every public function or method in ``froq_ray/`` (its name and the names of the classes around it do not start
 with ``_``) takes at most 4 positional parameters (``self``/``cls`` not counted); the rest sit after a ``*`` so a
@@ -112,3 +113,25 @@ def test_the_rule_on_a_small_source():
         (20, "Public.Inner.deep", 5),
         (30, "conditional", 5),
     ]
+
+
+def public_classes_without_docstring(source: str, filename: str = "<string>") -> list[tuple[int, str]]:
+    """``(line, name)`` of the module-level public classes in ``source`` that have no docstring."""
+    tree = ast.parse(source, filename=filename)
+    return [
+        (node.lineno, node.name)
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and not ast.get_docstring(node)
+    ]
+
+
+def test_the_public_types_of_the_engine_have_class_docstrings():
+    missing = [
+        f"{path.relative_to(PACKAGE)}:{line} {name}"
+        for path in sorted((PACKAGE / "engine").glob("*.py"))
+        for line, name in public_classes_without_docstring(path.read_text(), str(path))
+    ]
+    assert missing == [], f"public engine classes without a docstring: {missing}"
+    assert public_classes_without_docstring(
+        'class A:\n    """doc"""\n\nclass B:\n    x = 1\n\nclass _C: pass\n'
+    ) == [(4, "B")]
