@@ -43,7 +43,12 @@ A job describes what it owns in its output folder with an :class:`OutputLayout` 
      (:attr:`~froq_ray.storage.run_state.RunState.finished`) is left as it is (the job does nothing), anything
      else is computed again and replaces the job's files;
 
-9. records the run in ``_froq/run.json`` (job, config digest, input digest).
+9. refuses an output inside the folder of a run that writes ``part-NNNNN.parquet`` shards (a folder above it
+   holding ``_froq/run.json`` of a :data:`SHARD_JOBS` job), in every mode, before anything is created:
+   ``pandas.read_parquet`` of that folder reads every Parquet file below it, so this output's files would be
+   read as its rows (and its own resume refuses the foreign entry, item 5). Outputs inside other jobs' folders
+   are allowed (the distill job keeps its self-training copies inside its own output);
+10. records the run in ``_froq/run.json`` (job, config digest, input digest).
 
 A ``listed`` job names the files of each shard in ``_froq/files-NNNNN.json`` (:func:`record_files`) before it
 writes them, and in the shard's marker (``files``); it owns what those lists name, the lists themselves and
@@ -65,7 +70,7 @@ import fsspec
 import pandas as pd
 
 from .annotations import KEEP_LIST
-from .fs import LOCAL_PROTOCOLS, TEMP_MARK, is_local_fs, protocol_of, read_json, write_json_atomic
+from .fs import LOCAL_PROTOCOLS, TEMP_MARK, is_local_fs, protocol_of, read_json, to_uri, write_json_atomic
 from .location import Location
 from .manifest import LEGACY_MANIFEST_FILE, MANIFEST_FILE
 from .run_state import (
@@ -88,6 +93,10 @@ FILE_LIST_RE = re.compile(r"^files-(\d{5,})\.json$")
 
 WRITTEN_ENDINGS = (".parquet", ".json")
 """File endings froq writes into an output folder (parts, bookkeeping)."""
+
+SHARD_JOBS = frozenset({"annotate", "calibrate", "export", "self_training"})
+"""The jobs whose layout writes ``part-NNNNN.parquet`` shards (``OutputLayout.shards``): no output may lie
+inside their output folders (module doc, item 9)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ def open_output(
     uri, storage_options = location.uri, location.storage_options
     fs, path = location.fs, location.path
     _check_inputs(uri, fs, path, layout, inputs, listed_extensions)  # before the probe creates the folder
+    _check_not_inside_shard_output(uri, fs, path)
     check_writable(uri, storage_options)
     fs.invalidate_cache(path)
     fs.invalidate_cache(f"{path}/{STATE_DIR}")
@@ -398,6 +408,28 @@ def _check_inputs(uri, fs, path, layout, inputs, listed_extensions: Sequence[str
                 f" ({layout.job} reads it, and reading that folder would read the output's files with it):"
                 " choose an output.uri outside it"
             )
+
+
+def _check_not_inside_shard_output(uri: str, fs, path: str) -> None:
+    """Refuse an output below a folder holding a :data:`SHARD_JOBS` run (module doc, item 9): each folder
+    above ``path`` (local paths with their symlinks resolved) up to the root or bucket is checked for its
+    ``_froq/run.json``."""
+    local = is_local_fs(fs)
+    current = os.path.realpath(path) if local else path.rstrip("/")
+    while True:
+        parent = posixpath.dirname(current)
+        if not parent or parent == current:
+            return
+        record = f"{parent}/{RUN_FILE}"
+        if fs.isfile(record):
+            job = read_json(fs, record).get("job")
+            if job in SHARD_JOBS:
+                raise OutputStateError(
+                    f"output {uri} lies inside {to_uri(fs, parent)}, the output of a {job} run: reading that "
+                    "folder (pandas.read_parquet) would read this output's files as its rows, and resuming it "
+                    "would refuse them; choose an output.uri outside it"
+                )
+        current = parent
 
 
 def _check_foreign(uri, fs, path, layout, names, state_names) -> None:

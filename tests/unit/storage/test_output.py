@@ -17,7 +17,13 @@ from froq_ray.pipeline import annotate, calibrate, distill, evaluate, export, re
 from froq_ray.pipeline import filter as filter_job
 from froq_ray.storage.location import Location
 from froq_ray.storage.manifest import RunManifest, write_manifest
-from froq_ray.storage.output import OutputLayout, discard_listed_shards, open_output, record_files
+from froq_ray.storage.output import (
+    SHARD_JOBS,
+    OutputLayout,
+    discard_listed_shards,
+    open_output,
+    record_files,
+)
 from froq_ray.storage.run_state import LEGACY_FILES, OutputStateError
 
 LAYOUTS = {
@@ -183,6 +189,32 @@ def test_another_jobs_run_is_refused_in_every_mode(layout, mode, tmp_path):
     with pytest.raises(OutputStateError, match=f"output {out} holds another job's run .*{other.job}"):
         open_(out, mode, layout)
     assert snapshot(out) == before
+
+
+def test_the_shard_jobs_are_the_layouts_that_write_shards():
+    assert {layout.job for layout in LAYOUTS.values() if layout.shards} == SHARD_JOBS
+
+
+@pytest.mark.parametrize("mode", ["resume", "overwrite", "error_if_exists"])
+def test_an_output_inside_a_shard_jobs_output_is_refused_in_every_mode(layout, mode, tmp_path):
+    shard_run = tmp_path / "ann"
+    before = finished_run(shard_run, LAYOUTS["annotate"])
+    for out in (shard_run / "sub", shard_run / "a" / "b"):
+        with pytest.raises(
+            OutputStateError, match=f"output {out} lies inside {shard_run}, the output of a annotate"
+        ):
+            open_(out, mode, layout)
+        assert not out.exists()  # refused before the folder is created
+    assert snapshot(shard_run) == before
+    # through a symlink too
+    (tmp_path / "link").symlink_to(shard_run)
+    with pytest.raises(OutputStateError, match="lies inside"):
+        open_(tmp_path / "link" / "sub", mode, layout)
+    # inside another job's output (distill keeps its self-training copies in its own): allowed
+    other = tmp_path / "ev"
+    finished_run(other, LAYOUTS["distill"])
+    open_(other / "sub", mode, layout)
+    assert (other / "sub" / "_froq" / "run.json").is_file()
 
 
 def test_a_location_opens_its_filesystem_once_and_joins_with_its_options(tmp_path):
