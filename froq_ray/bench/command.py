@@ -21,6 +21,26 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _phases(text: str) -> tuple[str, ...]:
+    """An argparse type: a comma list of phase names (:data:`PHASES`)."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(set(names) - set(PHASES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown phase(s) {', '.join(unknown)}; known: {','.join(PHASES)}")
+    return names
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="benchmark",
@@ -32,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--weights", help="weights file; default: seeded random weights when the model needs a file"
     )
-    ap.add_argument("--n", type=int, default=2000, help="JPEG crops to generate and score")
+    ap.add_argument("--n", type=_positive, default=2000, help="JPEG crops to generate and score")
     ap.add_argument("--device", choices=list(DEVICES), default="auto")
     ap.add_argument(
         "--precision",
@@ -43,11 +63,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--reference-workers", type=_ints, help="comma list of DataLoader workers (default 0,<cores>)"
     )
-    ap.add_argument("--ray-batch-size", type=int)
+    ap.add_argument("--ray-batch-size", type=_positive)
     ap.add_argument(
-        "--model-batch-size", type=int, help="images per forward (default 512 on CUDA, 64 on CPU)"
+        "--model-batch-size", type=_positive, help="images per forward (default 512 on CUDA, 64 on CPU)"
     )
-    ap.add_argument("--pl-n", type=int, help="images for the pseudo-label phase (default n/8, 16..4096)")
+    ap.add_argument(
+        "--pl-n", type=_positive, help="images for the pseudo-label phase (default n/8, 16..4096)"
+    )
     ap.add_argument(
         "--artifact", help="calibration artifact for the model (default: built-in or a quick one)"
     )
@@ -55,8 +77,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="add a torch.compile scorer variant")
     ap.add_argument("--bf16-on-cpu", action="store_true", help="add bf16 scorer variants on a CPU run")
-    ap.add_argument("--skip", default="", help=f"comma list of phases to skip: {','.join(PHASES)}")
-    ap.add_argument("--num-cpus", type=int, help="CPUs for Ray and the reference workers (default: all)")
+    ap.add_argument(
+        "--skip", type=_phases, default=(), help=f"comma list of phases to skip: {','.join(PHASES)}"
+    )
+    ap.add_argument(
+        "--num-cpus", type=_positive, help="CPUs for Ray and the reference workers (default: all)"
+    )
     ap.add_argument("--work-dir", help="keep crops and outputs here (default: a temporary folder, removed)")
     ap.add_argument("--out", help="JSON file for every number")
     return ap
@@ -80,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         compile=args.compile,
         bf16_on_cpu=args.bf16_on_cpu,
-        skip=tuple(p for p in args.skip.split(",") if p),
+        skip=args.skip,
         work_dir=args.work_dir,
     )
     if args.num_cpus:

@@ -305,6 +305,10 @@ def table(result: dict[str, Any]) -> str:
                 f"    CPU s: scoring actor {p['cpu_s_scoring_actors']:.1f}, driver {p['cpu_s_driver']:.1f}, "
                 f"other processes {p['cpu_s_other_processes']:.1f}, unused {p['cpu_s_unused']:.1f}"
             )
+        if p.get("shards_committed") == 1:
+            lines.append(
+                "    one shard: no rate after the first shard (a smaller --ray-batch-size gives more)"
+            )
         if p.get("steady_images_per_second") is not None:
             lines.append(
                 f"{'    after the first shard (committed at ' + format(p['first_shard_seconds'], '.1f') + ' s)':<60}"

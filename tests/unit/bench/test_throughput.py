@@ -215,3 +215,30 @@ def test_rates_and_phase_record():
         "images_per_second": 250.0,
     }
     assert record["streaming_images_per_second"] == 300.0 and record["scoring"] == {"precision": "fp32"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--skip", "nope"], "argument --skip: unknown phase(s) nope; known: reference,scorer"),
+        (["--skip", "reference,nope,zzz"], "unknown phase(s) nope, zzz"),
+        (["--n", "0"], "argument --n: must be >= 1, got 0"),
+        (["--n", "x"], "argument --n: 'x' is not a whole number"),
+        (["--ray-batch-size", "-1"], "argument --ray-batch-size: must be >= 1"),
+    ],
+)
+def test_the_benchmark_command_refuses_bad_arguments_on_one_line(argv, message, capsys):
+    from froq_ray.bench.command import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_the_benchmark_command_reads_the_skip_list():
+    from froq_ray.bench.command import parser
+
+    assert parser().parse_args(["--skip", "reference, scorer"]).skip == ("reference", "scorer")
+    assert parser().parse_args([]).skip == ()
