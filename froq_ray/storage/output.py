@@ -153,7 +153,10 @@ def open_output(
     fs, path = location.fs, location.path
     _check_inputs(uri, fs, path, layout, inputs, listed_extensions)  # before the probe creates the folder
     _check_not_inside_shard_output(uri, fs, path)
-    check_writable(uri, storage_options)
+    if dry_run and is_local_fs(fs) and not fs.exists(path):
+        _check_creatable(uri, path)  # a dry run creates no folder
+    else:
+        check_writable(uri, storage_options)
     fs.invalidate_cache(path)
     fs.invalidate_cache(f"{path}/{STATE_DIR}")
     names = list_names(fs, path)
@@ -408,6 +411,16 @@ def _check_inputs(uri, fs, path, layout, inputs, listed_extensions: Sequence[str
                 f" ({layout.job} reads it, and reading that folder would read the output's files with it):"
                 " choose an output.uri outside it"
             )
+
+
+def _check_creatable(uri: str, path: str) -> None:
+    """A dry run's check of a local output folder that does not exist yet: its nearest existing parent must be
+    a writable folder (nothing is created). Raises :class:`OutputStateError` naming ``uri``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputStateError(f"output {uri} is not writable: cannot create it in {parent}")
 
 
 def _check_not_inside_shard_output(uri: str, fs, path: str) -> None:

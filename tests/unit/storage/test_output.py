@@ -485,3 +485,14 @@ def test_a_symlink_does_not_get_an_output_into_an_input_folder(job, tmp_path):
         with pytest.raises(OutputStateError, match=r"lies inside the input folder"):
             open_(out, "resume", layout, inputs=[str(item)])
         assert not out.exists()
+
+
+def test_a_dry_run_creates_no_folder_and_refuses_an_output_that_cannot_be_created(layout, tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    state = open_(out, "resume", layout, dry_run=True)
+    assert not state.resumed and not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutputStateError, match=f"output {tmp_path / 'file' / 'out'} is not writable"):
+        open_(tmp_path / "file" / "out", "resume", layout, dry_run=True)
+    open_(out, "resume", layout)  # the real run creates it
+    assert (out / "_froq" / "run.json").is_file()
