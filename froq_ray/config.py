@@ -327,9 +327,10 @@ class ResourcesConfig(Section):
     num_gpus_per_actor: float = Field(default=0, ge=0)
     num_cpus_per_actor: float = Field(default=1, gt=0)
     decode_num_cpus: float = Field(default=1, gt=0)
-    export_num_cpus: float = Field(default=1, gt=0)
+    export_num_cpus: float = Field(default=1, gt=0, strict=True, allow_inf_nan=False)
     """CPUs per export task (one task per ``export.shard_size`` shard: reads its source images, writes its
-    files and marker); the export runs as many at once as the cluster has CPUs for."""
+    files and marker); the export runs as many at once as the cluster has CPUs for. A finite number > 0 as
+    typed (a boolean, a text, ``inf`` or ``nan`` is refused)."""
     ray_batch_size: int = Field(default=256, ge=1)
     """Rows per Ray block of the distill job's training data. (annotate and calibrate move one output shard,
     ``output.shard_size`` rows, per block from the read task to the write task.)"""

@@ -10,22 +10,26 @@ path, and writes them to ``output.uri`` in ``export.shard_size`` row shards:
 - ``parquet``: ``part-NNNNN.parquet`` with ``image`` (``struct<bytes: binary, path: string>``, Hugging Face's
   ``Image`` feature, named in the file's ``huggingface`` metadata, so ``datasets.load_dataset("parquet", ...)``
   decodes it), ``path`` (the source), ``identity``, ``label`` (int64: the identity's index in
-  ``_froq/classes.json``, -1 without an identity) and ``quality`` (float32, null where the keep-list has none).
+  ``_froq/classes.json``, the sorted identities of the kept rows whose status is ok; -1 without an identity)
+  and ``quality`` (float32, null where the keep-list has none).
 - ``webdataset``: ``shard-NNNNN.tar`` (Python's ``tarfile``) with, per image, ``<key>.<ext>`` (the bytes as
   stored, ``ext`` the source's lower-case extension), ``<key>.cls`` (the label) and ``<key>.json`` (``path``,
   ``identity``, ``label``, ``quality``); ``key`` is the row's 9-digit index among the kept rows.
 
-The driver plans and commits; workers read and write. The driver reads the keep-list, names every target,
-checks the output and plans the shards; each shard still to write is one Ray task
-(:func:`froq_ray.engine.tasks.run_tasks`, ``resources.export_num_cpus`` CPUs each, on the driver's node when the
-output or a source is local) that gets only its own rows, reads their sources and writes the shard's files and
-then its marker (which records the ``worker``: host and process id); the driver collects the markers and writes
-``_froq/skipped.parquet`` and the manifest.
+The driver plans; workers read and write. The driver reads the keep-list, names every target, checks the
+task resources (``resources.export_num_cpus`` against the node the tasks must run on: a refusal comes before
+the output is opened, so it leaves nothing there), opens the output and plans the shards; each shard still to
+write is one Ray task (:func:`froq_ray.engine.tasks.run_tasks`, ``resources.export_num_cpus`` CPUs each, on the
+driver's node when the output or a source is local) that gets only its own rows, reads their sources and
+writes the shard's files and then its marker (which records the ``worker``: host and process id); the driver
+collects the markers and writes ``_froq/skipped.parquet`` and the manifest.
 
 Sources are read through fsspec (``export.storage_options``), in batches, and never written: an output that is
 a source's folder, lies inside one or holds a source is refused. A kept row whose keep-list ``status`` is not
 ``ok`` (``not_an_image``, ``corrupt``... as annotate wrote it; null counts as not ok) is not read and skipped
-with reason ``status_<status>`` (``status_null`` for a null); a source that cannot be read (missing,
+with reason ``status_<status>`` (``status_null`` for a null) and adds no class; a keep-list without a ``status``
+column is exported unchecked, with a warning in the log and ``results.status_checked: false`` in the manifest
+(a file that is not an image is then exported as it is); a source that cannot be read (missing,
 unreadable) is skipped with reason ``missing`` or ``read_error``. Every skip is counted by reason and named in the
 log, in ``_froq/manifest.json`` (``results.skipped``, and ``counts_by_status``) and in
 ``_froq/skipped.parquet``; every other kept image is exported.
@@ -58,11 +62,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import status as st
 from ..config import ExportJob
-from ..engine.tasks import run_tasks
+from ..engine.tasks import check_task_resources, run_tasks
 from ..errors import UserError
 from ..storage.annotations import KEEP_LIST, annotation_files, read_table
 from ..storage.fs import (
@@ -94,6 +99,7 @@ OUTPUT = OutputLayout(
 lists them before writing (``listed``); besides those, the skip table and the class list in ``_froq/``."""
 KEEP_LIST_HINT = f"export.keep_list takes a `froq filter` output or its {KEEP_LIST}"
 NO_LABEL = -1
+NUM_CPUS_KEY = "resources.export_num_cpus"
 STATUS_SKIP = "status_"
 """Prefix of the skip reason of a kept row whose keep-list status is not ok (``status_not_an_image``)."""
 READ_BATCH = 64
@@ -136,12 +142,17 @@ class KeepList:
     rows: pd.DataFrame
     """The kept rows sorted by path: ``path``, ``identity`` (None without one), ``quality`` (float32, NaN without
     one), ``status`` (the keep-list's text, None where null; ``ok`` for every row of a keep-list without a
-    ``status`` column), ``label`` (the identity's index in ``classes``, -1 without one)."""
+    ``status`` column), ``label`` (the identity's index in ``classes``; -1 without an identity or for a row
+    skipped for its status)."""
     uri: str
     total_rows: int
     """Rows of the keep-list, kept or not."""
     classes: list[str]
-    """The kept identities, sorted: ``label`` i is ``classes[i]``."""
+    """The identities of the rows to export (kept, status ok), sorted: ``label`` i is ``classes[i]``. A row
+    skipped for its keep-list status adds no class; a row whose source then fails to read at export time
+    (``missing``, ``read_error``) still counts, as that is only known once the shards are written."""
+    status_checked: bool
+    """Whether the keep-list has a ``status`` column (without one, every kept row is exported unchecked)."""
 
 
 @dataclass(frozen=True)
@@ -183,27 +194,25 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     """The kept rows of the keep-list at ``uri`` (a filter output folder, a Parquet file, or a glob of them,
     read in order) through :mod:`froq_ray.storage.annotations`. Raises :class:`ExportInputError` for a
     missing keep-list, a missing ``path``/``keep`` column, a ``keep`` column that is not boolean or has nulls,
-    a null or repeated kept path."""
+    a null or repeated kept path (naming the file and the first bad row)."""
     try:
         files = annotation_files([uri], storage_options, keep_lists=True, error=ExportInputError)
     except ExportInputError as exc:
         raise ExportInputError(f"keep-list: {exc} ({KEEP_LIST_HINT})") from None
-    tables = [
-        read_table(
+    tables = []
+    for f in files:
+        table = read_table(
             f,
             ("path", "keep"),
             ("identity", "quality", "status"),
             hint=KEEP_LIST_HINT,
             error=ExportInputError,
         )
-        for f in files
-    ]
+        _check_keep_column(f.uri, table)
+        tables.append(table)
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     uri = files[0].uri if len(files) == 1 else uri
-    keep = table.column("keep")
-    if not pa.types.is_boolean(keep.type) or keep.null_count:
-        raise ExportInputError(f"{uri}: keep must be a boolean column without nulls (it is {keep.type})")
-    kept = table.filter(keep)
+    kept = table.filter(table.column("keep"))
     n = kept.num_rows
 
     def text(name: str, default: str | None) -> pd.Series:
@@ -234,12 +243,31 @@ def read_keep_list(uri: str, storage_options: dict[str, Any]) -> KeepList:
     if len(repeated):
         raise ExportInputError(f"{uri}: {len(repeated)} kept path(s) appear twice, e.g. {repeated.iloc[0]}")
     frame = frame.sort_values("path", kind="stable", ignore_index=True)
-    classes = sorted({i for i in frame["identity"] if i is not None})
+    exported = (frame["status"] == st.OK).to_numpy()
+    classes = sorted({i for i, ok in zip(frame["identity"], exported, strict=True) if ok and i is not None})
     index = {name: k for k, name in enumerate(classes)}
     frame["label"] = np.asarray(
-        [NO_LABEL if i is None else index[i] for i in frame["identity"]], dtype=np.int64
+        [
+            index[i] if ok and i is not None else NO_LABEL
+            for i, ok in zip(frame["identity"], exported, strict=True)
+        ],
+        dtype=np.int64,
     )
-    return KeepList(frame, uri, table.num_rows, classes)
+    return KeepList(frame, uri, table.num_rows, classes, "status" in table.column_names)
+
+
+def _check_keep_column(uri: str, table: pa.Table) -> None:
+    """Refuse a ``keep`` column that is not boolean, or that has a null (naming its first row and path)."""
+    keep = table.column("keep")
+    if not pa.types.is_boolean(keep.type):
+        raise ExportInputError(f"{uri}: keep must be a boolean column (it is {keep.type})")
+    if keep.null_count:
+        row = pc.indices_nonzero(keep.is_null()).to_pylist()[0]
+        path = table.column("path")[row].as_py()
+        raise ExportInputError(
+            f"{uri}: row {row} ({path if path is not None else 'null path'}) has a null keep "
+            f"({keep.null_count} null(s) in all): keep must be true or false on every row"
+        )
 
 
 def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
@@ -255,6 +283,18 @@ def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
     _check_sources_apart(kept["path"], out.uri, out.storage_options)
     if cfg.link:
         _check_linkable(kept["path"], out.uri)
+    local = protocol_of(out.uri) == "file" or any(protocol_of(p) == "file" for p in kept["path"])
+    if len(kept):  # before the output is opened, so that a refusal leaves nothing in it
+        check_task_resources(
+            job.resources, job.resources.export_num_cpus, on_driver_node=local, num_cpus_key=NUM_CPUS_KEY
+        )
+    if not keep.status_checked:
+        log.warning(
+            "export: the keep-list %s has no status column: its %d kept row(s) were not checked to be "
+            "readable images (a file that is not one is exported as it is)",
+            keep_uri,
+            len(kept),
+        )
     listing = kept[["path", "identity"]]
     state = open_job_output(
         job,
@@ -298,13 +338,13 @@ def run_export(job: ExportJob, force: bool = False) -> dict[str, Any]:
     tasks = [
         ShardTask(settings, s, kept.iloc[s.start : s.stop].copy(), targets[s.start : s.stop]) for s in pending
     ]
-    local = protocol_of(out.uri) == "file" or any(protocol_of(p) == "file" for p in kept["path"])
     for task, marker in run_tasks(
         _export_shard,
         tasks,
         resources=job.resources,
         num_cpus=job.resources.export_num_cpus,
         on_driver_node=local,
+        num_cpus_key=NUM_CPUS_KEY,
     ):
         state.markers[task.shard.index] = marker
         log.info(
@@ -582,7 +622,8 @@ def _write_skipped(fs, root: str, skipped: list[dict[str, str]]) -> None:
 def _results(
     job: ExportJob, keep: KeepList, state: RunState, shards: list[ShardPlan], written_now: int
 ) -> dict[str, Any]:
-    """The manifest's ``results``: keep-list, counts, skips (the first 100 paths), format, shards, files."""
+    """The manifest's ``results``: keep-list, counts, skips (the first 100 paths), format, shards, files,
+    identities, ``status_checked`` (false: the keep-list has no ``status`` column, no row was checked)."""
     done = [state.markers[s.index] for s in shards]
     skipped = [row for m in done for row in m["skipped"]]
     by_reason = Counter(row["reason"] for row in skipped)
@@ -603,6 +644,7 @@ def _results(
         "shards_written_this_run": written_now,
         "files": sum(len(m["files"]) for m in done),
         "identities": len(keep.classes),
+        "status_checked": keep.status_checked,
         "classes": CLASSES_FILE,
         "resumed": state.resumed,
         "forced": state.forced,

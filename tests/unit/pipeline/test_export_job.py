@@ -541,3 +541,96 @@ def test_a_killed_export_resumes_to_exactly_one_copy_of_each_kept_image(tmp_path
     assert (
         m["written"] == len(paths) and m["resumed"] and m["shards_written_this_run"] == n_shards - len(before)
     )
+
+
+def test_a_task_resources_refusal_leaves_a_new_output_untouched(tmp_path, keep_list, capsys):
+    """Tasks that need more CPUs than the driver's node has (the test cluster has 2) are refused before the
+    output is opened: the new output gets no `_froq/` state, so the corrected re-run, even with
+    error_if_exists, is a fresh export."""
+    assert export(tmp_path, "parquet", "--set", "resources.export_num_cpus=99", out="new") == 2
+    err = capsys.readouterr().err
+    assert "resources.export_num_cpus=99: the tasks need 99 CPU(s) each" in err and "which has 2" in err
+    assert not (tmp_path / "new").exists()
+    assert export(tmp_path, "webdataset", "--mode", "error_if_exists", out="new") == 0
+    assert manifest(tmp_path / "new")["results"]["written"] == len(kept(keep_list))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("inf", "must be a number (got 'inf')"),
+        (".inf", "finite number"),
+        ("true", "must be a number (got True)"),
+        (".nan", "finite number"),
+        ("'2'", "must be a number (got '2')"),
+        ("0", "must be > 0"),
+    ],
+)
+@pytest.mark.usefixtures("keep_list")
+def test_export_num_cpus_must_be_a_finite_positive_number(tmp_path, capsys, value, problem):
+    assert export(tmp_path, "parquet", "--set", f"resources.export_num_cpus={value}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("froq export: error: resources.export_num_cpus: ") and problem in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_classes_and_labels_come_from_the_rows_exported(tmp_path, source):
+    """An identity whose only kept row is skipped for its status (a text file in folder `Bad`) is no class; the
+    classes and labels are those of the kept rows whose status is ok, recounted here from the keep-list."""
+    frame = status_keep_list(tmp_path, source)
+    (source / "Bad").mkdir()
+    (source / "Bad" / "x.jpg").write_bytes(b"plain text\n")
+    bad = {"path": str(source / "Bad" / "x.jpg"), "identity": "Bad", "keep": True, "status": "not_an_image"}
+    frame = pd.concat([frame, pd.DataFrame([{**bad, "quality": 1.0}])], ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "filter" / KEEP_LIST)
+    assert export(tmp_path, "parquet") == 0
+    out = tmp_path / "out"
+    exported = frame[frame.keep & (frame.status == "ok")].sort_values("path")
+    want = sorted(set(exported.identity))
+    assert "Bad" not in want and len(want) == IDENTITIES
+    assert json.loads((out / "_froq" / "classes.json").read_text()) == want
+    df = pd.read_parquet(out).sort_values("path")
+    assert df.path.tolist() == exported.path.tolist()
+    assert df.label.tolist() == [want.index(i) for i in exported.identity]
+    assert set(df.label) == set(range(len(want)))  # every label has images
+    results = manifest(out)["results"]
+    assert results["identities"] == len(want) and results["status_checked"] is True
+    assert results["skipped"]["by_reason"]["status_not_an_image"] == 2
+
+
+def test_a_keep_list_without_status_is_exported_unchecked_with_a_warning(tmp_path, source, capsys):
+    """Without a status column nothing says a kept file is an image: a text file named x.jpg is exported as it
+    is, and the log and the manifest say that the rows were not checked."""
+    crops = sorted(str(p) for p in source.rglob("*.jpg"))[:2]
+    text = source / "x.jpg"
+    text.write_bytes(b"plain text\n")
+    paths = [*crops, str(text)]
+    (tmp_path / "filter").mkdir()
+    pq.write_table(
+        pa.table({"path": paths, "identity": [Path(p).parent.name for p in paths], "keep": [True] * 3}),
+        tmp_path / "filter" / KEEP_LIST,
+    )
+    assert export(tmp_path, "folder") == 0
+    log = capsys.readouterr().out
+    warning = f"keep-list {tmp_path / 'filter' / KEEP_LIST} has no status column: its 3 kept row(s) were not"
+    assert log.count("has no status column") == 1 and warning in log
+    assert (tmp_path / "out" / "src" / "x.jpg").read_bytes() == b"plain text\n"
+    results = manifest(tmp_path / "out")["results"]
+    assert results["status_checked"] is False and (results["written"], results["skipped"]["count"]) == (3, 0)
+
+
+def test_a_null_or_non_boolean_keep_names_the_problem(tmp_path, source, capsys):
+    paths = sorted(str(p) for p in source.rglob("*.jpg"))[:4]
+    (tmp_path / "filter").mkdir()
+    keep_file = tmp_path / "filter" / KEEP_LIST
+    pq.write_table(
+        pa.table({"path": paths, "keep": pa.array([True, False, None, None], pa.bool_())}), keep_file
+    )
+    assert export(tmp_path, "parquet") == 2
+    err = capsys.readouterr().err
+    assert f"{keep_file}: row 2 ({paths[2]}) has a null keep (2 null(s) in all)" in err
+    pq.write_table(pa.table({"path": paths, "keep": ["yes", "no", "yes", "no"]}), keep_file)
+    assert export(tmp_path, "parquet") == 2
+    err = capsys.readouterr().err
+    assert f"{keep_file}: keep must be a boolean column (it is string)" in err and "null keep" not in err
+    assert not (tmp_path / "out").exists()
