@@ -8,9 +8,73 @@ import os
 import warnings
 
 from ..config import ResourcesConfig
+from ..errors import UserError
 from .progress import configure_ray_data_progress, interactive_terminal
 
 log = logging.getLogger("froq_ray")
+
+
+class ResourceRequestError(UserError, ValueError):
+    """A per-task or per-actor resource request that no node of the local Ray the job starts can ever grant
+    (``resources.num_cpus_per_actor=99`` on a 2-CPU machine): Ray would wait for a node that never comes, so the
+    job refuses before opening its output. The message names the key, its value and the node's total."""
+
+
+def cluster_address(resources: ResourcesConfig) -> str | None:
+    """The Ray cluster the job joins (``resources.ray_address``, else ``RAY_ADDRESS`` as set for ``ray job
+    submit`` drivers); None: the job starts (or reuses) a local Ray."""
+    return resources.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def local_node_totals(resources: ResourcesConfig) -> dict[str, float] | None:
+    """``{"CPU": n, "GPU": m}`` of the largest node of the local Ray the job runs on, None when it joins a
+    cluster (:func:`cluster_address`; a cluster may autoscale). When this process already holds a Ray, its
+    largest live node; else the node :func:`ensure_ray` would start (``resources.num_cpus`` or the CPUs Ray
+    detects; the GPUs Ray detects, within ``CUDA_VISIBLE_DEVICES``), found without starting Ray."""
+    if cluster_address(resources):
+        return None
+    import ray
+
+    if ray.is_initialized():
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        return max(
+            ({"CPU": float(n.get("CPU", 0.0)), "GPU": float(n.get("GPU", 0.0))} for n in nodes),
+            key=lambda n: (n["CPU"], n["GPU"]),
+            default={"CPU": 0.0, "GPU": 0.0},
+        )
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+    from ray._private.utils import get_num_cpus
+
+    gpus = get_accelerator_manager_for_resource("GPU")
+    n_gpus = gpus.get_current_node_num_accelerators()
+    visible = gpus.get_current_process_visible_accelerator_ids()  # None: no CUDA_VISIBLE_DEVICES
+    if visible is not None:
+        n_gpus = min(n_gpus, len(visible))
+    return {"CPU": float(resources.num_cpus or get_num_cpus()), "GPU": float(n_gpus)}
+
+
+def check_requests_fit(resources: ResourcesConfig, *, actors: bool = True) -> None:
+    """Refuse (:class:`ResourceRequestError`) a request larger than the largest node of the local Ray
+    (:func:`local_node_totals`): ``resources.decode_num_cpus`` (a decode task) and, with ``actors`` (the job
+    runs scoring actors), ``resources.num_cpus_per_actor`` / ``num_gpus_per_actor`` (one actor needs both on
+    one node). Nothing is checked when the job joins a cluster. Starts no Ray; call it before the output is
+    opened."""
+    totals = local_node_totals(resources)
+    if totals is None:
+        return
+    requests = [("decode_num_cpus", "CPU", resources.decode_num_cpus)]
+    if actors:
+        requests += [
+            ("num_cpus_per_actor", "CPU", resources.num_cpus_per_actor),
+            ("num_gpus_per_actor", "GPU", resources.num_gpus_per_actor),
+        ]
+    for key, kind, value in requests:
+        if value > totals[kind]:
+            raise ResourceRequestError(
+                f"resources.{key}={value:g} is more than the {totals[kind]:g} {kind}(s) of the local Ray node "
+                "this job runs on: Ray would wait forever for a node that never comes (lower it, or join a "
+                "cluster that has or can add such a node with resources.ray_address)"
+            )
 
 
 def ensure_ray(resources: ResourcesConfig) -> None:
@@ -19,7 +83,7 @@ def ensure_ray(resources: ResourcesConfig) -> None:
     import ray.data
 
     if not ray.is_initialized():
-        address = resources.ray_address or os.environ.get("RAY_ADDRESS")  # set for `ray job submit` drivers
+        address = cluster_address(resources)
         if address:
             log.info("joining Ray cluster at %s", address)
             ray.init(address=address, log_to_driver=True)
