@@ -36,7 +36,7 @@ def test_a_fresh_driver_refuses_an_actor_larger_than_its_own_local_ray(lfw_dev_d
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert errors == [
-        "froq annotate: error: resources.num_cpus_per_actor=99 is more than the 2 CPU(s) of the local Ray node "
+        "froq annotate: error: resources.num_cpus_per_actor=99 is more than the 2 CPU(s) of the largest local Ray node "
         "this job runs on: Ray would wait forever for a node that never comes (lower it, or join a cluster that "
         "has or can add such a node with resources.ray_address)"
     ]
@@ -84,7 +84,9 @@ def test_annotate_and_calibrate_on_the_local_cluster_refuse_before_opening_the_o
     capsys.readouterr()
     assert main([job, "--input", str(inputs), "--output", str(out), *model, "--set", setting]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"froq {job}: error: {message} of the local Ray node this job runs on: "), err
+    assert err.startswith(f"froq {job}: error: {message} of the largest local Ray node this job runs on: "), (
+        err
+    )
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
     assert os.environ.get("RAY_ADDRESS") is None

@@ -14,7 +14,7 @@ from froq_ray.engine.runner import prepare_run
 from froq_ray.engine.runtime import (
     ResourceRequestError,
     check_requests_fit,
-    local_node_totals,
+    local_nodes,
     no_progress_error,
     scoring_context,
 )
@@ -83,12 +83,14 @@ def no_ray_here(monkeypatch):
 )
 def test_a_request_larger_than_the_local_node_is_refused_naming_the_key(key, value, total):
     resources = ResourcesConfig(num_cpus=2, **{key: value})
-    assert local_node_totals(resources) == {"CPU": 2.0, "GPU": 0.0}
+    assert local_nodes(resources) == [{"CPU": 2.0, "GPU": 0.0}]
     with pytest.raises(ResourceRequestError) as info:
         check_requests_fit(resources)
     message = str(info.value)
     assert isinstance(info.value, UserError) and "\n" not in message
-    assert message.startswith(f"resources.{key}={value:g} is more than the {total} of the local Ray node ")
+    assert message.startswith(
+        f"resources.{key}={value:g} is more than the {total} of the largest local Ray node "
+    )
 
 
 @pytest.mark.usefixtures("no_ray_here")
@@ -101,7 +103,7 @@ def test_requests_that_fit_or_a_joined_cluster_are_not_refused(monkeypatch):
         check_requests_fit(ResourcesConfig(num_cpus=2, decode_num_cpus=3), actors=False)
     # a joined cluster may autoscale: nothing is checked there
     joined = ResourcesConfig(ray_address="auto", num_cpus_per_actor=99, num_gpus_per_actor=8)
-    assert local_node_totals(joined) is None
+    assert local_nodes(joined) is None
     check_requests_fit(joined)
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     check_requests_fit(ResourcesConfig(num_cpus_per_actor=99))
@@ -120,3 +122,34 @@ def test_prepare_run_refuses_before_the_output_is_opened(tmp_path):
     ):
         prepare_run(cfg, None, {}, False, layout=OUTPUT)  # the model is never reached
     assert not out.exists()  # no run record, no folder
+
+
+def test_an_actor_must_fit_one_node_with_both_its_cpus_and_gpus(monkeypatch):
+    """A local Ray of several nodes (as ray.cluster_utils.Cluster makes): 8 CPUs without GPU, 4 CPUs with 1."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(
+        ray,
+        "nodes",
+        lambda: [
+            {"Alive": True, "Resources": {"CPU": 8.0, "memory": 1e9}},
+            {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
+            {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # a dead node grants nothing
+        ],
+    )
+    check_requests_fit(ResourcesConfig(num_cpus_per_actor=4, num_gpus_per_actor=1, decode_num_cpus=8))
+    check_requests_fit(ResourcesConfig(num_cpus_per_actor=8))
+    with pytest.raises(
+        ResourceRequestError, match=r"^resources\.num_cpus_per_actor=9 is more than the 8 CPU"
+    ):
+        check_requests_fit(ResourcesConfig(num_cpus_per_actor=9))
+    with pytest.raises(
+        ResourceRequestError, match=r"^resources\.num_gpus_per_actor=2 is more than the 1 GPU"
+    ):
+        check_requests_fit(ResourcesConfig(num_gpus_per_actor=2))
+    with pytest.raises(ResourceRequestError) as info:
+        check_requests_fit(ResourcesConfig(num_cpus_per_actor=6, num_gpus_per_actor=1))
+    assert str(info.value).startswith(
+        "resources.num_cpus_per_actor=6 and resources.num_gpus_per_actor=1: no node of the local Ray this job "
+        "runs on has both at once (8 CPU(s), 0 GPU(s); 4 CPU(s), 1 GPU(s)): "
+    )
