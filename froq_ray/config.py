@@ -307,7 +307,12 @@ class ScoringConfig(Section):
 
 
 class ResourcesConfig(Section):
-    """Cluster and actor resources; none of these change results (excluded from the config digest)."""
+    """Cluster and actor resources; none of these change results (excluded from the config digest).
+
+    Every number must be finite: ``inf`` or ``nan`` is an error naming the key (a run manifest holds no
+    ``Infinity``; an unlimited no-progress timeout would hang a run that cannot progress)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ray_address: str | None = None
     """``null``: the job starts a local Ray; ``auto`` or ``ray://host:port``: join that cluster."""
@@ -397,9 +402,10 @@ class EvaluateConfig(Section):
     discard_limits: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.2, 0.3])
     plot: LocalOrUri | None = None
     """EDC PNG path; ``null`` = ``edc.png`` in ``output.uri``."""
-    scores: list[LocalOrUri] = Field(default_factory=list)
-    """CSV or Parquet files of another tool's scores: a ``path`` column (matched to the annotations' ``path``
-    exactly as written) and one or more numeric score columns, each evaluated beside the quality columns."""
+    scores: LocalOrUriList = Field(default_factory=list)
+    """CSV or Parquet files of another tool's scores (one file may be written without the list): a ``path``
+    column (matched to the annotations' ``path`` exactly as written) and one or more numeric score columns,
+    each evaluated beside the quality columns."""
     lower_is_better: list[str] = Field(default_factory=list)
     """Score (or quality) columns where a lower value means a better image (default: higher is better)."""
     bootstrap: int = Field(default=200, ge=0)
@@ -990,7 +996,7 @@ def _override_value(key: str, raw: str, job_class: type[BaseModel] | None) -> An
     if kind == "optional_text":
         return raw if raw else None
     if kind == "text_list" and not raw.lstrip().startswith("["):
-        return raw
+        return [raw]  # one text as typed: a one-item list (whatever the field's own validators accept)
     try:
         return yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
@@ -1080,6 +1086,7 @@ def _describe(cls: type[BaseModel], err: Mapping[str, Any]) -> str:
         "int_from_float": "must be an integer",
         "float_type": "must be a number",
         "float_parsing": "must be a number",
+        "finite_number": "must be a finite number, not inf or nan",
         "bool_type": "must be true or false",
         "bool_parsing": "must be true or false",
         "string_type": "must be a string",

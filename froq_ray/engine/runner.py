@@ -43,7 +43,7 @@ from .dataset import MapStage, scoring_dataset
 from .inputs import InputRange, InputsPlan, inputs_from_table, materialize_inputs, plan_exists
 from .modes import ScoringMode, job_scoring_mode
 from .progress import ProgressReporter, quality_quantiles
-from .runtime import ensure_ray, no_progress_error, scoring_context
+from .runtime import check_requests_fit, ensure_ray, no_progress_error, scoring_context
 from .stages import DecodeStageConfig, ReadStageConfig, ScoringStageConfig, load_scoring_model
 from .write import WriteStageConfig
 
@@ -116,8 +116,12 @@ def prepare_run(
     ``dry_run`` (``froq plan``): the same decisions, writing and deleting nothing: the same refusals
     (:class:`~froq_ray.storage.run_state.OutputStateError`), the stored listing when the run would reuse it
     (then Ray is not started), else the input listed by the same Ray tasks, which return only counts and
-    digests (:func:`~froq_ray.engine.inputs.materialize_inputs`); the shards a resume would keep."""
+    digests (:func:`~froq_ray.engine.inputs.materialize_inputs`); the shards a resume would keep.
+
+    First of all, before the output is opened (no run record is left): a request that no node of the local Ray
+    can grant is refused (:func:`~froq_ray.engine.runtime.check_requests_fit`, ``ResourceRequestError``)."""
     started_at = utc_now()
+    check_requests_fit(cfg.resources)
     out = cfg.output
     digest = config_digest(cfg, extra=extra)
     state = open_output(
@@ -210,7 +214,9 @@ def prepare_table_run(
     layout: OutputLayout,
 ) -> PreparedRun:
     """:func:`prepare_run` for inputs a job derived on the driver (the distill job's self-training copies, a
-    ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts."""
+    ``(path, identity)`` table): always ``resume`` into ``out_uri``, the table written once as the input parts.
+    The same resource check first (``ResourceRequestError`` before anything is written)."""
+    check_requests_fit(cfg.resources)
     state = open_output(
         Location(out_uri, dict(cfg.output.storage_options)),
         "resume",

@@ -8,9 +8,82 @@ import os
 import warnings
 
 from ..config import ResourcesConfig
+from ..errors import UserError
 from .progress import configure_ray_data_progress, interactive_terminal
 
 log = logging.getLogger("froq_ray")
+
+
+class ResourceRequestError(UserError, ValueError):
+    """A per-task or per-actor resource request that no node of the local Ray the job starts can ever grant
+    (``resources.num_cpus_per_actor=99`` on a 2-CPU machine): Ray would wait for a node that never comes, so the
+    job refuses before opening its output. The message names the key, its value and the node's total."""
+
+
+def cluster_address(resources: ResourcesConfig) -> str | None:
+    """The Ray cluster the job joins (``resources.ray_address``, else ``RAY_ADDRESS`` as set for ``ray job
+    submit`` drivers); None: the job starts (or reuses) a local Ray."""
+    return resources.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def local_nodes(resources: ResourcesConfig) -> list[dict[str, float]] | None:
+    """``[{"CPU": n, "GPU": m}]``, one per node of the local Ray the job runs on; None when it joins a cluster
+    (:func:`cluster_address`; a cluster may autoscale). When this process already holds a Ray, its live nodes;
+    else the one node :func:`ensure_ray` would start (``resources.num_cpus`` or the CPUs Ray detects; the GPUs
+    Ray detects, within ``CUDA_VISIBLE_DEVICES``), found without starting Ray."""
+    if cluster_address(resources):
+        return None
+    import ray
+
+    if ray.is_initialized():
+        alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        return [{"CPU": float(n.get("CPU", 0.0)), "GPU": float(n.get("GPU", 0.0))} for n in alive]
+    from ray._private.accelerators import get_accelerator_manager_for_resource
+    from ray._private.utils import get_num_cpus
+
+    gpus = get_accelerator_manager_for_resource("GPU")
+    n_gpus = gpus.get_current_node_num_accelerators()
+    visible = gpus.get_current_process_visible_accelerator_ids()  # None: no CUDA_VISIBLE_DEVICES
+    if visible is not None:
+        n_gpus = min(n_gpus, len(visible))
+    return [{"CPU": float(resources.num_cpus or get_num_cpus()), "GPU": float(n_gpus)}]
+
+
+def check_requests_fit(resources: ResourcesConfig, *, actors: bool = True) -> None:
+    """Refuse (:class:`ResourceRequestError`) a request that no node of the local Ray (:func:`local_nodes`)
+    can grant: a decode task's ``resources.decode_num_cpus`` CPUs and, with ``actors`` (the job runs scoring
+    actors), a scoring actor's ``resources.num_cpus_per_actor`` CPUs and ``num_gpus_per_actor`` GPUs together
+    on one node. The message names the key that exceeds every node (both keys when each fits some node but no
+    node has both). Nothing is checked when the job joins a cluster. Starts no Ray; call it before the output
+    is opened."""
+    nodes = local_nodes(resources)
+    if nodes is None:
+        return
+    bundles = [{"decode_num_cpus": ("CPU", resources.decode_num_cpus)}]
+    if actors:
+        bundles.append(
+            {
+                "num_cpus_per_actor": ("CPU", resources.num_cpus_per_actor),
+                "num_gpus_per_actor": ("GPU", resources.num_gpus_per_actor),
+            }
+        )
+    for bundle in bundles:
+        if any(all(value <= node[kind] for kind, value in bundle.values()) for node in nodes):
+            continue
+        for key, (kind, value) in bundle.items():
+            most = max((node[kind] for node in nodes), default=0.0)
+            if value > most:
+                raise ResourceRequestError(
+                    f"resources.{key}={value:g} is more than the {most:g} {kind}(s) of the largest local Ray "
+                    "node this job runs on: Ray would wait forever for a node that never comes (lower it, or "
+                    "join a cluster that has or can add such a node with resources.ray_address)"
+                )
+        asked = " and ".join(f"resources.{key}={value:g}" for key, (_kind, value) in bundle.items())
+        raise ResourceRequestError(
+            f"{asked}: no node of the local Ray this job runs on has both at once ("
+            + "; ".join(f"{n['CPU']:g} CPU(s), {n['GPU']:g} GPU(s)" for n in nodes)
+            + "): Ray would wait forever (lower them, or join a cluster with such a node via resources.ray_address)"
+        )
 
 
 def ensure_ray(resources: ResourcesConfig) -> None:
@@ -19,7 +92,7 @@ def ensure_ray(resources: ResourcesConfig) -> None:
     import ray.data
 
     if not ray.is_initialized():
-        address = resources.ray_address or os.environ.get("RAY_ADDRESS")  # set for `ray job submit` drivers
+        address = cluster_address(resources)
         if address:
             log.info("joining Ray cluster at %s", address)
             ray.init(address=address, log_to_driver=True)

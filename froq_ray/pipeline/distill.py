@@ -41,7 +41,7 @@ from ..distill.artifact import CARD_FILE, ONNX_FILE, WEIGHTS_FILE, save_student_
 from ..distill.losses import TargetScaler
 from ..distill.students import build_student
 from ..engine.dataset import decoded_dataset
-from ..engine.runtime import ensure_ray, object_store_bytes
+from ..engine.runtime import check_requests_fit, ensure_ray, object_store_bytes
 from ..engine.stages import DecodeStageConfig
 from ..engine.train import TrainedStudent, TrainSettings, fit_student, latest_checkpoint_epoch
 from ..models.base import load_state_strict
@@ -367,6 +367,7 @@ def run_distill(cfg: DistillJob, force: bool = False) -> dict[str, Any]:
     }
     cfg_digest = config_digest(cfg, extra=extra)
     data_digest = rows_digest(rows.table, ["path", "identity", "target"])
+    check_requests_fit(cfg.resources, actors=cfg.self_training.enabled)  # before the output is opened
     state = open_distill_output(
         cfg, cfg_digest, data_digest, force, inputs=tuple(rows.files), config=digest_payload(cfg, extra)
     )

@@ -81,7 +81,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob, force: bool = False) -> list[str
     planned = plan_run(cfg, model, extra, layout, force=force)
     inputs, counts = planned.inputs, _counts(planned.inputs)
     source = (
-        f"the stored listing of the run being resumed ({PLAN_FILE} in the output; not listed again)"
+        f"from the stored listing of the run being resumed ({PLAN_FILE} in the output; not listed again)"
         if inputs.reused
         else "listed by Ray tasks that return only counts; nothing written"
     )
@@ -90,7 +90,7 @@ def plan_lines(cfg: AnnotateJob | CalibrateJob, force: bool = False) -> list[str
     schema = written_schema(mode.output_schema(model, stage))
     lines = [
         f"job: {cfg.job} (config digest {cfg_digest[:16]})",
-        f"inputs: {inputs.total_rows:,} images from {cfg.input.uri} ({_identities(cfg)}; from {source})",
+        f"inputs: {inputs.total_rows:,} images from {cfg.input.uri} ({_identities(cfg)}; {source})",
         (
             f"inputs {counts.skipped_line()}; {counts.duplicates} duplicate manifest row(s) merged; "
             f"{inputs.summary['followed_links']} symlinked folder(s) followed; {counts.beyond_limit} beyond "

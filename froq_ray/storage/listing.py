@@ -104,9 +104,25 @@ def has_magic(uri: str) -> bool:
     return bool(_GLOB_CHARS.search(uri))
 
 
-MISSING_MARKERS = frozenset({"nan", "none", "null", "na", "n/a", "<na>", "nat"})
-"""Identity texts (compared stripped, case-folded) that other tools write for a missing value: a manifest
-identity that reads like one is kept as written and counted (``ListingCounts.missing_like_identities``)."""
+MISSING_MARKERS = frozenset(
+    {
+        *("nan", "-nan", "none", "null", "na", "n/a", "<na>", "nat"),
+        *("#n/a", "#n/a n/a", "#na", "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"),  # spreadsheets, C runtimes
+    }
+)
+"""Identity texts (compared stripped, case-folded) that other tools write for a missing value (pandas' default
+NA texts, ``NaT``): a manifest identity that reads like one, or is empty or whitespace only (a Parquet ``''``,
+a CSV cell ``'  '``), is kept as written and counted (``ListingCounts.missing_like_identities``,
+:func:`missing_like`)."""
+
+
+def missing_like(identity: str | None) -> bool:
+    """True for a (non-null) identity text that reads like a missing value: empty, whitespace only, or one of
+    :data:`MISSING_MARKERS` (``' NaN '``, ``'#N/A'``); False for None (a real null) and any other text."""
+    if identity is None:
+        return False
+    text = identity.strip()
+    return not text or text.casefold() in MISSING_MARKERS
 
 
 class InputListingError(UserError, ValueError):
@@ -125,11 +141,14 @@ class ListingCounts:
     - ``followed_links``: symlinked folders entered (listing paths, sorted);
     - ``duplicates``: manifest rows naming a path listed earlier (merged);
     - ``beyond_limit``: rows dropped by ``input.limit``;
-    - ``no_identity``: with ``input.identity_from_folder``, listed rows (before ``input.limit``) without an
-      identity: files directly in the input's top folder (:func:`folder_identities`);
-    - ``missing_like_identities``: manifest identities kept as text that read like a missing-value marker
-      (:data:`MISSING_MARKERS`, e.g. ``NaN`` written by pandas), by text as written: values are used exactly
-      as typed, and a warning says how to write a missing identity (an empty cell or a null)."""
+    - ``no_identity``: listed rows (before ``input.limit``) whose identity is null although one was asked for:
+      with ``input.identity_from_folder``, files directly in the input's top folder
+      (:func:`folder_identities`); with a manifest's ``input.identity_column``, rows whose cell is null (an
+      empty CSV cell, a Parquet null or float NaN); 0 when no identity was asked for;
+    - ``missing_like_identities``: manifest identities kept as text that read like a missing value
+      (:func:`missing_like`: a :data:`MISSING_MARKERS` text such as ``NaN`` written by pandas or ``#N/A``, or an
+      empty / whitespace-only text: a CSV cell ``'  '``, a Parquet ``''``), by text as written: values are used
+      exactly as typed, and a warning says how to write a missing identity (an empty CSV cell or a null)."""
 
     source: str
     files_seen: int = 0
@@ -181,7 +200,15 @@ class ListingCounts:
                 len(self.followed_links),
                 ", ".join(self.followed_links),
             )
-        if self.no_identity:
+        if self.no_identity and self.source == "manifest":
+            log.warning(
+                "input manifest %s: %d row(s) have no identity (an empty CSV cell or a Parquet null in column "
+                "%r): identity null",
+                cfg.uri,
+                self.no_identity,
+                cfg.identity_column,
+            )
+        elif self.no_identity:
             log.warning(
                 "inputs from %s: %d file(s) lie directly in the input folder, outside any identity folder: "
                 "identity null (input.identity_from_folder)",
@@ -309,7 +336,8 @@ def list_all_inputs(cfg: InputSource) -> InputListing:
         names = folder_identities(cfg, table["path"].tolist(), kind)
         table["identity"] = pd.Series(names, index=table.index, dtype=object)  # None stays None, not NaN
     table = table.sort_values("path", kind="mergesort").reset_index(drop=True)
-    no_identity = int(table["identity"].isna().sum()) if cfg.identity_from_folder else 0
+    asked = cfg.identity_from_folder or (kind == "manifest" and bool(cfg.identity_column))
+    no_identity = int(table["identity"].isna().sum()) if asked else 0
     return InputListing(
         kind, seen, skips.result(), sorted(followed), duplicates, 0, no_identity, missing_like, table
     )
@@ -574,8 +602,8 @@ def _from_manifest(cfg: InputSource, fs, path: str) -> tuple[pd.DataFrame, int, 
             )
     identities = [identity for _, identity in first.values()]
     table = pd.DataFrame({"path": list(first), "identity": identities}, dtype=object)
-    missing_like = Counter(i for i in identities if i is not None and i.strip().lower() in MISSING_MARKERS)
-    return table, duplicates, dict(missing_like.most_common())
+    counted = Counter(i for i in identities if i is not None and missing_like(i))
+    return table, duplicates, dict(counted.most_common())
 
 
 def _read_csv(cfg: InputSource, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -603,9 +631,10 @@ def _read_csv(cfg: InputSource, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
                     f"{len(header)} (a comma inside a value needs double quotes)"
                 )
             else:
-                rows.append(
-                    (f"data row {len(rows) + 1} (line {line})", dict(zip(header, fields, strict=True)))
-                )
+                record: dict[str, Any] = dict(zip(header, fields, strict=True))
+                if cfg.identity_column and record.get(cfg.identity_column) == "":
+                    record[cfg.identity_column] = None  # an empty CSV cell is a missing identity (only that)
+                rows.append((f"data row {len(rows) + 1} (line {line})", record))
             line = reader.line_num + 1
     except csv.Error as exc:
         raise InputListingError(f"input manifest {cfg.uri}: line {reader.line_num}: {exc}") from None
@@ -644,8 +673,10 @@ def _require_columns(cfg: InputSource, columns: list[str]) -> None:
 
 
 def _identity_text(value: Any) -> str | None:
-    """A manifest identity as text: None/NaN/"" -> None; integral numbers without ``.0``; text as written."""
-    if value is None or value == "":
+    """A manifest identity as text: None (a Parquet null, an empty CSV cell) and float NaN -> None; integral
+    numbers without ``.0``; text exactly as written, ``''`` and whitespace included (counted by
+    :func:`missing_like`, not nulled)."""
+    if value is None:
         return None
     if isinstance(value, float):
         if math.isnan(value):

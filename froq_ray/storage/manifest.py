@@ -9,10 +9,14 @@ input: ``{status: count}``); ``stage_seconds`` (wall or worker seconds by stage 
 
 Written by the driver when a run finishes, through :func:`write_manifest` (the one writer); any
 ``storage_options`` mapping inside it is redacted again before writing, so credentials cannot leak through it.
+The file is strict JSON: a non-finite number (``inf``, ``nan``) anywhere in it is an error naming its key
+(:class:`NonFiniteManifestValueError`), never written as ``Infinity`` / ``NaN``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -86,12 +90,37 @@ class RunManifest:
         }
 
 
+class NonFiniteManifestValueError(ValueError):
+    """A run manifest holds ``inf`` or ``nan`` (not strict JSON): a bug of the job that built it, so not a
+    :class:`~froq_ray.errors.UserError`. The message names every such key (``results.this_run.seconds``)."""
+
+
+def non_finite_keys(node: Any, key: str = "") -> list[str]:
+    """The dotted keys (list items as ``[i]``) of the non-finite real numbers (``inf``, ``-inf``, ``nan``: Python
+    or NumPy floats) in ``node``, a JSON-like tree of mappings, lists and tuples; ``[]`` when there is none."""
+    if isinstance(node, Mapping):
+        return [
+            k for name, v in node.items() for k in non_finite_keys(v, f"{key}.{name}" if key else str(name))
+        ]
+    if isinstance(node, (list, tuple)):
+        return [k for i, v in enumerate(node) for k in non_finite_keys(v, f"{key}[{i}]")]
+    if isinstance(node, numbers.Real) and not isinstance(node, numbers.Integral) and not math.isfinite(node):
+        return [key or "<manifest>"]
+    return []
+
+
 def write_manifest(output: Location, manifest: RunManifest) -> dict:
     """Write ``manifest`` as ``<output>/_froq/manifest.json`` (atomically on local disks); returns what was
-    written (:meth:`RunManifest.to_dict`). Raises ``TypeError`` for anything but a :class:`RunManifest`."""
+    written (:meth:`RunManifest.to_dict`). Raises ``TypeError`` for anything but a :class:`RunManifest` and
+    :class:`NonFiniteManifestValueError` (nothing written) when a number in it is ``inf`` or ``nan``."""
     if not isinstance(manifest, RunManifest):
         raise TypeError(f"write_manifest takes a RunManifest, got {type(manifest).__name__}")
     data = manifest.to_dict()
+    bad = non_finite_keys(data)
+    if bad:
+        raise NonFiniteManifestValueError(
+            f"the run manifest would hold a non-finite number (inf or nan; not strict JSON) at {', '.join(bad)}"
+        )
     write_json_atomic(output.fs, f"{output.path.rstrip('/')}/{MANIFEST_FILE}", data)
     return data
 

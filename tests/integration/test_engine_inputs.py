@@ -194,6 +194,7 @@ def test_csv_and_parquet_manifests(tmp_path):
             and plan.summary["duplicates"] == 1
             and plan.summary["source"] == "manifest"
             and plan.summary["missing_like_identities"] == missing_like  # counted by the listing task
+            and plan.summary["no_identity"] == 1  # a/1.jpg's empty cell; b.jpg's Parquet null
         )
 
     csv.write_text("path,who\na.jpg,x\na.jpg,y\n")

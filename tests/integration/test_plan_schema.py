@@ -124,7 +124,7 @@ def runs(ray_cluster, work, inputs, mobilefacenet_pt, student_dir):  # noqa: ARG
         assert not out.exists() or not any(out.iterdir()), "plan wrote into the output folder"
         # a fresh output: the inputs are counted by the run's Ray listing tasks (nothing written), exact shards
         assert plan["inputs"].startswith(f"4 images from {inputs} (identities from the parent folder names")
-        assert plan["inputs"].endswith("listed by Ray tasks that return only counts; nothing written)")
+        assert plan["inputs"].endswith("; listed by Ray tasks that return only counts; nothing written)")
         assert plan["output"] == f"{out} (mode resume): new run: 2 shard(s) to write"
         assert plan["shards"].startswith("2 of up to 3 rows")
         assert run_job(job, config) == 0

@@ -345,3 +345,46 @@ def test_scoring_graph_values_and_rules_name_the_key():
     assert config_from_dict(annotate_data(scoring={"mode": "pseudo_label"})).scoring.graph == "auto"
     data = {**annotate_data(scoring={"graph": "eager"}), "job": "calibrate"}
     assert problems_of(data) == ["scoring.graph: the calibrate job runs no FROQ scorer (leave graph unset)"]
+
+
+RESOURCE_FLOATS = [
+    "no_progress_timeout_s",
+    "headroom_cpus",
+    "num_gpus_per_actor",
+    "num_cpus_per_actor",
+    "decode_num_cpus",
+    "export_num_cpus",
+]
+
+
+@pytest.mark.parametrize("key", RESOURCE_FLOATS)
+@pytest.mark.parametrize("value", ["inf", ".inf", "-inf", "nan", ".nan", "1e999"])
+def test_a_non_finite_resources_number_is_one_error_naming_the_key(key, value):
+    # from the command line (YAML reads "inf"/".inf"/"1e999" as float infinity) and from a YAML config file
+    assert problems_of(annotate_data(), [f"resources.{key}={value}"])[0].startswith(f"resources.{key}: ")
+    parsed = yaml.safe_load(f"x: {value}")["x"]
+    problems = problems_of(annotate_data(resources={key: parsed}))
+    assert len(problems) == 1 and problems[0].startswith(f"resources.{key}: "), problems
+    assert config_from_dict(annotate_data(), [f"resources.{key}=2.5"]).resources.model_dump()[key] == 2.5
+
+
+def test_an_infinite_timeout_says_it_must_be_finite():
+    assert problems_of(annotate_data(), ["resources.no_progress_timeout_s=inf"]) == [
+        "resources.no_progress_timeout_s: must be a finite number, not inf or nan (got 'inf')"
+    ]
+
+
+def test_evaluate_scores_takes_one_path_as_typed_or_a_list(tmp_path):
+    base = {"job": "evaluate", "evaluate": {"annotations": "/runs/a"}, "output": {"uri": "/o"}}
+    one = tmp_path / "other tool #1.csv"
+    cfg = config_from_dict(base, [f"evaluate.scores={one}"])
+    assert cfg.evaluate.scores == [str(one)]
+    cfg = config_from_dict(base, [f"evaluate.scores=[{tmp_path / 'a.csv'}, {tmp_path / 'b.parquet'}]"])
+    assert cfg.evaluate.scores == [str(tmp_path / "a.csv"), str(tmp_path / "b.parquet")]
+    # a lone path in the YAML file too; a relative one is made absolute like every local path
+    cfg = config_from_dict({**base, "evaluate": {**base["evaluate"], "scores": "scores.csv"}})
+    assert cfg.evaluate.scores == [os.path.abspath("scores.csv")]
+    assert config_from_dict(base).evaluate.scores == []
+    # other list-of-texts keys take one text as typed too (README: --set)
+    cfg = config_from_dict(base, ["evaluate.lower_is_better=brisque #2", "evaluate.quality_columns=pl_flip"])
+    assert cfg.evaluate.lower_is_better == ["brisque #2"] and cfg.evaluate.quality_columns == ["pl_flip"]

@@ -243,3 +243,28 @@ def test_the_output_may_not_be_an_annotations_folder(tmp_path):
     cfg = distill_cfg(tmp_path, output={"uri": folder})
     with pytest.raises(OutputStateError, match="holds the input .*part-00000.parquet"):
         open_distill_output(cfg, "c", "d", False, inputs=(f"{folder}/part-00000.parquet",))
+
+
+def test_a_decode_request_larger_than_the_local_node_is_refused_before_the_output_is_opened(
+    tmp_path, monkeypatch
+):
+    import ray
+
+    from froq_ray.engine.runtime import ResourceRequestError
+    from froq_ray.pipeline.distill import run_distill
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the job would start its own local Ray
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    folder = annotations(
+        tmp_path,
+        "ann",
+        [("/d/p/a.jpg", "p", st.OK, 1.0, None, None), ("/d/q/b.jpg", "q", st.OK, 2.0, None, None)],
+    )
+    cfg = distill_cfg(
+        tmp_path, distill={"annotations": [folder]}, resources={"num_cpus": 2, "decode_num_cpus": 3}
+    )
+    with pytest.raises(
+        ResourceRequestError, match=r"^resources\.decode_num_cpus=3 is more than the 2 CPU\(s\) "
+    ):
+        run_distill(cfg)
+    assert not (tmp_path / "out").exists()

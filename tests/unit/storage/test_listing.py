@@ -477,3 +477,68 @@ def test_identities_that_read_like_a_missing_value_are_kept_as_typed_counted_and
     plain = tmp_path / "plain.csv"
     plain.write_text("path,identity\n/x/a.jpg,Nan Goldin\n/x/b.jpg,Ada\n")
     assert list_inputs(InputConfig(uri=str(plain), identity_column="identity")).missing_like_identities == {}
+
+
+def test_blank_and_spreadsheet_marker_identities_count_as_missing_like_and_nulls_as_no_identity(
+    tmp_path, caplog
+):
+    # a CSV written by hand (not by pandas): only the EMPTY cell (c) is null; '  ' and '#N/A' are text
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(
+        b"path,identity\n/x/a.jpg,  \n/x/b.jpg,#N/A\n/x/c.jpg,\n/x/d.jpg,Ada\n/x/e.jpg,#n/a\n/x/f.jpg,\t\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="froq_ray"):
+        listing = list_inputs(InputConfig(uri=str(manifest), identity_column="identity"))
+    assert listing.table["identity"].tolist() == ["  ", "#N/A", None, "Ada", "#n/a", "\t"]
+    expected = {"  ": 1, "#N/A": 1, "#n/a": 1, "\t": 1}
+    assert (
+        listing.missing_like_identities == expected
+        and listing.summary()["missing_like_identities"] == expected
+    )
+    assert listing.no_identity == 1 and listing.summary()["no_identity"] == 1
+    messages = [r.getMessage() for r in caplog.records]
+    (like,) = [m for m in messages if "read like a missing value" in m]
+    assert "4 identity value(s)" in like and "'  ' x1" in like and "'#N/A' x1" in like
+    (null,) = [m for m in messages if "have no identity" in m]
+    assert null.startswith(f"input manifest {manifest}: 1 row(s) have no identity ") and "'identity'" in null
+
+    # Parquet: '' is a text as typed (kept, counted as missing-like); a null and a float NaN are nulls
+    parquet = tmp_path / "m.parquet"
+    pq.write_table(
+        pa.table({"path": ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg", "/x/d.jpg"], "id": ["", None, " ", "Bo"]}),
+        parquet,
+    )
+    listing = list_inputs(InputConfig(uri=str(parquet), identity_column="id"))
+    assert listing.table["identity"].tolist() == ["", None, " ", "Bo"]
+    assert listing.missing_like_identities == {"": 1, " ": 1}
+    assert listing.no_identity == 1
+    pq.write_table(
+        pa.table({"path": ["/x/a.jpg", "/x/b.jpg", "/x/c.jpg"], "id": [1.0, float("nan"), None]}), parquet
+    )
+    listing = list_inputs(InputConfig(uri=str(parquet), identity_column="id"))
+    assert listing.table["identity"].tolist() == ["1", None, None] and listing.no_identity == 2
+
+    # no identity asked for: no_identity stays 0 (the column is null by design, not missing)
+    assert list_inputs(InputConfig(uri=str(parquet))).no_identity == 0
+    assert list_inputs(InputConfig(uri=str(manifest))).no_identity == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "like"),
+    [
+        ("", True),
+        ("   ", True),
+        ("#N/A", True),
+        (" NaN ", True),
+        ("NULL", True),
+        ("-1.#IND", True),
+        ("Nan Goldin", False),
+        ("N/A Smith", False),
+        ("0", False),
+        (None, False),
+    ],
+)
+def test_missing_like_texts(text, like):
+    from froq_ray.storage.listing import missing_like
+
+    assert missing_like(text) is like

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from froq_ray.storage.fs import read_json
 from froq_ray.storage.location import Location
-from froq_ray.storage.manifest import HEADER_KEYS, RunManifest, read_manifest, write_manifest
+from froq_ray.storage.manifest import (
+    HEADER_KEYS,
+    NonFiniteManifestValueError,
+    RunManifest,
+    read_manifest,
+    write_manifest,
+)
 from froq_ray.storage.run_state import RUN_FILE, OutputStateError, check_writable, prepare_output
 from froq_ray.storage.schema import annotation_schema, to_table
 from froq_ray.storage.shards import Shard, list_names, write_shard
@@ -429,3 +436,39 @@ def test_a_dry_run_decides_the_same_and_changes_nothing(out, tmp_path):
     with pytest.raises(OutputStateError) as run_refused:  # the run (it removes the leftover first)
         prepare_output(uri, options, "resume", "d" * 64, input_digest=INP)
     assert str(refused.value) == str(run_refused.value)  # the plan states the run's own reason
+
+
+@pytest.mark.parametrize(
+    ("results", "keys"),
+    [
+        ({"this_run": {"seconds": float("inf")}}, "results.this_run.seconds"),
+        ({"quantiles": [0.5, float("nan")]}, "results.quantiles[1]"),
+        ({"a": -float("inf"), "b": {"c": (1, float("nan"))}}, "results.a, results.b.c[1]"),
+        ({"rate": np.float32("inf")}, "results.rate"),
+    ],
+)
+def test_a_non_finite_number_in_a_manifest_is_an_error_naming_it_and_nothing_is_written(out, results, keys):
+    uri, options = out
+    manifest = RunManifest("annotate", "2026-01-01T00:00:00Z", {}, CFG, {"ok": 1}, {}, results)
+    with pytest.raises(NonFiniteManifestValueError) as info:
+        write_manifest(Location(uri, options), manifest)
+    assert str(info.value).endswith(f"(inf or nan; not strict JSON) at {keys}")
+    with pytest.raises(FileNotFoundError):
+        read_manifest(uri, options)
+    # the config is checked too (it holds user values: a non-finite one must never reach the file)
+    bad_config = RunManifest("annotate", "2026-01-01T00:00:00Z", {"resources": {"x": float("inf")}}, CFG)
+    with pytest.raises(NonFiniteManifestValueError, match=r"at config\.resources\.x$"):
+        write_manifest(Location(uri, options), bad_config)
+    # finite values (ints, floats, a NumPy float, booleans, None) are written and read back as strict JSON
+    fine = RunManifest(
+        "annotate",
+        "2026-01-01T00:00:00Z",
+        {},
+        CFG,
+        {"ok": 1},
+        {},
+        {"x": np.float64(1.5), "n": None, "b": True},
+    )
+    write_manifest(Location(uri, options), fine)
+    fs_text = json.dumps(read_manifest(uri, options), allow_nan=False)
+    assert '"x": 1.5' in fs_text
