@@ -53,9 +53,11 @@ def check_requests_fit(resources: ResourcesConfig, *, actors: bool = True) -> No
     """Refuse (:class:`ResourceRequestError`) a request that no node of the local Ray (:func:`local_nodes`)
     can grant: a decode task's ``resources.decode_num_cpus`` CPUs and, with ``actors`` (the job runs scoring
     actors), a scoring actor's ``resources.num_cpus_per_actor`` CPUs and ``num_gpus_per_actor`` GPUs together
-    on one node. The message names the key that exceeds every node (both keys when each fits some node but no
-    node has both). Nothing is checked when the job joins a cluster. Starts no Ray; call it before the output
-    is opened."""
+    on one node; and with ``actors``, CPUs for the pool's minimum of actors and one decode task at once (the
+    local Ray's CPUs less ``resources.headroom_cpus``: else the actors hold every CPU and no image is ever
+    decoded). The message names the key that exceeds every node (both keys when each fits some node but no
+    node has both; every key of the sum for the last check). Nothing is checked when the job joins a cluster.
+    Starts no Ray; call it before the output is opened."""
     nodes = local_nodes(resources)
     if nodes is None:
         return
@@ -83,6 +85,23 @@ def check_requests_fit(resources: ResourcesConfig, *, actors: bool = True) -> No
             f"{asked}: no node of the local Ray this job runs on has both at once ("
             + "; ".join(f"{n['CPU']:g} CPU(s), {n['GPU']:g} GPU(s)" for n in nodes)
             + "): Ray would wait forever (lower them, or join a cluster with such a node via resources.ray_address)"
+        )
+    if actors:
+        _check_actors_leave_a_decode_slot(resources, nodes)
+
+
+def _check_actors_leave_a_decode_slot(resources: ResourcesConfig, nodes: list[dict[str, float]]) -> None:
+    """The minimum of scoring actors plus one decode task must fit the local Ray's CPUs (less the headroom)."""
+    low = resources.actor_range[0]
+    need = low * resources.num_cpus_per_actor + resources.decode_num_cpus
+    have = sum(node["CPU"] for node in nodes) - resources.headroom_cpus
+    if need > have:
+        raise ResourceRequestError(
+            f"resources.actors (at least {low}) x resources.num_cpus_per_actor={resources.num_cpus_per_actor:g} "
+            f"+ resources.decode_num_cpus={resources.decode_num_cpus:g} need {need:g} CPU(s) at once, the local "
+            f"Ray has {have:g} (resources.num_cpus less resources.headroom_cpus): the scoring actors would hold "
+            "every CPU and no image could be decoded (lower num_cpus_per_actor or decode_num_cpus, or raise "
+            "resources.num_cpus: a logical CPU count above the cores is allowed)"
         )
 
 

@@ -95,8 +95,9 @@ def test_a_request_larger_than_the_local_node_is_refused_naming_the_key(key, val
 
 @pytest.mark.usefixtures("no_ray_here")
 def test_requests_that_fit_or_a_joined_cluster_are_not_refused(monkeypatch):
-    check_requests_fit(ResourcesConfig(num_cpus=2, num_cpus_per_actor=2, decode_num_cpus=2))  # exactly fits
-    check_requests_fit(ResourcesConfig(num_cpus=4, num_cpus_per_actor=3.5))
+    check_requests_fit(ResourcesConfig(num_cpus=4, num_cpus_per_actor=2, decode_num_cpus=2))  # exactly fits
+    check_requests_fit(ResourcesConfig(num_cpus=3, num_cpus_per_actor=2))  # the benchmark's 2 cores + 1
+    check_requests_fit(ResourcesConfig(num_cpus=4, num_cpus_per_actor=3.5, decode_num_cpus=0.5))
     # without actors (distill without self-training) only the decode request counts
     check_requests_fit(ResourcesConfig(num_cpus=2, num_cpus_per_actor=99, num_gpus_per_actor=1), actors=False)
     with pytest.raises(ResourceRequestError, match=r"^resources\.decode_num_cpus=3 "):
@@ -153,3 +154,24 @@ def test_an_actor_must_fit_one_node_with_both_its_cpus_and_gpus(monkeypatch):
         "resources.num_cpus_per_actor=6 and resources.num_gpus_per_actor=1: no node of the local Ray this job "
         "runs on has both at once (8 CPU(s), 0 GPU(s); 4 CPU(s), 1 GPU(s)): "
     )
+
+
+@pytest.mark.usefixtures("no_ray_here")
+@pytest.mark.parametrize(
+    ("settings", "need", "have"),
+    [
+        ({"num_cpus": 2, "num_cpus_per_actor": 2}, 3, 2),  # the actor takes both CPUs: nothing decodes
+        ({"num_cpus": 4, "actors": [2, 4], "num_cpus_per_actor": 2}, 5, 4),
+        ({"num_cpus": 4, "num_cpus_per_actor": 2, "decode_num_cpus": 1, "headroom_cpus": 2}, 3, 2),
+    ],
+)
+def test_the_minimum_of_actors_must_leave_cpus_for_a_decode_task(settings, need, have):
+    with pytest.raises(ResourceRequestError) as info:
+        check_requests_fit(ResourcesConfig(**settings))
+    message = str(info.value)
+    assert message.startswith("resources.actors (at least ")
+    assert f"need {need:g} CPU(s) at once, the local Ray has {have:g}" in message and "\n" not in message
+    low = settings.get("actors", [1])[0]
+    cfg = ResourcesConfig(**{**settings, "num_cpus": settings["num_cpus"] + need - have})
+    check_requests_fit(cfg)  # one more CPU each short: fits
+    assert cfg.actor_range[0] == low
