@@ -438,8 +438,8 @@ def _check_not_inside_shard_output(uri: str, fs, path: str) -> None:
             job = read_json(fs, record).get("job")
             if job in SHARD_JOBS:
                 raise OutputStateError(
-                    f"output {uri} lies inside {to_uri(fs, parent)}, the output of a {job} run: reading that "
-                    "folder (pandas.read_parquet) would read this output's files as its rows, and resuming it "
+                    f"output {uri} lies inside {to_uri(fs, parent)}, the output of an earlier {job} run: reading "
+                    "that folder (pandas.read_parquet) would read this output's files as its rows, and resuming it "
                     "would refuse them; choose an output.uri outside it"
                 )
         current = parent

@@ -201,7 +201,8 @@ def test_an_output_inside_a_shard_jobs_output_is_refused_in_every_mode(layout, m
     before = finished_run(shard_run, LAYOUTS["annotate"])
     for out in (shard_run / "sub", shard_run / "a" / "b"):
         with pytest.raises(
-            OutputStateError, match=f"output {out} lies inside {shard_run}, the output of a annotate"
+            OutputStateError,
+            match=f"output {out} lies inside {shard_run}, the output of an earlier annotate run",
         ):
             open_(out, mode, layout)
         assert not out.exists()  # refused before the folder is created
