@@ -32,6 +32,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _crops(text: str) -> int:
+    """An argparse type for ``--n``: at least 2 crops (a quick calibration ranks layers across the crops)."""
+    value = _positive(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("must be >= 2 (the quick calibration ranks layers across the crops)")
+    return value
+
+
 def _phases(text: str) -> tuple[str, ...]:
     """An argparse type: a comma list of phase names (:data:`PHASES`)."""
     names = tuple(p.strip() for p in text.split(",") if p.strip())
@@ -52,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--weights", help="weights file; default: seeded random weights when the model needs a file"
     )
-    ap.add_argument("--n", type=_positive, default=2000, help="JPEG crops to generate and score")
+    ap.add_argument("--n", type=_crops, default=2000, help="JPEG crops to generate and score")
     ap.add_argument("--device", choices=list(DEVICES), default="auto")
     ap.add_argument(
         "--precision",

@@ -223,6 +223,7 @@ def test_rates_and_phase_record():
         (["--skip", "nope"], "argument --skip: unknown phase(s) nope; known: reference,scorer"),
         (["--skip", "reference,nope,zzz"], "unknown phase(s) nope, zzz"),
         (["--n", "0"], "argument --n: must be >= 1, got 0"),
+        (["--n", "1"], "argument --n: must be >= 2 (the quick calibration ranks layers across the crops)"),
         (["--n", "x"], "argument --n: 'x' is not a whole number"),
         (["--ray-batch-size", "-1"], "argument --ray-batch-size: must be >= 1"),
     ],
